@@ -1,0 +1,147 @@
+"""Strict conversion between plain dicts (from YAML/JSON) and typed dataclasses.
+
+The one config mechanism of automtl: every config class is a dataclass; `from_dict` checks
+keys and types recursively and raises `ConfigError` naming the exact path
+(``trial.yaml: model.n_experts: expected int, got 'four'``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from automtl.errors import ConfigError
+
+T = TypeVar("T")
+
+_NONE = type(None)
+
+
+def _fail(where: str, path: str, msg: str) -> typing.NoReturn:
+    prefix = f"{where}: " if where else ""
+    raise ConfigError(f"{prefix}{path or '<root>'}: {msg}")
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _convert(tp: Any, value: Any, path: str, where: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None:
+            if _NONE in args:
+                return None
+            _fail(where, path, "must not be empty (null)")
+        errors = []
+        for arg in args:
+            if arg is _NONE:
+                continue
+            try:
+                return _convert(arg, value, path, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        _fail(where, path, f"expected {_type_name(tp)}, got {_describe(value)}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value in allowed:
+            return value
+        _fail(where, path, f"must be one of {', '.join(map(str, allowed))}; got {_describe(value)}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, path=path, where=where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            _fail(where, path, f"expected a list, got {_describe(value)}")
+        (arg,) = get_args(tp)[:1] or (Any,)
+        return [_convert(arg, v, f"{path}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            _fail(where, path, f"expected a mapping, got {_describe(value)}")
+        kt, vt = get_args(tp) or (Any, Any)
+        return {
+            _convert(kt, k, f"{path}.{k}", where): _convert(vt, v, f"{path}.{k}", where)
+            for k, v in value.items()
+        }
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        _fail(where, path, f"expected true/false, got {_describe(value)}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        _fail(where, path, f"expected an integer, got {_describe(value)}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        _fail(where, path, f"expected a number, got {_describe(value)}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        _fail(where, path, f"expected a string, got {_describe(value)}")
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug, not user input
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp) if a is not _NONE)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, get_args(tp)))
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def from_dict(cls: type[T], data: Any, path: str = "", where: str = "") -> T:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types.
+
+    `path` is the dotted location of `data` inside the document, `where` the file name; both
+    appear in the error message.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        _fail(where, path, f"expected a mapping, got {_describe(data)}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        known = ", ".join(sorted(fields))
+        sub = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        _fail(where, sub, f"unknown key (known keys: {known})")
+    kwargs = {}
+    for name, value in data.items():
+        sub = f"{path}.{name}" if path else name
+        kwargs[name] = _convert(hints[name], value, sub, where)
+    try:
+        obj = cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        _fail(where, path, str(exc))
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ConfigError as exc:
+            _fail(where, path, str(exc))
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data (YAML/JSON-ready) form of a config dataclass."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj

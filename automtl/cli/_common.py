@@ -1,0 +1,36 @@
+"""Shared console objects and the error boundary of the CLI."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import typer
+from rich.console import Console
+
+from automtl.errors import AutomtlError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def handle_errors(run: Callable[[], object]) -> int:
+    """Run a Typer app in non-standalone mode; print user errors as one line, no traceback."""
+    from typer._click import exceptions as click_exc  # typer vendors click
+
+    try:
+        result = run()
+    except AutomtlError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except click_exc.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click_exc.Abort:
+        err_console.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,204 @@
+"""Typed configs of automtl and their YAML load/save.
+
+`TrialConfig` holds everything needed to rebuild and retrain one model (data, model, losses,
+training). It round-trips through YAML: `automtl train --config X.yaml` reproduces a trial.
+Unknown keys and wrong types are `ConfigError`s naming the file and YAML path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from automtl._typed import from_dict, to_dict
+from automtl.errors import ConfigError
+
+Arch = Literal["single", "shared_bottom", "mmoe", "ple", "aitm", "apem"]
+Head = Literal["plain", "esmm"]
+Bottom = Literal["shared", "dtrn", "apem", "stem"]
+
+
+def _positive(name: str, value: float | int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name}: must be > 0, got {value}")
+
+
+def _dims(name: str, dims: list[int]) -> None:
+    if any(d <= 0 for d in dims):
+        raise ConfigError(f"{name}: every layer size must be > 0, got {dims}")
+
+
+@dataclass
+class DataConfig:
+    """Which dataset to load and with which options (see `automtl data list`)."""
+
+    name: str = "synthetic"
+    data_dir: str | None = None
+    # loader-specific options, e.g. synthetic: rows, n_tasks, rho, seed, schema; aliexpress: country
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture and sizes. Fields not used by the chosen `arch`/`bottom` are ignored."""
+
+    arch: Arch = "mmoe"
+    head: Head = "plain"  # esmm: p(task i) = p(task i-1) * p(task i | task i-1)
+    bottom: Bottom = "shared"
+    embedding_dim: int = 16
+    seq_pooling: Literal["mean", "target_attention"] = "mean"
+    # shared_bottom / single: the bottom MLP; mmoe / ple: one expert's MLP
+    bottom_dims: list[int] = field(default_factory=lambda: [256, 128])
+    expert_dims: list[int] = field(default_factory=lambda: [256, 128])
+    n_experts: int = 8  # mmoe
+    n_levels: int = 2  # ple (1 = CGC)
+    n_shared_experts: int = 2  # ple, per level
+    n_specific_experts: int = 2  # ple, per task per level
+    tower_dims: list[int] = field(default_factory=lambda: [64])
+    dropout: float = 0.0
+    activation: Literal["relu", "gelu", "silu"] = "relu"
+    # aitm: dimension of the information-transfer attention
+    aitm_dim: int = 32
+    # dtrn bottom (issue 8)
+    transformer_layers: int = 1
+    transformer_heads: int = 2
+    transformer_dim: int = 32
+    injection: Literal["ln", "qkv", "ffn1", "ffn2"] = "ln"
+    trm: bool = True
+    # apem / asrg bottom
+    inducing_points: int = 8
+    ps_layers: int = 2
+    # stem bottom
+    stem_embedding_dim: int = 16
+
+    def validate(self) -> None:
+        _positive("embedding_dim", self.embedding_dim)
+        for name in ("n_experts", "n_levels", "n_shared_experts", "aitm_dim",
+                     "transformer_layers", "transformer_heads", "transformer_dim",
+                     "inducing_points", "ps_layers", "stem_embedding_dim"):
+            _positive(name, getattr(self, name))
+        if self.n_specific_experts < 0:
+            raise ConfigError(f"n_specific_experts: must be >= 0, got {self.n_specific_experts}")
+        for name in ("bottom_dims", "expert_dims", "tower_dims"):
+            _dims(name, getattr(self, name))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class PWiseRConfig:
+    """PWiseR pairwise ranking term: Loss = BCE + lambda * PWiseR."""
+
+    lam: float = 0.1
+    m1: float = 0.3  # conversion vs click-only margin
+    m2: float = 0.3  # conversion vs no-click margin
+    task: str | None = None  # task whose scores are ranked; None = the last task of the cascade
+
+
+@dataclass
+class DependencyConfig:
+    """APEM sequential-dependence loss L_D: tau per adjacent task pair."""
+
+    tau: list[float] = field(default_factory=lambda: [0.1])
+
+
+@dataclass
+class CalibratorConfig:
+    """AITM behavioural-expectation calibrator: alpha * sum max(p_t - p_{t-1}, 0)."""
+
+    alpha: float = 0.6
+
+
+@dataclass
+class WeightingConfig:
+    """How per-task BCE losses are combined."""
+
+    scheme: Literal["fixed", "ple_decay", "uncertainty", "gradnorm"] = "fixed"
+    weights: dict[str, float] = field(default_factory=dict)  # per task; missing tasks get 1.0
+    gamma: float = 0.9  # ple_decay: w_t = w_0 * gamma^epoch
+    gradnorm_alpha: float = 1.5
+
+
+@dataclass
+class LossConfig:
+    """The loss mix: per-task BCE plus optional terms, combined by a weighting scheme."""
+
+    pwiser: PWiseRConfig | None = None
+    dependency: DependencyConfig | None = None
+    calibrator: CalibratorConfig | None = None
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser and loop settings of one training run."""
+
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 2048
+    eval_batch_size: int = 16384
+    epochs: int = 3
+    patience: int = 2  # early stopping on mean validation AUC
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+
+    def validate(self) -> None:
+        for name in ("lr", "batch_size", "eval_batch_size", "epochs"):
+            _positive(name, getattr(self, name))
+        if self.patience < 0:
+            raise ConfigError(f"patience: must be >= 0, got {self.patience}")
+
+
+@dataclass
+class TrialConfig:
+    """Everything needed to rebuild and retrain one model."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read a YAML document, turning I/O and syntax problems into one-line `ConfigError`s."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: file not found; check the path")
+    try:
+        with p.open("r", encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{p}: invalid YAML{where}: {problem}; fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read file ({exc.__class__.__name__}); check permissions/encoding") from None
+
+
+def load_trial_config(path: str | Path) -> TrialConfig:
+    """Load a `TrialConfig` from YAML or JSON (JSON is valid YAML)."""
+    return from_dict(TrialConfig, load_yaml(path), where=str(path))
+
+
+def dump_yaml(obj: Any) -> str:
+    """YAML text of a config dataclass (or plain data), keys in declaration order."""
+    return yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=None)
+
+
+def save_trial_config(cfg: TrialConfig, path: str | Path) -> None:
+    """Write `cfg` as YAML."""
+    Path(path).write_text(dump_yaml(cfg), encoding="utf-8")
+
+
+__all__ = [
+    "Arch", "Bottom", "CalibratorConfig", "DataConfig", "DependencyConfig", "Head", "LossConfig",
+    "ModelConfig", "PWiseRConfig", "TrainConfig", "TrialConfig", "WeightingConfig", "dump_yaml",
+    "from_dict", "load_trial_config", "load_yaml", "save_trial_config", "to_dict",
+]
