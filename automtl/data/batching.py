@@ -1,0 +1,100 @@
+"""Device-resident batching: columns live as tensors on the target device; each epoch draws a
+permutation and slices batches by index. No per-sample Python, no DataLoader collation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from automtl.data.schema import Split
+
+
+@dataclass
+class Batch:
+    """One mini-batch (all tensors on the same device)."""
+
+    sparse: torch.Tensor  # int32 [B, n_sparse]
+    dense: torch.Tensor  # float32 [B, n_dense]
+    sequences: dict[str, torch.Tensor]  # name -> int32 [B, max_len], 0 = padding
+    labels: torch.Tensor  # float32 [B, n_tasks]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class DeviceSplit:
+    """A split's columns as tensors on one device."""
+
+    sparse: torch.Tensor
+    dense: torch.Tensor
+    sequences: dict[str, torch.Tensor]
+    labels: torch.Tensor
+
+    @classmethod
+    def from_split(cls, split: Split, device: torch.device | str = "cpu") -> "DeviceSplit":
+        """Copy (or, on CPU, share memory with) the split's NumPy arrays."""
+        dev = torch.device(device)
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            arr = np.ascontiguousarray(a)
+            if not arr.flags.writeable:  # memory-mapped caches are read-only; torch wants writable
+                arr = np.array(arr)
+            return torch.from_numpy(arr).to(dev, non_blocking=True)
+
+        return cls(
+            sparse=t(split.sparse.astype(np.int32, copy=False)),
+            dense=t(split.dense.astype(np.float32, copy=False)),
+            sequences={k: t(v.astype(np.int32, copy=False)) for k, v in split.sequences.items()},
+            labels=t(split.labels.astype(np.float32, copy=False)),
+        )
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, idx: torch.Tensor) -> Batch:
+        """Gather rows `idx` (a tensor on this split's device) into a Batch."""
+        return Batch(
+            sparse=self.sparse.index_select(0, idx),
+            dense=self.dense.index_select(0, idx),
+            sequences={k: v.index_select(0, idx) for k, v in self.sequences.items()},
+            labels=self.labels.index_select(0, idx),
+        )
+
+    def slice(self, start: int, stop: int) -> Batch:
+        """Rows [start, stop) as a Batch of views (no copy)."""
+        return Batch(
+            sparse=self.sparse[start:stop],
+            dense=self.dense[start:stop],
+            sequences={k: v[start:stop] for k, v in self.sequences.items()},
+            labels=self.labels[start:stop],
+        )
+
+
+def iter_batches(
+    data: DeviceSplit,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> Iterator[Batch]:
+    """Yield batches: a fresh permutation per call when `shuffle`, else contiguous slices."""
+    n = len(data)
+    if not shuffle:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            if drop_last and stop - start < batch_size:
+                return
+            yield data.slice(start, stop)
+        return
+    device = data.labels.device
+    perm = torch.randperm(n, generator=generator, device="cpu").to(device)
+    for start in range(0, n, batch_size):
+        idx = perm[start : start + batch_size]
+        if drop_last and idx.numel() < batch_size:
+            return
+        yield data.take(idx)
