@@ -1,1 +1,41 @@
-"""automtl.data."""
+"""automtl.data: the dataset registry, loaders, synthetic data with known truth, batching.
+
+`load_dataset(DataConfig)` returns the `Dataset` contract of `automtl.data.schema`.
+"""
+
+from automtl.data.batching import Batch, DeviceSplit, iter_batches
+from automtl.data.bayes import bayes_auc
+from automtl.data.registry import (
+    DATASETS,
+    DatasetInfo,
+    clear_memo,
+    files_present,
+    get_info,
+    load_dataset,
+    register_dataset,
+    resolve_data_dir,
+)
+from automtl.data.schema import Dataset, FeatureSpec, Split, TaskSpec
+from automtl.data.synthetic import generate_synthetic
+
+from automtl.data import datasets as _datasets  # noqa: E402,F401  (fills DATASETS)
+
+__all__ = [
+    "DATASETS",
+    "Batch",
+    "Dataset",
+    "DatasetInfo",
+    "DeviceSplit",
+    "FeatureSpec",
+    "Split",
+    "TaskSpec",
+    "bayes_auc",
+    "clear_memo",
+    "files_present",
+    "generate_synthetic",
+    "get_info",
+    "iter_batches",
+    "load_dataset",
+    "register_dataset",
+    "resolve_data_dir",
+]

@@ -1,0 +1,118 @@
+"""The dataset registry, data-location rules and the per-process `load_dataset` memo.
+
+Data location for file-backed datasets: ``--data-dir`` (``DataConfig.data_dir``), else
+``$AUTOMTL_DATA/<name>`` (``$AUTOMTL_DATA/<name>-sample`` when only the sample is there),
+else ``~/.cache/automtl/<name>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from automtl.config import DataConfig
+from automtl.data.schema import Dataset
+from automtl.errors import DataError
+
+Loader = Callable[[Path | None, dict[str, Any]], Dataset]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One registered dataset: how to load it and how to describe it in `automtl data list`."""
+
+    name: str
+    description: str
+    tasks: tuple[str, ...]
+    source: str  # where the data comes from (for messages and `data list`)
+    loader: Loader
+    options: dict[str, Any] = field(default_factory=dict)  # option name -> default
+    needs_files: bool = True  # False: generated in memory (synthetic)
+    present: Callable[[Path], bool] | None = None  # are the files in this folder?
+
+
+DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Add (or replace) a dataset in the registry."""
+    DATASETS[info.name] = info
+    return info
+
+
+def get_info(name: str) -> DatasetInfo:
+    """The registered dataset `name`, or a DataError listing the known names."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise DataError(
+            f"unknown dataset {name!r}; use one of {', '.join(DATASETS)} (see `automtl data list`)"
+        ) from None
+
+
+def candidate_dirs(name: str, data_dir: str | Path | None = None) -> list[Path]:
+    """Folders searched for `name`, in order (an explicit data_dir is the only candidate)."""
+    if data_dir is not None:
+        return [Path(data_dir).expanduser()]
+    out: list[Path] = []
+    root = os.environ.get("AUTOMTL_DATA")
+    if root:
+        out += [Path(root).expanduser() / name, Path(root).expanduser() / f"{name}-sample"]
+    out.append(Path.home() / ".cache" / "automtl" / name)
+    return out
+
+
+def resolve_data_dir(name: str, data_dir: str | Path | None = None) -> Path:
+    """The first candidate folder that holds the dataset's files (else the first candidate)."""
+    info = get_info(name)
+    cands = candidate_dirs(name, data_dir)
+    for c in cands:
+        if c.is_dir() and (info.present is None or info.present(c)):
+            return c
+    return cands[0]
+
+
+def files_present(name: str, data_dir: str | Path | None = None) -> bool:
+    """Whether the dataset can be loaded without generating or downloading anything."""
+    info = get_info(name)
+    if not info.needs_files:
+        return True
+    d = resolve_data_dir(name, data_dir)
+    return d.is_dir() and (info.present is None or info.present(d))
+
+
+def resolve_options(info: DatasetInfo, options: dict[str, Any]) -> dict[str, Any]:
+    """Defaults merged with `options`; unknown option names are a DataError."""
+    unknown = sorted(set(options) - set(info.options))
+    if unknown:
+        allowed = ", ".join(info.options) or "none"
+        raise DataError(
+            f"dataset {info.name!r}: unknown option(s) {', '.join(unknown)}; allowed: {allowed}"
+        )
+    return {**info.options, **options}
+
+
+_MEMO: dict[str, Dataset] = {}
+
+
+def load_dataset(cfg: DataConfig | str) -> Dataset:
+    """Load the dataset described by `cfg` (memoised per process: same cfg -> same object)."""
+    if isinstance(cfg, str):
+        cfg = DataConfig(name=cfg)
+    info = get_info(cfg.name)
+    opts = resolve_options(info, dict(cfg.options))
+    data_dir = resolve_data_dir(cfg.name, cfg.data_dir) if info.needs_files else None
+    key = json.dumps([cfg.name, str(data_dir), opts], sort_keys=True, default=str)
+    ds = _MEMO.get(key)
+    if ds is None:
+        ds = info.loader(data_dir, opts)
+        _MEMO[key] = ds
+    return ds
+
+
+def clear_memo() -> None:
+    """Forget datasets loaded in this process (tests that rewrite files use it)."""
+    _MEMO.clear()

@@ -1,0 +1,316 @@
+"""Synthetic multi-task recommendation data with known true probabilities.
+
+Task relatedness follows the MMoE paper's synthetic construction (Ma et al., "Modeling Task
+Relationships in Multi-task Learning with Multi-gate Mixture-of-Experts", KDD 2018, sec. 4.2):
+two unit vectors ``w_a, w_b`` with ``cos(w_a, w_b) = rho`` read a shared latent ``z(x)`` and a
+sinusoidal non-linearity is added, ``y_k = w_k.z + sum_i sin(alpha_i w_k.z + beta_i)``. Here the
+``y_k`` are standardised, scaled and shifted into logits of binary cascade steps:
+
+    p(click | x) = sigmoid(l_1),  p(step k | step k-1, x) = sigmoid(l_k),
+    truth[:, k] = prod_{j <= k} p(step j | step j-1, x)        (unconditional p(task k))
+
+Labels are drawn along the cascade (no purchase without click), so ``truth`` is exactly
+``p(label | x)`` and the AUC of ``truth`` is the Bayes-optimal AUC.
+
+``z(x)`` is built only from observed inputs: per-id random effects of Zipf-distributed sparse ids
+(item-derived fields such as category/shop/brand are functions of the item id, as in real logs),
+dense fields, and the overlap between behaviour sequences and the target (how often the target's
+category/shop/... appears in the user's history), so sequence content carries part of the signal.
+For three or more tasks every pair of task directions has cosine ``rho``
+(``w_k = sqrt(rho) u_0 + sqrt(1 - rho) u_k`` with orthonormal ``u``), so ``rho`` is in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from automtl.data.schema import Dataset, FeatureSpec, Split, TaskSpec
+from automtl.errors import DataError
+
+_LATENT_DIM = 8
+_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+
+
+@dataclass(frozen=True)
+class _Sparse:
+    name: str
+    vocab: int  # number of real ids (the stored vocab_size is vocab + 1; 0 = OOV)
+    zipf: float = 1.1
+    weight: float = 1.0  # relative std of this field's contribution to z
+    derived_from: str | None = None  # a function of another field's id (item -> category)
+
+
+@dataclass(frozen=True)
+class _Sequence:
+    name: str
+    shares_with: str
+    max_len: int
+    weight: float = 1.0  # relative std of the overlap signal
+
+
+@dataclass(frozen=True)
+class _Schema:
+    sparse: tuple[_Sparse, ...]
+    sequences: tuple[_Sequence, ...]
+    dense: tuple[str, ...]  # the last dense field is pure noise
+    labels: tuple[str, ...]  # label column names for 3 tasks: click, cart, purchase
+
+
+_DEFAULT = _Schema(
+    sparse=(
+        _Sparse("user_id", 100_000, 1.05, 0.6),
+        _Sparse("item_id", 50_000, 1.1, 1.0),
+        _Sparse("category", 800, 1.0, 0.8, "item_id"),
+        _Sparse("shop", 20_000, 1.0, 0.6, "item_id"),
+        _Sparse("brand", 8_000, 1.0, 0.6, "item_id"),
+        _Sparse("user_age", 8, 0.6, 0.5),
+        _Sparse("user_gender", 3, 0.5, 0.3),
+        _Sparse("user_city", 400, 1.0, 0.4),
+        _Sparse("device", 6, 0.8, 0.3),
+        _Sparse("hour", 24, 0.3, 0.3),
+    ),
+    sequences=(
+        _Sequence("hist_item_ids", "item_id", 30, 1.0),
+        _Sequence("hist_categories", "category", 30, 1.2),
+    ),
+    dense=("price", "user_activity", "item_popularity", "noise"),
+    labels=("click", "cart", "purchase"),
+)
+
+# Field names of the Ali-CCP processed release (101 user, 205 item, 206 category, 207 shop,
+# 210 intention node, 216 brand; 109_14/110_14/127_14/150_14 behaviour sequences over
+# category/shop/brand/intention; D* the values of the multi-valued fields).
+_ALI_CCP = _Schema(
+    sparse=(
+        _Sparse("101", 100_000, 1.05, 0.6),
+        _Sparse("121", 98, 1.0, 0.3),
+        _Sparse("122", 14, 0.8, 0.3),
+        _Sparse("124", 3, 0.5, 0.2),
+        _Sparse("125", 8, 0.6, 0.3),
+        _Sparse("126", 4, 0.5, 0.2),
+        _Sparse("127", 4, 0.5, 0.2),
+        _Sparse("128", 3, 0.5, 0.2),
+        _Sparse("129", 5, 0.5, 0.2),
+        _Sparse("205", 60_000, 1.1, 1.0),
+        _Sparse("206", 6_000, 1.0, 0.8, "205"),
+        _Sparse("207", 30_000, 1.0, 0.6, "205"),
+        _Sparse("210", 20_000, 1.0, 0.5, "205"),
+        _Sparse("216", 20_000, 1.0, 0.6, "205"),
+        _Sparse("508", 8_000, 1.0, 0.3),
+        _Sparse("509", 40_000, 1.0, 0.3),
+        _Sparse("702", 30_000, 1.0, 0.3),
+        _Sparse("853", 30_000, 1.0, 0.3),
+        _Sparse("301", 3, 0.5, 0.3),
+    ),
+    sequences=(
+        _Sequence("109_14", "206", 20, 1.2),
+        _Sequence("110_14", "207", 20, 0.8),
+        _Sequence("127_14", "216", 20, 0.8),
+        _Sequence("150_14", "210", 20, 0.8),
+    ),
+    dense=("D109_14", "D110_14", "D127_14", "D150_14", "D508", "D509", "D702", "D853"),
+    labels=("click", "cart", "purchase"),
+)
+
+SCHEMAS: dict[str, _Schema] = {"default": _DEFAULT, "ali-ccp": _ALI_CCP}
+
+# Cascade base rates: p(click), p(cart | click), p(purchase | cart) for 3 tasks;
+# p(click), p(purchase | click) for 2 tasks. Rarest task >= 1% of rows (>= 2000 at 200k).
+_RATES = {2: (0.12, 0.12), 3: (0.15, 0.3, 0.3)}
+_LOGIT_SCALE = 1.1  # std of each task logit around its base rate
+_N_SINE = 2
+
+
+def _zipf_ids(rng: np.random.Generator, n: int, vocab: int, a: float) -> np.ndarray:
+    """Ids in [1, vocab] with p(rank r) proportional to r^-a (vectorised inverse CDF)."""
+    w = np.arange(1, vocab + 1, dtype=np.float64) ** -a
+    cdf = np.cumsum(w)
+    cdf /= cdf[-1]
+    ids = np.searchsorted(cdf, rng.random(n), side="right") + 1
+    return np.minimum(ids, vocab).astype(np.int32)
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    x = x - x.mean(axis=0)
+    sd = x.std(axis=0)
+    return x / np.where(sd > 0, sd, 1.0)
+
+
+def _calibrate_bias(logit: np.ndarray, rate: float) -> float:
+    """Bias b with mean(sigmoid(logit + b)) == rate (bisection; monotone in b)."""
+    lo, hi = -20.0, 20.0
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if np.mean(1.0 / (1.0 + np.exp(-(logit + mid)))) < rate:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _task_directions(rng: np.random.Generator, n_tasks: int, rho: float) -> np.ndarray:
+    q, _ = np.linalg.qr(rng.standard_normal((_LATENT_DIM, _LATENT_DIM)))
+    u0, rest = q[:, 0], q[:, 1 : n_tasks + 1]
+    return np.sqrt(rho) * u0[:, None] + np.sqrt(1.0 - rho) * rest  # [D, n_tasks], unit columns
+
+
+def _check_options(rows: int, n_tasks: int, rho: float, schema: str) -> None:
+    if rows < 100:
+        raise DataError(f"synthetic: option rows={rows} is too small; use rows >= 100")
+    if n_tasks not in _RATES:
+        raise DataError(f"synthetic: option n_tasks={n_tasks} is not supported; use 2 or 3")
+    if not 0.0 <= rho <= 1.0:
+        raise DataError(f"synthetic: option rho={rho} is out of range; use 0 <= rho <= 1")
+    if schema not in SCHEMAS:
+        raise DataError(
+            f"synthetic: option schema={schema!r} is unknown; use one of {', '.join(SCHEMAS)}"
+        )
+
+
+def _task_specs(schema: _Schema, n_tasks: int) -> list[TaskSpec]:
+    click, cart, purchase = schema.labels
+    if n_tasks == 2:
+        return [
+            TaskSpec("ctr", click),
+            TaskSpec("ctcvr", purchase, depends_on="ctr", cond_name="cvr"),
+        ]
+    return [
+        TaskSpec("ctr", click),
+        TaskSpec("ctcart", cart, depends_on="ctr", cond_name="cart"),
+        TaskSpec("ctcvr", purchase, depends_on="ctcart", cond_name="cvr"),
+    ]
+
+
+def generate_synthetic(
+    rows: int = 200_000,
+    n_tasks: int = 2,
+    rho: float = 0.5,
+    seed: int = 0,
+    schema: str = "default",
+) -> Dataset:
+    """A deterministic synthetic cascade dataset (80/10/10 split) whose `Split.truth` is p(task|x)."""
+    try:
+        rows, n_tasks, rho, seed = int(rows), int(n_tasks), float(rho), int(seed)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"synthetic: options rows={rows!r}, n_tasks={n_tasks!r}, rho={rho!r}, seed={seed!r} "
+            "must be numbers; fix the option values"
+        ) from None
+    _check_options(rows, n_tasks, rho, schema)
+    sch = SCHEMAS[schema]
+    rng = np.random.default_rng(seed)
+    # Model parameters come from their own stream so that `rows` does not change the mapping
+    # from inputs to probabilities (only the normalisation constants below).
+    prng = np.random.default_rng([seed, 7919])
+    n = rows
+    d = _LATENT_DIM
+
+    # --- sparse ids and their latent effects ---------------------------------------------
+    ids: dict[str, np.ndarray] = {}
+    maps: dict[str, np.ndarray] = {}
+    z = np.zeros((n, d), dtype=np.float64)
+    for f in sch.sparse:
+        if f.derived_from is None:
+            ids[f.name] = _zipf_ids(rng, n, f.vocab, f.zipf)
+        else:
+            parent = next(p for p in sch.sparse if p.name == f.derived_from)
+            # Popular items map to popular categories: Zipf over the child vocab, per parent id.
+            m = np.concatenate([[0], _zipf_ids(prng, parent.vocab, f.vocab, f.zipf)])
+            maps[f.name] = m
+            ids[f.name] = m[ids[f.derived_from]]
+        effect = prng.standard_normal((f.vocab + 1, d)).astype(np.float32)
+        contrib = effect[ids[f.name]]
+        sd = float(contrib.std()) or 1.0
+        z += (f.weight / sd) * contrib
+
+    # --- behaviour sequences: background history plus hits on the target's id -------------
+    seqs: dict[str, np.ndarray] = {}
+    lengths: dict[str, np.ndarray] = {}
+    user_affinity = prng.standard_normal(sch.sparse[0].vocab + 1)[ids[sch.sparse[0].name]]
+    for s in sch.sequences:
+        target_field = next(p for p in sch.sparse if p.name == s.shares_with)
+        target = ids[s.shares_with]
+        length = np.minimum(rng.geometric(1.0 / (0.4 * s.max_len), n), s.max_len)
+        hist = _zipf_ids(rng, n * s.max_len, target_field.vocab, target_field.zipf)
+        hist = hist.reshape(n, s.max_len)
+        # Unobserved interest: how often the user looked at this target before.
+        q = 0.5 / (1.0 + np.exp(-(user_affinity + rng.standard_normal(n) - 1.0)))
+        pos = np.arange(s.max_len)[None, :]
+        valid = pos < length[:, None]
+        hit = (rng.random((n, s.max_len)) < q[:, None]) & valid
+        hist = np.where(hit, target[:, None], hist)
+        hist = np.where(valid, hist, 0).astype(np.int32)
+        seqs[s.name] = hist
+        lengths[s.name] = length
+        overlap = np.log1p((hist == target[:, None]).sum(axis=1)).astype(np.float64)
+        vec = prng.standard_normal(d)
+        vec /= np.linalg.norm(vec)
+        z += s.weight * np.sqrt(d) * _standardise(overlap)[:, None] * vec[None, :]
+
+    # --- dense fields ------------------------------------------------------------------------
+    dense_cols = []
+    n_dense = len(sch.dense)
+    for j, name in enumerate(sch.dense):
+        if j == n_dense - 1:  # pure noise: a field that carries no signal
+            col = rng.standard_normal(n)
+        elif j < len(sch.sequences) and name.startswith("D"):  # Ali-CCP: value of a seq field
+            col = np.log1p(lengths[sch.sequences[j].name]) + 0.3 * rng.standard_normal(n)
+        else:
+            col = rng.gamma(2.0, 1.0, n)
+        col = _standardise(col.astype(np.float64))
+        dense_cols.append(col)
+        if j < n_dense - 1:
+            vec = prng.standard_normal(d)
+            vec /= np.linalg.norm(vec)
+            z += 0.8 * np.sqrt(d) * col[:, None] * vec[None, :]
+    dense = np.stack(dense_cols, axis=1).astype(np.float32)
+
+    # --- task logits (MMoE construction) and cascade labels ------------------------------
+    z = _standardise(z)
+    w = _task_directions(prng, n_tasks, rho)
+    alpha = prng.standard_normal(_N_SINE)
+    beta = prng.standard_normal(_N_SINE)
+    t = z @ w  # [n, n_tasks], corr(t_a, t_b) ~= rho
+    y = t + np.sin(alpha[None, None, :] * t[..., None] + beta[None, None, :]).sum(axis=-1)
+    y = _standardise(y) * _LOGIT_SCALE
+    rates = _RATES[n_tasks]
+    step_p = np.empty_like(y)
+    for k in range(n_tasks):
+        step_p[:, k] = 1.0 / (1.0 + np.exp(-(y[:, k] + _calibrate_bias(y[:, k], rates[k]))))
+    truth = np.cumprod(step_p, axis=1)
+    u = rng.random((n, n_tasks))
+    labels = np.cumprod(u < step_p, axis=1).astype(np.float32)  # cascade: step k needs k-1
+
+    tasks = _task_specs(sch, n_tasks)
+    features = [FeatureSpec(f.name, "sparse", vocab_size=f.vocab + 1) for f in sch.sparse]
+    features += [FeatureSpec(name, "dense") for name in sch.dense]
+    features += [
+        FeatureSpec(s.name, "sequence", vocab_size=next(f.vocab for f in sch.sparse
+                                                         if f.name == s.shares_with) + 1,
+                    max_len=s.max_len, shares_with=s.shares_with)
+        for s in sch.sequences
+    ]
+    sparse = np.stack([ids[f.name] for f in sch.sparse], axis=1).astype(np.int32)
+
+    n_train = int(round(_SPLIT_FRACTIONS[0] * n))
+    n_val = int(round(_SPLIT_FRACTIONS[1] * n))
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val),
+              "test": (n_train + n_val, n)}
+    splits = {
+        name: Split(
+            sparse=sparse[a:b],
+            dense=dense[a:b],
+            sequences={k: v[a:b] for k, v in seqs.items()},
+            labels=labels[a:b],
+            truth=truth[a:b].astype(np.float32),
+        )
+        for name, (a, b) in bounds.items()
+    }
+    options = {"rows": rows, "n_tasks": n_tasks, "rho": rho, "seed": seed, "schema": schema}
+    meta: dict[str, object] = {
+        "source": "synthetic (generated)",
+        "options": options,
+    }
+    return Dataset(name="synthetic", features=features, tasks=tasks, splits=splits, meta=meta)
