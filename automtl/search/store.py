@@ -1,0 +1,403 @@
+"""automtl's own tables beside Optuna's, in the same database, and opening studies safely.
+
+Optuna's RDB storage keeps studies, trials, parameters and objective values. `Store` adds:
+
+- ``automtl_epoch_metrics``: one row per (study, trial, epoch, metric): the per-epoch validation
+  metrics of every trial (read by the Pareto pruner, learning-curve figures and dashboards);
+- ``automtl_pareto_front``: one row per front trial (study, trial, validation objective values,
+  test metrics, config JSON, params JSON, attrs JSON), recomputed from Optuna's stored values in
+  one transaction whenever a trial finishes, so concurrent workers converge on the same front;
+- ``automtl_front_version``: one row per study, bumped by every front refresh (also the per-study
+  lock that serialises refreshes; dashboards can poll it to know when to redraw);
+- ``automtl_reeval``: per-seed re-evaluation metrics of front configurations (Optuna forbids
+  user attributes on finished trials, so they live here; `Store.reeval` gives mean/std/n).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import optuna
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from automtl.errors import AutomtlError
+
+DEFAULT_STORAGE = "sqlite:///automtl.db"
+
+_meta = sa.MetaData()
+
+epoch_metrics = sa.Table(
+    "automtl_epoch_metrics",
+    _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_name", sa.String(512), nullable=False),
+    sa.Column("trial_number", sa.Integer, nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("metric", sa.String(128), nullable=False),
+    sa.Column("value", sa.Float, nullable=True),  # NULL = NaN/inf
+    sa.UniqueConstraint("study_name", "trial_number", "epoch", "metric",
+                        name="uq_automtl_epoch_metric"),
+    sa.Index("ix_automtl_epoch_metrics_study_epoch", "study_name", "epoch"),
+)
+
+pareto_front = sa.Table(
+    "automtl_pareto_front",
+    _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_name", sa.String(512), nullable=False),
+    sa.Column("trial_number", sa.Integer, nullable=False),
+    sa.Column("values_json", sa.Text, nullable=False),  # {objective: validation value}
+    sa.Column("test_json", sa.Text, nullable=False),  # {metric: test value} at the best epoch
+    sa.Column("config_json", sa.Text, nullable=False),  # TrialConfig as a plain dict
+    sa.Column("params_json", sa.Text, nullable=False),  # Optuna params of the trial
+    sa.Column("attrs_json", sa.Text, nullable=False),  # arch, bottom, n_params, checkpoint ...
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("study_name", "trial_number", name="uq_automtl_front_trial"),
+)
+
+front_version = sa.Table(
+    "automtl_front_version",
+    _meta,
+    sa.Column("study_name", sa.String(512), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+reeval_metrics = sa.Table(
+    "automtl_reeval",
+    _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_name", sa.String(512), nullable=False),
+    sa.Column("trial_number", sa.Integer, nullable=False),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("split", sa.String(16), nullable=False),  # "val" | "test"
+    sa.Column("metric", sa.String(128), nullable=False),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.UniqueConstraint("study_name", "trial_number", "seed", "split", "metric",
+                        name="uq_automtl_reeval"),
+)
+
+# Trial user attributes copied into the front table's attrs column (for tables and exports).
+FRONT_ATTRS = ("arch", "bottom", "n_params", "samples_per_s", "epochs_run", "checkpoint")
+
+
+@dataclass
+class FrontRow:
+    """One trial on a study's Pareto front."""
+
+    trial_number: int
+    values: dict[str, float]  # objective name -> validation value (what Optuna optimised)
+    test: dict[str, float]  # metric -> test value at the best epoch (reported, never selected on)
+    config: dict[str, Any]  # TrialConfig as a plain dict
+    params: dict[str, Any]  # the Optuna parameters sampled for the trial
+    attrs: dict[str, Any] = field(default_factory=dict)  # arch, bottom, n_params, checkpoint ...
+    reeval: dict[str, dict[str, float]] | None = None  # "val/ctr_auc" -> {"mean", "std", "n"}
+
+
+def mask_url(url: str) -> str:
+    """`url` with any password replaced by ``***`` (safe to print or log)."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # malformed URL: mask anything that looks like user:password@
+        return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (None for other backends or in-memory)."""
+    try:
+        u = sa.engine.make_url(url)
+    except Exception:
+        return None
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    # SQLite: wait for other writers (workers, dashboards) instead of failing at once.
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+def _wrap_db_error(url: str, exc: BaseException) -> AutomtlError:
+    """One-line user error for an unusable storage URL (password masked)."""
+    masked = mask_url(url)
+    if isinstance(exc, (sa_exc.ArgumentError, ValueError)):
+        return AutomtlError(f"--storage {masked}: malformed database URL; use e.g. "
+                            "sqlite:///automtl.db or postgresql+psycopg://user@host/db")
+    if isinstance(exc, ModuleNotFoundError):
+        return AutomtlError(f"--storage {masked}: database driver {exc.name!r} is not installed; "
+                            "pip install 'automtl[postgres]' for PostgreSQL")
+    detail = str(getattr(exc, "orig", exc)).splitlines()[0] if str(exc) else type(exc).__name__
+    detail = detail.replace(url, masked)
+    return AutomtlError(f"--storage {masked}: cannot use the database ({detail}); check the URL, "
+                        "that the server is reachable and the file is writable")
+
+
+def make_storage(url: str, *, must_exist: bool = False,
+                 **rdb_kwargs: Any) -> optuna.storages.RDBStorage:
+    """Optuna RDB storage for `url` with automtl's engine settings; errors are one line.
+
+    `must_exist`: a SQLite URL whose file is missing is an error instead of a new database.
+    Extra keyword arguments (heartbeat_interval, grace_period, ...) go to `RDBStorage`.
+    """
+    path = sqlite_path(url)
+    if must_exist and path is not None and not path.is_file():
+        raise AutomtlError(f"--storage {mask_url(url)}: no database file at {path}; run "
+                           "`automtl search` first or pass the right --storage")
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **rdb_kwargs)
+    except AutomtlError:
+        raise
+    except (sa_exc.SQLAlchemyError, ModuleNotFoundError, ValueError) as exc:
+        raise _wrap_db_error(url, exc) from None
+
+
+def study_names(storage: str | optuna.storages.BaseStorage) -> list[str]:
+    """Names of the studies in a storage (URL or storage object)."""
+    if isinstance(storage, str):
+        storage = make_storage(storage, must_exist=True)
+    return sorted(optuna.get_all_study_names(storage))
+
+
+def open_study(storage_url: str, study_name: str) -> optuna.Study:
+    """Load an existing study; a one-line `AutomtlError` lists the available ones if missing."""
+    storage = make_storage(storage_url, must_exist=True)
+    names = study_names(storage)
+    if study_name not in names:
+        avail = ", ".join(names) if names else "none"
+        raise AutomtlError(f"no study named {study_name!r} in {mask_url(storage_url)} "
+                           f"(available: {avail}); pass --study NAME or --storage URL")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """Objective (metric) names of a study: user attr "objectives", else Optuna's metric names."""
+    names = study.user_attrs.get("objectives")
+    if isinstance(names, list) and len(names) == len(study.directions):
+        return [str(n) for n in names]
+    if study.metric_names is not None:
+        return list(study.metric_names)
+    return [f"objective_{i}" for i in range(len(study.directions))]
+
+
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Store:
+    """automtl's tables in the database at `storage_url` (created on first use)."""
+
+    def __init__(self, storage_url: str = DEFAULT_STORAGE, *, create: bool = True) -> None:
+        self.url = storage_url
+        try:
+            self.engine = sa.create_engine(storage_url, **_engine_kwargs(storage_url))
+            if create:
+                _meta.create_all(self.engine)
+        except (sa_exc.SQLAlchemyError, ModuleNotFoundError, ValueError) as exc:
+            raise _wrap_db_error(storage_url, exc) from None
+
+    def __repr__(self) -> str:
+        return f"Store({mask_url(self.url)!r})"
+
+    def dispose(self) -> None:
+        """Close pooled connections (the Store stays usable)."""
+        self.engine.dispose()
+
+    # -- per-epoch metrics -------------------------------------------------------------------
+
+    def record_epoch(self, study_name: str, trial_number: int, epoch: int,
+                     metrics: dict[str, float]) -> None:
+        """Store (replace) the metrics of one epoch of one trial."""
+        rows = [
+            {"study_name": study_name, "trial_number": int(trial_number), "epoch": int(epoch),
+             "metric": str(k), "value": _finite_or_none(v)}
+            for k, v in metrics.items()
+        ]
+        t = epoch_metrics.c
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(epoch_metrics).where(
+                t.study_name == study_name, t.trial_number == int(trial_number),
+                t.epoch == int(epoch)))
+            if rows:
+                conn.execute(sa.insert(epoch_metrics), rows)
+
+    def epoch_history(self, study_name: str) -> dict[int, list[dict[str, float]]]:
+        """Trial number -> [{"epoch": e, metric: value, ...}] in epoch order (NaN for non-finite)."""
+        t = epoch_metrics.c
+        q = (sa.select(t.trial_number, t.epoch, t.metric, t.value)
+             .where(t.study_name == study_name).order_by(t.trial_number, t.epoch))
+        out: dict[int, dict[int, dict[str, float]]] = {}
+        with self.engine.connect() as conn:
+            for trial, epoch, metric, value in conn.execute(q):
+                rec = out.setdefault(trial, {}).setdefault(epoch, {"epoch": epoch})
+                rec[metric] = _nan_if_none(value)
+        return {trial: [epochs[e] for e in sorted(epochs)] for trial, epochs in out.items()}
+
+    def rung_values(self, study_name: str, epoch: int,
+                    metrics: Iterable[str]) -> dict[int, dict[str, float]]:
+        """Trial number -> {metric: value} at exactly `epoch`, for the given metrics."""
+        t = epoch_metrics.c
+        names = list(metrics)
+        q = (sa.select(t.trial_number, t.metric, t.value)
+             .where(t.study_name == study_name, t.epoch == int(epoch), t.metric.in_(names)))
+        out: dict[int, dict[str, float]] = {}
+        with self.engine.connect() as conn:
+            for trial, metric, value in conn.execute(q):
+                out.setdefault(trial, {})[metric] = _nan_if_none(value)
+        return out
+
+    # -- Pareto front ------------------------------------------------------------------------
+
+    def _lock_study(self, conn: sa.Connection, study_name: str) -> int:
+        """Bump the study's front version; the row lock serialises concurrent refreshes."""
+        fv = front_version.c
+        res = conn.execute(sa.update(front_version).where(fv.study_name == study_name)
+                           .values(version=fv.version + 1, updated_at=_now()))
+        if res.rowcount == 0:
+            conn.execute(sa.insert(front_version).values(study_name=study_name, version=1,
+                                                         updated_at=_now()))
+        return int(conn.execute(sa.select(fv.version).where(fv.study_name == study_name))
+                   .scalar_one())
+
+    def refresh_front(self, study: optuna.Study) -> list[FrontRow]:
+        """Recompute the study's front from Optuna's stored values and replace its rows."""
+        names = objective_names(study)
+        for attempt in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    # Take the per-study lock first, then read trials: the last refresher
+                    # always sees every trial committed before it, so the table converges.
+                    self._lock_study(conn, study.study_name)
+                    best = study.best_trials if study.directions else []
+                    rows = [_row_from_trial(tr, names) for tr in best]
+                    rows.sort(key=lambda r: r.trial_number)
+                    conn.execute(sa.delete(pareto_front)
+                                 .where(pareto_front.c.study_name == study.study_name))
+                    if rows:
+                        now = _now()
+                        conn.execute(sa.insert(pareto_front), [
+                            {"study_name": study.study_name, "trial_number": r.trial_number,
+                             "values_json": json.dumps(r.values), "test_json": json.dumps(r.test),
+                             "config_json": json.dumps(r.config),
+                             "params_json": json.dumps(r.params, default=str),
+                             "attrs_json": json.dumps(r.attrs, default=str), "updated_at": now}
+                            for r in rows])
+                break
+            except sa_exc.IntegrityError:
+                # Two first-ever refreshes raced on inserting the version row: retry once.
+                if attempt:
+                    raise
+        reeval = self.reeval(study.study_name)
+        for r in rows:
+            r.reeval = reeval.get(r.trial_number)
+        return rows
+
+    def front(self, study_name: str) -> list[FrontRow]:
+        """The stored front of a study (empty when no trial completed yet)."""
+        t = pareto_front.c
+        q = (sa.select(t.trial_number, t.values_json, t.test_json, t.config_json, t.params_json,
+                       t.attrs_json)
+             .where(t.study_name == study_name).order_by(t.trial_number))
+        with self.engine.connect() as conn:
+            rows = [FrontRow(n, json.loads(v), json.loads(te), json.loads(c), json.loads(p),
+                             json.loads(a))
+                    for n, v, te, c, p, a in conn.execute(q)]
+        reeval = self.reeval(study_name)
+        for r in rows:
+            r.reeval = reeval.get(r.trial_number)
+        return rows
+
+    def front_version(self, study_name: str) -> int:
+        """How many times the study's front was refreshed (0 = never); poll to detect changes."""
+        fv = front_version.c
+        with self.engine.connect() as conn:
+            v = conn.execute(sa.select(fv.version).where(fv.study_name == study_name)).scalar()
+        return int(v or 0)
+
+    # -- re-evaluation -----------------------------------------------------------------------
+
+    def record_reeval(self, study_name: str, trial_number: int, seed: int,
+                      val: dict[str, float], test: dict[str, float]) -> None:
+        """Store (replace) one seed's validation and test metrics of a re-trained trial config."""
+        t = reeval_metrics.c
+        rows = [{"study_name": study_name, "trial_number": int(trial_number), "seed": int(seed),
+                 "split": split, "metric": k, "value": _finite_or_none(v)}
+                for split, metrics in (("val", val), ("test", test)) for k, v in metrics.items()]
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(reeval_metrics).where(
+                t.study_name == study_name, t.trial_number == int(trial_number),
+                t.seed == int(seed)))
+            if rows:
+                conn.execute(sa.insert(reeval_metrics), rows)
+
+    def reeval_seeds(self, study_name: str, trial_number: int) -> set[int]:
+        """Seeds already re-evaluated for a trial."""
+        t = reeval_metrics.c
+        q = sa.select(t.seed).distinct().where(t.study_name == study_name,
+                                               t.trial_number == int(trial_number))
+        with self.engine.connect() as conn:
+            return {int(s) for (s,) in conn.execute(q)}
+
+    def reeval(self, study_name: str) -> dict[int, dict[str, dict[str, float]]]:
+        """Trial -> {"val/<metric>" | "test/<metric>": {"mean", "std", "n"}} over re-run seeds."""
+        t = reeval_metrics.c
+        q = sa.select(t.trial_number, t.split, t.metric, t.value).where(t.study_name == study_name)
+        values: dict[int, dict[str, list[float]]] = {}
+        with self.engine.connect() as conn:
+            for trial, split, metric, value in conn.execute(q):
+                if value is not None:
+                    values.setdefault(trial, {}).setdefault(f"{split}/{metric}", []).append(value)
+        return {
+            trial: {k: {"mean": statistics.fmean(v),
+                        "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+                    for k, v in sorted(metrics.items())}
+            for trial, metrics in values.items()
+        }
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def delete_study(self, study_name: str) -> None:
+        """Remove a study's rows from automtl's tables (Optuna's own rows are untouched)."""
+        with self.engine.begin() as conn:
+            for table in (epoch_metrics, pareto_front, front_version, reeval_metrics):
+                conn.execute(sa.delete(table).where(table.c.study_name == study_name))
+
+
+def _row_from_trial(trial: optuna.trial.FrozenTrial, names: list[str]) -> FrontRow:
+    attrs = trial.user_attrs
+    return FrontRow(
+        trial_number=trial.number,
+        values={n: float(v) for n, v in zip(names, trial.values or [])},
+        test={k: float(v) for k, v in (attrs.get("test_metrics") or {}).items()},
+        config=dict(attrs.get("config") or {}),
+        params=dict(trial.params),
+        attrs={k: attrs[k] for k in FRONT_ATTRS if k in attrs},
+    )
+
+
+__all__ = [
+    "DEFAULT_STORAGE", "FRONT_ATTRS", "FrontRow", "Store", "make_storage", "mask_url",
+    "objective_names", "open_study", "sqlite_path", "study_names",
+]
