@@ -1,0 +1,147 @@
+"""A real, throwaway PostgreSQL server for the distributed-search tests.
+
+`PostgresServer` runs Debian's `initdb`/`pg_ctl` into a temporary directory, listens on
+127.0.0.1 and a free port (no unix socket outside the temp dir), requires a password (so the
+tests can check that passwords never reach the output), and is stopped and deleted afterwards.
+PostgreSQL refuses to run as root, so as root the server runs as the `postgres` system user.
+
+Use the fixtures by importing them into a test module::
+
+    from pg import pg_server, pg_url  # noqa: F401  (pytest fixtures)
+
+When the binaries are missing the tests are skipped on a developer machine but FAIL under
+`CI=true`: CI installs Debian's `postgresql` (scripts/system_deps.sh) and must run them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_USER = "automtl"
+# A password with URL-special characters: masking must cope with them.
+PG_PASSWORD = "s3cr3t-Pw.9"
+
+
+def _pg_bin() -> Path | None:
+    """Folder of initdb/pg_ctl: $PG_BIN, the newest /usr/lib/postgresql/*/bin, or $PATH."""
+    env = os.environ.get("PG_BIN")
+    if env and (Path(env) / "initdb").exists():
+        return Path(env)
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                   key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0)
+    if found:
+        return Path(found[-1]).parent
+    which = shutil.which("initdb")
+    return Path(which).parent if which else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PostgresServer:
+    """One PostgreSQL cluster in a temp dir; `url(db)` gives a SQLAlchemy URL (psycopg 3)."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin = bin_dir
+        self.port = _free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="automtl-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+        self._as_root = os.geteuid() == 0
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        cmd = list(args)
+        if self._as_root:  # postgres refuses to run as root
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+    def start(self) -> None:
+        pwfile = self.root / "pw"
+        pwfile.write_text(PG_PASSWORD + "\n")
+        if self._as_root:
+            shutil.chown(self.root, "postgres", "postgres")
+            shutil.chown(pwfile, "postgres", "postgres")
+        r = self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", PG_USER,
+                      f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
+                      "--no-instructions")
+        if r.returncode != 0:
+            raise RuntimeError(f"initdb failed: {r.stderr.strip() or r.stdout.strip()}")
+        # Small, fast, local-only: fsync off (throwaway data), enough connections for 4+ workers.
+        opts = (f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+        r = self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+                      "-o", opts, "-w", "-t", "60", "start")
+        if r.returncode != 0:
+            log = self.log.read_text() if self.log.exists() else ""
+            raise RuntimeError(f"pg_ctl start failed: {r.stderr.strip()} {log[-500:]}")
+
+    def stop(self) -> None:
+        if self.data.exists():
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
+                      "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(self, database: str = "postgres") -> str:
+        return (f"postgresql+psycopg://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{self.port}/"
+                f"{database}")
+
+    def create_database(self) -> str:
+        """A new empty database; returns its SQLAlchemy URL."""
+        import sqlalchemy as sa
+
+        name = "t_" + uuid.uuid4().hex[:12]
+        engine = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        finally:
+            engine.dispose()
+        return self.url(name)
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"PostgreSQL is required in CI: {reason} (run scripts/system_deps.sh)",
+                    pytrace=False)
+    pytest.skip(f"PostgreSQL not available: {reason}")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A running throwaway PostgreSQL server for the whole test session."""
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        _missing("initdb not found (apt-get install postgresql)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _missing("the psycopg driver is not installed (pip install 'psycopg[binary]')")
+    server = PostgresServer(bin_dir)  # type: ignore[arg-type]
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - report why the server could not start
+        server.stop()
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            raise
+        _missing(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def pg_url(pg_server: PostgresServer) -> str:
+    """URL of a fresh, empty database on the session's PostgreSQL server."""
+    return pg_server.create_database()
