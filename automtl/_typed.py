@@ -39,6 +39,9 @@ def _convert(tp: Any, value: Any, path: str, where: str) -> Any:
             if _NONE in args:
                 return None
             _fail(where, path, "must not be empty (null)")
+        options = [a for a in args if a is not _NONE]
+        if len(options) == 1:  # Optional[X]: X's own error names the precise path
+            return _convert(options[0], value, path, where)
         errors = []
         for arg in args:
             if arg is _NONE:

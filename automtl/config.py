@@ -97,6 +97,11 @@ class PWiseRConfig:
     m2: float = 0.3  # conversion vs no-click margin
     task: str | None = None  # task whose scores are ranked; None = the last task of the cascade
 
+    def validate(self) -> None:
+        for name in ("lam", "m1", "m2"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+
 
 @dataclass
 class DependencyConfig:
@@ -104,12 +109,20 @@ class DependencyConfig:
 
     tau: list[float] = field(default_factory=lambda: [0.1])
 
+    def validate(self) -> None:
+        if not self.tau or any(t < 0 for t in self.tau):
+            raise ConfigError(f"tau: give one or more values >= 0, got {self.tau}")
+
 
 @dataclass
 class CalibratorConfig:
     """AITM behavioural-expectation calibrator: alpha * sum max(p_t - p_{t-1}, 0)."""
 
     alpha: float = 0.6
+
+    def validate(self) -> None:
+        if self.alpha < 0:
+            raise ConfigError(f"alpha: must be >= 0, got {self.alpha}")
 
 
 @dataclass
@@ -120,6 +133,16 @@ class WeightingConfig:
     weights: dict[str, float] = field(default_factory=dict)  # per task; missing tasks get 1.0
     gamma: float = 0.9  # ple_decay: w_t = w_0 * gamma^epoch
     gradnorm_alpha: float = 1.5
+
+    def validate(self) -> None:
+        bad = {k: v for k, v in self.weights.items() if v < 0}
+        if bad:
+            key = next(iter(bad))
+            raise ConfigError(f"weights.{key}: must be >= 0, got {bad[key]}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ConfigError(f"gamma: must be in (0, 1], got {self.gamma}")
+        if self.gradnorm_alpha < 0:
+            raise ConfigError(f"gradnorm_alpha: must be >= 0, got {self.gradnorm_alpha}")
 
 
 @dataclass
@@ -153,6 +176,10 @@ class TrainConfig:
             _positive(name, getattr(self, name))
         if self.patience < 0:
             raise ConfigError(f"patience: must be >= 0, got {self.patience}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay: must be >= 0, got {self.weight_decay}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"grad_clip: must be > 0 (or null for none), got {self.grad_clip}")
 
 
 @dataclass

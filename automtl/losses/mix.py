@@ -1,0 +1,118 @@
+"""The loss mix of one trial: weighted per-task BCE plus the optional cascade terms.
+
+    L = weighting(BCE_1..BCE_T) + lambda * PWiseR + L_D + alpha * L_lc
+
+(see `bce`, `pwiser`, `dependency`, `calibrator`, `weighting` for the papers and equations).
+Every term is returned separately as one device tensor, so the trainer can check for NaN/inf
+without a host sync per step and name the failing term afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from automtl.config import LossConfig
+from automtl.data.schema import TaskSpec
+from automtl.errors import ConfigError
+from automtl.losses._cascade import require_cascade
+from automtl.losses.bce import task_bce
+from automtl.losses.calibrator import calibrator_loss
+from automtl.losses.dependency import dependency_loss
+from automtl.losses.pwiser import pwiser_loss
+from automtl.losses.weighting import Weighting, build_weighting
+
+
+@dataclass
+class LossOutput:
+    """`total` (scalar to backpropagate), `task_losses` [T] (unweighted BCE) and `terms`
+    [len(term_names)]: every task's BCE followed by the extra terms (as added to the total)."""
+
+    total: torch.Tensor
+    task_losses: torch.Tensor
+    terms: torch.Tensor
+
+
+class MTLLoss(nn.Module):
+    """Callable loss of one trial: `loss(logits [B, T], labels [B, T], epoch) -> LossOutput`.
+
+    Its parameters (uncertainty log-variances, GradNorm weights) are trained with the model.
+    """
+
+    def __init__(
+        self,
+        cfg: LossConfig,
+        tasks: Sequence[TaskSpec],
+        model: nn.Module | None = None,
+        dataset_name: str = "",
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.task_names = [t.name for t in tasks]
+        self.weighting: Weighting = build_weighting(cfg.weighting, self.task_names, model)
+        self.term_names = [f"bce_{t}" for t in self.task_names]
+        self.chain: list[int] = []
+        if cfg.pwiser or cfg.dependency or cfg.calibrator:
+            first = "pwiser" if cfg.pwiser else "dependency" if cfg.dependency else "calibrator"
+            self.chain = require_cascade(tasks, first, dataset_name)
+        self.pwiser_task = -1
+        if cfg.pwiser is not None:
+            name = cfg.pwiser.task
+            if name is None:
+                self.pwiser_task = self.chain[-1]
+            elif name in self.task_names:
+                self.pwiser_task = self.task_names.index(name)
+            else:
+                raise ConfigError(f"loss.pwiser.task: unknown task {name!r} "
+                                  f"(tasks: {', '.join(self.task_names)})")
+            self.term_names.append("pwiser")
+        if cfg.dependency is not None:
+            n_pairs = len(self.chain) - 1
+            tau = list(cfg.dependency.tau)
+            if len(tau) == 1:
+                tau = tau * n_pairs
+            if len(tau) != n_pairs:
+                raise ConfigError(f"loss.dependency.tau: give 1 or {n_pairs} values (one per "
+                                  f"adjacent task pair of the cascade), got {len(cfg.dependency.tau)}")
+            self.register_buffer("tau", torch.tensor(tau, dtype=torch.float32))
+            self.term_names.append("dependency")
+        if cfg.calibrator is not None:
+            self.term_names.append("calibrator")
+        self.register_buffer("chain_index", torch.tensor(self.chain, dtype=torch.long))
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, epoch: int = 0) -> LossOutput:
+        """Loss terms of one batch; `logits`/`labels` [B, T] in the order of `task_names`."""
+        task_losses = task_bce(logits, labels)
+        total = self.weighting.combine(task_losses, epoch)
+        extras: list[torch.Tensor] = []
+        if self.chain:
+            probs = torch.sigmoid(logits.float())
+            chain_probs = probs.index_select(1, self.chain_index)
+            chain_labels = labels.float().index_select(1, self.chain_index)
+            cfg = self.cfg
+            if cfg.pwiser is not None:
+                extras.append(cfg.pwiser.lam * pwiser_loss(
+                    probs[:, self.pwiser_task], chain_labels[:, 0], chain_labels[:, -1],
+                    cfg.pwiser.m1, cfg.pwiser.m2))
+            if cfg.dependency is not None:
+                extras.append(dependency_loss(chain_probs, chain_labels, self.tau))
+            if cfg.calibrator is not None:
+                extras.append(calibrator_loss(chain_probs, cfg.calibrator.alpha))
+        if extras:
+            extra = torch.stack(extras)
+            total = total + extra.sum()
+            terms = torch.cat([task_losses, extra])
+        else:
+            terms = task_losses
+        return LossOutput(total=total, task_losses=task_losses, terms=terms)
+
+
+def build_loss(
+    cfg: LossConfig, tasks: Sequence[TaskSpec], model: nn.Module | None = None, dataset_name: str = ""
+) -> MTLLoss:
+    """The `MTLLoss` of `cfg` for `tasks`; cascade-only terms on a dataset without a cascade and
+    unknown task names are one-line `ConfigError`s."""
+    return MTLLoss(cfg, tasks, model, dataset_name)
