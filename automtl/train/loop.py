@@ -1,0 +1,229 @@
+"""The one training loop of automtl: `fit(TrialConfig, Dataset) -> TrainResult`.
+
+Data lives on the device (built once per process, `cache.device_split`); each epoch draws a
+permutation and gathers batches by index. Inside a step nothing is read back to the host: the
+epoch's loss is accumulated on the device and read once per epoch, and non-finite losses are
+tracked on the device and checked every few steps (every step on CPU, where a read is free), then
+reported with the step and the loss term that failed. Validation AUC/logloss (sklearn) after each
+epoch; early stopping on the mean validation AUC; test metrics at the best epoch with its weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from automtl.config import TrainConfig, TrialConfig
+from automtl.data.batching import iter_batches
+from automtl.data.schema import Dataset
+from automtl.errors import TrialFailedError
+from automtl.losses import MTLLoss, build_loss
+from automtl.train.cache import device_split
+from automtl.train.device import autocast, resolve_device, resolve_precision, synchronize
+from automtl.train.metrics import evaluate
+
+
+@dataclass
+class EpochRecord:
+    """Validation metrics and training figures of one epoch (1-based)."""
+
+    epoch: int
+    val: dict[str, float]
+    train_loss: float
+    samples_per_s: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """Outcome of `fit`: metrics at the best epoch and the model with its best weights."""
+
+    history: list[EpochRecord]
+    best_epoch: int
+    val: dict[str, float]
+    test: dict[str, float]
+    model: nn.Module
+    n_params: int
+    samples_per_s: float
+    epochs_run: int
+    seconds: float
+    device: str
+    precision: str = "fp32"
+    loss_terms: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class Callback(Protocol):
+    """Listens to `fit`. `on_epoch_end` may raise `optuna.TrialPruned` (propagated). Optional
+    hooks, called when defined: `on_train_start(model)`, `on_batch_end(epoch, step, n_steps)`."""
+
+    def on_epoch_end(self, epoch: int, record: EpochRecord) -> None: ...
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU runs are then bit-for-bit repeatable)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module, loss: nn.Module) -> torch.optim.Optimizer:
+    """Adam or AdamW over the model (with weight decay) and the loss's learnable weights (without)."""
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}
+    ]
+    loss_params = [p for p in loss.parameters() if p.requires_grad]
+    if loss_params:
+        groups.append({"params": loss_params, "weight_decay": 0.0})
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    try:  # fused kernels: one update for all tensors instead of a Python loop over them
+        return cls(groups, lr=cfg.lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(groups, lr=cfg.lr, foreach=True)
+
+
+class _NonFiniteGuard:
+    """Tracks, on the device, the first step whose loss terms are not finite."""
+
+    def __init__(self, names: list[str], device: torch.device) -> None:
+        self.names = names
+        self.every = 1 if device.type == "cpu" else 32
+        self.step = torch.zeros((), dtype=torch.long, device=device)
+        self.first = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_terms = torch.zeros(len(names), dtype=torch.bool, device=device)
+
+    def update(self, values: torch.Tensor) -> None:
+        bad = ~torch.isfinite(values.detach())
+        new = bad.any() & (self.first < 0)
+        self.first = torch.where(new, self.step, self.first)
+        self.bad_terms = torch.where(new, bad, self.bad_terms)
+        self.step += 1
+
+    def check(self, epoch: int, steps_before: int) -> None:
+        first = int(self.first)  # the one host read of this check
+        if first < 0:
+            return
+        terms = [n for n, b in zip(self.names, self.bad_terms.tolist()) if b]
+        raise TrialFailedError(
+            f"non-finite loss at epoch {epoch}, step {first + 1 - steps_before} of the epoch "
+            f"(step {first + 1} overall) in term {', '.join(terms) or 'total'}; lower the lr, "
+            "add grad_clip or check the data"
+        )
+
+
+def _call(callbacks: Sequence[object], hook: str, *args: Any) -> None:
+    for cb in callbacks:
+        fn = getattr(cb, hook, None)
+        if callable(fn):
+            fn(*args)
+
+
+def _better(score: float, best: float) -> bool:
+    return bool(np.isfinite(score)) and score > best
+
+
+def fit(
+    cfg: TrialConfig,
+    dataset: Dataset,
+    callbacks: Sequence[object] = (),
+    device: str | torch.device | None = None,
+) -> TrainResult:
+    """Train one model of `cfg` on `dataset`; raises `TrialFailedError` on a non-finite loss."""
+    from automtl.models import build_model, count_parameters  # models import data/config only
+
+    started = time.perf_counter()
+    tc = cfg.train
+    dev = resolve_device(device if device is not None else tc.device)
+    precision = resolve_precision(tc.precision, dev)
+    seed_everything(tc.seed)
+    model = build_model(cfg.model, dataset.features, dataset.tasks).to(dev)
+    loss_fn: MTLLoss = build_loss(cfg.loss, dataset.tasks, model, dataset.name).to(dev)
+    optimizer = make_optimizer(tc, model, loss_fn)
+    task_names = [t.name for t in dataset.tasks]
+    train = device_split(dataset, "train", dev)
+    val = device_split(dataset, "val", dev)
+    test = device_split(dataset, "test", dev) if "test" in dataset.splits else None
+    generator = torch.Generator().manual_seed(tc.seed)
+    guard = _NonFiniteGuard(loss_fn.term_names + ["total"], dev)
+    clip_params = [p for p in model.parameters() if p.requires_grad]
+    batch_hooks = [cb for cb in callbacks if callable(getattr(cb, "on_batch_end", None))]
+    n_steps = -(-len(train) // tc.batch_size)
+    _call(callbacks, "on_train_start", model)
+
+    history: list[EpochRecord] = []
+    best_score, best_epoch, best_state, stale = float("-inf"), 0, None, 0
+    train_seconds = 0.0
+    steps_done = 0
+    for epoch in range(1, tc.epochs + 1):
+        model.train()
+        synchronize(dev)
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=dev)
+        epoch_start = steps_done
+        for step, batch in enumerate(iter_batches(train, tc.batch_size, shuffle=True,
+                                                  generator=generator)):
+            with autocast(dev, precision):
+                out = model(batch)
+                logits = torch.stack([out[t] for t in task_names], dim=1)
+            lo = loss_fn(logits.float(), batch.labels, epoch - 1)
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn.weighting.before_backward(lo.task_losses)
+            lo.total.backward()
+            if tc.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(clip_params, tc.grad_clip, foreach=True)
+            guard.update(torch.cat([lo.terms, lo.total.reshape(1)]))
+            steps_done += 1
+            if steps_done % guard.every == 0:
+                guard.check(epoch, epoch_start)
+            optimizer.step()
+            loss_fn.weighting.after_step()
+            loss_sum += lo.total.detach()
+            for cb in batch_hooks:
+                cb.on_batch_end(epoch, step + 1, n_steps)
+        guard.check(epoch, epoch_start)
+        train_loss = float(loss_sum) / max(steps_done - epoch_start, 1)
+        synchronize(dev)
+        seconds = time.perf_counter() - t0
+        train_seconds += seconds
+        metrics = evaluate(model, val, dataset.tasks, tc.eval_batch_size, precision)
+        record = EpochRecord(epoch=epoch, val=metrics, train_loss=train_loss,
+                             samples_per_s=len(train) / max(seconds, 1e-9), seconds=seconds)
+        history.append(record)
+        score = metrics.get("mean_auc", float("nan"))
+        if _better(score, best_score) or best_state is None:
+            best_score = score if np.isfinite(score) else best_score
+            best_epoch = epoch
+            best_state = copy.deepcopy(model.state_dict())
+            stale = 0
+        else:
+            stale += 1
+        _call(callbacks, "on_epoch_end", epoch, record)
+        if stale > tc.patience:
+            break
+
+    assert best_state is not None  # epochs >= 1 (validated)
+    model.load_state_dict(best_state)
+    model.eval()
+    test_metrics = evaluate(model, test, dataset.tasks, tc.eval_batch_size, precision) if test else {}
+    total_rows = len(train) * len(history)
+    return TrainResult(
+        history=history,
+        best_epoch=best_epoch,
+        val=dict(history[best_epoch - 1].val),
+        test=test_metrics,
+        model=model,
+        n_params=int(count_parameters(model)),
+        samples_per_s=total_rows / max(train_seconds, 1e-9),
+        epochs_run=len(history),
+        seconds=time.perf_counter() - started,
+        device=str(dev),
+        precision=precision,
+        loss_terms=list(loss_fn.term_names),
+    )

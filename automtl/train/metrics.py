@@ -1,0 +1,93 @@
+"""Evaluation of a model on a split: per-task AUC and logloss (sklearn), conditional AUC.
+
+Metric names: `{task}_auc`, `{task}_logloss` over all rows; `{cond}_auc` for a dependent task over
+rows whose parent label is 1, ranked by p(task | parent) = p_task / p_parent (log space); and
+`mean_auc`, the mean of the `{task}_auc`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from sklearn.metrics import log_loss, roc_auc_score
+
+from automtl.data.batching import DeviceSplit
+from automtl.data.schema import TaskSpec
+from automtl.train.device import autocast
+
+
+def predict_logits(
+    model: torch.nn.Module,
+    data: DeviceSplit,
+    task_names: Sequence[str],
+    batch_size: int,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """Logits [N, T] (float32, on the split's device) in large batches under inference mode."""
+    was_training = model.training
+    model.eval()
+    device = data.labels.device
+    chunks = []
+    try:
+        with torch.inference_mode(), autocast(device, precision):
+            for start in range(0, len(data), batch_size):
+                out = model(data.slice(start, min(start + batch_size, len(data))))
+                chunks.append(torch.stack([out[t].float() for t in task_names], dim=1))
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0, len(task_names), device=device)
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    if y.size == 0 or y.min() == y.max():
+        return float("nan")  # undefined with one class (tiny splits)
+    return float(roc_auc_score(y, score))
+
+
+def _logloss(y: np.ndarray, logit: np.ndarray) -> float:
+    if y.size == 0:
+        return float("nan")
+    p = 1.0 / (1.0 + np.exp(-logit))
+    return float(log_loss(y, p, labels=[0.0, 1.0]))
+
+
+def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -x)
+
+
+def compute_metrics(
+    logits: np.ndarray, labels: np.ndarray, tasks: Sequence[TaskSpec]
+) -> dict[str, float]:
+    """Metrics from logits and labels [N, T] (columns in the order of `tasks`)."""
+    logits = logits.astype(np.float64, copy=False)
+    names = [t.name for t in tasks]
+    out: dict[str, float] = {}
+    aucs = []
+    for k, task in enumerate(tasks):
+        y = labels[:, k]
+        out[f"{task.name}_auc"] = _auc(y, logits[:, k])
+        out[f"{task.name}_logloss"] = _logloss(y, logits[:, k])
+        aucs.append(out[f"{task.name}_auc"])
+    for k, task in enumerate(tasks):
+        if task.depends_on and task.cond_name and task.depends_on in names:
+            j = names.index(task.depends_on)
+            rows = labels[:, j] > 0.5
+            cond = _log_sigmoid(logits[rows, k]) - _log_sigmoid(logits[rows, j])
+            out[f"{task.cond_name}_auc"] = _auc(labels[rows, k], cond)
+    finite = [a for a in aucs if np.isfinite(a)]
+    out["mean_auc"] = float(np.mean(finite)) if len(finite) == len(aucs) and aucs else float("nan")
+    return out
+
+
+def evaluate(
+    model: torch.nn.Module,
+    data: DeviceSplit,
+    tasks: Sequence[TaskSpec],
+    batch_size: int,
+    precision: str = "fp32",
+) -> dict[str, float]:
+    """Metrics of `model` on `data` (one device->host copy of the logits)."""
+    logits = predict_logits(model, data, [t.name for t in tasks], batch_size, precision)
+    return compute_metrics(logits.cpu().numpy(), data.labels.cpu().numpy(), tasks)
