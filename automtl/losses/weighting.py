@@ -12,8 +12,8 @@
                 shared layer W; r_k = (L_k(t)/L_k(0)) / mean_j(L_j(t)/L_j(0));
                 L_grad = sum_k |G_k - mean_j(G_j) * r_k^alpha| (target held constant) updates only
                 w, the model is trained on sum_k w_k L_k with w held constant, and after every step
-                w is renormalised to sum_k w_k = T. W comes from the model's
-                `last_shared_parameters()` (see `shared_parameters`); a model without a shared layer
+                w is renormalised to sum_k w_k = T. W comes from `last_shared_parameters()` of the
+                model or of its body (see `shared_parameters`); a model without a shared layer
                 (single-task baseline) has nothing to balance gradients on, so GradNorm falls back
                 to fixed weights there (`GradNorm.active` is False).
 """
@@ -31,12 +31,11 @@ from automtl.errors import ConfigError
 
 def shared_parameters(model: nn.Module | None) -> list[nn.Parameter]:
     """Parameters of the model's last shared layer (for GradNorm), [] when it has none."""
-    if model is None:
-        return []
-    hook = getattr(model, "last_shared_parameters", None)
-    if not callable(hook):
-        return []
-    return [p for p in hook() if p.requires_grad]
+    for owner in (model, getattr(model, "body", None)):  # MTLModel or its body may provide it
+        hook = getattr(owner, "last_shared_parameters", None)
+        if callable(hook):
+            return [p for p in hook() if p.requires_grad]
+    return []
 
 
 class Weighting(nn.Module):
