@@ -1,0 +1,270 @@
+"""A read-only, plain-data snapshot of one study: what every figure, the report and the dashboard draw.
+
+`StudySnapshot.from_study` turns an Optuna study (plus automtl's per-epoch history) into plain
+rows; `load_snapshot` opens a study from a storage URL without writing to the database.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, TypeVar
+from urllib.parse import quote
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import exc as sa_exc
+
+from automtl.errors import AutomtlError
+from automtl.search.store import Store, mask_url, objective_names, sqlite_path, study_names
+
+T = TypeVar("T")
+
+# Trial states in the order summaries list them.
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+@dataclass
+class TrialRow:
+    """One trial as plain data: objective values (validation), params and automtl's attributes."""
+
+    number: int
+    state: str
+    values: list[float] | None
+    params: dict[str, Any]
+    user_attrs: dict[str, Any]
+    datetime_start: datetime | None = None
+    datetime_complete: datetime | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Wall time of the trial in seconds, None while it runs."""
+        if self.datetime_start is None or self.datetime_complete is None:
+            return None
+        return (self.datetime_complete - self.datetime_start).total_seconds()
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        """The TrialConfig dict recorded by search (user_attr "config"), if any."""
+        cfg = self.user_attrs.get("config")
+        return cfg if isinstance(cfg, dict) else None
+
+    @property
+    def arch(self) -> str:
+        """Architecture name: user_attr "arch", else config model.arch, else param "arch"."""
+        arch = self.user_attrs.get("arch")
+        if arch is None and self.config is not None:
+            arch = (self.config.get("model") or {}).get("arch")
+        if arch is None:
+            arch = self.params.get("arch", self.params.get("model.arch"))
+        return str(arch) if arch is not None else "?"
+
+    @property
+    def loss_terms(self) -> list[str]:
+        """Loss ingredients of this trial: optional terms that are on, plus the weighting scheme."""
+        loss = (self.config or {}).get("loss") or {}
+        terms = ["bce"] + [t for t in ("pwiser", "dependency", "calibrator") if loss.get(t)]
+        scheme = (loss.get("weighting") or {}).get("scheme")
+        if scheme:
+            terms.append(f"weighting={scheme}")
+        return terms
+
+    @classmethod
+    def from_frozen(cls, t: FrozenTrial) -> TrialRow:
+        """Plain row of an Optuna trial."""
+        values = list(t.values) if t.values is not None else None
+        return cls(
+            number=t.number,
+            state=t.state.name,
+            values=values,
+            params=dict(t.params),
+            user_attrs=dict(t.user_attrs),
+            datetime_start=t.datetime_start,
+            datetime_complete=t.datetime_complete,
+        )
+
+
+@dataclass
+class StudySnapshot:
+    """Everything drawn about one study at one moment (trials, front, per-epoch history)."""
+
+    name: str
+    objectives: list[str]
+    directions: list[str]  # "maximize" / "minimize" per objective
+    trials: list[TrialRow]
+    front: list[int]  # trial numbers on the Pareto front
+    histories: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    # trial -> {"val/<metric>" | "test/<metric>": {"mean", "std", "n"}} over re-run seeds
+    reeval: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    storage: str = ""  # masked storage URL, for display and export commands
+    study: optuna.Study | None = None  # kept for Optuna's importance API
+
+    @property
+    def complete(self) -> list[TrialRow]:
+        """Finished trials with finite objective values."""
+        return [
+            t for t in self.trials
+            if t.state == "COMPLETE" and t.values is not None
+            and len(t.values) == len(self.objectives) and all(math.isfinite(v) for v in t.values)
+        ]
+
+    @property
+    def front_set(self) -> set[int]:
+        """Trial numbers of the front, as a set."""
+        return set(self.front)
+
+    def trial(self, number: int) -> TrialRow | None:
+        """The trial with this number, or None."""
+        for t in self.trials:
+            if t.number == number:
+                return t
+        return None
+
+    def state_counts(self) -> dict[str, int]:
+        """Number of trials per state (all states listed in STATES order, zeros included)."""
+        counts = {s: 0 for s in STATES}
+        for t in self.trials:
+            counts[t.state] = counts.get(t.state, 0) + 1
+        return counts
+
+    def best(self) -> dict[str, TrialRow]:
+        """Best completed trial per objective (respecting its direction)."""
+        out: dict[str, TrialRow] = {}
+        for i, name in enumerate(self.objectives):
+            rows = self.complete
+            if not rows:
+                continue
+            pick = max if self.directions[i] == "maximize" else min
+            out[name] = pick(rows, key=lambda t: t.values[i])  # type: ignore[index]
+        return out
+
+    @property
+    def running(self) -> bool:
+        """True while some trial is still running (a search is writing to the study)."""
+        return any(t.state == "RUNNING" for t in self.trials)
+
+    @classmethod
+    def from_study(
+        cls,
+        study: optuna.Study,
+        histories: dict[int, list[dict[str, Any]]] | None = None,
+        front: list[int] | None = None,
+        reeval: dict[int, dict[str, dict[str, float]]] | None = None,
+        storage: str = "",
+    ) -> StudySnapshot:
+        """Snapshot of `study`; the front defaults to Optuna's non-dominated completed trials.
+
+        `reeval` is `Store.reeval`'s shape; a trial user_attr "reeval" ({metric: stats}) counts
+        as validation re-evaluation where the store has none for that trial.
+        """
+        frozen = study.get_trials(deepcopy=False)
+        directions = [d.name.lower() for d in study.directions]
+        attrs = dict(study.user_attrs)
+        objectives = objective_names(study)
+        trials = [TrialRow.from_frozen(t) for t in frozen]
+        if front is None:
+            front = _pareto_front(study, frozen)
+        merged = dict(reeval or {})
+        for t in trials:
+            own = t.user_attrs.get("reeval")
+            if isinstance(own, dict) and t.number not in merged:
+                merged[t.number] = {(k if "/" in k else f"val/{k}"): v for k, v in own.items()
+                                    if isinstance(v, dict)}
+        return cls(
+            name=study.study_name,
+            objectives=objectives,
+            directions=directions,
+            trials=trials,
+            front=sorted(front),
+            histories=dict(histories or {}),
+            user_attrs=attrs,
+            reeval=merged,
+            storage=storage,
+            study=study,
+        )
+
+
+def _pareto_front(study: optuna.Study, frozen: list[FrozenTrial]) -> list[int]:
+    if not any(t.state == TrialState.COMPLETE for t in frozen):
+        return []
+    try:
+        return [t.number for t in study.best_trials]
+    except ValueError:  # single objective with no completed trial
+        return []
+
+
+def readonly_url(url: str) -> tuple[str, dict[str, Any]]:
+    """URL and engine kwargs that open `url` without write access: SQLite with mode=ro,
+    PostgreSQL with read-only transactions."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path is None:
+            raise AutomtlError(f"--storage {mask_url(url)}: reports and dashboards need a SQLite "
+                               "file (sqlite:///automtl.db), not an in-memory database")
+        if not path.is_file():
+            raise AutomtlError(f"--storage {mask_url(url)}: no database file at {path}; run "
+                               "`automtl search` first or pass the right --storage")
+        # SQLite URI filename: mode=ro makes every write fail inside SQLite itself.
+        return f"sqlite:///file:{quote(path.resolve().as_posix())}?mode=ro&uri=true", kwargs
+    if url.startswith("postgresql"):
+        kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+    return url, kwargs
+
+
+def readonly_storage(url: str) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage on `url` that cannot write (table creation/migration skipped)."""
+    ro_url, kwargs = readonly_url(url)
+    try:
+        return optuna.storages.RDBStorage(ro_url, engine_kwargs=kwargs, skip_table_creation=True,
+                                          skip_compatibility_check=True)
+    except (sa_exc.SQLAlchemyError, ModuleNotFoundError, ValueError) as exc:
+        raise AutomtlError(f"--storage {mask_url(url)}: cannot open the database "
+                           f"({type(exc).__name__}); check the URL") from None
+
+
+def open_study_readonly(storage_url: str, study_name: str) -> optuna.Study:
+    """Load an existing study without write access; a missing study is a one-line error
+    listing the available ones."""
+    storage = readonly_storage(storage_url)
+    try:
+        names = study_names(storage)
+    except sa_exc.SQLAlchemyError:
+        names = []  # not an Optuna database at all
+    if study_name not in names:
+        avail = ", ".join(names) if names else "none"
+        raise AutomtlError(f"no study named {study_name!r} in {mask_url(storage_url)} "
+                           f"(available: {avail}); pass --study NAME or --storage URL")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def _store_read(read: Callable[[], T], default: T) -> T:
+    # A study written by plain Optuna has no automtl tables: draw it without them.
+    try:
+        return read()
+    except sa_exc.SQLAlchemyError:
+        return default
+
+
+def load_snapshot(storage_url: str, study_name: str) -> StudySnapshot:
+    """Snapshot of a stored study, opened read-only (per-epoch history, front and re-evaluation
+    from automtl's tables where present)."""
+    study = open_study_readonly(storage_url, study_name)
+    # Only read methods of Store are called; for SQLite the mode=ro URL enforces it.
+    store = Store(readonly_url(storage_url)[0], create=False)
+    try:
+        histories = _store_read(lambda: store.epoch_history(study_name), {})
+        front = [r.trial_number for r in _store_read(lambda: store.front(study_name), [])]
+        reeval = _store_read(lambda: store.reeval(study_name), {})
+    finally:
+        store.dispose()
+    complete = any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+    return StudySnapshot.from_study(study, histories=histories,
+                                    front=front if (front or not complete) else None,
+                                    reeval=reeval, storage=mask_url(storage_url))
+
+
+__all__ = ["STATES", "StudySnapshot", "TrialRow", "load_snapshot", "open_study_readonly",
+           "readonly_storage", "readonly_url"]
