@@ -32,6 +32,7 @@ class DatasetInfo:
     options: dict[str, Any] = field(default_factory=dict)  # option name -> default
     needs_files: bool = True  # False: generated in memory (synthetic)
     present: Callable[[Path], bool] | None = None  # are the files in this folder?
+    get_data: str = ""  # how to obtain/prepare the files (the end of the missing-data message)
 
 
 DATASETS: dict[str, DatasetInfo] = {}
@@ -105,6 +106,10 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
     info = get_info(cfg.name)
     opts = resolve_options(info, dict(cfg.options))
     data_dir = resolve_data_dir(cfg.name, cfg.data_dir) if info.needs_files else None
+    if info.needs_files and not files_present(cfg.name, cfg.data_dir):
+        looked = ", ".join(str(p) for p in candidate_dirs(cfg.name, cfg.data_dir))
+        raise DataError(f"{cfg.name}: no data files found (looked in {looked}); "
+                        f"get {info.source}, then {info.get_data}")
     key = json.dumps([cfg.name, str(data_dir), opts], sort_keys=True, default=str)
     ds = _MEMO.get(key)
     if ds is None:
