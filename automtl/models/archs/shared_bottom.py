@@ -1,0 +1,32 @@
+"""SharedBottom (Caruana, "Multitask Learning", Machine Learning 1997; the hard-parameter-sharing
+baseline of MMoE, KDD 2018, eq. 1): y_k = h^k(f(x)), one shared MLP f and one tower h^k per task.
+
+Per-task inputs x_k (task-specific bottoms): the same shared MLP is applied to each task's input,
+y_k = h^k(f(x_k)) (the rows of all tasks go through f in one matmul).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from automtl.config import ModelConfig
+from automtl.data.schema import TaskSpec
+from automtl.models.base import Body, BodyInput, as_input
+from automtl.models.blocks import Towers, mlp
+from automtl.models.registry import register_arch
+
+
+@register_arch("shared_bottom")
+class SharedBottom(Body):
+    """Shared MLP (`bottom_dims`) + one tower (`tower_dims`) per task."""
+
+    def __init__(self, cfg: ModelConfig, in_dim: int, tasks: Sequence[TaskSpec]) -> None:
+        super().__init__(cfg, in_dim, tasks)
+        self.shared = mlp(in_dim, cfg.bottom_dims, cfg.activation, cfg.dropout)
+        self.towers = Towers(self.n_tasks, cfg.bottom_dims[-1], cfg.tower_dims, cfg.activation, cfg.dropout)
+
+    def forward(self, x: BodyInput) -> Tensor:
+        # nn.Linear works on [B, D] and [T, B, D] alike; towers take shared or per-task rows
+        return self.towers(self.shared(as_input(x, self.n_tasks)))

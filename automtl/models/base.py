@@ -1,0 +1,50 @@
+"""Base class of MTL bodies and the input convention they share.
+
+Every body accepts either one shared input ``[B, D]`` or per-task inputs (a list of T ``[B, D]``
+tensors or one stacked ``[T, B, D]`` tensor, e.g. from task-specific bottoms such as DTRN) and
+returns raw per-task logits ``[T, B]``; the head (plain or ESMM) turns them into the model output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from automtl.config import ModelConfig
+from automtl.data.schema import TaskSpec
+
+BodyInput = Tensor | Sequence[Tensor]
+
+
+def as_input(x: BodyInput, n_tasks: int) -> Tensor:
+    """Normalise a body input to ``[B, D]`` (shared) or ``[T, B, D]`` (per task)."""
+    if isinstance(x, Tensor):
+        if x.dim() == 2 or (x.dim() == 3 and x.shape[0] == n_tasks):
+            return x
+        raise ValueError(f"body input must be [B, D] or [{n_tasks}, B, D], got {tuple(x.shape)}")
+    if len(x) != n_tasks:
+        raise ValueError(f"per-task body input needs {n_tasks} tensors, got {len(x)}")
+    return torch.stack(list(x), dim=0)
+
+
+class Body(nn.Module):
+    """An MTL architecture: input(s) -> raw logits ``[T, B]``. Subclasses register via `register_arch`.
+
+    Class attributes: `needs_cascade` (the arch only makes sense with `depends_on` tasks) and
+    `independent_inputs` (asks `build_model` for one independent copy of the shared bottom per task).
+    """
+
+    needs_cascade: bool = False
+    independent_inputs: bool = False
+
+    def __init__(self, cfg: ModelConfig, in_dim: int, tasks: Sequence[TaskSpec]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.in_dim = in_dim
+        self.tasks = list(tasks)
+        self.n_tasks = len(self.tasks)
+
+
+__all__ = ["Body", "BodyInput", "as_input"]

@@ -1,0 +1,163 @@
+"""Input embedding for every automtl model: one fused table, one lookup per batch.
+
+All sparse fields and all sequence fields live in ONE embedding table; each field owns a row
+range (per-field offsets), and a sequence that `shares_with` a sparse field indexes that field's
+rows, so item ids and behaviour sequences of items share vectors (DIN, KDD 2018; DTRN, CIKM 2023).
+The lookup concatenates the sparse id columns and every sequence's positions into one
+``[B, F + L]`` index tensor, adds the offsets and calls `F.embedding` once.
+
+Sequence pooling (`SequencePooling`) turns each sequence into one vector with a row-stochastic
+weight matrix ``W [B, S, L]`` applied by one `bmm` to all sequences at once:
+- ``mean``: W = valid / count (padding id 0 gets weight 0; an all-padding sequence pools to 0);
+- ``target_attention``: W = masked softmax over the sequence of <q, e_j> / sqrt(d), the query q being
+  the embedding of the sequence's target (the sparse field it `shares_with`), as in DIN's target
+  attention reduced to a scaled dot product (a choice: the DIN activation MLP is not used). A
+  sequence without a shared field gets a learned query vector. Padding positions get weight 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from automtl.data.batching import Batch
+from automtl.data.schema import FeatureSpec
+from automtl.errors import ConfigError
+
+
+@dataclass
+class EmbeddedBatch:
+    """Embedded inputs of one batch (rows = copies * B when the embedding has independent copies)."""
+
+    sparse: Tensor  # [R, F, d] one vector per sparse field
+    sequences: Tensor  # [R, L, d] every sequence's positions, concatenated in feature order
+    mask: Tensor  # [R, L] bool, True = real item (id != 0)
+    dense: Tensor  # [R, n_dense]
+
+
+class FeatureEmbedding(nn.Module):
+    """Fused embedding of all sparse and sequence fields of a schema (see module docstring).
+
+    With ``copies > 1`` the table holds `copies` independent replicas (e.g. one per task for the
+    single-task baseline); the lookup still is one call and returns ``copies * B`` rows, replica-major.
+    """
+
+    def __init__(self, features: Sequence[FeatureSpec], dim: int, copies: int = 1) -> None:
+        super().__init__()
+        self.dim, self.copies = dim, copies
+        sparse = [f for f in features if f.kind == "sparse"]
+        self.sequence_specs = [f for f in features if f.kind == "sequence"]
+        self.n_sparse = len(sparse)
+        self.n_dense = sum(1 for f in features if f.kind == "dense")
+        start: dict[str, int] = {}
+        total = 0
+        for f in sparse:
+            if f.vocab_size <= 0:
+                raise ConfigError(f"feature {f.name}: sparse field needs vocab_size > 0, got {f.vocab_size}")
+            start[f.name] = total
+            total += f.vocab_size
+        col_offsets = [start[f.name] for f in sparse]
+        self.seq_lengths: list[int] = []
+        for s in self.sequence_specs:
+            if s.max_len <= 0:
+                raise ConfigError(f"feature {s.name}: sequence field needs max_len > 0, got {s.max_len}")
+            if s.shares_with is not None:
+                if s.shares_with not in start:
+                    raise ConfigError(
+                        f"feature {s.name}: shares_with={s.shares_with!r} is not a sparse field; "
+                        f"use one of {', '.join(start) or '(none)'}"
+                    )
+                base = start[s.shares_with]
+            else:
+                if s.vocab_size <= 0:
+                    raise ConfigError(f"feature {s.name}: sequence without shares_with needs vocab_size > 0")
+                base, total = total, total + s.vocab_size
+            col_offsets += [base] * s.max_len
+            self.seq_lengths.append(s.max_len)
+        self.vocab_total = total
+        self.register_buffer("col_offsets", torch.tensor(col_offsets, dtype=torch.long), persistent=False)
+        if copies > 1:
+            self.register_buffer(
+                "copy_offsets", (torch.arange(copies) * total).view(copies, 1, 1), persistent=False
+            )
+        self.weight = nn.Parameter(torch.empty(copies * max(total, 1), dim).normal_(0.0, 0.05))
+
+    def forward(self, batch: Batch) -> EmbeddedBatch:
+        cols = [batch.sparse] + [batch.sequences[s.name] for s in self.sequence_specs]
+        raw = torch.cat(cols, dim=1) if len(cols) > 1 else batch.sparse
+        ids = raw + self.col_offsets
+        dense = batch.dense
+        if self.copies > 1:
+            ids = (ids.unsqueeze(0) + self.copy_offsets).flatten(0, 1)
+            raw = raw.repeat(self.copies, 1)
+            dense = dense.repeat(self.copies, 1)
+        emb = F.embedding(ids, self.weight)
+        f = self.n_sparse
+        return EmbeddedBatch(sparse=emb[:, :f], sequences=emb[:, f:], mask=raw[:, f:] != 0, dense=dense)
+
+
+class SequencePooling(nn.Module):
+    """Pools every sequence field to one vector: ``EmbeddedBatch -> [R, S, d]`` (module docstring)."""
+
+    def __init__(
+        self,
+        features: Sequence[FeatureSpec],
+        dim: int,
+        mode: Literal["mean", "target_attention"] = "mean",
+    ) -> None:
+        super().__init__()
+        self.mode = mode
+        sparse_names = [f.name for f in features if f.kind == "sparse"]
+        seqs = [f for f in features if f.kind == "sequence"]
+        self.n_sequences = len(seqs)
+        lengths = [s.max_len for s in seqs]
+        seg = torch.zeros(len(seqs), sum(lengths), dtype=torch.bool)
+        pos = 0
+        for i, n in enumerate(lengths):
+            seg[i, pos : pos + n] = True
+            pos += n
+        self.register_buffer("segments", seg, persistent=False)
+        # query source per sequence: its target sparse field, else a learned query (index >= F)
+        n_free = sum(1 for s in seqs if s.shares_with is None)
+        query_index, free = [], 0
+        for s in seqs:
+            if s.shares_with is not None:
+                query_index.append(sparse_names.index(s.shares_with))
+            else:
+                query_index.append(len(sparse_names) + free)
+                free += 1
+        self.register_buffer("query_index", torch.tensor(query_index, dtype=torch.long), persistent=False)
+        self.free_queries = (
+            nn.Parameter(torch.empty(n_free, dim).normal_(0.0, 0.05))
+            if mode == "target_attention" and n_free
+            else None
+        )
+        self.scale = 1.0 / math.sqrt(dim)
+
+    def weights(self, emb: EmbeddedBatch) -> Tensor:
+        """Pooling weights ``[R, S, L]`` (zero off each sequence's segment and on padding)."""
+        valid = emb.mask.unsqueeze(1) & self.segments  # [R, S, L]
+        if self.mode == "mean":
+            w = valid.to(emb.sequences.dtype)
+            return w / w.sum(-1, keepdim=True).clamp_min(1.0)
+        queries = emb.sparse
+        if self.free_queries is not None:
+            free = self.free_queries.unsqueeze(0).expand(queries.shape[0], -1, -1)
+            queries = torch.cat([queries, free.to(queries.dtype)], dim=1)
+        q = queries.index_select(1, self.query_index)  # [R, S, d]
+        scores = torch.bmm(q, emb.sequences.transpose(1, 2)) * self.scale  # [R, S, L]
+        scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
+        # the product with `valid` zeroes all-padding rows (softmax over only-masked is uniform)
+        return torch.softmax(scores, dim=-1) * valid
+
+    def forward(self, emb: EmbeddedBatch) -> Tensor:
+        return torch.bmm(self.weights(emb), emb.sequences)
+
+
+__all__ = ["EmbeddedBatch", "FeatureEmbedding", "SequencePooling"]

@@ -1,0 +1,101 @@
+"""Output heads: raw body logits ``[T, B]`` -> logits of the UNCONDITIONAL p(task = 1 | x).
+
+- `plain`: identity (each body logit already models p(task)).
+- `esmm`: ESMM (Ma et al., SIGIR 2018), eq. 2: pCTCVR = pCTR * pCVR, generalised to any cascade:
+  for a task i with parent j (`depends_on`), p_i = p_j * sigmoid(raw_i), raw_i modelling the
+  conditional p(i | j, x). Computed in log space, log p_i = log p_j + logsigmoid(raw_i), and
+  returned as the stable logit log p - log(1 - p) (log1mexp), so BCE-with-logits stays exact
+  for the tiny CTCVR probabilities (1e-4) where a product of sigmoids would lose precision.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from automtl.data.schema import TaskSpec
+from automtl.errors import ConfigError
+
+_LOG_HALF = -math.log(2.0)
+
+
+def cascade_order(tasks: Sequence[TaskSpec]) -> list[int]:
+    """Task indices with every parent before its children; ConfigError on unknown parent or cycle."""
+    index = {t.name: i for i, t in enumerate(tasks)}
+    for t in tasks:
+        if t.depends_on is not None and t.depends_on not in index:
+            raise ConfigError(
+                f"task {t.name}: depends_on={t.depends_on!r} is not a task; use one of {', '.join(index)}"
+            )
+    order: list[int] = []
+    state: dict[int, int] = {}
+
+    def visit(i: int) -> None:
+        if state.get(i) == 2:
+            return
+        if state.get(i) == 1:
+            raise ConfigError(f"task {tasks[i].name}: depends_on forms a cycle; make the cascade a chain")
+        state[i] = 1
+        parent = tasks[i].depends_on
+        if parent is not None:
+            visit(index[parent])
+        state[i] = 2
+        order.append(i)
+
+    for i in range(len(tasks)):
+        visit(i)
+    return order
+
+
+def parent_indices(tasks: Sequence[TaskSpec]) -> list[int | None]:
+    """Index of each task's parent (None for roots)."""
+    index = {t.name: i for i, t in enumerate(tasks)}
+    return [index[t.depends_on] if t.depends_on is not None else None for t in tasks]
+
+
+def has_cascade(tasks: Sequence[TaskSpec]) -> bool:
+    """True when at least one task has `depends_on`."""
+    return any(t.depends_on is not None for t in tasks)
+
+
+def log1mexp(x: Tensor) -> Tensor:
+    """log(1 - exp(x)) for x < 0, stable on both sides of -log 2 (Maechler, 2012)."""
+    return torch.where(x > _LOG_HALF, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+class PlainHead(nn.Module):
+    """Identity head: the body's raw logits are the task logits."""
+
+    def forward(self, raw: Tensor) -> Tensor:
+        return raw
+
+
+class ESMMHead(nn.Module):
+    """ESMM cascade head (SIGIR 2018, eq. 2) for any body; see module docstring."""
+
+    def __init__(self, tasks: Sequence[TaskSpec]) -> None:
+        super().__init__()
+        self.order = cascade_order(tasks)
+        self.parents = parent_indices(tasks)
+
+    def forward(self, raw: Tensor) -> Tensor:
+        logp: list[Tensor | None] = [None] * raw.shape[0]
+        out: list[Tensor | None] = [None] * raw.shape[0]
+        for i in self.order:  # T is 2-3: a loop over cascade steps, not over samples
+            parent = self.parents[i]
+            if parent is None:
+                logp[i] = nn.functional.logsigmoid(raw[i])
+                out[i] = raw[i]
+            else:
+                lp = logp[parent] + nn.functional.logsigmoid(raw[i])  # type: ignore[operator]
+                logp[i] = lp
+                # p == 1 in float would give an infinite logit; clamp just below log 1
+                lp_c = lp.clamp(max=-1e-7)
+                out[i] = lp_c - log1mexp(lp_c)
+        return torch.stack(out, dim=0)  # type: ignore[arg-type]
+
+
+__all__ = ["ESMMHead", "PlainHead", "cascade_order", "has_cascade", "log1mexp", "parent_indices"]

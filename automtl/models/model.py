@@ -1,0 +1,72 @@
+"""`MTLModel` (bottom -> body -> head) and `build_model`, the one way to construct a model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from automtl.config import ModelConfig
+from automtl.data.batching import Batch
+from automtl.data.schema import FeatureSpec, TaskSpec
+from automtl.errors import ConfigError
+from automtl.models.heads import ESMMHead, PlainHead, cascade_order, has_cascade
+from automtl.models.registry import ARCHS, BOTTOMS, lookup
+
+
+class MTLModel(nn.Module):
+    """A multi-task model: forward(batch) -> {task name: logit [B] of p(task = 1 | x)}."""
+
+    def __init__(self, bottom: nn.Module, body: nn.Module, head: nn.Module, tasks: Sequence[TaskSpec]) -> None:
+        super().__init__()
+        self.bottom, self.body, self.head = bottom, body, head
+        self.task_names: list[str] = [t.name for t in tasks]
+
+    def forward_raw(self, batch: Batch) -> Tensor:
+        """The body's raw logits ``[T, B]`` before the head (ESMM: conditional logits)."""
+        return self.body(self.bottom(batch))
+
+    def forward_tensor(self, batch: Batch) -> Tensor:
+        """Task logits stacked as ``[T, B]`` in `task_names` order."""
+        return self.head(self.forward_raw(batch))
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        return dict(zip(self.task_names, self.forward_tensor(batch).unbind(0)))
+
+
+def _needs_cascade(what: str, tasks: Sequence[TaskSpec]) -> None:
+    if not has_cascade(tasks):
+        names = ", ".join(t.name for t in tasks)
+        raise ConfigError(
+            f"{what} needs a task cascade (a task with depends_on) but the tasks {names} have none; "
+            "choose another model.arch/model.head or a dataset with a cascade"
+        )
+
+
+def build_model(cfg: ModelConfig, features: Sequence[FeatureSpec], tasks: Sequence[TaskSpec]) -> MTLModel:
+    """Build the model `cfg` describes for a dataset's features and tasks (one-line ConfigError if invalid)."""
+    cfg.validate()
+    if not tasks:
+        raise ConfigError("dataset has no tasks; a multi-task model needs at least one task")
+    cascade_order(tasks)  # validates depends_on
+    body_cls = lookup(ARCHS, "arch", cfg.arch)
+    bottom_cls = lookup(BOTTOMS, "bottom", cfg.bottom)
+    if getattr(body_cls, "needs_cascade", False):
+        _needs_cascade(f"model.arch: {cfg.arch}", tasks)
+    if cfg.head == "esmm":
+        _needs_cascade("model.head: esmm", tasks)
+    if getattr(body_cls, "independent_inputs", False) and cfg.bottom == "shared" and len(tasks) > 1:
+        bottom = bottom_cls(cfg, features, tasks, copies=len(tasks))
+    else:
+        bottom = bottom_cls(cfg, features, tasks)
+    body = body_cls(cfg, bottom.out_dim, tasks)
+    head = ESMMHead(tasks) if cfg.head == "esmm" else PlainHead()
+    return MTLModel(bottom, body, head, tasks)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = ["MTLModel", "build_model", "count_parameters"]
