@@ -1,0 +1,66 @@
+"""`automtl worker`: join an existing study and run its trials (one process per GPU/machine)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import typer
+
+from automtl.cli._common import console
+from automtl.search.workers import STORAGE_ENV
+
+
+def worker_command(
+    study: str = typer.Option(..., "--study", help="Name of the study to join."),
+    storage: str = typer.Option(..., "--storage", envvar=STORAGE_ENV,
+                                help="Database URL shared by all workers, e.g. "
+                                "postgresql+psycopg://user:pass@host/db (or $AUTOMTL_STORAGE)."),
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Stop after this many trials "
+                                           "of this worker (default: until the study's target)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting new trials "
+                                            "after this many seconds."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    heartbeat_interval: Optional[int] = typer.Option(
+        None, "--heartbeat-interval", help="Seconds between a running trial's heartbeats "
+        "(default: the study's setting, else 10)."),
+    grace_period: Optional[int] = typer.Option(
+        None, "--grace-period", help="Seconds without a heartbeat after which a trial's worker "
+        "counts as dead and the trial is retried (default: the study's setting, else 60)."),
+) -> None:
+    """Join a study in a shared database and run trials until its target count is reached."""
+    import optuna
+
+    from automtl.search.store import mask_url, objective_names
+    from automtl.search.workers import Heartbeat, Budget, run_worker, worker_name
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    hb = None
+    if heartbeat_interval is not None or grace_period is not None:
+        interval = heartbeat_interval or Heartbeat().interval
+        hb = Heartbeat(interval, grace_period or max(Heartbeat().grace, 2 * interval))
+    names: list[str] = []
+
+    def on_trial(t: optuna.trial.FrozenTrial, b: Budget) -> None:
+        if not names:
+            names.extend(objective_names(optuna.load_study(study_name=study, storage=storage)))
+        values = " ".join(f"{n}={v:.4f}" for n, v in zip(names, t.values or []))
+        reason = t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason") or ""
+        target = b.target if b.target is not None else "-"
+        console.print(f"trial {t.number} {t.state.name} {values or reason} "
+                      f"[{b.finished}/{target} finished]", highlight=False, soft_wrap=True)
+
+    console.print(f"worker {worker_name()} joining study {study!r} in {mask_url(storage)}",
+                  highlight=False, soft_wrap=True)
+    result = run_worker(storage, study, n_trials=n_trials, timeout=timeout, device=device,
+                        heartbeat=hb, on_trial=on_trial)
+    states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(result.states.items())) or "none"
+    console.print(f"worker {result.worker}: {len(result.trials)} trials ({states}) in "
+                  f"{result.seconds:.0f} s; stopped: {result.stopped_by}", highlight=False)
+    if result.stopped_by == "interrupted":
+        raise typer.Exit(130)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `automtl worker` to the CLI."""
+    app.command("worker")(worker_command)
