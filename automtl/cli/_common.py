@@ -25,7 +25,7 @@ def handle_errors(run: Callable[[], object]) -> int:
     except click_exc.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click_exc.Abort:
+    except typer.Abort:  # typer.Abort: the vendored click has no Abort
         err_console.print("aborted")
         return 130
     except KeyboardInterrupt:
