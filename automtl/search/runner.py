@@ -1,0 +1,363 @@
+"""The search loop behind `automtl search`: create or resume a multi-objective Optuna study, train
+one `TrialConfig` per trial, record per-epoch metrics, prune, keep the Pareto front current.
+
+Every setting a worker needs lives in the study's user attributes ("study_config", "space_doc",
+"objectives", "dataset"), so `optimize_study` can join a study created elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import optuna
+
+import automtl
+from automtl._typed import from_dict, to_dict
+from automtl.config import DataConfig, TrialConfig
+from automtl.errors import AutomtlError, ConfigError, TrialFailedError
+from automtl.search.pruner import EpochRecorder, ParetoPruner
+from automtl.search.space import SearchSpace, SpaceContext, load_space, parse_space
+from automtl.search.store import (
+    DEFAULT_STORAGE,
+    FrontRow,
+    Store,
+    make_storage,
+    mask_url,
+    objective_names,
+    open_study,
+    sqlite_path,
+)
+from automtl.search.study_config import StudyConfig, resolve_objectives
+
+States = optuna.trial.TrialState
+
+
+class SearchListener:
+    """Hooks through which a front end (the CLI's rich progress) follows a search. No-ops."""
+
+    def on_search_start(self, study: optuna.Study, n_trials: int | None, n_existing: int) -> None:
+        """The study is ready; `n_trials` new trials will run (None: until timeout)."""
+
+    def on_trial_start(self, number: int, index: int, config: TrialConfig) -> None:
+        """Trial `number` (the `index`-th of this run, 1-based) starts training `config`."""
+
+    def on_batch(self, number: int, epoch: int, step: int, n_steps: int) -> None:
+        """A training step finished."""
+
+    def on_epoch(self, number: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        """An epoch finished with these validation metrics."""
+
+    def on_trial_end(self, trial: optuna.trial.FrozenTrial, front: list[FrontRow]) -> None:
+        """A trial finished (COMPLETE, PRUNED or FAIL); `front` is the current Pareto front."""
+
+
+@dataclass
+class SearchResult:
+    """What a search run did and where its study lives."""
+
+    study_name: str
+    storage: str  # masked URL
+    objectives: list[str]
+    front: list[FrontRow]
+    trials_run: int  # trials finished in this run
+    states: dict[str, int]  # whole study: state name -> count
+    seconds: float
+    interrupted: bool = False
+    trial_numbers: list[int] = field(default_factory=list)  # trials of this run
+
+
+def make_sampler(kind: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler `kind` (tpe | nsga2 | gp | random), seeded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if kind == "tpe":
+            # Multivariate TPE with groups models the conditional (per-architecture) subspaces.
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, constant_liar=True,
+                n_startup_trials=min(10, max(4, n_trials // 3)))
+        if kind == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed,
+                                                 population_size=max(4, min(50, n_trials // 3)))
+        if kind == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(4, n_trials // 3)))
+        if kind == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"--sampler {kind}: unknown sampler; use tpe, nsga2, gp or random")
+
+
+def checkpoint_dir(storage_url: str, study_name: str) -> Path:
+    """Folder for a study's trial checkpoints: next to a SQLite file, else ./automtl_checkpoints."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name)
+    db = sqlite_path(storage_url)
+    base = db.parent / f"{db.stem}_checkpoints" if db is not None else Path("automtl_checkpoints")
+    return (base / safe).resolve()
+
+
+def _space_for(cfg: StudyConfig) -> tuple[SearchSpace, dict[str, Any]]:
+    from automtl.config import load_yaml
+    from automtl.resources import find_named_yaml
+
+    space = load_space(cfg.space)
+    path = find_named_yaml("search_spaces", cfg.space)
+    return space, load_yaml(path)  # type: ignore[arg-type]
+
+
+def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
+                  study_name: str | None = None, *, sampler_seed: int | None = None,
+                  rdb_kwargs: dict[str, Any] | None = None) -> optuna.Study:
+    """Create the study of `cfg`, or load it if it exists with the same dataset, objectives and
+    space (a mismatch is an `AutomtlError` suggesting another --study-name)."""
+    from automtl.data import load_dataset
+
+    name = study_name or cfg.name
+    dataset = load_dataset(cfg.data)
+    objectives = resolve_objectives(cfg, dataset, where=f"study {cfg.name}")
+    space, space_doc = _space_for(cfg)
+    SpaceContext.from_dataset(dataset)  # fail early on a dataset the space cannot serve
+    rdb = make_storage(storage, **(rdb_kwargs or {}))
+    existing = name in optuna.get_all_study_names(rdb)
+    sampler = make_sampler(cfg.sampler, cfg.seed if sampler_seed is None else sampler_seed,
+                           cfg.n_trials)
+    study = optuna.create_study(storage=rdb, study_name=name, sampler=sampler,
+                                directions=["maximize"] * len(objectives), load_if_exists=True)
+    data_dict = to_dict(cfg.data)
+    if existing:
+        attrs = study.user_attrs
+        hint = "; pass another --study-name to start a new study"
+        if attrs.get("objectives", objectives) != objectives:
+            raise AutomtlError(f"study {name!r} optimises {attrs.get('objectives')}, not "
+                               f"{objectives}{hint}")
+        if attrs.get("dataset", data_dict) != data_dict:
+            raise AutomtlError(f"study {name!r} was made on dataset {attrs.get('dataset')}, not "
+                               f"{data_dict}{hint}")
+        if attrs.get("space_doc", space_doc) != space_doc:
+            raise AutomtlError(f"study {name!r} was made with search space "
+                               f"{attrs.get('space')!r}, which differs from {cfg.space!r}{hint}")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(objectives)
+        for key, value in {"objectives": objectives, "dataset": data_dict,
+                           "space": space.name, "space_doc": space_doc, "preset": cfg.name,
+                           "automtl_version": automtl.__version__}.items():
+            study.set_user_attr(key, value)
+    # The latest run's settings (epochs, pruner ...) are what workers joining later use.
+    study.set_user_attr("study_config", to_dict(cfg))
+    study.set_user_attr("n_trials", cfg.n_trials)
+    return study
+
+
+def _fail_reason(exc: BaseException) -> str:
+    if isinstance(exc, (TrialFailedError, AutomtlError)):
+        return str(exc)
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+        return f"out of memory: {text}"
+    return f"{type(exc).__name__}: {text}"
+
+
+class _BatchForwarder:
+    def __init__(self, listener: SearchListener, number: int) -> None:
+        self.listener, self.number = listener, number
+
+    def on_epoch_end(self, epoch: int, record: Any) -> None:  # the recorder reports epochs
+        pass
+
+    def on_batch_end(self, epoch: int, step: int, n_steps: int) -> None:
+        self.listener.on_batch(self.number, epoch, step, n_steps)
+
+
+class _Objective:
+    """One trial: sample a config, train it, return the objective vector."""
+
+    def __init__(self, study: optuna.Study, store: Store, dataset: Any, storage_url: str,
+                 device: str | None, save_checkpoints: bool, listener: SearchListener,
+                 extra_callbacks: Sequence[object] = ()) -> None:
+        attrs = study.user_attrs
+        self.cfg = from_dict(StudyConfig, attrs["study_config"], where=f"study {study.study_name}")
+        self.space = parse_space(attrs["space_doc"], where=f"study {study.study_name} space",
+                                 name=attrs.get("space"))
+        self.objectives = objective_names(study)
+        self.ctx = SpaceContext.from_dataset(dataset)
+        self.study, self.store, self.dataset = study, store, dataset
+        self.storage_url, self.device = storage_url, device
+        self.save_checkpoints, self.listener = save_checkpoints, listener
+        self.extra_callbacks = list(extra_callbacks)
+        self.started = 0
+        train = dict(self.cfg.train, epochs=self.cfg.epochs, seed=self.cfg.seed)
+        if device is not None:
+            train["device"] = device
+        self.base = {"data": to_dict(self.cfg.data), "train": train}
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        from automtl.train import fit
+
+        self.started += 1
+        try:
+            cfg = self.space.suggest(trial, self.ctx, self.base)
+            trial.set_user_attr("config", to_dict(cfg))
+            trial.set_user_attr("arch", cfg.model.arch)
+            trial.set_user_attr("bottom", cfg.model.bottom)
+            self.listener.on_trial_start(trial.number, self.started, cfg)
+            epochs = cfg.train.epochs
+
+            def on_metrics(epoch: int, metrics: dict[str, float]) -> None:
+                self.listener.on_epoch(trial.number, epoch, epochs, metrics)
+
+            callbacks: list[object] = [
+                EpochRecorder(self.store, self.study.study_name, trial.number, on_metrics),
+                ParetoPruner(self.store, trial, self.objectives, self.cfg.pruner),
+                _BatchForwarder(self.listener, trial.number),
+                *self.extra_callbacks,
+            ]
+            result = fit(cfg, self.dataset, callbacks=callbacks, device=self.device)
+            values = [float(result.val.get(o, float("nan"))) for o in self.objectives]
+            bad = [o for o, v in zip(self.objectives, values) if not math.isfinite(v)]
+            if bad:
+                raise TrialFailedError(f"objective {bad[0]} is not finite at the best epoch "
+                                       f"({result.val.get(bad[0])})")
+            for key, value in {
+                "val_metrics": result.val, "test_metrics": result.test,
+                "n_params": result.n_params, "samples_per_s": result.samples_per_s,
+                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                "seconds": result.seconds, "device": result.device,
+            }.items():
+                trial.set_user_attr(key, value)
+            if self.save_checkpoints:
+                import torch
+
+                folder = checkpoint_dir(self.storage_url, self.study.study_name)
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"trial_{trial.number:05d}.pt"
+                torch.save(result.model.state_dict(), path)
+                trial.set_user_attr("checkpoint", str(path))
+            return values
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
+            raise
+        except Exception as exc:
+            trial.set_user_attr("fail_reason", _fail_reason(exc))
+            if not isinstance(exc, (TrialFailedError, AutomtlError)) \
+                    and "out of memory" not in str(exc).lower():
+                trial.set_user_attr("fail_traceback", traceback.format_exc()[-4000:])
+            raise
+
+
+def optimize_study(study: optuna.Study, *, storage_url: str, n_trials: int | None,
+                   timeout: float | None = None, device: str | None = None,
+                   save_checkpoints: bool = False, listener: SearchListener | None = None,
+                   extra_callbacks: Sequence[object] = ()) -> SearchResult:
+    """Run `n_trials` more trials of a prepared study (settings from its user attributes).
+
+    Failing trials are stored FAIL with "fail_reason" and the loop goes on; Ctrl-C marks the
+    running trial FAIL, keeps the database consistent and returns with `interrupted=True`.
+    """
+    from automtl.data import load_dataset
+
+    listener = listener or SearchListener()
+    store = Store(storage_url)
+    data_cfg = from_dict(DataConfig, study.user_attrs["dataset"])
+    dataset = load_dataset(data_cfg)
+    objective = _Objective(study, store, dataset, storage_url, device, save_checkpoints, listener,
+                           extra_callbacks)
+    before = {t.number for t in study.get_trials(deepcopy=False)}
+    listener.on_search_start(study, n_trials, len(before))
+    finished: list[int] = []
+
+    def after_trial(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        finished.append(trial.number)
+        front = store.refresh_front(st) if trial.state == States.COMPLETE else \
+            store.front(st.study_name)
+        listener.on_trial_end(trial, front)
+
+    started = time.perf_counter()
+    interrupted = False
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by the listener
+    try:
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
+                       callbacks=[after_trial], gc_after_trial=False)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        optuna.logging.set_verbosity(level)
+    front = store.refresh_front(study)
+    states: dict[str, int] = {}
+    numbers = []
+    for t in study.get_trials(deepcopy=False):
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+        if t.number not in before:
+            numbers.append(t.number)
+    return SearchResult(study.study_name, mask_url(storage_url), objective.objectives, front,
+                        len(finished), states, time.perf_counter() - started, interrupted,
+                        sorted(numbers))
+
+
+def run_search(cfg: StudyConfig, *, storage: str = DEFAULT_STORAGE, study_name: str | None = None,
+               device: str | None = None, save_checkpoints: bool = False,
+               listener: SearchListener | None = None,
+               extra_callbacks: Sequence[object] = ()) -> SearchResult:
+    """Create or resume the study of `cfg` in `storage` and run `cfg.n_trials` more trials
+    (or until `cfg.timeout`). The library function behind `automtl search`."""
+    name = study_name or cfg.name
+    rdb = make_storage(storage)
+    n_existing = 0
+    if name in optuna.get_all_study_names(rdb):
+        n_existing = len(optuna.load_study(study_name=name, storage=rdb).get_trials(deepcopy=False))
+    # A resumed study gets a fresh sampler seed, so a random sampler does not repeat itself.
+    study = prepare_study(cfg, storage, name, sampler_seed=cfg.seed + n_existing)
+    return optimize_study(study, storage_url=storage, n_trials=cfg.n_trials, timeout=cfg.timeout,
+                          device=device, save_checkpoints=save_checkpoints, listener=listener,
+                          extra_callbacks=extra_callbacks)
+
+
+def top_front(front: list[FrontRow], k: int) -> list[FrontRow]:
+    """The `k` front rows with the highest mean objective value."""
+    return sorted(front, key=lambda r: -sum(r.values.values()) / max(len(r.values), 1))[:k]
+
+
+def reevaluate(storage_url: str, study_name: str, top_k: int, seeds: int, *,
+               device: str | None = None, listener: SearchListener | None = None) -> list[FrontRow]:
+    """Retrain the `top_k` front configurations with `seeds` new seeds (base seed + 1 .. + S;
+    seeds already stored are skipped) and store per-seed val/test metrics; returns the front
+    with `reeval` mean/std/n filled in."""
+    from automtl.data import load_dataset
+    from automtl.train import fit
+
+    if top_k < 1 or seeds < 1:
+        raise AutomtlError(f"--reeval-top {top_k} --seeds {seeds}: both must be >= 1")
+    listener = listener or SearchListener()
+    study = open_study(storage_url, study_name)
+    store = Store(storage_url)
+    front = store.refresh_front(study)
+    if not front:
+        raise AutomtlError(f"study {study_name!r} has no completed trial to re-evaluate yet")
+    for row in top_front(front, top_k):
+        base = from_dict(TrialConfig, row.config, where=f"trial {row.trial_number} config")
+        dataset = load_dataset(base.data)
+        done = store.reeval_seeds(study_name, row.trial_number)
+        for i in range(1, seeds + 1):
+            seed = base.train.seed + i
+            if seed in done:
+                continue
+            cfg = from_dict(TrialConfig, dict(row.config, train=dict(row.config["train"],
+                                                                       seed=seed)))
+            listener.on_trial_start(row.trial_number, i, cfg)
+            result = fit(cfg, dataset, device=device)
+            store.record_reeval(study_name, row.trial_number, seed, result.val, result.test)
+    return store.front(study_name)
+
+
+__all__ = [
+    "SearchListener", "SearchResult", "checkpoint_dir", "make_sampler", "optimize_study",
+    "prepare_study", "reevaluate", "run_search", "top_front",
+]

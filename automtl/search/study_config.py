@@ -1,0 +1,134 @@
+"""Study presets (``studies/*.yaml``): dataset, objectives, search space, budget, sampler, pruner.
+
+A preset is a `StudyConfig` loaded strictly (unknown keys and wrong types are `ConfigError`s
+naming the file and YAML path). `automtl search --dataset NAME` uses the preset of that name, or,
+for a registered dataset without a preset, a default study on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from automtl._typed import from_dict
+from automtl.config import DataConfig, TrainConfig, load_yaml
+from automtl.errors import ConfigError
+from automtl.resources import find_named_yaml, list_named_yaml
+
+Sampler = Literal["tpe", "nsga2", "gp", "random"]
+
+
+@dataclass
+class PrunerConfig:
+    """Pareto-aware successive-halving pruning (see `automtl.search.pruner`)."""
+
+    kind: Literal["pareto", "none"] = "pareto"
+    min_epoch: int = 1  # never prune before this epoch
+    warmup_trials: int = 5  # a rung decides only once this many other trials reached it
+    reduction_factor: float = 3.0  # keep the best 1/reduction_factor of a rung (by Pareto rank)
+    rungs: Literal["every", "geometric"] = "every"  # every epoch, or min_epoch * eta^k
+
+    def validate(self) -> None:
+        if self.min_epoch < 1:
+            raise ConfigError(f"min_epoch: must be >= 1, got {self.min_epoch}")
+        if self.warmup_trials < 1:
+            raise ConfigError(f"warmup_trials: must be >= 1, got {self.warmup_trials}")
+        if self.reduction_factor <= 1.0:
+            raise ConfigError(f"reduction_factor: must be > 1, got {self.reduction_factor}")
+
+
+@dataclass
+class StudyConfig:
+    """One study preset: what to search, on which data, with which budget."""
+
+    name: str = "synthetic"  # default study name (`--study-name` overrides)
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    # validation metrics to maximise, e.g. [ctr_auc, cvr_auc]; empty = every `{task}_auc`
+    objectives: list[str] = field(default_factory=list)
+    space: str = "default"  # a shipped space name or a YAML path (relative to the preset file)
+    epochs: int = 3  # per trial (early stopping may end sooner)
+    n_trials: int = 20
+    timeout: float | None = None  # seconds for the whole search
+    sampler: Sampler = "tpe"
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    seed: int = 0  # sampler seed and every trial's training seed
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides for every trial
+
+    def validate(self) -> None:
+        if not self.name.strip():
+            raise ConfigError("name: must not be empty")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ConfigError(f"objectives: duplicates in {self.objectives}")
+        for name in ("epochs", "n_trials"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"timeout: must be > 0, got {self.timeout}")
+        for key in ("epochs", "seed"):
+            if key in self.train:
+                raise ConfigError(f"train.{key}: set it at the top level of the preset ({key}:)")
+        try:
+            from_dict(TrainConfig, self.train)
+        except ConfigError as exc:
+            raise ConfigError(f"train.{str(exc)}") from None
+
+
+def resolve_objectives(cfg: StudyConfig, dataset: Any, where: str = "") -> list[str]:
+    """The study's objectives checked against `dataset.metric_names()` (default: task AUCs)."""
+    metric_names = list(dataset.metric_names())
+    if not cfg.objectives:
+        return [f"{t.name}_auc" for t in dataset.tasks]
+    missing = [o for o in cfg.objectives if o not in metric_names]
+    if missing:
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}objectives: {missing[0]!r} is not a metric of dataset "
+                          f"{cfg.data.name!r} (available: {', '.join(metric_names)})")
+    return list(cfg.objectives)
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Load a study preset file; a relative `space` path is taken relative to the file."""
+    p = Path(path)
+    cfg = from_dict(StudyConfig, load_yaml(p), where=str(p))
+    local = p.parent / cfg.space
+    if cfg.space.endswith((".yaml", ".yml")) and local.is_file():
+        cfg.space = str(local)
+    return cfg
+
+
+def study_preset(name_or_path: str) -> StudyConfig:
+    """A shipped preset by name (``synthetic``, ``ali-ccp`` ...) or a preset file by path."""
+    path = find_named_yaml("studies", name_or_path)
+    if path is None:
+        raise ConfigError(f"--study-config {name_or_path}: no such file or preset "
+                          f"(presets: {', '.join(list_presets())})")
+    return load_study_config(path)
+
+
+def study_for_dataset(dataset: str) -> StudyConfig:
+    """The preset named `dataset`, else a default study on the registered dataset `dataset`."""
+    path = find_named_yaml("studies", dataset)
+    if path is not None and not Path(dataset).is_file():
+        return load_study_config(path)
+    from automtl.data import get_info  # raises a DataError listing the known datasets
+
+    try:
+        get_info(dataset)
+    except ConfigError:
+        raise
+    except Exception as exc:  # DataError: unknown name; add the presets to the hint
+        raise type(exc)(f"{exc}; presets: {', '.join(list_presets())}") from None
+    return StudyConfig(name=dataset, data=DataConfig(name=dataset))
+
+
+def list_presets() -> list[str]:
+    """Names of the shipped study presets."""
+    return list_named_yaml("studies")
+
+
+__all__ = [
+    "PrunerConfig", "Sampler", "StudyConfig", "list_presets", "load_study_config",
+    "resolve_objectives", "study_for_dataset", "study_preset",
+]
