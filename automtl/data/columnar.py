@@ -64,11 +64,33 @@ class ColumnWriter:
         self._files[(split, column)].write(arr.tobytes())
         info["shape"][0] += int(arr.shape[0])
 
+    @property
+    def splits(self) -> list[str]:
+        """Splits that have at least one column."""
+        return list(self._cols)
+
+    def rows(self, split: str) -> int:
+        """Rows written so far to `split` (0 when none)."""
+        cols = self._cols.get(split, {})
+        return int(next(iter(cols.values()))["shape"][0]) if cols else 0
+
+    def close(self) -> None:
+        """Flush and close the column files (idempotent)."""
+        for fh in self._files.values():
+            fh.close()
+
+    def open(self, split: str, column: str, n: int, row_shape: tuple[int, ...],
+             dtype: type) -> np.ndarray:
+        """Memory-map a closed column for reading (an empty array when `n` is 0)."""
+        if n == 0:
+            return np.zeros((0, *row_shape), dtype=dtype)
+        return np.memmap(self.root / split / f"{column}.bin", dtype=dtype, mode="r",
+                         shape=(n, *row_shape))
+
     def finish(self, features: list[FeatureSpec], tasks: list[TaskSpec], name: str,
                meta: dict[str, Any], sequences: list[str]) -> None:
         """Close the column files and write index.json (marks the folder complete)."""
-        for fh in self._files.values():
-            fh.close()
+        self.close()
         index = {
             "format": FORMAT,
             "version": VERSION,

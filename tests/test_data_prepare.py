@@ -1,0 +1,141 @@
+"""Raw Tianchi Ali-CCP -> `prepare` -> `load_dataset`: exact values, noise, OOV, memory, errors."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from automtl.config import DataConfig
+from automtl.data import clear_memo, load_dataset
+from automtl.data.ali_ccp_raw import DENSE_FIELDS, SEQ_FIELDS, SPARSE_FIELDS, prepare_ali_ccp
+from automtl.errors import DataError
+
+from datagen import write_raw_ali_ccp
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    raw = write_raw_ali_ccp(root / "raw", n_train=400, n_test=150, seed=1)
+    report = prepare_ali_ccp(root / "raw", root / "out", max_len=8, val_fraction=0.0, chunk=64)
+    clear_memo()
+    ds = load_dataset(DataConfig(name="ali-ccp", data_dir=str(root / "out")))
+    return raw, report, ds
+
+
+def _mapping(raw_vals: list[str], compact: np.ndarray) -> dict[str, int]:
+    """raw id -> compact id, asserting the mapping is a function and injective."""
+    m: dict[str, int] = {}
+    for r, c in zip(raw_vals, compact.tolist()):
+        assert m.setdefault(r, c) == c, f"raw id {r} maps to {m[r]} and {c}"
+    assert len(set(m.values())) == len(m), "two raw ids share a compact id"
+    return m
+
+
+def test_round_trip_exact_values(prepared):
+    raw, report, ds = prepared
+    tr, te = ds.splits["train"], ds.splits["test"]
+    assert len(tr) == len(raw.rows["train"]) == 400 - raw.noise["train"]
+    assert len(te) == len(raw.rows["test"]) and len(ds.splits["val"]) == 0
+    assert report.noise_rows_dropped == raw.noise and raw.noise["train"] > 0
+    assert ds.meta["noise_rows_dropped"] == raw.noise
+    assert report.rows_without_common == {"train": 0, "test": 0}
+    for split, s in (("train", tr), ("test", te)):
+        rows = raw.rows[split]
+        exp_labels = np.array([[r.click, r.click * r.buy] for r in rows], dtype=np.float32)
+        assert np.array_equal(s.labels, exp_labels)
+    names = [f.name for f in ds.sparse_features]
+    assert names == list(SPARSE_FIELDS)
+    for j, f in enumerate(SPARSE_FIELDS):
+        train_map = _mapping([r.ids[f] for r in raw.rows["train"]], tr.sparse[:, j])
+        assert min(train_map.values()) >= 1
+        assert ds.sparse_features[j].vocab_size == len(train_map) + 1
+        exp_test = [train_map.get(r.ids[f], 0) for r in raw.rows["test"]]
+        assert te.sparse[:, j].tolist() == exp_test
+    assert (te.sparse[:, names.index("205")] == 0).any()  # new test items are OOV
+    assert (te.sparse[:, names.index("101")] == 0).any()  # new test users are OOV
+    for q, f in enumerate(SEQ_FIELDS):
+        spec = next(x for x in ds.sequence_features if x.name == f)
+        assert spec.max_len == 8
+        flat_raw = [i for r in raw.rows["train"] for i in r.seqs[f]]
+        seqs = tr.sequences[f]
+        flat_c = np.concatenate([seqs[i, : len(r.seqs[f])] for i, r in enumerate(raw.rows["train"])])
+        assert (seqs > 0).sum() == len(flat_raw)  # nothing lost, padding only after the ids
+        m = _mapping(flat_raw, flat_c)
+        for i, r in enumerate(raw.rows["test"]):  # unseen ids are skipped, order kept
+            exp = [m[x] for x in r.seqs[f] if x in m]
+            got = te.sequences[f][i]
+            assert got[: len(exp)].tolist() == exp and not got[len(exp):].any()
+        d = DENSE_FIELDS.index(f"D{f}")
+        exp_mean = [np.mean(r.seq_values[f]) for r in raw.rows["train"]]
+        assert np.allclose(tr.dense[:, d], exp_mean, atol=1e-6)
+    for f in ("508", "509", "702", "853"):
+        d = DENSE_FIELDS.index(f"D{f}")
+        assert np.allclose(tr.dense[:, d], [r.values[f] for r in raw.rows["train"]], atol=1e-6)
+
+
+def test_val_is_seeded_share_of_train(tmp_path):
+    write_raw_ali_ccp(tmp_path / "raw", n_train=600, n_test=50, seed=2)
+    a = prepare_ali_ccp(tmp_path / "raw", tmp_path / "a", val_fraction=0.25, seed=3)
+    b = prepare_ali_ccp(tmp_path / "raw", tmp_path / "b", val_fraction=0.25, seed=3)
+    assert a.rows == b.rows
+    assert a.rows["train"] + a.rows["val"] == 600 - 24
+    assert 0.15 < a.rows["val"] / (a.rows["train"] + a.rows["val"]) < 0.35
+    for col in ("sparse", "labels", "seq0"):
+        assert (tmp_path / "a/val" / f"{col}.bin").read_bytes() == \
+            (tmp_path / "b/val" / f"{col}.bin").read_bytes()
+
+
+def _peak(raw: Path, out: Path) -> int:
+    tracemalloc.start()
+    prepare_ali_ccp(raw, out, chunk=5_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_prepare_memory_does_not_grow_with_file(tmp_path):
+    small = write_raw_ali_ccp(tmp_path / "small", n_train=50_000, n_test=500, n_users=500,
+                              keep_rows=False)
+    big = write_raw_ali_ccp(tmp_path / "big", n_train=200_000, n_test=500, n_users=500,
+                            keep_rows=False)
+    assert big.lines["sample_skeleton_train.csv"] >= 200_000
+    p_small = _peak(small.folder, tmp_path / "o1")
+    p_big = _peak(big.folder, tmp_path / "o2")
+    raw_bytes = (big.folder / "sample_skeleton_train.csv").stat().st_size
+    assert p_big < 1.3 * p_small + (1 << 20)  # 4x the lines, about the same peak
+    assert p_big < raw_bytes / 4
+
+
+@pytest.mark.parametrize("defect, match", [
+    ("separator", r"sample_skeleton_train.csv: line 3: feature_num is 10 but feature_list has 1"),
+    ("entry", r"sample_skeleton_train.csv: line 3: feature entry .* is not field"),
+    ("columns", r"sample_skeleton_train.csv: line 3: expected sample_id,click,buy"),
+    ("label", r"sample_skeleton_train.csv: line 3: click=b'7'"),
+    ("truncated", r"common_features_train.csv: line \d+: feature_num is \d+ but"),
+    ("missing", r"common_features_test.csv: raw Ali-CCP file not found"),
+])
+def test_broken_raw_files(tmp_path, defect, match):
+    raw = write_raw_ali_ccp(tmp_path / "raw", n_train=20, n_test=10, n_users=6).folder
+    sk = raw / "sample_skeleton_train.csv"
+    lines = sk.read_bytes().split(b"\n")
+    if defect == "separator":
+        lines[2] = lines[2].replace(b"\x01", b";")
+    elif defect == "entry":
+        lines[2] = lines[2].replace(b"\x03", b":", 1)
+    elif defect == "columns":
+        lines[2] = b"17,1,0"
+    elif defect == "label":
+        lines[2] = b"17,7" + lines[2][lines[2].index(b",", 3):]
+    elif defect == "truncated":
+        cf = raw / "common_features_train.csv"
+        data = cf.read_bytes()
+        cf.write_bytes(data[: len(data) - 40])
+    elif defect == "missing":
+        (raw / "common_features_test.csv").unlink()
+    sk.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError, match=match):
+        prepare_ali_ccp(raw, tmp_path / "out")
