@@ -1,5 +1,6 @@
 """automtl.train: the one training loop (`fit`), metrics, device/precision choice."""
 
+from automtl.train.checkpoint import load_trained, save_trained
 from automtl.train.cache import clear_device_cache, device_split
 from automtl.train.device import autocast, resolve_device, resolve_precision
 from automtl.train.loop import (
@@ -14,6 +15,6 @@ from automtl.train.metrics import compute_metrics, evaluate, predict_logits
 
 __all__ = [
     "Callback", "EpochRecord", "TrainResult", "autocast", "clear_device_cache", "compute_metrics",
-    "device_split", "evaluate", "fit", "make_optimizer", "predict_logits", "resolve_device",
-    "resolve_precision", "seed_everything",
+    "device_split", "evaluate", "fit", "load_trained", "make_optimizer", "predict_logits", "resolve_device",
+    "resolve_precision", "save_trained", "seed_everything",
 ]

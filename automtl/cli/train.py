@@ -1,0 +1,102 @@
+"""`automtl train`: train one trial from a YAML config and print its per-task metrics."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from automtl.cli._common import console
+from automtl.config import TrialConfig, load_trial_config
+from automtl.train.loop import EpochRecord, TrainResult
+
+
+class _ProgressCallback:
+    """Rich progress bar per epoch (over its batches) plus one summary line per epoch."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: object | None = None
+
+    def on_batch_end(self, epoch: int, step: int, n_steps: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task(f"epoch {epoch}", total=n_steps)
+        self.progress.update(self.task, completed=step)  # type: ignore[arg-type]
+
+    def on_epoch_end(self, epoch: int, record: EpochRecord) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)  # type: ignore[arg-type]
+            self.task = None
+        self.progress.console.print(
+            f"epoch {epoch}: train loss {record.train_loss:.4f}, val mean AUC "
+            f"{record.val.get('mean_auc', float('nan')):.4f}, {record.samples_per_s:,.0f} samples/s "
+            f"({record.seconds:.1f} s)"
+        )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def metrics_table(result: TrainResult, task_rows: list[tuple[str, bool]],
+                  bayes: dict[str, float] | None) -> Table:
+    """Per-task table: val/test AUC and logloss, Bayes AUC when the data has true probabilities."""
+    table = Table(title=f"best epoch {result.best_epoch} of {result.epochs_run}")
+    for col in ("task", "val AUC", "test AUC", "val logloss", "test logloss"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    if bayes is not None:
+        table.add_column("Bayes AUC (test)", justify="right")
+    for name, has_logloss in task_rows:
+        row = [name, _fmt(result.val.get(f"{name}_auc")), _fmt(result.test.get(f"{name}_auc")),
+               _fmt(result.val.get(f"{name}_logloss")) if has_logloss else "",
+               _fmt(result.test.get(f"{name}_logloss")) if has_logloss else ""]
+        if bayes is not None:
+            row.append(_fmt(bayes.get(f"{name}_auc")))
+        table.add_row(*row)
+    return table
+
+
+def train_command(
+    config: Path = typer.Option(..., "--config", "-c", help="Trial config YAML (model, loss, train, data)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name (overrides data.name; "
+                                          "data.options are kept only for the same dataset)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder of the dataset files."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides train.device)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Save the best weights (model.pt) and config.yaml here."),
+) -> None:
+    """Train one trial: progress per epoch, then per-task val/test AUC and logloss."""
+    from automtl.data import bayes_auc, load_dataset
+    from automtl.train import fit, save_trained
+
+    cfg: TrialConfig = load_trial_config(config)
+    if dataset is not None and dataset != cfg.data.name:
+        cfg.data.name, cfg.data.options = dataset, {}
+    if data_dir is not None:
+        cfg.data.data_dir = data_dir
+    if device is not None:
+        cfg.train.device = device
+    data = load_dataset(cfg.data)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=True) as progress:
+        result = fit(cfg, data, callbacks=[_ProgressCallback(progress)])
+    has_truth = all(s.truth is not None for s in data.splits.values())
+    bayes = bayes_auc(data, "test") if has_truth and "test" in data.splits else None
+    rows = [(t.name, True) for t in data.tasks]
+    rows += [(t.cond_name, False) for t in data.tasks if t.depends_on and t.cond_name]
+    console.print(metrics_table(result, rows, bayes))
+    console.print(
+        f"training: {result.samples_per_s:,.0f} samples/s on {result.device} ({result.precision}), "
+        f"{result.n_params:,} parameters, {result.seconds:.1f} s in all"
+    )
+    if out is not None:
+        folder = save_trained(out, cfg, result.model)
+        console.print(f"saved {folder / 'model.pt'} and {folder / 'config.yaml'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `automtl train` to the app."""
+    app.command("train")(train_command)
