@@ -1,0 +1,196 @@
+"""`automtl pareto`: print a study's Pareto front (table, CSV or JSON)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from automtl.cli._common import console
+from automtl.search.store import DEFAULT_STORAGE, FrontRow
+
+STORAGE_HELP = "Database URL (Optuna RDB storage), e.g. sqlite:///automtl.db (or $AUTOMTL_STORAGE)."
+STORAGE_ENV = "AUTOMTL_STORAGE"
+
+# Parameters shown in the "key params" column, in this order (short name = last path part).
+_SKIP = {"model.arch", "model.head"}
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A metric for a table cell ('-' when missing or not finite)."""
+    if value is None:
+        return "-"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "-" if not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value).replace(" ", "")
+
+
+def key_params(params: dict[str, Any], limit: int = 6) -> str:
+    """Compact `name=value` summary of a trial's sampled parameters (architecture excluded)."""
+    parts = [f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in params.items()
+             if k not in _SKIP and v is not False]
+    text = " ".join(parts[:limit])
+    return text + (" …" if len(parts) > limit else "")
+
+
+def human_count(n: Any) -> str:
+    """12345 -> '12.3k'."""
+    if not isinstance(n, (int, float)):
+        return "-"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.1f}{suffix}"
+    return f"{n:.0f}"
+
+
+def _reeval_cell(row: FrontRow, split: str, name: str) -> str:
+    stats = (row.reeval or {}).get(f"{split}/{name}")
+    if not stats:
+        return ""
+    return f"{stats['mean']:.4f}±{stats['std']:.4f}/{stats['n']}"
+
+
+def front_table(front: list[FrontRow], objectives: list[str], title: str = "Pareto front",
+                selected: int | None = None, cost: bool | None = None) -> Table:
+    """Rich table of a front: trial, architecture, key params, val/test per objective, cost
+    (parameter count, training samples/s; by default only on consoles >= 100 columns)."""
+    cost = console.width >= 100 if cost is None else cost
+    table = Table(title=title, title_justify="left")
+    table.add_column("trial", justify="right", no_wrap=True)
+    table.add_column("arch", no_wrap=True)
+    table.add_column("key params", overflow="fold", min_width=12, max_width=44, ratio=1)
+    short = [o.removesuffix("_auc") for o in objectives]
+    for name in short:
+        table.add_column(f"{name}\nval", justify="right", no_wrap=True)
+    for name in short:
+        table.add_column(f"{name}\ntest", justify="right", no_wrap=True)
+    has_reeval = any(r.reeval for r in front)
+    if has_reeval:
+        for name in short:
+            table.add_column(f"{name} val\nseeds", justify="right", no_wrap=True)
+    if cost:
+        table.add_column("params", justify="right", no_wrap=True)
+        table.add_column("smp/s", justify="right", no_wrap=True)
+    for r in sorted(front, key=lambda r: [-r.values.get(o, 0.0) for o in objectives]):
+        arch = str(r.attrs.get("arch", r.config.get("model", {}).get("arch", "?")))
+        bottom = r.attrs.get("bottom")
+        if bottom and bottom != "shared":
+            arch += f"/{bottom}"
+        head = r.config.get("model", {}).get("head")
+        if head and head != "plain":
+            arch += f"+{head}"
+        mark = " ◀" if selected == r.trial_number else ""
+        cells = [f"{r.trial_number}{mark}", arch, key_params(r.params)]
+        cells += [fmt(r.values.get(o)) for o in objectives]
+        cells += [fmt(r.test.get(o)) for o in objectives]
+        if has_reeval:
+            cells += [_reeval_cell(r, "val", o) for o in objectives]
+        if cost:
+            cells += [human_count(r.attrs.get("n_params")),
+                      human_count(r.attrs.get("samples_per_s"))]
+        table.add_row(*cells)
+    return table
+
+
+def front_csv(front: list[FrontRow], objectives: list[str]) -> str:
+    """CSV text of a front (one row per trial; reeval mean/std/n columns when present)."""
+    has_reeval = any(r.reeval for r in front)
+    header = ["trial", "arch", "bottom", "head"]
+    header += [f"val_{o}" for o in objectives] + [f"test_{o}" for o in objectives]
+    if has_reeval:
+        for split in ("val", "test"):
+            for o in objectives:
+                header += [f"reeval_{split}_{o}_{s}" for s in ("mean", "std", "n")]
+    header += ["n_params", "samples_per_s", "epochs_run", "checkpoint", "params"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in front:
+        model = r.config.get("model", {})
+        row: list[Any] = [r.trial_number, r.attrs.get("arch", model.get("arch", "")),
+                          r.attrs.get("bottom", model.get("bottom", "")), model.get("head", "")]
+        row += [r.values.get(o, "") for o in objectives] + [r.test.get(o, "") for o in objectives]
+        if has_reeval:
+            for split in ("val", "test"):
+                for o in objectives:
+                    stats = (r.reeval or {}).get(f"{split}/{o}") or {}
+                    row += [stats.get(s, "") for s in ("mean", "std", "n")]
+        row += [r.attrs.get("n_params", ""), r.attrs.get("samples_per_s", ""),
+                r.attrs.get("epochs_run", ""), r.attrs.get("checkpoint", ""),
+                json.dumps(r.params, sort_keys=True)]
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def front_json(study_name: str, storage: str, objectives: list[str],
+               front: list[FrontRow], selected: int | None = None) -> str:
+    """JSON text of a front: study, storage (masked), objectives, rows (FrontRow fields)."""
+    doc: dict[str, Any] = {"study": study_name, "storage": storage, "objectives": objectives,
+                           "front": [asdict(r) for r in front]}
+    if selected is not None:
+        doc["selected"] = selected
+    return json.dumps(doc, indent=2, default=str)
+
+
+def pareto_command(
+    study: str = typer.Option(..., "--study", help="Study name (see `automtl studies`)."),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
+                                help=STORAGE_HELP),
+    format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
+    trial: Optional[int] = typer.Option(None, "--trial", help="Mark this front trial."),
+    pick: Optional[str] = typer.Option(None, "--pick", help="Mark a point by rule: knee."),
+    weights: Optional[list[str]] = typer.Option(None, "--weights", help="Mark the best weighted "
+                                                "sum, e.g. ctr=0.7,cvr=0.3."),
+    minimum: Optional[list[str]] = typer.Option(None, "--min", help="Constraint, e.g. "
+                                                "ctr=0.72 (with --maximize)."),
+    maximize: Optional[str] = typer.Option(None, "--maximize", help="Objective to maximise "
+                                           "under --min constraints."),
+) -> None:
+    """Print the Pareto front of a study (val AUC per objective, test AUC, seed mean±std)."""
+    from automtl.errors import AutomtlError
+    from automtl.search.store import Store, mask_url, objective_names, open_study
+
+    if format not in ("table", "csv", "json"):
+        raise AutomtlError(f"--format {format}: use table, csv or json")
+    st = open_study(storage, study)
+    objectives = objective_names(st)
+    store = Store(storage)
+    front = store.front(study)
+    if not front and any(t.state.name == "COMPLETE" for t in st.get_trials(deepcopy=False)):
+        front = store.refresh_front(st)  # a study made before automtl's tables existed
+    selected = None
+    from automtl.search.selection import parse_selection, select
+
+    rule = parse_selection(trial=trial, pick=pick, weights=weights, minimums=minimum,
+                           maximize=maximize)
+    if rule is not None:
+        selected = select(front, objectives, rule).trial_number
+    if format == "csv":
+        typer.echo(front_csv(front, objectives), nl=False)
+    elif format == "json":
+        typer.echo(front_json(study, mask_url(storage), objectives, front, selected))
+    else:
+        n = len(st.get_trials(deepcopy=False))
+        console.print(front_table(front, objectives, f"Pareto front of {study!r}: {len(front)} "
+                                  f"of {n} trials", selected))
+        if selected is not None:
+            console.print(f"selected: trial {selected}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `automtl pareto` to the CLI."""
+    app.command("pareto")(pareto_command)

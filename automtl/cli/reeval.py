@@ -1,0 +1,42 @@
+"""`automtl reeval`: retrain a study's best front configurations with more seeds."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from automtl.cli._common import console
+from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP, front_table
+from automtl.search.store import DEFAULT_STORAGE
+
+
+def reeval_command(
+    study: str = typer.Option(..., "--study", help="Study name (see `automtl studies`)."),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
+                                help=STORAGE_HELP),
+    top: int = typer.Option(3, "--top", help="How many front configs (best mean objective)."),
+    seeds: int = typer.Option(3, "--seeds", help="New seeds per config (stored seeds are "
+                                                 "skipped, so a rerun resumes)."),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Retrain the top front configs with S seeds; store and print val/test mean ± std."""
+    import optuna
+
+    from automtl.search.runner import SearchListener, reevaluate
+    from automtl.search.store import objective_names, open_study
+
+    class _Lines(SearchListener):
+        def on_trial_start(self, number: int, index: int, config: object) -> None:
+            console.print(f"trial {number}: seed {index}/{seeds}", highlight=False)
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    objectives = objective_names(open_study(storage, study))
+    front = reevaluate(storage, study, top, seeds, device=device, listener=_Lines())
+    console.print(front_table(front, objectives, f"Pareto front of {study!r} with seed "
+                              "re-evaluation"))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `automtl reeval` to the CLI."""
+    app.command("reeval")(reeval_command)

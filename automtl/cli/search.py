@@ -1,0 +1,226 @@
+"""`automtl search`: run (or resume) a multi-objective search and print its Pareto front."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from automtl.cli._common import console, err_console
+from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP, fmt, front_table, human_count
+from automtl.search.runner import SearchListener
+from automtl.search.store import DEFAULT_STORAGE
+
+
+def _parse_options(items: list[str] | None) -> dict[str, Any]:
+    """`--data-option rows=20000` -> {"rows": 20000} (values parsed as YAML scalars)."""
+    import yaml
+
+    from automtl.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--data-option {item!r}: expected KEY=VALUE, e.g. rows=20000")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+class RichSearchListener(SearchListener):
+    """Rich progress: trial i/N with elapsed/ETA, epoch, current per-task AUCs, front size; one
+    line per finished trial (values, n_params, samples/s, or the prune/fail reason)."""
+
+    def __init__(self, progress: Progress, objectives: list[str], storage: str) -> None:
+        self.progress, self.storage = progress, storage
+        self.objectives = objectives
+        self.task: Any = None
+        self.front_size = 0
+        self.arch = ""
+        self.number = -1
+        self.epoch_text = ""
+        self.auc_text = ""
+
+    def _refresh(self) -> None:
+        desc = (f"trial #{self.number} {self.arch} · {self.epoch_text}"
+                f"{' · ' + self.auc_text if self.auc_text else ''} · front {self.front_size}")
+        self.progress.update(self.task, description=desc)
+
+    def on_search_start(self, study: Any, n_trials: int | None, n_existing: int) -> None:
+        from automtl.search.store import Store
+
+        self.objectives = list(study.user_attrs.get("objectives", self.objectives))
+        if n_existing:
+            self.progress.console.print(f"resuming study {study.study_name!r}: {n_existing} "
+                                        "trials already stored", highlight=False)
+        self.front_size = len(Store(self.storage).front(study.study_name)) if n_existing else 0
+        self.task = self.progress.add_task("starting", total=n_trials)
+
+    def on_trial_start(self, number: int, index: int, config: Any) -> None:
+        self.number, self.arch = number, config.model.arch
+        if config.model.head != "plain":
+            self.arch += f"+{config.model.head}"
+        self.epoch_text, self.auc_text = f"epoch 1/{config.train.epochs}", ""
+        self._refresh()
+
+    def on_batch(self, number: int, epoch: int, step: int, n_steps: int) -> None:
+        text = f"epoch {epoch} {100 * step // max(n_steps, 1)}%"
+        if text != self.epoch_text:
+            self.epoch_text = text
+            self._refresh()
+
+    def on_epoch(self, number: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        self.epoch_text = f"epoch {epoch}/{epochs}"
+        self.auc_text = " ".join(f"{o.removesuffix('_auc')} {fmt(metrics.get(o))}"
+                                 for o in self.objectives)
+        self._refresh()
+
+    def on_trial_end(self, trial: Any, front: list[Any]) -> None:
+        self.front_size = len(front)
+        a = trial.user_attrs
+        state = trial.state.name
+        head = f"#{trial.number} {state.lower():8s} {a.get('arch', '?'):13s}"
+        if state == "COMPLETE":
+            vals = " ".join(f"{o}={fmt(v)}" for o, v in zip(self.objectives, trial.values or []))
+            on_front = " [green]front[/]" if any(r.trial_number == trial.number for r in front) \
+                else ""
+            detail = (f"{vals} · {human_count(a.get('n_params'))} params · "
+                      f"{human_count(a.get('samples_per_s'))} samples/s · "
+                      f"{a.get('epochs_run', '?')} ep · {a.get('seconds', 0):.1f} s{on_front}")
+        elif state == "PRUNED":
+            detail = f"[yellow]{a.get('prune_reason', 'pruned')}[/]"
+        else:
+            detail = f"[red]{a.get('fail_reason', 'failed')}[/]"
+        self.progress.console.print(f"{head} {detail}", highlight=False, soft_wrap=True)
+        self.progress.advance(self.task)
+        self.epoch_text, self.auc_text = "", ""
+        self._refresh()
+
+
+def search_command(
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Preset or dataset name "
+                                          "(synthetic, ali-ccp, aliexpress-nl, census-income ...)."),
+    study_config: Optional[str] = typer.Option(None, "--study-config", help="Study preset YAML "
+                                               "file (or a preset name)."),
+    space: Optional[str] = typer.Option(None, "--space", help="Search space name (default, mmoe, "
+                                        "ple, losses) or YAML file."),
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="New trials to run "
+                                           "(default: the preset's)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after "
+                                            "this many seconds."),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
+                                help=STORAGE_HELP),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: "
+                                             "the preset's); an existing name resumes."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="tpe, nsga2, gp or random."),
+    pruner: Optional[str] = typer.Option(None, "--pruner", help="pareto (default) or none."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per trial."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampler and training seed."),
+    data_option: Optional[list[str]] = typer.Option(None, "--data-option", help="Dataset option "
+                                                    "KEY=VALUE (repeatable), e.g. rows=20000."),
+    save_checkpoints: bool = typer.Option(False, "--save-checkpoints", help="Save each completed "
+                                          "trial's best-epoch weights next to the database."),
+    reeval_top: int = typer.Option(0, "--reeval-top", help="Afterwards retrain the K best front "
+                                   "configs with --seeds seeds (mean ± std per task)."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per re-evaluated config."),
+    report: Optional[Path] = typer.Option(None, "--report", help="HTML report path (default "
+                                          "reports/<study>.html)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML report."),
+) -> None:
+    """Search MTL architectures, losses and task weights; keep the Pareto front in SQL."""
+    import optuna
+
+    from automtl.errors import AutomtlError
+    from automtl.search.runner import reevaluate, run_search
+    from automtl.search.store import mask_url
+    from automtl.search.study_config import study_for_dataset, study_preset
+
+    if dataset and study_config:
+        raise AutomtlError("give --dataset or --study-config, not both")
+    for name, value in (("--n-trials", n_trials), ("--epochs", epochs)):
+        if value is not None and value < 1:
+            raise AutomtlError(f"{name} {value}: must be >= 1")
+    if sampler is not None and sampler not in ("tpe", "nsga2", "gp", "random"):
+        raise AutomtlError(f"--sampler {sampler}: use tpe, nsga2, gp or random")
+    if pruner is not None and pruner not in ("pareto", "none"):
+        raise AutomtlError(f"--pruner {pruner}: use pareto or none")
+    cfg = study_preset(study_config) if study_config else study_for_dataset(dataset or "synthetic")
+    if space is not None:
+        cfg.space = space
+    if n_trials is not None:
+        cfg.n_trials = n_trials
+    if timeout is not None:
+        cfg.timeout = timeout
+    if sampler is not None:
+        cfg.sampler = sampler  # type: ignore[assignment]
+    if pruner is not None:
+        cfg.pruner.kind = pruner  # type: ignore[assignment]
+    if epochs is not None:
+        cfg.epochs = epochs
+    if seed is not None:
+        cfg.seed = seed
+    if data_option:
+        cfg.data.options = {**cfg.data.options, **_parse_options(data_option)}
+    name = study_name or cfg.name
+    optuna.logging.set_verbosity(logging.WARNING)
+    console.print(f"study {name!r} in {mask_url(storage)}: dataset {cfg.data.name} "
+                  f"{cfg.data.options or ''}, space {cfg.space}, sampler {cfg.sampler}, pruner "
+                  f"{cfg.pruner.kind}, {cfg.n_trials} trials × ≤{cfg.epochs} epochs",
+                  highlight=False, soft_wrap=True)
+
+    started = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
+                  MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                  TimeRemainingColumn(), console=console, transient=True) as progress:
+        listener = RichSearchListener(progress, list(cfg.objectives), storage)
+        result = run_search(cfg, storage=storage, study_name=name, device=device,
+                            save_checkpoints=save_checkpoints, listener=listener)
+    elapsed = time.perf_counter() - started
+    states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(result.states.items()))
+    console.print(front_table(result.front, result.objectives,
+                              f"Pareto front of {name!r}: {len(result.front)} trials"))
+    console.print(f"{result.trials_run} trials in {elapsed / 60:.1f} min ({states} in the study)",
+                  highlight=False)
+    if result.interrupted:
+        err_console.print("interrupted: the running trial is stored as FAIL; run the same command "
+                          "again to resume", highlight=False)
+    if reeval_top and not result.interrupted and result.front:
+        console.print(f"re-evaluating the top {reeval_top} front configs with {seeds} seeds ...",
+                      highlight=False)
+        front = reevaluate(storage, name, reeval_top, seeds, device=device)
+        console.print(front_table(front, result.objectives, f"Pareto front of {name!r} with "
+                                  f"seed re-evaluation"))
+    if not no_report and result.front:
+        out = report or Path("reports") / f"{name}.html"
+        try:
+            from automtl.report import write_report
+
+            out.parent.mkdir(parents=True, exist_ok=True)
+            console.print(f"report: {write_report(storage, name, out)}", highlight=False)
+        except Exception as exc:  # the search result is stored; a report problem must not hide it
+            err_console.print(f"report not written ({type(exc).__name__}: {exc}); run "
+                              f"`automtl report --study {name}` later", highlight=False)
+    console.print(f"study {name!r} lives in {result.storage}; see `automtl pareto --study {name}"
+                  f"{'' if storage == DEFAULT_STORAGE else ' --storage ' + repr(result.storage)}`",
+                  highlight=False, soft_wrap=True)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `automtl search` to the CLI."""
+    app.command("search")(search_command)
+

@@ -1,0 +1,83 @@
+"""`automtl studies`: list the studies in a database (trials by state, front size)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from automtl.cli._common import console
+from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP, fmt
+from automtl.search.store import DEFAULT_STORAGE
+
+_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+def study_rows(storage: str) -> list[dict[str, Any]]:
+    """One summary dict per study: name, dataset, objectives, state counts, front, best."""
+    import optuna
+
+    from automtl.search.store import Store, make_storage, objective_names
+
+    rdb = make_storage(storage, must_exist=True)
+    store = Store(storage)
+    rows = []
+    for name in sorted(optuna.get_all_study_names(rdb)):
+        study = optuna.load_study(study_name=name, storage=rdb)
+        trials = study.get_trials(deepcopy=False)
+        counts = {s: 0 for s in _STATES}
+        for t in trials:
+            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+        objectives = objective_names(study)
+        best = {o: max((t.values[i] for t in trials if t.values), default=None)
+                for i, o in enumerate(objectives)}
+        dataset = study.user_attrs.get("dataset") or {}
+        rows.append({"study": name, "dataset": dataset.get("name", "?"),
+                     "objectives": objectives, "trials": len(trials),
+                     "states": counts, "front": len(store.front(name)), "best": best,
+                     "created": min((t.datetime_start for t in trials if t.datetime_start),
+                                    default=None)})
+    return rows
+
+
+def studies_command(
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
+                                help=STORAGE_HELP),
+    format: str = typer.Option("table", "--format", "-f", help="table or json."),
+) -> None:
+    """List the studies in a database: dataset, objectives, trials by state, front size."""
+    from automtl.errors import AutomtlError
+    from automtl.search.store import mask_url
+
+    if format not in ("table", "json"):
+        raise AutomtlError(f"--format {format}: use table or json")
+    rows = study_rows(storage)
+    if format == "json":
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        console.print(f"no studies in {mask_url(storage)}; run `automtl search` to make one",
+                      highlight=False)
+        return
+    table = Table(title=f"studies in {mask_url(storage)}", title_justify="left")
+    table.add_column("study", overflow="fold")
+    table.add_column("dataset")
+    table.add_column("objectives", overflow="fold")
+    table.add_column("trials\nall", justify="right")
+    table.add_column("complete/pruned\n/failed/running", justify="right")
+    table.add_column("front", justify="right")
+    table.add_column("best val", overflow="fold")
+    for r in rows:
+        s = r["states"]
+        table.add_row(r["study"], r["dataset"], " ".join(r["objectives"]), str(r["trials"]),
+                      f"{s['COMPLETE']}/{s['PRUNED']}/{s['FAIL']}/{s['RUNNING']}",
+                      str(r["front"]),
+                      " ".join(f"{k.removesuffix('_auc')}={fmt(v)}" for k, v in r["best"].items()))
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `automtl studies` to the CLI."""
+    app.command("studies")(studies_command)
