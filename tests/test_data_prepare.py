@@ -10,6 +10,7 @@ import pytest
 
 from automtl.config import DataConfig
 from automtl.data import clear_memo, load_dataset
+from automtl.data.columnar import load_columnar
 from automtl.data.ali_ccp_raw import DENSE_FIELDS, SEQ_FIELDS, SPARSE_FIELDS, prepare_ali_ccp
 from automtl.errors import DataError
 
@@ -20,7 +21,7 @@ from datagen import write_raw_ali_ccp
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("raw")
     raw = write_raw_ali_ccp(root / "raw", n_train=400, n_test=150, seed=1)
-    report = prepare_ali_ccp(root / "raw", root / "out", max_len=8, val_fraction=0.0, chunk=64)
+    report = prepare_ali_ccp(root / "raw", root / "out", max_len=8, val_fraction=0.0, block_bytes=4096)
     clear_memo()
     ds = load_dataset(DataConfig(name="ali-ccp", data_dir=str(root / "out")))
     return raw, report, ds
@@ -91,7 +92,7 @@ def test_val_is_seeded_share_of_train(tmp_path):
 
 def _peak(raw: Path, out: Path) -> int:
     tracemalloc.start()
-    prepare_ali_ccp(raw, out, chunk=5_000)
+    prepare_ali_ccp(raw, out, block_bytes=1 << 20)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak
@@ -99,22 +100,27 @@ def _peak(raw: Path, out: Path) -> int:
 
 def test_prepare_memory_does_not_grow_with_file(tmp_path):
     small = write_raw_ali_ccp(tmp_path / "small", n_train=50_000, n_test=500, n_users=500,
-                              keep_rows=False)
-    big = write_raw_ali_ccp(tmp_path / "big", n_train=200_000, n_test=500, n_users=500,
-                            keep_rows=False)
-    assert big.lines["sample_skeleton_train.csv"] >= 200_000
-    p_small = _peak(small.folder, tmp_path / "o1")
-    p_big = _peak(big.folder, tmp_path / "o2")
-    raw_bytes = (big.folder / "sample_skeleton_train.csv").stat().st_size
+                              keep_rows=False).folder
+    big = tmp_path / "big"  # same users, 4x the samples (200k skeleton lines)
+    big.mkdir()
+    for name in ("common_features_train.csv", "common_features_test.csv",
+                 "sample_skeleton_test.csv"):
+        (big / name).write_bytes((small / name).read_bytes())
+    (big / "sample_skeleton_train.csv").write_bytes(
+        (small / "sample_skeleton_train.csv").read_bytes() * 4)
+    p_small = _peak(small, tmp_path / "o1")
+    p_big = _peak(big, tmp_path / "o2")
+    rows = load_columnar(tmp_path / "o2").splits
+    assert len(rows["train"]) + len(rows["val"]) == 4 * 48_000
     assert p_big < 1.3 * p_small + (1 << 20)  # 4x the lines, about the same peak
-    assert p_big < raw_bytes / 4
+    assert p_big < 64 << 20
 
 
 @pytest.mark.parametrize("defect, match", [
     ("separator", r"sample_skeleton_train.csv: line 3: feature_num is 10 but feature_list has 1"),
     ("entry", r"sample_skeleton_train.csv: line 3: feature entry .* is not field"),
     ("columns", r"sample_skeleton_train.csv: line 3: expected sample_id,click,buy"),
-    ("label", r"sample_skeleton_train.csv: line 3: click=b'7'"),
+    ("label", r"sample_skeleton_train.csv: line 3: click='7'"),
     ("truncated", r"common_features_train.csv: line \d+: feature_num is \d+ but"),
     ("missing", r"common_features_test.csv: raw Ali-CCP file not found"),
 ])

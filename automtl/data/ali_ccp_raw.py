@@ -26,9 +26,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from automtl.data.columnar import ColumnWriter
 from automtl.data.schema import FeatureSpec, TaskSpec
@@ -41,11 +44,6 @@ DENSE_FIELDS = ("D109_14", "D110_14", "D127_14", "D150_14", "D508", "D509", "D70
 TASKS = [TaskSpec("ctr", "click"), TaskSpec("ctcvr", "purchase", "ctr", "cvr")]
 
 _NS, _NQ, _ND = len(SPARSE_FIELDS), len(SEQ_FIELDS), len(DENSE_FIELDS)
-# field id (bytes) -> (kind, column); kind 0 = single sparse, 1 = sequence
-_FIELD = {f.encode(): (0, j) for j, f in enumerate(SPARSE_FIELDS)}
-_FIELD.update({f.encode(): (1, j) for j, f in enumerate(SEQ_FIELDS)})
-_DENSE_OF = {d[1:].encode(): j for j, d in enumerate(DENSE_FIELDS)}  # b"508" -> 4, b"109_14" -> 0
-_NAN = float("nan")
 
 Progress = Callable[[str, int, int], None]  # (phase description, bytes advanced, lines advanced)
 
@@ -80,156 +78,227 @@ def raw_files(raw: Path) -> dict[str, tuple[Path, Path]]:
     return out
 
 
+class _Vocab:
+    """A growing map raw feature id (int64) -> compact id 1..V (sorted keys, vectorised)."""
+
+    def __init__(self) -> None:
+        self.keys = np.zeros(0, dtype=np.int64)
+        self.vals = np.zeros(0, dtype=np.int32)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def map(self, x: np.ndarray, grow: bool) -> np.ndarray:
+        """Compact ids of `x`; unseen ids get new ids when `grow`, else 0 (OOV)."""
+        if len(x) == 0:
+            return np.zeros(0, dtype=np.int32)
+        pos = np.searchsorted(self.keys, x)
+        found = pos < len(self.keys)
+        found[found] = self.keys[pos[found]] == x[found]
+        if grow and not found.all():
+            new = np.unique(x[~found])
+            ins = np.searchsorted(self.keys, new)
+            ids = np.arange(len(self.keys) + 1, len(self.keys) + 1 + len(new), dtype=np.int32)
+            self.keys = np.insert(self.keys, ins, new)
+            self.vals = np.insert(self.vals, ins, ids)
+            pos = np.searchsorted(self.keys, x)
+            found[:] = True
+        out = np.zeros(len(x), dtype=np.int32)
+        out[found] = self.vals[pos[found]]
+        return out
+
+
+_ENTRY = "^(?P<f>[^\\x02]*)\\x02(?P<i>[^\\x03]*)\\x03(?P<v>.*)$"
+_FIELD_SET = pa.array([*SPARSE_FIELDS, *SEQ_FIELDS])
+_DENSE_COL = np.full(_NS + _NQ, -1, dtype=np.int64)  # field index -> dense column (or -1)
+for _j, _d in enumerate(DENSE_FIELDS):
+    _DENSE_COL[[*SPARSE_FIELDS, *SEQ_FIELDS].index(_d[1:])] = _j
+
+
+def _first_bad(arr: pa.Array, to: pa.DataType) -> int:
+    """Index of the first element of `arr` that does not cast to `to`."""
+    for i, v in enumerate(arr.to_pylist()):
+        try:
+            pc.cast(pa.array([v]), to)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return i
+    return 0
+
+
 class _Parser:
-    """Parses feature lists with the train vocabularies (grown on train, frozen for test)."""
+    """Parses feature-list columns with the train vocabularies (grown on train, frozen on test)."""
 
     def __init__(self, max_len: int) -> None:
         self.max_len = max_len
-        self.vocab: list[dict[bytes, int]] = [{} for _ in range(_NS + _NQ)]
+        self.vocab = [_Vocab() for _ in range(_NS + _NQ)]
         self.grow = True
 
-    def _id(self, j: int, fid: bytes) -> int:
-        voc = self.vocab[j]
-        v = voc.get(fid)
-        if v is None:
-            if not self.grow:
-                return 0
-            v = voc[fid] = len(voc) + 1
-        return v
-
-    def parse(self, flist: bytes, n_expected: bytes, where: Callable[[], str]
-              ) -> tuple[list[int], list[float], list[list[int]]]:
-        """(sparse ids or -1 when absent, dense values or NaN, sequences) of one feature list."""
-        entries = flist.split(b"\x01") if flist else []
+    def parse(self, flist: pa.Array, nums: pa.Array, lines: np.ndarray, path: Path
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sparse ids or -1 when absent [n, NS], dense or NaN [n, ND], sequences [n, NQ, L])."""
+        n = len(flist)
         try:
-            n = int(n_expected)
-        except ValueError:
-            raise DataError(f"{where()}: feature_num {n_expected[:20]!r} is not a number; "
-                            "the row is broken, fix or remove it") from None
-        if len(entries) != n:
-            raise DataError(f"{where()}: feature_num is {n} but feature_list has {len(entries)} "
-                            "entries separated by \\x01; the separators are broken or the line is "
-                            "truncated, re-extract the raw file")
-        sparse = [-1] * _NS
-        dense = [_NAN] * _ND
-        seqs: list[list[int]] = [[] for _ in range(_NQ)]
-        seq_sum = [0.0] * _NQ
-        for e in entries:
-            fld, s1, rest = e.partition(b"\x02")
-            fid, s2, val = rest.partition(b"\x03")
-            if not s1 or not s2:
-                raise DataError(f"{where()}: feature entry {e[:30]!r} is not "
-                                "field\\x02feature_id\\x03value; the separators are broken, "
-                                "re-extract the raw file")
-            kind = _FIELD.get(fld)
-            if kind is None:
-                continue  # a field outside the 23 used by the common preprocessing
-            try:
-                value = float(val)
-            except ValueError:
-                raise DataError(f"{where()}: feature value {val[:20]!r} of field "
-                                f"{fld.decode(errors='replace')} is not a number; fix the row"
-                                ) from None
-            k, j = kind
-            if k == 0:
-                if sparse[j] < 0:
-                    sparse[j] = self._id(j, fid)
-                    dj = _DENSE_OF.get(fld)
-                    if dj is not None:
-                        dense[dj] = value
-            else:
-                seq = seqs[j]
-                if len(seq) < self.max_len:
-                    v = self._id(_NS + j, fid)
-                    if v:
-                        seq.append(v)
-                        seq_sum[j] += value
-        for j in range(_NQ):
-            if seqs[j]:
-                dense[j] = seq_sum[j] / len(seqs[j])
-        return sparse, dense, seqs
+            expected = pc.cast(nums, pa.int64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:
+            i = _first_bad(nums, pa.int64())
+            raise DataError(f"{path}: line {lines[i]}: feature_num {nums[i].as_py()!r} is not a "
+                            "number; the row is broken, fix or remove it") from None
+        lists = pc.split_pattern(flist, "\x01")
+        empty_row = (pc.binary_length(flist).to_numpy(zero_copy_only=False) == 0)
+        counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False) - empty_row
+        bad = np.flatnonzero(counts != expected)
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(f"{path}: line {lines[i]}: feature_num is {expected[i]} but "
+                            f"feature_list has {counts[i]} entries separated by \\x01; the "
+                            "separators are broken or the line is truncated, re-extract the raw file")
+        parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+        entries = pc.list_flatten(lists)
+        if empty_row.any():
+            keep = ~empty_row[parent]
+            parent, entries = parent[keep], entries.filter(pa.array(keep))
+        parts = pc.extract_regex(entries, _ENTRY)
+        if parts.null_count:
+            k = int(np.flatnonzero(pc.is_null(parts).to_numpy(zero_copy_only=False))[0])
+            raise DataError(f"{path}: line {lines[parent[k]]}: feature entry "
+                            f"{entries[k].as_py()[:30]!r} is not field\\x02feature_id\\x03value; "
+                            "the separators are broken, re-extract the raw file")
+        fld = pc.index_in(parts.field(0), value_set=_FIELD_SET)
+        known = pc.is_valid(fld).to_numpy(zero_copy_only=False)
+        if not known.all():  # fields outside the 23 used by the common preprocessing
+            sel = pa.array(known)
+            parts, fld, parent = parts.filter(sel), fld.filter(sel), parent[known]
+        fidx = fld.to_numpy(zero_copy_only=False).astype(np.int64)
+        try:
+            raw_ids = pc.cast(parts.field(1), pa.int64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:
+            k = _first_bad(parts.field(1), pa.int64())
+            raise DataError(f"{path}: line {lines[parent[k]]}: feature id "
+                            f"{parts.field(1)[k].as_py()[:20]!r} is not an integer; fix the row"
+                            ) from None
+        try:
+            values = pc.cast(parts.field(2), pa.float64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:
+            k = _first_bad(parts.field(2), pa.float64())
+            raise DataError(f"{path}: line {lines[parent[k]]}: feature value "
+                            f"{parts.field(2)[k].as_py()[:20]!r} is not a number; fix the row"
+                            ) from None
+        sparse = np.full((n, _NS), -1, dtype=np.int32)
+        dense = np.full((n, _ND), np.nan, dtype=np.float32)
+        seq = np.zeros((n, _NQ, self.max_len), dtype=np.int32)
+        # entries are ordered by row, then by position in the row
+        order = np.argsort(fidx, kind="stable")
+        bounds = np.searchsorted(fidx[order], np.arange(_NS + _NQ + 1))
+        for j in range(_NS + _NQ):
+            sel = order[bounds[j]: bounds[j + 1]]
+            if sel.size == 0:
+                continue
+            rows = parent[sel]
+            ids = self.vocab[j].map(raw_ids[sel], self.grow)
+            if j < _NS:  # single-valued: the first entry of the row wins
+                rows_u, first = np.unique(rows, return_index=True)
+                sparse[rows_u, j] = ids[first]
+                if _DENSE_COL[j] >= 0:
+                    dense[rows_u, _DENSE_COL[j]] = values[sel][first]
+                continue
+            q = j - _NS
+            known_id = ids > 0  # unseen test ids are skipped (0 is padding in sequences)
+            rows, ids, vals = rows[known_id], ids[known_id], values[sel][known_id]
+            if rows.size == 0:
+                continue
+            starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+            lengths = np.diff(np.r_[starts, rows.size])
+            pos = np.arange(rows.size) - np.repeat(starts, lengths)
+            keep = pos < self.max_len
+            rows, ids, vals, pos = rows[keep], ids[keep], vals[keep], pos[keep]
+            seq[rows, q, pos] = ids
+            total = np.bincount(rows, weights=vals, minlength=n)
+            cnt = np.bincount(rows, minlength=n)
+            has = cnt > 0
+            dense[has, _DENSE_COL[j]] = total[has] / cnt[has]
+        return sparse, dense, seq
 
 
-def _pad(seqs: list[list[list[int]]], max_len: int) -> np.ndarray:
-    """[rows][field][ids] -> int32 [rows, n_fields, max_len], zero padded."""
-    out = np.zeros((len(seqs), _NQ, max_len), dtype=np.int32)
-    for i, row in enumerate(seqs):
-        for j, s in enumerate(row):
-            if s:
-                out[i, j, : len(s)] = s
-    return out
+def _md5_keys(md5: pa.Array, lines: np.ndarray, path: Path) -> np.ndarray:
+    """64-bit keys from the first 16 hex digits of each md5 (collisions ~1e-8 at 1M users)."""
+    raw = md5.to_numpy(zero_copy_only=False).astype("S16")
+    nib = np.frombuffer(raw.tobytes(), dtype=np.uint8).reshape(len(raw), 16)
+    lut = np.full(256, 255, dtype=np.uint8)
+    for k, c in enumerate(b"0123456789abcdef"):
+        lut[c] = k
+    for k, c in enumerate(b"ABCDEF"):
+        lut[c] = 10 + k
+    vals = lut[nib]
+    bad = np.flatnonzero((vals == 255).any(axis=1))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"{path}: line {lines[i]}: md5 {md5[i].as_py()[:40]!r} is not a hex "
+                        "digest; the row is broken, fix or remove it")
+    keys = np.zeros(len(raw), dtype=np.uint64)
+    for k in range(16):
+        keys |= vals[:, k].astype(np.uint64) << np.uint64(4 * (15 - k))
+    return keys
 
 
-def _md5_key(md5: bytes, where: Callable[[], str]) -> int:
+def _batches(path: Path, names: list[str], block_bytes: int
+             ) -> Iterator[tuple[pa.RecordBatch, np.ndarray, int]]:
+    """(batch, line number of each row, bytes consumed) of a raw comma-separated file."""
     try:
-        return int(md5[:16], 16)  # 64-bit prefix: collisions are ~1e-8 likely at 1M users
-    except ValueError:
-        raise DataError(f"{where()}: md5 {md5[:40]!r} is not a hex digest; the row is broken, "
-                        "fix or remove it") from None
-
-
-def _lines(path: Path):
-    """(line number, line without newline, bytes) of a raw file, skipping a header line."""
-    try:
-        fh = path.open("rb")
+        with path.open("rb") as fh:
+            head = fh.readline()
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror}); check the path") from None
-    with fh:
-        for lineno, line in enumerate(fh, start=1):
-            size = len(line)
-            line = line.rstrip(b"\r\n")
-            if lineno == 1 and (line.startswith(b"sample_id") or line.startswith(b"md5")):
-                continue
-            if not line:
-                continue
-            yield lineno, line, size
+    skip = 1 if head.startswith((b"sample_id", b"md5")) else 0
+    invalid: list[tuple[int | None, str, int]] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        invalid.append((row.number, row.text[:60], row.actual_columns))
+        return "error"
+
+    try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip,
+                                           block_size=block_bytes, use_threads=False),
+            parse_options=pacsv.ParseOptions(quote_char=False, invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in names},
+                                                 strings_can_be_null=False),
+        )
+        line = 1 + skip
+        for batch in reader:
+            lines = np.arange(line, line + batch.num_rows)
+            line += batch.num_rows
+            nbytes = sum(pc.sum(pc.binary_length(col)).as_py() or 0 for col in batch.columns)
+            yield batch, lines, nbytes + batch.num_rows * len(names)
+    except pa.ArrowInvalid as exc:
+        if invalid:
+            num, text, got = invalid[0]
+            where = f"line {num}" if num is not None else f"row {text!r}"
+            raise DataError(f"{path}: {where}: expected {','.join(names)} ({len(names)} "
+                            f"comma-separated fields), got {got}; the file is truncated or not "
+                            "a raw Ali-CCP file, fix or remove that line") from None
+        msg = str(exc).splitlines()[0][:100]
+        raise DataError(f"{path}: cannot parse ({msg}); re-extract the raw file") from None
 
 
 class _Common:
     """The common features of one split, on disk, looked up by md5 prefix."""
 
-    def __init__(self, tmp: Path, path: Path, parser: _Parser, chunk: int,
+    def __init__(self, tmp: Path, path: Path, parser: _Parser, block_bytes: int,
                  progress: Progress | None) -> None:
         writer = ColumnWriter(tmp)
         keys: list[np.ndarray] = []
-        buf_k: list[int] = []
-        buf_s: list[list[int]] = []
-        buf_d: list[list[float]] = []
-        buf_q: list[list[list[int]]] = []
-        nbytes = nlines = 0
         self.lines = 0
-
-        def flush() -> None:
-            nonlocal nbytes, nlines
-            if not buf_k:
-                return
-            keys.append(np.array(buf_k, dtype=np.uint64))
-            writer.append("c", "sparse", np.array(buf_s, dtype=np.int32))
-            writer.append("c", "dense", np.array(buf_d, dtype=np.float32))
-            writer.append("c", "seq", _pad(buf_q, parser.max_len))
-            buf_k.clear(), buf_s.clear(), buf_d.clear(), buf_q.clear()
+        for batch, lines, nbytes in _batches(path, ["md5", "feature_num", "feature_list"],
+                                             block_bytes):
+            sparse, dense, seq = parser.parse(batch.column(2), batch.column(1), lines, path)
+            keys.append(_md5_keys(batch.column(0), lines, path))
+            writer.append("c", "sparse", sparse)
+            writer.append("c", "dense", dense)
+            writer.append("c", "seq", seq)
+            self.lines += batch.num_rows
             if progress:
-                progress(f"common features {path.name}", nbytes, nlines)
-            nbytes = nlines = 0
-
-        for lineno, line, size in _lines(path):
-            def where() -> str:
-                return f"{path}: line {lineno}"
-            parts = line.split(b",", 2)
-            if len(parts) != 3:
-                raise DataError(f"{where()}: expected md5,feature_num,feature_list "
-                                f"(3 comma-separated fields), got {len(parts)}; fix or remove it")
-            sparse, dense, seqs = parser.parse(parts[2], parts[1], where)
-            buf_k.append(_md5_key(parts[0], where))
-            buf_s.append(sparse)
-            buf_d.append(dense)
-            buf_q.append(seqs)
-            nbytes += size
-            nlines += 1
-            self.lines += 1
-            if len(buf_k) >= chunk:
-                flush()
-        flush()
+                progress(f"user features {path.name}", nbytes, batch.num_rows)
         writer.close()
         self.keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
         self.order = np.argsort(self.keys, kind="stable")
@@ -248,13 +317,22 @@ class _Common:
         return np.where(found, self.order[pos], -1)
 
 
+def _write(writer: ColumnWriter, split: str, sparse: np.ndarray, dense: np.ndarray,
+           labels: np.ndarray, seq: np.ndarray) -> None:
+    writer.append(split, "sparse", sparse)
+    writer.append(split, "dense", dense)
+    writer.append(split, "labels", labels)
+    for j in range(_NQ):
+        writer.append(split, f"seq{j}", np.ascontiguousarray(seq[:, j]))
+
+
 def prepare_ali_ccp(
     raw: str | Path,
     out: str | Path,
     max_len: int = 50,
     val_fraction: float = 0.1,
     seed: int = 0,
-    chunk: int = 50_000,
+    block_bytes: int = 16 << 20,
     progress: Progress | None = None,
 ) -> PrepareReport:
     """Stream the raw Tianchi Ali-CCP files in `raw` into a columnar dataset folder `out`."""
@@ -270,85 +348,58 @@ def prepare_ali_ccp(
     writer = ColumnWriter(out)
     tmp = out / "_tmp_common"
     rng = np.random.default_rng(seed)
+    names = ["sample_id", "click", "buy", "md5", "feature_num", "feature_list"]
     for split in ("train", "test"):  # train first: it builds the vocabularies
         parser.grow = split == "train"
         sk_path, cf_path = files[split]
         shutil.rmtree(tmp, ignore_errors=True)
-        common = _Common(tmp, cf_path, parser, chunk, progress)
+        common = _Common(tmp, cf_path, parser, block_bytes, progress)
         report.lines[cf_path.name] = common.lines
         noise = missing = n_lines = 0
-        lab: list[tuple[int, int]] = []
-        keys: list[int] = []
-        rows_s: list[list[int]] = []
-        rows_d: list[list[float]] = []
-        rows_q: list[list[list[int]]] = []
-        nbytes = nlines = 0
-
-        def flush() -> None:
-            nonlocal missing, nbytes, nlines
-            if not lab:
-                return
-            idx = common.lookup(np.array(keys, dtype=np.uint64))
-            ok = idx >= 0
-            missing += int((~ok).sum())
-            safe = np.where(ok, idx, 0)
-            sk_s = np.array(rows_s, dtype=np.int32)
-            sk_d = np.array(rows_d, dtype=np.float32)
-            c_s = np.where(ok[:, None], common.sparse[safe], -1)
-            c_d = np.where(ok[:, None], common.dense[safe], np.float32(np.nan))
-            sparse = np.maximum(np.where(sk_s >= 0, sk_s, c_s), 0).astype(np.int32)
-            dense = np.where(np.isnan(sk_d), c_d, sk_d)
-            dense = np.nan_to_num(dense, nan=0.0).astype(np.float32)
-            seq = np.where(ok[:, None, None], common.seq[safe], 0).astype(np.int32)
-            own = _pad(rows_q, max_len)  # behaviour fields in the skeleton override the user's
-            has_own = own[:, :, 0] > 0
-            seq = np.where(has_own[:, :, None], own, seq)
-            y = np.array(lab, dtype=np.float32)
-            labels = np.stack([y[:, 0], y[:, 0] * y[:, 1]], axis=1)
-            if split == "train" and val_fraction > 0:
-                to_val = rng.random(len(y)) < val_fraction
-                parts = [("train", ~to_val), ("val", to_val)]
-            else:
-                parts = [(split, np.ones(len(y), dtype=bool))]
-            for name, m in parts:
-                writer.append(name, "sparse", sparse[m])
-                writer.append(name, "dense", dense[m])
-                writer.append(name, "labels", labels[m])
-                for j in range(_NQ):
-                    writer.append(name, f"seq{j}", np.ascontiguousarray(seq[m, j]))
-            for buf in (lab, keys, rows_s, rows_d, rows_q):
-                buf.clear()
+        for batch, lines, nbytes in _batches(sk_path, names, block_bytes):
+            n_lines += batch.num_rows
+            click = batch.column(1).to_numpy(zero_copy_only=False)
+            buy = batch.column(2).to_numpy(zero_copy_only=False)
+            bad = np.flatnonzero(~np.isin(click, ("0", "1")) | ~np.isin(buy, ("0", "1")))
+            if bad.size:
+                i = int(bad[0])
+                raise DataError(f"{sk_path}: line {lines[i]}: click={click[i][:10]!r} "
+                                f"buy={buy[i][:10]!r}; labels must be 0 or 1, fix the row")
+            c, b = click == "1", buy == "1"
+            is_noise = ~c & b  # purchase without click: noise in the release
+            noise += int(is_noise.sum())
+            if is_noise.any():
+                keep = ~is_noise
+                batch, lines, c, b = batch.filter(pa.array(keep)), lines[keep], c[keep], b[keep]
+            if batch.num_rows:
+                sk_s, sk_d, own = parser.parse(batch.column(5), batch.column(4), lines, sk_path)
+                idx = common.lookup(_md5_keys(batch.column(3), lines, sk_path))
+                ok = idx >= 0
+                missing += int((~ok).sum())
+                safe = np.where(ok, idx, 0)
+                sparse = common.sparse[safe]
+                dense = common.dense[safe]
+                if not ok.all():
+                    sparse[~ok], dense[~ok] = -1, np.nan
+                np.copyto(sparse, sk_s, where=sk_s >= 0)  # item-side fields from the skeleton
+                np.copyto(dense, sk_d, where=~np.isnan(sk_d))
+                np.maximum(sparse, 0, out=sparse)
+                np.nan_to_num(dense, copy=False, nan=0.0)
+                seq = common.seq[safe]  # a gathered copy [n, NQ, max_len]
+                if not ok.all():
+                    seq[~ok] = 0
+                has_own = own[:, :, 0] > 0  # behaviour fields in the skeleton (rare) win
+                if has_own.any():
+                    seq[has_own] = own[has_own]
+                labels = np.stack([c, c & b], axis=1).astype(np.float32)
+                if split == "train" and val_fraction > 0:
+                    to_val = rng.random(len(labels)) < val_fraction
+                    for name, m in (("train", ~to_val), ("val", to_val)):
+                        _write(writer, name, sparse[m], dense[m], labels[m], seq[m])
+                else:
+                    _write(writer, split, sparse, dense, labels, seq)
             if progress:
-                progress(f"samples {sk_path.name}", nbytes, nlines)
-            nbytes = nlines = 0
-
-        for lineno, line, size in _lines(sk_path):
-            def where() -> str:
-                return f"{sk_path}: line {lineno}"
-            parts = line.split(b",", 5)
-            if len(parts) != 6:
-                raise DataError(f"{where()}: expected sample_id,click,buy,md5,feature_num,"
-                                f"feature_list (6 comma-separated fields), got {len(parts)}; "
-                                "the file is truncated or not a raw Ali-CCP skeleton")
-            click, buy = parts[1], parts[2]
-            if click not in (b"0", b"1") or buy not in (b"0", b"1"):
-                raise DataError(f"{where()}: click={click[:10]!r} buy={buy[:10]!r}; labels must be "
-                                "0 or 1, fix the row")
-            n_lines += 1
-            nbytes += size
-            nlines += 1
-            if click == b"0" and buy == b"1":
-                noise += 1  # purchase without click: noise in the release
-                continue
-            sparse, dense, seqs = parser.parse(parts[5], parts[4], where)
-            lab.append((click == b"1", buy == b"1"))
-            keys.append(_md5_key(parts[3], where))
-            rows_s.append(sparse)
-            rows_d.append(dense)
-            rows_q.append(seqs)
-            if len(lab) >= chunk:
-                flush()
-        flush()
+                progress(f"samples {sk_path.name}", nbytes, len(click))
         report.lines[sk_path.name] = n_lines
         report.noise_rows_dropped[split] = noise
         report.rows_without_common[split] = missing
@@ -357,11 +408,8 @@ def prepare_ali_ccp(
 
     for split in ("train", "val", "test"):  # a split without rows still gets empty columns
         if split not in writer.splits:
-            writer.append(split, "sparse", np.zeros((0, _NS), np.int32))
-            writer.append(split, "dense", np.zeros((0, _ND), np.float32))
-            writer.append(split, "labels", np.zeros((0, 2), np.float32))
-            for j in range(_NQ):
-                writer.append(split, f"seq{j}", np.zeros((0, max_len), np.int32))
+            _write(writer, split, np.zeros((0, _NS), np.int32), np.zeros((0, _ND), np.float32),
+                   np.zeros((0, 2), np.float32), np.zeros((0, _NQ, max_len), np.int32))
     report.rows = {s: writer.rows(s) for s in ("train", "val", "test")}
     if report.rows["train"] == 0:
         raise DataError(f"{files['train'][0]}: no usable rows (empty or all noise); "
