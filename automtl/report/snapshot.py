@@ -6,6 +6,7 @@ rows; `load_snapshot` opens a study from a storage URL without writing to the da
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,10 +15,19 @@ from urllib.parse import quote
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from automtl.errors import AutomtlError
-from automtl.search.store import Store, mask_url, objective_names, sqlite_path, study_names
+from automtl.search.store import (
+    Store,
+    epoch_metrics,
+    mask_url,
+    objective_names,
+    reeval_metrics,
+    sqlite_path,
+    study_names,
+)
 
 T = TypeVar("T")
 
@@ -248,23 +258,65 @@ def _store_read(read: Callable[[], T], default: T) -> T:
         return default
 
 
+class StudyReader:
+    """Read-only access to one stored study, kept open across refreshes (dashboard, report)."""
+
+    def __init__(self, storage_url: str, study_name: str) -> None:
+        self.storage_url = storage_url
+        self.study_name = study_name
+        self.study = open_study_readonly(storage_url, study_name)
+        # Only read methods of Store are called; for SQLite the mode=ro URL enforces it.
+        self.store = Store(readonly_url(storage_url)[0], create=False)
+
+    def fingerprint(self) -> str:
+        """Changes whenever a trial, an epoch record, the front or a re-evaluation changes."""
+        trials = self.study.get_trials(deepcopy=False)
+        counts = []
+        for table in (epoch_metrics, reeval_metrics):
+            q = (sa.select(sa.func.count()).select_from(table)
+                 .where(table.c.study_name == self.study_name))
+            counts.append(_store_read(lambda q=q: self._scalar(q), -1))
+        version = _store_read(lambda: self.store.front_version(self.study_name), -1)
+        key = repr([(t.number, t.state.name, t.values) for t in trials] + counts + [version])
+        return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+    def _scalar(self, q: sa.Select) -> int:
+        with self.store.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    def snapshot(self) -> StudySnapshot:
+        """The study as it is now."""
+        name = self.study_name
+        histories = _store_read(lambda: self.store.epoch_history(name), {})
+        front = [r.trial_number for r in _store_read(lambda: self.store.front(name), [])]
+        reeval = _store_read(lambda: self.store.reeval(name), {})
+        complete = any(t.state == TrialState.COMPLETE
+                       for t in self.study.get_trials(deepcopy=False))
+        # A study never refreshed by automtl (plain Optuna) gets Optuna's own front.
+        return StudySnapshot.from_study(self.study, histories=histories,
+                                        front=front if (front or not complete) else None,
+                                        reeval=reeval, storage=mask_url(self.storage_url))
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.store.dispose()
+        engine = getattr(getattr(self.study, "_storage", None), "engine", None)
+        if engine is None:  # Optuna wraps RDBStorage in a cache layer
+            backend = getattr(getattr(self.study, "_storage", None), "_backend", None)
+            engine = getattr(backend, "engine", None)
+        if engine is not None:
+            engine.dispose()
+
+
 def load_snapshot(storage_url: str, study_name: str) -> StudySnapshot:
     """Snapshot of a stored study, opened read-only (per-epoch history, front and re-evaluation
     from automtl's tables where present)."""
-    study = open_study_readonly(storage_url, study_name)
-    # Only read methods of Store are called; for SQLite the mode=ro URL enforces it.
-    store = Store(readonly_url(storage_url)[0], create=False)
+    reader = StudyReader(storage_url, study_name)
     try:
-        histories = _store_read(lambda: store.epoch_history(study_name), {})
-        front = [r.trial_number for r in _store_read(lambda: store.front(study_name), [])]
-        reeval = _store_read(lambda: store.reeval(study_name), {})
+        return reader.snapshot()
     finally:
-        store.dispose()
-    complete = any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
-    return StudySnapshot.from_study(study, histories=histories,
-                                    front=front if (front or not complete) else None,
-                                    reeval=reeval, storage=mask_url(storage_url))
+        reader.close()
 
 
-__all__ = ["STATES", "StudySnapshot", "TrialRow", "load_snapshot", "open_study_readonly",
-           "readonly_storage", "readonly_url"]
+__all__ = ["STATES", "StudyReader", "StudySnapshot", "TrialRow", "load_snapshot",
+           "open_study_readonly", "readonly_storage", "readonly_url"]

@@ -1,0 +1,30 @@
+"""`automtl dashboard`: a local, read-only web dashboard of a study."""
+
+from __future__ import annotations
+
+import typer
+
+from automtl.cli._common import console
+from automtl.search.store import DEFAULT_STORAGE
+
+
+def dashboard(
+    study: str = typer.Option(..., "--study", help="Study name (see `automtl studies`)."),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Optuna storage URL."),
+    host: str = typer.Option("127.0.0.1", "--host",
+                             help="Interface to bind; keep 127.0.0.1 unless you mean to share."),
+    port: int = typer.Option(8080, "--port", help="TCP port."),
+    refresh: float = typer.Option(5.0, "--refresh", min=0.5,
+                                  help="Seconds between checks for new trials."),
+) -> None:
+    """Serve the study's figures and trials table at http://HOST:PORT (read-only, live)."""
+    from automtl.report.dashboard import serve
+
+    console.print(f"automtl dashboard for study {study!r}: http://{host}:{port}/ "
+                  "(Ctrl+C to stop)", markup=False, highlight=False)
+    serve(storage, study, host=host, port=port, refresh_s=refresh)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `automtl dashboard` to the CLI."""
+    app.command("dashboard")(dashboard)

@@ -1,0 +1,28 @@
+"""`automtl report`: write the static, offline HTML report of a study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from automtl.cli._common import console
+from automtl.search.store import DEFAULT_STORAGE
+
+
+def report(
+    study: str = typer.Option(..., "--study", help="Study name (see `automtl studies`)."),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Optuna storage URL."),
+    output: Path = typer.Option(Path("report.html"), "-o", "--output",
+                                help="HTML file to write (self-contained, works offline)."),
+) -> None:
+    """Write one self-contained HTML report (summary table + all figures) of a study."""
+    from automtl.report import write_report  # plotly import only when the command runs
+
+    path = write_report(storage, study, output)
+    console.print(f"report written to {path}", markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `automtl report` to the CLI."""
+    app.command("report")(report)

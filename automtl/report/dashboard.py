@@ -1,0 +1,215 @@
+"""The live dashboard: a small read-only Starlette app over one study.
+
+Routes (all GET): ``/`` the page, ``/static/plotly.js`` (served locally, works offline),
+``/api/state`` (fingerprint + running flag; the page polls it and redraws when it changes),
+``/api/summary``, ``/api/figures``, ``/api/trials`` and ``/api/trial/{number}`` (config YAML and
+export command). Strings are escaped server-side in HTML and figures; the page inserts every
+other value with ``textContent``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import math
+import shlex
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from automtl.config import dump_yaml
+from automtl.errors import AutomtlError
+from automtl.report._page import PAGE
+from automtl.report.figures import build_figures, figure_json
+from automtl.report.html import dataset_label
+from automtl.report.snapshot import StudyReader, StudySnapshot, TrialRow
+from automtl.search.store import DEFAULT_STORAGE, mask_url
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become null (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def export_command(study_name: str, number: int, storage_url: str = DEFAULT_STORAGE) -> str:
+    """The shell command that writes trial `number`'s config as YAML (password masked)."""
+    cmd = ["automtl", "export", "--study", study_name, "--trial", str(number),
+           "--format", "yaml", "-o", f"trial_{number}.yaml"]
+    if storage_url != DEFAULT_STORAGE:
+        cmd[2:2] = ["--storage", mask_url(storage_url)]
+    return shlex.join(cmd)
+
+
+def trial_yaml(t: TrialRow) -> str:
+    """The trial's full TrialConfig as YAML (its params when search recorded no config)."""
+    if t.config is not None:
+        return dump_yaml(t.config)
+    return "# no TrialConfig recorded for this trial; its Optuna params:\n" + dump_yaml(
+        {"params": t.params})
+
+
+def summary_json(snap: StudySnapshot) -> dict[str, Any]:
+    """Summary shown above the figures: dataset, trials by state, best per objective, front."""
+    best = {o: {"trial": t.number, "value": t.values[snap.objectives.index(o)],  # type: ignore
+                "arch": t.arch} for o, t in snap.best().items()}
+    return _clean({
+        "study": snap.name, "storage": snap.storage, "dataset": dataset_label(snap),
+        "objectives": snap.objectives, "directions": snap.directions,
+        "states": snap.state_counts(), "best": best, "front": snap.front,
+        "running": snap.running, "space": snap.user_attrs.get("space"),
+    })
+
+
+def trials_json(snap: StudySnapshot) -> dict[str, Any]:
+    """The trials table: column names and one row per trial (params as columns)."""
+    params = sorted({p for t in snap.trials for p in t.params})
+    fixed = ["trial", "state", *snap.objectives, "front", "arch", "epochs", "n_params", "seconds"]
+    columns = fixed + [f"{p} (param)" if p in fixed else p for p in params]
+    front = snap.front_set
+    rows = []
+    for t in snap.trials:
+        values = t.values if t.values is not None else [None] * len(snap.objectives)
+        rows.append([t.number, t.state.lower(), *values, "yes" if t.number in front else "",
+                     t.arch, t.user_attrs.get("epochs_run", len(snap.histories.get(t.number, []))),
+                     t.user_attrs.get("n_params"),
+                     None if t.duration_s is None else round(t.duration_s, 1),
+                     *[t.params.get(p) for p in params]])
+    return _clean({"columns": columns, "rows": rows})
+
+
+def trial_json(snap: StudySnapshot, number: int) -> dict[str, Any] | None:
+    """One trial's detail: YAML config, export command, values and reasons."""
+    t = snap.trial(number)
+    if t is None:
+        return None
+    attrs = {k: t.user_attrs[k] for k in ("arch", "bottom", "n_params", "epochs_run",
+                                          "fail_reason", "prune_reason", "pruned_rung",
+                                          "checkpoint") if k in t.user_attrs}
+    return _clean({
+        "number": t.number, "state": t.state.lower(), "on_front": t.number in snap.front_set,
+        "values": dict(zip(snap.objectives, t.values or [])),
+        "test": t.user_attrs.get("test_metrics") or {}, "attrs": attrs,
+        "yaml": trial_yaml(t), "export": export_command(snap.name, t.number, snap.storage),
+    })
+
+
+class DashboardData:
+    """Thread-safe cache of a study's snapshot and figures, rebuilt when the study changes."""
+
+    def __init__(self, storage_url: str, study_name: str) -> None:
+        self.reader = StudyReader(storage_url, study_name)
+        self._lock = threading.Lock()
+        self._version: str | None = None
+        self._snap: StudySnapshot | None = None
+        self._figures: dict[str, Any] | None = None
+
+    def current(self) -> tuple[str, StudySnapshot]:
+        """(fingerprint, snapshot), re-read from the database only when something changed."""
+        with self._lock:
+            version = self.reader.fingerprint()
+            if version != self._version or self._snap is None:
+                self._snap = self.reader.snapshot()
+                self._figures = None
+                self._version = version
+            return self._version, self._snap
+
+    def figures(self) -> dict[str, Any]:
+        """Figure JSON by name (FIGURES order), built once per study version."""
+        version, snap = self.current()
+        with self._lock:
+            if self._figures is None or self._version != version:
+                self._figures = {n: figure_json(f) for n, f in build_figures(snap).items()}
+            return self._figures
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.reader.close()
+
+
+def create_app(storage_url: str, study_name: str, refresh_s: float = 5.0) -> Any:
+    """The Starlette application for one study (raises AutomtlError if it cannot be opened)."""
+    try:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import HTMLResponse, JSONResponse, Response
+        from starlette.routing import Route
+    except ModuleNotFoundError:
+        raise AutomtlError("the dashboard needs starlette and uvicorn; pip install "
+                           "'automtl[dashboard]'") from None
+    from plotly.offline import get_plotlyjs
+
+    data = DashboardData(storage_url, study_name)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        data.close()
+
+    plotly_js = get_plotlyjs()
+
+    def page(request: Request) -> HTMLResponse:
+        body = PAGE.replace("{{TITLE}}", html.escape(study_name, quote=True)).replace(
+            "{{REFRESH_MS}}", str(int(refresh_s * 1000)))
+        return HTMLResponse(body, headers={"Cache-Control": "no-store"})
+
+    def plotly(request: Request) -> Response:
+        return Response(plotly_js, media_type="application/javascript",
+                        headers={"Cache-Control": "max-age=86400"})
+
+    def state(request: Request) -> JSONResponse:
+        version, snap = data.current()
+        return JSONResponse({"version": version, "running": snap.running,
+                             "trials": len(snap.trials)})
+
+    def summary(request: Request) -> JSONResponse:
+        return JSONResponse(summary_json(data.current()[1]))
+
+    def figures(request: Request) -> JSONResponse:
+        figs = data.figures()
+        return JSONResponse({"order": list(figs), "figures": figs})
+
+    def trials(request: Request) -> JSONResponse:
+        return JSONResponse(trials_json(data.current()[1]))
+
+    def trial(request: Request) -> JSONResponse:
+        try:
+            number = int(request.path_params["number"])
+        except ValueError:
+            return JSONResponse({"error": "trial number must be an integer"}, status_code=400)
+        detail = trial_json(data.current()[1], number)
+        if detail is None:
+            return JSONResponse({"error": f"no trial {number}"}, status_code=404)
+        return JSONResponse(detail)
+
+    app = Starlette(routes=[
+        Route("/", page),
+        Route("/static/plotly.js", plotly),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
+        Route("/api/state", state),
+        Route("/api/summary", summary),
+        Route("/api/figures", figures),
+        Route("/api/trials", trials),
+        Route("/api/trial/{number}", trial),
+    ], lifespan=lifespan)
+    return app
+
+
+def serve(storage_url: str, study_name: str, host: str = "127.0.0.1", port: int = 8080,
+          refresh_s: float = 5.0) -> None:
+    """Run the dashboard until interrupted."""
+    app = create_app(storage_url, study_name, refresh_s)
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+__all__ = ["DashboardData", "create_app", "export_command", "serve", "summary_json",
+           "trial_json", "trial_yaml", "trials_json"]
