@@ -36,10 +36,11 @@ class PruneDecision:
 def nondominated_ranks(points: np.ndarray) -> np.ndarray:
     """0-based non-dominated sorting rank of each row of `points` (every column maximised).
 
-    Non-finite values count as worst. Rank 0 is the Pareto front; rank 1 the front once rank 0
+    A row with any non-finite value counts as worst on every objective. Rank 0 is the Pareto front; rank 1 the front once rank 0
     is removed, and so on.
     """
-    pts = np.where(np.isfinite(points), points, -np.inf).astype(float)
+    pts = np.asarray(points, dtype=float).copy()
+    pts[~np.isfinite(pts).all(axis=1)] = -np.inf
     n = len(pts)
     ranks = np.full(n, -1, dtype=int)
     if n == 0:

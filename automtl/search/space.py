@@ -304,7 +304,7 @@ class _Parser:
     def requires(self, ypath: str, raw: Any) -> tuple[str, ...]:
         items = [raw] if isinstance(raw, str) else raw
         if not isinstance(items, list) or any(r not in CAPABILITIES for r in items):
-            self.fail(ypath, f"requires: must be one of {', '.join(CAPABILITIES)} (or a list), "
+            self.fail(ypath, f"must be one of {', '.join(CAPABILITIES)} (or a list), "
                       f"got {raw!r}")
         return tuple(items)
 

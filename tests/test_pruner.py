@@ -1,0 +1,106 @@
+"""Pareto-aware pruning decisions on constructed metric histories (pure and through SQLite)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from automtl.search.pruner import (
+    EpochRecorder,
+    ParetoPruner,
+    decide,
+    is_rung,
+    nondominated_ranks,
+)
+from automtl.search.store import Store, make_storage
+from automtl.search.study_config import PrunerConfig
+from automtl.train import EpochRecord
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+CFG = PrunerConfig(kind="pareto", min_epoch=1, warmup_trials=4, reduction_factor=2.0)
+
+# Five peers: three on the front (trade-offs), two dominated.
+PEERS = [[0.70, 0.60], [0.65, 0.66], [0.60, 0.70], [0.62, 0.58], [0.55, 0.55]]
+
+
+def test_nondominated_ranks():
+    pts = np.array([[1, 1], [2, 0], [0, 2], [0.5, 0.5], [0, 0], [np.nan, 5]])
+    assert nondominated_ranks(pts).tolist() == [0, 0, 0, 1, 2, 3]
+    # identical points share a rank
+    assert nondominated_ranks(np.array([[1, 1], [1, 1], [0, 0]])).tolist() == [0, 0, 1]
+
+
+def test_dominated_trial_is_pruned():
+    d = decide([0.50, 0.50], PEERS, epoch=1, cfg=CFG)  # dominated by every peer
+    assert d.prune and d.n_at_rung == 6 and d.keep == 3 and d.rank == 4
+    assert "epoch 1" in d.reason and "Pareto rank 4" in d.reason
+
+
+def test_non_dominated_trial_is_kept_even_when_worse_on_one_task():
+    d = decide([0.80, 0.40], PEERS, epoch=1, cfg=CFG)  # best CTR, worst CVR: on the front
+    assert not d.prune and d.rank == 1
+
+
+def test_second_rank_kept_or_pruned_by_the_reduction_factor():
+    own = [0.63, 0.59]  # dominated only by [0.70, 0.60] and [0.65, 0.66]
+    assert decide(own, PEERS, 1, CFG).rank == 2
+    assert decide(own, PEERS, 1, replace(CFG, reduction_factor=2.0)).prune  # 3 better >= keep 3
+    assert not decide(own, PEERS, 1, replace(CFG, reduction_factor=1.2)).prune  # keep 5
+
+
+def test_warm_up_and_min_epoch_are_respected():
+    worst = [0.1, 0.1]
+    assert not decide(worst, PEERS[:3], 1, CFG).prune  # 3 peers < warmup 4
+    assert "warm-up" in decide(worst, PEERS[:3], 1, CFG).reason
+    assert decide(worst, PEERS[:4], 1, CFG).prune
+    late = replace(CFG, min_epoch=2)
+    assert not decide(worst, PEERS, 1, late).prune
+    assert decide(worst, PEERS, 2, late).prune
+    assert not decide(worst, PEERS, 1, replace(CFG, kind="none")).prune
+
+
+def test_geometric_rungs():
+    geo = replace(CFG, rungs="geometric", min_epoch=1, reduction_factor=3.0)
+    assert [e for e in range(1, 12) if is_rung(e, geo)] == [1, 3, 9]
+    assert not decide([0.1, 0.1], PEERS, 2, geo).prune  # epoch 2 is not a rung
+
+
+def _record(val: dict[str, float]) -> EpochRecord:
+    return EpochRecord(epoch=1, val=val, train_loss=0.5, samples_per_s=1000.0, seconds=0.1)
+
+
+def test_pruner_reads_the_metrics_table_and_marks_the_trial(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    study = optuna.create_study(storage=make_storage(url), study_name="s",
+                                directions=["maximize", "maximize"])
+    store = Store(url)
+    # constructed histories of finished trials 0..4 at epoch 1 (the table, not memory)
+    for number, (ctr, cvr) in enumerate(PEERS, start=100):  # numbers the live trials never get
+        store.record_epoch("s", number, 1, {"ctr_auc": ctr, "cvr_auc": cvr, "mean_auc": 0.0})
+        store.record_epoch("s", number, 2, {"ctr_auc": ctr + 0.01, "cvr_auc": cvr + 0.01})
+    store.record_epoch("other-study", 0, 1, {"ctr_auc": 0.99, "cvr_auc": 0.99})  # ignored
+
+    good = study.ask()
+    rec = EpochRecorder(store, "s", good.number)
+    pruner = ParetoPruner(store, good, ["ctr_auc", "cvr_auc"], CFG)
+    record = _record({"ctr_auc": 0.75, "cvr_auc": 0.75})
+    rec.on_epoch_end(1, record)
+    pruner.on_epoch_end(1, record)  # dominates everything: kept
+    assert store.epoch_history("s")[good.number][0]["train_loss"] == 0.5
+
+    bad = study.ask()
+    pruner = ParetoPruner(store, bad, ["ctr_auc", "cvr_auc"], CFG)
+    record = _record({"ctr_auc": 0.50, "cvr_auc": 0.50})
+    EpochRecorder(store, "s", bad.number).on_epoch_end(1, record)
+    with pytest.raises(optuna.TrialPruned, match="Pareto rank"):
+        pruner.on_epoch_end(1, record)
+    study.tell(bad, state=optuna.trial.TrialState.PRUNED)
+    frozen = study.trials[bad.number]
+    assert frozen.state == optuna.trial.TrialState.PRUNED
+    assert frozen.user_attrs["pruned_rung"] == 1
+    assert "Pareto rank" in frozen.user_attrs["prune_reason"]
