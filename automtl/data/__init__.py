@@ -12,6 +12,7 @@ from automtl.data.registry import (
     files_present,
     get_info,
     load_dataset,
+    parse_options,
     register_dataset,
     resolve_data_dir,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "get_info",
     "iter_batches",
     "load_dataset",
+    "parse_options",
     "register_dataset",
     "resolve_data_dir",
 ]

@@ -96,6 +96,22 @@ def resolve_options(info: DatasetInfo, options: dict[str, Any]) -> dict[str, Any
     return {**info.options, **options}
 
 
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """["rows=20000", "schema=ali-ccp"] -> {"rows": 20000, "schema": "ali-ccp"} (YAML scalars)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DataError(f"option {item!r}: expected KEY=VALUE, e.g. rows=20000")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
 _MEMO: dict[str, Dataset] = {}
 
 
