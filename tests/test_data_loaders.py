@@ -192,3 +192,15 @@ def test_synthetic_large_is_cached(tmp_path):
     assert np.array_equal(a.splits["test"].truth, b.splits["test"].truth)
     assert np.array_equal(a.splits["val"].sequences["hist_item_ids"],
                           b.splits["val"].sequences["hist_item_ids"])
+
+
+def test_damaged_cache_entry_is_rebuilt(tmp_path):
+    write_processed(tmp_path / "k", "ali-ccp", {"train": 30, "val": 5, "test": 5})
+    first = _load("ali-ccp", tmp_path / "k")
+    folder = Path(first.meta["cache"].split(" ", 1)[1])
+    col = folder / "train" / "sparse.bin"
+    col.write_bytes(col.read_bytes()[:-8])  # truncated column file
+    clear_memo()
+    again = _load("ali-ccp", tmp_path / "k")
+    assert again.meta["cache"].startswith("written")
+    assert np.array_equal(again.splits["train"].sparse, first.splits["train"].sparse)

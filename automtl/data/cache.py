@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 
 from automtl.data.columnar import is_columnar, load_columnar, save_dataset
 from automtl.data.schema import Dataset
+from automtl.errors import DataError
 
 # Bump when a loader's output for the same input changes, so old caches are not reused.
 CACHE_VERSION = 1
@@ -71,10 +72,14 @@ def cached(name: str, options: dict[str, Any], files: Iterable[Path],
     key = cache_key(name, options, files)
     folder = root / f"{name}-{key}"
     if is_columnar(folder):
-        ds = load_columnar(folder)
-        ds.meta["cache"] = f"hit {folder}"
-        ds.meta["load_seconds"] = time.perf_counter() - t0
-        return ds
+        try:
+            ds = load_columnar(folder)
+        except DataError:  # a damaged cache entry is rebuilt, never a user error
+            pass
+        else:
+            ds.meta["cache"] = f"hit {folder}"
+            ds.meta["load_seconds"] = time.perf_counter() - t0
+            return ds
     ds = build()
     ds.meta["cache_key"] = key
     try:
