@@ -47,6 +47,8 @@ import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
 from automtl.errors import AutomtlError
+from automtl.search.study_config import StudyConfig
+from automtl.search.runner import SearchListener, make_sampler, optimize_study, prepare_study
 from automtl.search.store import _engine_kwargs, make_storage, mask_url, sqlite_path, study_names
 
 # Study user attributes written by `automtl study create` / `automtl search` and read here.
@@ -253,7 +255,11 @@ def superseded_trials(trials: Sequence[FrozenTrial]) -> set[int]:
 
 
 def study_target(study: optuna.Study) -> int | None:
-    """The study's target trial count (user attribute `target_trials`), None = unlimited."""
+    """The study's target trial count (user attribute `target_trials`), None = unlimited.
+
+    Studies made by a plain `automtl search` have none: workers joining them run until their
+    own `--n-trials` / `--timeout`.
+    """
     value = study.user_attrs.get(TARGET_ATTR)
     return int(value) if value is not None else None
 
@@ -277,14 +283,6 @@ def set_target(study: optuna.Study, target: int) -> None:
 # -- the worker loop ----------------------------------------------------------------------------
 
 
-class TrialRunner(Protocol):
-    """What a worker needs from the search: the objective and per-trial callbacks."""
-
-    objective: Callable[[optuna.Trial], Any]
-    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]]
-    catch: tuple[type[Exception], ...]
-
-
 @dataclass
 class WorkerResult:
     """What one worker did."""
@@ -301,6 +299,61 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+class _WorkerListener(SearchListener):
+    """Releases the study lock once the trial exists and tags it with the worker's name."""
+
+    def __init__(self, study: optuna.Study, lock: StudyLock, me: str,
+                 on_trial: Callable[[FrozenTrial, Budget], None] | None,
+                 result: WorkerResult) -> None:
+        self.study, self.lock, self.me = study, lock, me
+        self.on_trial, self.result = on_trial, result
+
+    def on_trial_start(self, number: int, index: int, config: Any) -> None:
+        # The lock was taken before Optuna's stale-trial check and ask(); the trial now exists
+        # (or a retry was popped), so other workers may count slots again.
+        self.lock.release()
+        storage = self.study._storage
+        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        storage.set_trial_user_attr(trial_id, WORKER_ATTR, self.me)
+
+    def on_trial_end(self, trial: FrozenTrial, front: Any) -> None:
+        self.lock.release()  # the trial failed before training started
+        self.result.trials.append(trial.number)
+        self.result.states[trial.state.name] = self.result.states.get(trial.state.name, 0) + 1
+        if self.on_trial is not None:
+            self.on_trial(trial, budget(self.study))
+
+
+def _worker_sampler(study: optuna.Study) -> optuna.samplers.BaseSampler:
+    """The study's sampler kind, seeded per process (equal seeds would repeat configurations)."""
+    cfg = study.user_attrs.get("study_config") or {}
+    seed = (int(cfg.get("seed", 0)) * 7919 + os.getpid()) % (2**31)
+    return make_sampler(str(cfg.get("sampler", "tpe")), seed, int(cfg.get("n_trials", 20)))
+
+
+def join_study(storage_url: str, study_name: str,
+               heartbeat: Heartbeat | None = None) -> tuple[optuna.Study, Heartbeat]:
+    """Load an existing study through a heartbeat storage (settings: given, else the study's)."""
+    probe = make_storage(storage_url, must_exist=True)
+    try:
+        names = study_names(probe)
+        if study_name not in names:
+            raise AutomtlError(f"no study named {study_name!r} in {mask_url(storage_url)} "
+                               f"(available: {', '.join(names) or 'none'}); create it with "
+                               "`automtl study create` or `automtl search`")
+        hb = heartbeat or Heartbeat.of_study(optuna.load_study(study_name=study_name,
+                                                               storage=probe))
+    finally:
+        probe.engine.dispose()
+    storage = worker_storage(storage_url, hb)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    if "study_config" not in study.user_attrs:
+        raise AutomtlError(f"study {study_name!r} in {mask_url(storage_url)} was not made by "
+                           "automtl (no study_config); create it with `automtl study create`")
+    study.sampler = _worker_sampler(study)
+    return study, hb
+
+
 def run_worker(
     storage_url: str,
     study_name: str,
@@ -310,42 +363,23 @@ def run_worker(
     device: str | None = None,
     heartbeat: Heartbeat | None = None,
     on_trial: Callable[[FrozenTrial, Budget], None] | None = None,
-    make_runner: Callable[[optuna.Study, str | None], TrialRunner] | None = None,
 ) -> WorkerResult:
     """Join study `study_name` and run its trials until its target count is reached.
 
-    Stops earlier after `n_trials` trials of this worker or `timeout` seconds. `on_trial` is
-    called after each trial with the finished trial and the study's budget.
+    Each trial is the search's own (`optimize_study` with one trial: same objective, per-epoch
+    metrics, pruning, front refresh). Stops earlier after `n_trials` trials of this worker or
+    `timeout` seconds. `on_trial` is called after each trial with it and the study's budget.
     """
     if n_trials is not None and n_trials < 1:
         raise AutomtlError(f"--n-trials must be >= 1, got {n_trials}")
     if timeout is not None and timeout <= 0:
         raise AutomtlError(f"--timeout must be > 0 seconds, got {timeout}")
-    probe = make_storage(storage_url, must_exist=True)
-    names = study_names(probe)
-    if study_name not in names:
-        raise AutomtlError(f"no study named {study_name!r} in {mask_url(storage_url)} "
-                           f"(available: {', '.join(names) or 'none'}); create it with "
-                           "`automtl study create` or `automtl search`")
-    hb = heartbeat or Heartbeat.of_study(optuna.load_study(study_name=study_name, storage=probe))
-    probe.engine.dispose()
-    storage = worker_storage(storage_url, hb)
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    if make_runner is None:
-        from automtl.search.run import trial_runner as make_runner  # noqa: PLC0415
-    runner = make_runner(study, device)
+    study, hb = join_study(storage_url, study_name, heartbeat)
     me = worker_name()
     result = WorkerResult(worker=me)
     lock = study_lock(storage_url, study_name)
+    listener = _WorkerListener(study, lock, me, on_trial, result)
     start = time.monotonic()
-
-    def objective(trial: optuna.Trial) -> Any:
-        # The lock was taken before Optuna's stale-trial check and ask(); the trial now exists
-        # (or a retry was popped), so other workers may count slots again.
-        lock.release()
-        trial.set_user_attr(WORKER_ATTR, me)
-        return runner.objective(trial)
-
     try:
         while True:
             if n_trials is not None and len(result.trials) >= n_trials:
@@ -370,23 +404,42 @@ def run_worker(
                     lock.release()
                     time.sleep(min(2.0, hb.interval))
                     continue
-                finished: list[FrozenTrial] = []
-                study.optimize(objective, n_trials=1,
-                               callbacks=[*runner.callbacks, lambda _s, t: finished.append(t)],
-                               catch=runner.catch, gc_after_trial=False)
+                run = optimize_study(study, storage_url=storage_url, n_trials=1, device=device,
+                                     listener=listener)
             finally:
                 lock.release()
-            for t in finished:
-                result.trials.append(t.number)
-                result.states[t.state.name] = result.states.get(t.state.name, 0) + 1
-                if on_trial is not None:
-                    on_trial(t, budget(study))
+            if run.interrupted:
+                result.stopped_by = "interrupted"
+                break
     except KeyboardInterrupt:
         result.stopped_by = "interrupted"
     finally:
         lock.close()
         result.seconds = time.monotonic() - start
     return result
+
+
+def prepare_shared_study(cfg: StudyConfig, storage_url: str, study_name: str | None = None, *,
+                         n_trials: int | None = None, heartbeat: Heartbeat | None = None,
+                         must_be_new: bool = False) -> optuna.Study:
+    """Create (or resume) the study of `cfg` for workers: `n_trials` (default `cfg.n_trials`)
+    more trial slots become its target, heartbeat settings are stored with it."""
+    name = study_name or cfg.name
+    if must_be_new:
+        rdb = make_storage(storage_url)
+        try:
+            if name in optuna.get_all_study_names(rdb):
+                raise AutomtlError(f"study {name!r} already exists in {mask_url(storage_url)}; "
+                                   "join it with `automtl worker --study "
+                                   f"{name}` or pass another --study-name")
+        finally:
+            rdb.engine.dispose()
+    study = prepare_study(cfg, storage_url, name)
+    extra = cfg.n_trials if n_trials is None else n_trials
+    set_target(study, budget(study, target=0).used + extra)
+    hb = heartbeat or Heartbeat.of_study(study)
+    study.set_user_attr(HEARTBEAT_ATTR, {"interval": hb.interval, "grace": hb.grace})
+    return study
 
 
 # -- the local multi-process launcher -------------------------------------------------------------
@@ -608,7 +661,7 @@ def watch_workers(
 def launch_workers(
     storage_url: str,
     study_name: str,
-    n_workers: int,
+    n_workers: int | None,
     *,
     devices: str | Sequence[str] | None = None,
     timeout: float | None = None,
@@ -618,20 +671,23 @@ def launch_workers(
 ) -> LaunchResult:
     """Run `n_workers` local worker processes on an existing study and show their progress.
 
-    `devices` ("0,1" or a list) are assigned round-robin; SQLite databases are switched to WAL
+    `devices` ("0,1" or a list) are assigned round-robin (`n_workers` None: one per device,
+    else 1); SQLite databases are switched to WAL
     first. Returns when every worker has exited.
     """
     devs = parse_devices(devices)
+    if devs and n_workers is None:
+        n_workers = len(devs)
     enable_sqlite_wal(storage_url)
-    procs = start_workers(storage_url, study_name, n_workers, devices=devs, timeout=timeout,
+    procs = start_workers(storage_url, study_name, n_workers or 1, devices=devs, timeout=timeout,
                           heartbeat=heartbeat, log_dir=log_dir)
     return watch_workers(storage_url, study_name, procs, console=console)
 
 
 __all__ = [
     "Budget", "HEARTBEAT_ATTR", "Heartbeat", "LaunchResult", "STORAGE_ENV", "StudyLock",
-    "TARGET_ATTR", "TrialRunner", "WORKER_ATTR", "WorkerProcess", "WorkerResult", "budget",
-    "enable_sqlite_wal", "launch_workers", "parse_devices", "run_worker", "set_target",
+    "TARGET_ATTR", "WORKER_ATTR", "WorkerProcess", "WorkerResult", "budget",
+    "enable_sqlite_wal", "join_study", "prepare_shared_study", "launch_workers", "parse_devices", "run_worker", "set_target",
     "start_workers", "study_lock", "study_target", "superseded_trials", "watch_workers",
     "worker_name", "worker_storage",
 ]

@@ -1,0 +1,198 @@
+"""Many workers, one study: a real PostgreSQL server (tests/pg.py) and a real SQLite file.
+
+Each test runs real `automtl worker` processes that train tiny models on tiny synthetic data,
+then checks the database: trial counts, unique numbers, Pareto table vs Optuna's best_trials,
+heartbeat-driven FAIL + retry of a SIGKILLed worker's trial.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from optuna.trial import TrialState
+from rich.console import Console
+
+from automtl.search.store import Store, epoch_metrics
+from automtl.search.study_config import load_study_config
+from automtl.search.workers import (
+    WORKER_ATTR,
+    Heartbeat,
+    budget,
+    launch_workers,
+    prepare_shared_study,
+    start_workers,
+    watch_workers,
+)
+from pg import PG_PASSWORD, pg_server, pg_url  # noqa: F401  (pytest fixtures)
+
+TINY_SPACE = """\
+name: tiny
+description: two small architectures for fast tests
+params:
+  model.arch:
+    choices:
+      shared_bottom: {model.bottom_dims: {choices: [[8], [16]]}}
+      mmoe: {model.n_experts: {int: [2, 3]}, model.expert_dims: {choices: [[8]]}}
+  model.embedding_dim: 4
+  model.tower_dims: {choices: [[4]]}
+  train.lr: {float: [1.0e-3, 1.0e-2], log: true}
+"""
+
+STUDY = """\
+name: {name}
+data: {{name: synthetic, options: {{rows: 3000, n_tasks: 2, rho: 0.5, seed: 0}}}}
+objectives: [ctr_auc, cvr_auc]
+space: tiny.yaml
+epochs: 1
+n_trials: {n_trials}
+sampler: random
+pruner: {{kind: none}}
+train: {{batch_size: 512, device: cpu}}
+"""
+
+ENTRY = "import sys; from automtl.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def write_study(folder: Path, name: str, n_trials: int) -> Path:
+    """A study preset + tiny search space in `folder`; returns the preset path."""
+    (folder / "tiny.yaml").write_text(TINY_SPACE)
+    path = folder / f"{name}.yaml"
+    path.write_text(STUDY.format(name=name, n_trials=n_trials))
+    return path
+
+
+def automtl(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess."""
+    return subprocess.run([sys.executable, "-c", ENTRY, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=200)
+
+
+def assert_front_matches_optuna(url: str, study: optuna.Study) -> None:
+    """automtl's Pareto table holds exactly Optuna's best trials, with their values."""
+    front = Store(url).front(study.study_name)
+    best = {t.number: t for t in study.best_trials}
+    assert sorted(r.trial_number for r in front) == sorted(best)
+    for row in front:
+        assert list(row.values.values()) == pytest.approx(best[row.trial_number].values)
+        assert row.config == best[row.trial_number].user_attrs["config"]
+
+
+def assert_epochs_recorded(url: str, study: optuna.Study) -> None:
+    """Every COMPLETE trial has its epoch-1 metrics in automtl's table (nothing lost)."""
+    engine = sa.create_engine(url)
+    t = epoch_metrics.c
+    with engine.connect() as conn:
+        trials = {n for (n,) in conn.execute(sa.select(t.trial_number).distinct()
+                                             .where(t.study_name == study.study_name,
+                                                    t.epoch == 1))}
+    engine.dispose()
+    done = {tr.number for tr in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert done <= trials
+
+
+def test_four_workers_on_postgres_reach_exactly_the_target(pg_url: str, tmp_path: Path) -> None:
+    cfg = load_study_config(write_study(tmp_path, "pg4", 24))
+    prepare_shared_study(cfg, pg_url, heartbeat=Heartbeat(2, 10))
+    out = quiet()
+    result = launch_workers(pg_url, "pg4", 4, log_dir=tmp_path / "logs", console=out)
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert result.ok, logs[-2000:]
+
+    study = optuna.load_study(study_name="pg4", storage=pg_url)
+    trials = study.get_trials()
+    numbers = [t.number for t in trials]
+    assert len(trials) == 24 and sorted(numbers) == list(range(24))  # no gaps, no duplicates
+    assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
+    assert budget(study).finished == 24 and result.budget.finished == 24
+    workers = {t.user_attrs[WORKER_ATTR] for t in trials}
+    assert len(workers) >= 2  # the work was really shared
+    assert_front_matches_optuna(pg_url, study)
+    assert_epochs_recorded(pg_url, study)
+    # the combined view reported every trial, and no password reached any output
+    assert all(f"trial {n} COMPLETE" in out.file.getvalue() for n in numbers)
+    assert PG_PASSWORD not in out.file.getvalue() + logs
+    assert "***@127.0.0.1" in logs
+
+
+def test_sigkilled_worker_trial_fails_after_grace_and_is_retried(pg_url: str,
+                                                                 tmp_path: Path) -> None:
+    cfg = load_study_config(write_study(tmp_path, "kill", 8))
+    hb = Heartbeat(1, 3)
+    prepare_shared_study(cfg, pg_url, heartbeat=hb)
+    procs = start_workers(pg_url, "kill", 3, log_dir=tmp_path / "logs")
+    victim = procs[0]
+    study = optuna.load_study(study_name="kill", storage=pg_url)
+    deadline = time.monotonic() + 180
+    killed_at = None
+    while time.monotonic() < deadline and killed_at is None:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if any(t.user_attrs.get(WORKER_ATTR) == victim.name for t in running):
+            os.kill(victim.process.pid, signal.SIGKILL)  # mid-trial: no chance to clean up
+            killed_at = datetime.now()
+        else:
+            time.sleep(0.05)
+    assert killed_at is not None, "the victim never started a trial"
+    result = watch_workers(pg_url, "kill", procs, console=quiet())
+    assert result.returncodes[0] == -signal.SIGKILL
+    assert result.returncodes[1:] == [0, 0], victim.log.read_text()[-2000:]
+
+    study = optuna.load_study(study_name="kill", storage=pg_url)
+    trials = study.get_trials()
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1
+    dead = failed[0]
+    assert dead.user_attrs.get(WORKER_ATTR) in (victim.name, None)  # killed maybe before tagging
+    # FAILed by another worker only after the grace period without heartbeats
+    assert (dead.datetime_complete - killed_at).total_seconds() >= hb.grace - hb.interval - 0.5
+    retries = [t for t in trials if t.system_attrs.get("retry_history") == [dead.number]]
+    assert len(retries) == 1
+    retry = retries[0]
+    assert retry.state == TrialState.COMPLETE and retry.params == dead.params
+    assert retry.user_attrs[WORKER_ATTR] != victim.name
+    # the study still reached its count: 8 slots, all COMPLETE, plus the superseded FAIL
+    assert len(trials) == 9 and sorted(t.number for t in trials) == list(range(9))
+    b = budget(study)
+    assert b.finished == 8 and b.states == {"COMPLETE": 8} and b.retried == 1
+    assert_front_matches_optuna(pg_url, study)
+
+
+def test_two_workers_share_one_sqlite_file(tmp_path: Path) -> None:
+    preset = write_study(tmp_path, "lite", 6)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    made = automtl("study", "create", "--study-config", str(preset), "--storage", url,
+                   "--heartbeat-interval", "2", "--grace-period", "10", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "target 6 trials" in made.stdout
+    result = launch_workers(url, "lite", 2, log_dir=tmp_path / "logs", console=quiet())
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert result.ok, logs[-2000:]
+    study = optuna.load_study(study_name="lite", storage=url)
+    trials = study.get_trials()
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs[WORKER_ATTR] for t in trials}) == 2
+    assert_front_matches_optuna(url, study)
+    assert_epochs_recorded(url, study)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
+    # a second `study create` with the same name refuses instead of touching the study
+    again = automtl("study", "create", "--study-config", str(preset), "--storage", url,
+                    cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert "Traceback" not in again.stderr
