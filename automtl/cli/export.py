@@ -1,0 +1,109 @@
+"""`automtl export`: write a chosen trial of a study as a config, a foreign-stack config or
+script, or a trained model (ONNX / TorchScript)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from automtl.cli._common import console, err_console
+from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP
+from automtl.search.store import DEFAULT_STORAGE
+
+FORMAT_HELP = ("yaml | json (automtl TrialConfig, for `automtl train --config`), fuxictr (folder "
+               "with model_config.yaml + dataset_config.yaml), torch-rechub (training script), "
+               "onnx | torchscript (trained model).")
+
+
+class _LazyProgress:
+    """Training progress that appears only when a model is actually retrained."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.inner: object | None = None
+
+    def on_batch_end(self, epoch: int, step: int, n_steps: int) -> None:
+        from automtl.cli.train import _ProgressCallback
+
+        if self.progress is None:
+            columns = [TextColumn("retraining, {task.description}"), BarColumn(),
+                       MofNCompleteColumn(), TimeElapsedColumn()]
+            self.progress = Progress(*columns, console=err_console, transient=True)
+            self.progress.start()
+            self.inner = _ProgressCallback(self.progress)
+        self.inner.on_batch_end(epoch, step, n_steps)  # type: ignore[union-attr]
+
+    def on_epoch_end(self, epoch: int, record: object) -> None:
+        if self.inner is not None:
+            self.inner.on_epoch_end(epoch, record)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def export_command(
+    study: str = typer.Option(..., "--study", help="Study name (see `automtl studies`)."),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
+                                help=STORAGE_HELP),
+    format: str = typer.Option(..., "--format", "-f", help=FORMAT_HELP),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file (fuxictr: output folder)."),
+    trial: Optional[int] = typer.Option(None, "--trial", help="Export this completed trial."),
+    pick: Optional[str] = typer.Option(None, "--pick", help="Choose by rule: knee (of the "
+                                       "normalised front)."),
+    weights: Optional[list[str]] = typer.Option(None, "--weights", help="Best weighted sum of "
+                                                "validation AUCs, e.g. ctr=0.7,cvr=0.3."),
+    minimum: Optional[list[str]] = typer.Option(None, "--min", help="Lower bound, e.g. ctr=0.72 "
+                                                "(repeatable; with --maximize)."),
+    maximize: Optional[str] = typer.Option(None, "--maximize", help="Objective to maximise "
+                                           "under the --min bounds."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder of the dataset "
+                                           "files (overrides the stored data.data_dir)."),
+    write_data: Optional[Path] = typer.Option(None, "--write-data", help="fuxictr/torch-rechub: "
+                                              "also write train/val/test CSVs here."),
+    retrain: bool = typer.Option(False, "--retrain", help="onnx/torchscript: retrain even if the "
+                                 "search saved a checkpoint."),
+    device: Optional[str] = typer.Option(None, "--device", help="Device for retraining (auto, "
+                                         "cpu, cuda, cuda:N)."),
+) -> None:
+    """Export one trial of a study, chosen by --trial, --pick, --weights or --min/--maximize."""
+    from automtl.errors import AutomtlError
+    from automtl.export import export_trial
+    from automtl.search.selection import parse_selection
+
+    rule = parse_selection(trial=trial, pick=pick, weights=weights, minimums=minimum,
+                           maximize=maximize)
+    if rule is None:
+        raise AutomtlError("choose a trial: --trial N, --pick knee, --weights ctr=0.7,cvr=0.3, "
+                           "or --min ctr=0.72 --maximize cvr")
+    progress = _LazyProgress()
+    try:
+        result = export_trial(storage, study, rule, format, out, data_dir=data_dir,
+                              write_data=write_data, retrain=retrain, device=device,
+                              callbacks=[progress])
+    finally:
+        progress.close()
+    chosen = result.chosen
+    values = ", ".join(f"{k} {v:.4f}" for k, v in chosen.row.values.items())
+    console.print(f"trial {chosen.trial_number} ({chosen.rule}): val {values}", highlight=False)
+    if result.model_source == "checkpoint":
+        console.print(f"model: the trial's checkpoint {chosen.row.attrs.get('checkpoint')}",
+                      highlight=False, soft_wrap=True)
+    elif result.model_source == "retrained":
+        again = ", ".join(f"{k} {result.retrain_val[k]:.4f}" for k in chosen.row.values
+                          if result.retrain_val and k in result.retrain_val)
+        console.print(f"model: retrained from the config: val {again}", highlight=False)
+    for line in result.dropped:
+        err_console.print(f"[yellow]dropped:[/] {line}", highlight=False, soft_wrap=True)
+    for line in result.notes:
+        err_console.print(f"note: {line}", highlight=False, soft_wrap=True)
+    for path in result.paths:
+        console.print(f"wrote {path}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `automtl export` to the CLI."""
+    app.command("export")(export_command)

@@ -1,0 +1,60 @@
+"""What a foreign training stack cannot express of a `TrialConfig` (shared by the writers).
+
+Each helper returns one short line per dropped or changed term; writers put them in a comment of
+the exported file and the CLI prints them, so nothing disappears silently.
+"""
+
+from __future__ import annotations
+
+from typing import Collection
+
+from automtl.config import LossConfig, ModelConfig, TrainConfig
+from automtl.errors import AutomtlError
+
+
+def require_arch(model: ModelConfig, tool: str, supported: dict[str, str]) -> str:
+    """The tool's class name for `model.arch`, or an `AutomtlError` naming what is missing."""
+    if model.arch in supported:
+        return supported[model.arch]
+    have = ", ".join(supported.values())
+    raise AutomtlError(
+        f"--format {tool}: {tool} has no {model.arch!r} architecture (it has {have}); "
+        "export this trial with --format yaml (automtl train) or onnx/torchscript instead")
+
+
+def model_gaps(model: ModelConfig) -> list[str]:
+    """Model terms no supported foreign stack has (task-specific bottoms, target attention)."""
+    out = []
+    if model.bottom != "shared":
+        out.append(f"model.bottom={model.bottom}: the task-specific bottom is dropped; the "
+                   "model reads the plain concatenation of feature embeddings")
+    if model.seq_pooling != "mean":
+        out.append(f"model.seq_pooling={model.seq_pooling}: sequences are mean-pooled instead")
+    return out
+
+
+def loss_gaps(loss: LossConfig, weighting: Collection[str]) -> list[str]:
+    """Loss terms beyond per-task BCE, and task-weighting schemes outside `weighting`."""
+    out = []
+    if loss.pwiser is not None:
+        p = loss.pwiser
+        out.append(f"loss.pwiser (PWiseR ranking term, lam={p.lam:g}, m1={p.m1:g}, m2={p.m2:g})")
+    if loss.dependency is not None:
+        out.append(f"loss.dependency (APEM sequential-dependence term, tau={loss.dependency.tau})")
+    if loss.calibrator is not None:
+        out.append(f"loss.calibrator (AITM calibrator, alpha={loss.calibrator.alpha:g})")
+    w = loss.weighting
+    uneven = any(abs(v - 1.0) > 1e-12 for v in w.weights.values())
+    if w.scheme not in weighting:
+        out.append(f"loss.weighting.scheme={w.scheme}: tasks are weighted equally instead")
+    elif w.scheme == "fixed" and uneven:
+        out.append(f"loss.weighting.weights={w.weights}: tasks are weighted equally instead")
+    return out
+
+
+def train_gaps(train: TrainConfig, *, grad_clip: bool) -> list[str]:
+    """Training settings a stack cannot take (gradient clipping when `grad_clip` is False)."""
+    out = []
+    if train.grad_clip is not None and not grad_clip:
+        out.append(f"train.grad_clip={train.grad_clip:g}: no gradient clipping")
+    return out

@@ -1,0 +1,145 @@
+"""Trained models as ONNX or TorchScript files for serving.
+
+Both take plain tensors instead of automtl's `Batch`: inputs ``sparse`` (int32 ``[B, n_sparse]``),
+``dense`` (float32 ``[B, n_dense]``) and one int32 ``[B, max_len]`` input per sequence field (named
+after the field, 0 = padding), each present only when the dataset has such fields. Outputs: one
+float32 ``[B]`` tensor per task, named after the task, holding the unconditional probability
+p(task = 1 | x) (sigmoid of the model's logit). The input/output layout and the trial config are
+stored in the file (ONNX metadata ``automtl.*``; TorchScript extra file ``automtl.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from automtl.data.batching import Batch
+from automtl.data.schema import FeatureSpec, Split, TaskSpec
+from automtl.errors import AutomtlError
+
+
+def input_names(features: Sequence[FeatureSpec]) -> list[str]:
+    """Names of the exported model's inputs, in call order."""
+    names = []
+    if any(f.kind == "sparse" for f in features):
+        names.append("sparse")
+    if any(f.kind == "dense" for f in features):
+        names.append("dense")
+    names += [f.name for f in features if f.kind == "sequence"]
+    if len(set(names)) != len(names):
+        raise AutomtlError("a sequence field is named 'sparse' or 'dense', which clashes with the "
+                           "exported model's input names; rename the field")
+    return names
+
+
+class TensorModel(nn.Module):
+    """An automtl model called with tensors (see module docstring), returning task probabilities."""
+
+    def __init__(self, model: nn.Module, features: Sequence[FeatureSpec]) -> None:
+        super().__init__()
+        self.model = model
+        self.task_names: list[str] = list(model.task_names)  # type: ignore[arg-type]
+        self.n_sparse = sum(f.kind == "sparse" for f in features)
+        self.n_dense = sum(f.kind == "dense" for f in features)
+        self.seq_names = [f.name for f in features if f.kind == "sequence"]
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        it = iter(inputs)
+        first = inputs[0]
+        sparse = next(it) if self.n_sparse else first.new_zeros((first.shape[0], 0), dtype=torch.int32)
+        dense = next(it) if self.n_dense else first.new_zeros((first.shape[0], 0), dtype=torch.float32)
+        sequences = {name: next(it) for name in self.seq_names}
+        labels = dense.new_zeros((first.shape[0], 0))  # models never read labels
+        out = self.model(Batch(sparse=sparse, dense=dense, sequences=sequences, labels=labels))
+        return tuple(torch.sigmoid(out[name].float()) for name in self.task_names)
+
+
+def example_inputs(split: Split, features: Sequence[FeatureSpec], rows: int = 64,
+                   start: int = 0) -> tuple[Tensor, ...]:
+    """Rows ``[start, start + rows)`` of a split as the exported model's input tensors."""
+    sl = slice(start, start + rows)
+    out: list[Tensor] = []
+    if any(f.kind == "sparse" for f in features):
+        out.append(torch.as_tensor(split.sparse[sl], dtype=torch.int32))
+    if any(f.kind == "dense" for f in features):
+        out.append(torch.as_tensor(split.dense[sl], dtype=torch.float32))
+    out += [torch.as_tensor(split.sequences[f.name][sl], dtype=torch.int32)
+            for f in features if f.kind == "sequence"]
+    return tuple(out)
+
+
+def _metadata(features: Sequence[FeatureSpec], tasks: Sequence[TaskSpec],
+              extra: dict[str, Any] | None) -> dict[str, str]:
+    meta = {
+        "automtl.inputs": json.dumps(input_names(features)),
+        "automtl.outputs": json.dumps([t.name for t in tasks]),
+        "automtl.sparse_fields": json.dumps([f.name for f in features if f.kind == "sparse"]),
+        "automtl.dense_fields": json.dumps([f.name for f in features if f.kind == "dense"]),
+        "automtl.sequence_fields": json.dumps(
+            {f.name: f.max_len for f in features if f.kind == "sequence"}),
+    }
+    for k, v in (extra or {}).items():
+        meta[f"automtl.{k}"] = v if isinstance(v, str) else json.dumps(v)
+    return meta
+
+
+def _expm1_symbolic(g: Any, x: Any) -> Any:
+    """ONNX has no Expm1: 2 tanh(x/2) / (1 - tanh(x/2)) keeps full precision near 0 (where the
+    ESMM head's log1mexp needs it), exp(x) - 1 is used for |x| >= 0.5."""
+    def const(v: float) -> Any:
+        return g.op("Constant", value_t=torch.tensor(v, dtype=torch.float32))
+
+    t = g.op("Tanh", g.op("Mul", x, const(0.5)))
+    near_zero = g.op("Div", g.op("Mul", t, const(2.0)), g.op("Sub", const(1.0), t))
+    far = g.op("Sub", g.op("Exp", x), const(1.0))
+    return g.op("Where", g.op("Less", g.op("Abs", x), const(0.5)), near_zero, far)
+
+
+def export_onnx(model: nn.Module, features: Sequence[FeatureSpec], tasks: Sequence[TaskSpec],
+                example: Sequence[Tensor], path: str | Path,
+                metadata: dict[str, Any] | None = None, opset: int = 17) -> Path:
+    """Write `model` (on CPU, eval mode) as ONNX with a dynamic batch axis; returns the path."""
+    import onnx  # the "export" extra
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    wrapped = TensorModel(model, features).cpu().eval()
+    names = input_names(features)
+    outputs = [t.name for t in tasks]
+    axes = {n: {0: "batch"} for n in names + outputs}
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript-based exporter handles these graphs without onnxscript; torch warns
+        # that it is the legacy path.
+        warnings.simplefilter("ignore")
+        torch.onnx.register_custom_op_symbolic("aten::expm1", _expm1_symbolic, opset)
+        torch.onnx.export(wrapped, tuple(example), str(p), dynamo=False, input_names=names,
+                          output_names=outputs, dynamic_axes=axes, opset_version=opset)
+    proto = onnx.load(str(p))
+    for k, v in _metadata(features, tasks, metadata).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(proto, str(p))
+    return p
+
+
+def export_torchscript(model: nn.Module, features: Sequence[FeatureSpec],
+                       tasks: Sequence[TaskSpec], example: Sequence[Tensor], path: str | Path,
+                       metadata: dict[str, Any] | None = None) -> Path:
+    """Write `model` (on CPU, eval mode) as a traced TorchScript module; returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    wrapped = TensorModel(model, features).cpu().eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit deprecation notices
+        traced = torch.jit.trace(wrapped, tuple(example), check_trace=False)
+        extra = {"automtl.json": json.dumps(_metadata(features, tasks, metadata))}
+        torch.jit.save(traced, str(p), _extra_files=extra)
+    return p
+
+
+__all__ = ["TensorModel", "example_inputs", "export_onnx", "export_torchscript", "input_names"]
