@@ -71,6 +71,10 @@ class ModelConfig:
     # apem / asrg bottom
     inducing_points: int = 8
     ps_layers: int = 2
+    # apem smooth-step gamma = max(start - decay * training_step, min) (paper: 10, 2e-4, 1e-3)
+    apem_gamma_start: float = 10.0
+    apem_gamma_decay: float = 2e-4
+    apem_gamma_min: float = 1e-3
     # stem bottom
     stem_embedding_dim: int = 16
 
@@ -86,6 +90,25 @@ class ModelConfig:
             _dims(name, getattr(self, name))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
+        self._validate_bottoms()
+
+    def _validate_bottoms(self) -> None:
+        # issue 8: DTRN / APEM / STEM settings
+        _positive("apem_gamma_min", self.apem_gamma_min)
+        if self.apem_gamma_start < self.apem_gamma_min:
+            raise ConfigError(f"apem_gamma_start: must be >= apem_gamma_min ({self.apem_gamma_min}), "
+                              f"got {self.apem_gamma_start}")
+        if self.apem_gamma_decay < 0:
+            raise ConfigError(f"apem_gamma_decay: must be >= 0, got {self.apem_gamma_decay}")
+        if self.arch == "apem" and self.bottom != "apem":
+            raise ConfigError(f"bottom: arch apem runs on its own ASRG bottom; set bottom: apem "
+                              f"(got {self.bottom})")
+        if self.bottom == "dtrn" and self.transformer_dim % self.transformer_heads:
+            raise ConfigError(f"transformer_heads: {self.transformer_heads} does not divide "
+                              f"transformer_dim {self.transformer_dim}; pick a divisor")
+        if self.bottom == "apem" and self.embedding_dim % self.transformer_heads:
+            raise ConfigError(f"transformer_heads: {self.transformer_heads} does not divide "
+                              f"embedding_dim {self.embedding_dim} (APEM attention); pick a divisor")
 
 
 @dataclass
