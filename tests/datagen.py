@@ -206,7 +206,7 @@ def write_processed(folder: Path, layout: str = "ali-ccp", rows: dict[str, int] 
 
 def break_csv(path: Path, defect: str, column: str = "205", line: int = 5) -> None:
     """Give a processed CSV one defect: missing_column, extra_column, nonbinary_label, nan_id,
-    empty, truncated, not_utf8."""
+    nan_text_id, empty, truncated, not_utf8."""
     with path.open(newline="") as fh:
         table = list(csv.reader(fh))
     header, body = table[0], table[1:]
@@ -219,6 +219,8 @@ def break_csv(path: Path, defect: str, column: str = "205", line: int = 5) -> No
         body[line - 2][header.index("click")] = "2"
     elif defect == "nan_id":
         body[line - 2][header.index(column)] = ""
+    elif defect == "nan_text_id":
+        body[line - 2][header.index(column)] = "nan"
     elif defect == "empty":
         table = [header]
     elif defect == "truncated":

@@ -88,6 +88,7 @@ def _assert_one_line_error(rc: int, err: str, *parts: str) -> None:
     ("extra_column", ["train.csv", "unexpected column(s) 'surprise'"]),
     ("nonbinary_label", ["train.csv", "line 5", "'click'", "must be 0 or 1"]),
     ("nan_id", ["train.csv", "line 5", "'205'", "empty/NaN"]),
+    ("nan_text_id", ["train.csv", "line 5", "'205'", "empty/NaN"]),
     ("empty", ["train.csv", "no data rows"]),
     ("truncated", ["train.csv", "line 41", "fields, the header has 33", "truncated"]),
     ("not_utf8", ["train.csv", "not a UTF-8 text CSV"]),

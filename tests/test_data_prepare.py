@@ -145,3 +145,21 @@ def test_broken_raw_files(tmp_path, defect, match):
     sk.write_bytes(b"\n".join(lines))
     with pytest.raises(DataError, match=match):
         prepare_ali_ccp(raw, tmp_path / "out")
+
+
+def test_text_feature_ids_and_header_and_crlf_are_accepted(tmp_path):
+    """Raw files written by other tools: a header line, CRLF endings, non-numeric feature ids."""
+    raw = write_raw_ali_ccp(tmp_path / "raw", n_train=60, n_test=20, seed=5)
+    for split in ("train", "test"):
+        sk = raw.folder / f"sample_skeleton_{split}.csv"
+        body = sk.read_bytes().replace(b"205\x02", b"205\x02item")  # 205 ids become text
+        sk.write_bytes(b"sample_id,click,buy,md5,feature_num,feature_list\r\n"
+                       + body.replace(b"\n", b"\r\n"))
+    report = prepare_ali_ccp(raw.folder, tmp_path / "out", val_fraction=0.0)
+    ds = load_columnar(tmp_path / "out")
+    assert report.rows["train"] == len(raw.rows["train"])
+    j = list(SPARSE_FIELDS).index("205")
+    m = _mapping([r.ids["205"] for r in raw.rows["train"]], ds.splits["train"].sparse[:, j])
+    assert len(m) == ds.sparse_features[j].vocab_size - 1
+    assert np.array_equal(ds.splits["train"].labels[:, 0],
+                          [r.click for r in raw.rows["train"]])

@@ -22,6 +22,7 @@ Choices (documented because the release leaves them open):
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -125,6 +126,14 @@ def _first_bad(arr: pa.Array, to: pa.DataType) -> int:
     return 0
 
 
+def _hash_ids(ids: pa.Array) -> np.ndarray:
+    """Stable 64-bit ids of text feature ids (blake2b of each distinct string)."""
+    uniq, inverse = np.unique(ids.to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
+    codes = np.array([int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(),
+                                     "little", signed=True) for u in uniq], dtype=np.int64)
+    return codes[inverse]
+
+
 class _Parser:
     """Parses feature-list columns with the train vocabularies (grown on train, frozen on test)."""
 
@@ -171,11 +180,8 @@ class _Parser:
         fidx = fld.to_numpy(zero_copy_only=False).astype(np.int64)
         try:
             raw_ids = pc.cast(parts.field(1), pa.int64()).to_numpy(zero_copy_only=False)
-        except pa.ArrowInvalid:
-            k = _first_bad(parts.field(1), pa.int64())
-            raise DataError(f"{path}: line {lines[parent[k]]}: feature id "
-                            f"{parts.field(1)[k].as_py()[:20]!r} is not an integer; fix the row"
-                            ) from None
+        except pa.ArrowInvalid:  # non-numeric feature ids (not in the release, but allowed)
+            raw_ids = _hash_ids(parts.field(1))
         try:
             values = pc.cast(parts.field(2), pa.float64()).to_numpy(zero_copy_only=False)
         except pa.ArrowInvalid:

@@ -114,6 +114,18 @@ def read_table(path: Path, layout: TableLayout) -> dict[str, np.ndarray]:
                    else "fill the missing values")
             raise DataError(f"{path}: line {row + 2}, column {name!r} is empty/NaN; {fix}")
         arr = col.to_numpy()
+        if name in layout.sparse and np.issubdtype(arr.dtype, np.floating):
+            bad = np.flatnonzero(~np.isfinite(arr))
+            if bad.size:
+                raise DataError(f"{path}: line {int(bad[0]) + 2}, column {name!r} is empty/NaN; "
+                                "fill missing ids with a value (e.g. 0)")
+            big = np.flatnonzero(np.abs(arr) >= 2.0**63)
+            if big.size:  # one id past int64 turns the column into floats: would wrap silently
+                raise DataError(f"{path}: line {int(big[0]) + 2}, column {name!r} has id "
+                                f"{arr[big[0]]:.0f} beyond the 64-bit integer range; re-map "
+                                "the ids to integers below 2^63 (or to strings)")
+            if np.array_equal(arr, np.floor(arr)):  # ids written as 3.0
+                arr = arr.astype(np.int64)
         if name in layout.dense or name in {t.label for t in layout.tasks}:
             conv = layout.label_maps.get(name)
             if conv is not None:
