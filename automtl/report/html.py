@@ -4,7 +4,6 @@ summary table and every figure of a study."""
 from __future__ import annotations
 
 import html
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,12 @@ code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:0.9em}
 """
 
 
+def _fmt(value: Any) -> str:
+    return f"{value:.5g}" if isinstance(value, float) else str(value)
+
+
 def _e(value: Any) -> str:
-    if isinstance(value, float):
-        value = f"{value:.5g}"
-    return html.escape(str(value), quote=True)
+    return html.escape(_fmt(value), quote=True)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -79,7 +80,7 @@ def summary_html(snap: StudySnapshot) -> str:
         for t in sorted(front_rows, key=lambda t: t.number):
             test = t.user_attrs.get("test_metrics") or {}
             rows.append([t.number, *t.values, *[test.get(o, "-") for o in snap.objectives],
-                         t.arch, json.dumps(t.params, sort_keys=True, default=str)])
+                         t.arch, ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t.params.items()))])
         parts.append(_table(header, rows))
     return "\n".join(parts)
 
