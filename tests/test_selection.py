@@ -147,3 +147,11 @@ def test_describe():
     assert parse_selection(minimums="ctr=0.72", maximize="cvr").describe() == \
         "ctr >= 0.72, then max cvr"
     assert parse_selection(weights="ctr=0.7,cvr=0.3").describe() == "max 0.7*ctr + 0.3*cvr"
+
+
+def test_knee_points_on_the_extremes_line_tie_to_utopia():
+    # (5/7, 2/7) lies on the line through (1, 0) and (0, 1) up to float noise: the tie goes to
+    # the point nearest utopia, not to whichever extreme the rounding favours.
+    front = [_row(0, ctr_auc=0.70, cvr_auc=0.60), _row(1, ctr_auc=0.72, cvr_auc=0.58),
+             _row(3, ctr_auc=0.65, cvr_auc=0.65)]
+    assert pick(Selection(pick="knee"), front) == 0

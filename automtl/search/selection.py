@@ -190,7 +190,8 @@ def knee_scores(cands: Sequence[Candidate], objectives: Sequence[str],
     # Cross product sign: the utopia corner (1, 1) lies on the positive side of a->b for a
     # maximisation front where a is best on x and b is best on y.
     side = 1.0 if dx * (1.0 - a[1]) - dy * (1.0 - a[0]) >= 0 else -1.0
-    dist = [side * (dx * (p[1] - a[1]) - dy * (p[0] - a[0])) / length for p in pts]
+    # Rounded so points on the line (exactly, up to float noise) tie and utopia decides.
+    dist = [round(side * (dx * (p[1] - a[1]) - dy * (p[0] - a[0])) / length, 12) for p in pts]
     return list(zip(dist, utopia))
 
 
