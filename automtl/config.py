@@ -100,13 +100,10 @@ class ModelConfig:
                               f"got {self.apem_gamma_start}")
         if self.apem_gamma_decay < 0:
             raise ConfigError(f"apem_gamma_decay: must be >= 0, got {self.apem_gamma_decay}")
-        if self.arch == "apem" and self.bottom != "apem":
-            raise ConfigError(f"bottom: arch apem runs on its own ASRG bottom; set bottom: apem "
-                              f"(got {self.bottom})")
         if self.bottom == "dtrn" and self.transformer_dim % self.transformer_heads:
             raise ConfigError(f"transformer_heads: {self.transformer_heads} does not divide "
                               f"transformer_dim {self.transformer_dim}; pick a divisor")
-        if self.bottom == "apem" and self.embedding_dim % self.transformer_heads:
+        if "apem" in (self.arch, self.bottom) and self.embedding_dim % self.transformer_heads:
             raise ConfigError(f"transformer_heads: {self.transformer_heads} does not divide "
                               f"embedding_dim {self.embedding_dim} (APEM attention); pick a divisor")
 

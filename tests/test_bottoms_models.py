@@ -70,7 +70,7 @@ def make_batch(n: int = 16, seed: int = 0, sequences: bool = True) -> Batch:
 
 
 @pytest.mark.parametrize("bottom", ["dtrn", "apem", "stem"])
-@pytest.mark.parametrize("arch", BODIES)
+@pytest.mark.parametrize("arch", BODIES + ["apem"])
 def test_every_bottom_feeds_every_body(bottom: str, arch: str) -> None:
     torch.manual_seed(0)
     model = build_model(small_cfg(arch=arch, bottom=bottom), FEATURES, TASKS)
@@ -89,12 +89,26 @@ def test_apem_arch_on_its_asrg_bottom() -> None:
     model = build_model(small_cfg(arch="apem", bottom="apem"), FEATURES, TASKS)
     assert isinstance(model.bottom, ASRGBottom)
     assert model.bottom.out_dim == 4 * 8  # K * d
+    assert model.body.asrg is None  # no second ASRG on top of the ASRG bottom
     out = model(make_batch())
     assert all(v.shape == (16,) and torch.isfinite(v).all() for v in out.values())
     # ESMM head on top works too
     model = build_model(small_cfg(arch="apem", bottom="apem", head="esmm"), FEATURES, TASKS)
     out = model(make_batch())
     assert (torch.sigmoid(out["ctcvr"]) <= torch.sigmoid(out["ctcart"]) + 1e-6).all()
+
+
+@pytest.mark.parametrize("bottom", ["shared", "dtrn", "stem"])
+def test_apem_arch_runs_its_own_asrg_on_other_bottoms(bottom: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(small_cfg(arch="apem", bottom=bottom), FEATURES, TASKS)
+    assert model.body.asrg is not None
+    out_dim = model.bottom.out_dim
+    assert model.body.asrg.selector[0][0].in_features == -(-out_dim // 8) * 8  # padded fields
+    model.train()
+    out = model(make_batch())
+    assert all(v.shape == (16,) and torch.isfinite(v).all() for v in out.values())
+    assert int(model.body.asrg.step) == 1
 
 
 @pytest.mark.parametrize("injection", INJECTIONS)
@@ -154,8 +168,8 @@ def test_stem_task_loss_leaves_other_tasks_tables_untouched() -> None:
 
 
 def test_bottom_config_errors_are_one_line() -> None:
-    with pytest.raises(ConfigError, match="arch apem runs on its own ASRG bottom"):
-        build_model(small_cfg(arch="apem"), FEATURES, TASKS)
+    with pytest.raises(ConfigError, match="transformer_heads: 3 does not divide embedding_dim 8"):
+        build_model(small_cfg(arch="apem", transformer_heads=3), FEATURES, TASKS)
     with pytest.raises(ConfigError, match="transformer_heads: 3 does not divide transformer_dim 8"):
         build_model(small_cfg(bottom="dtrn", transformer_heads=3), FEATURES, TASKS)
     with pytest.raises(ConfigError, match="apem_gamma_start"):

@@ -25,9 +25,9 @@ Choices where the paper is ambiguous (documented and tested):
 - Fields H: sparse embeddings, pooled sequences (``seq_pooling``) and one field per dense value,
   ``x_j * v_j`` with a learned vector v_j (the paper log-rounds numbers into ids instead).
 - Attention heads: ``transformer_heads`` (must divide ``embedding_dim``; paper: 2).
-- As a bottom of other bodies, ASRG outputs flatten(Y) [B, K * d] (one shared input); the full
-  APEM arch ("apem") puts the Pattern Selector and towers on top of that same bottom, so it
-  requires ``bottom: apem``.
+- As a bottom of other bodies, ASRG outputs flatten(Y) [B, K * d] (one shared input). The full
+  APEM arch ("apem") puts the Pattern Selector and towers on that bottom, or runs its own ASRG
+  over any other bottom's output (see `APEM`).
 - Pattern Selector weights (W^K, W^V, W^O, LayerNorm) are separate per task and per layer (the
   "Task Specific Adapter" of Fig. 6); attention heads as in Eq. (15).
 """
@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from automtl.config import ModelConfig
 from automtl.data.batching import Batch
 from automtl.data.schema import FeatureSpec, TaskSpec
-from automtl.models.base import Body, BodyInput
+from automtl.models.base import Body, BodyInput, as_input
 from automtl.models.blocks import Towers, mlp
 from automtl.models.embedding import FeatureEmbedding, SequencePooling
 from automtl.models.registry import register_arch, register_bottom
@@ -115,7 +115,7 @@ class ASRG(nn.Module):
 
 
 class PatternSelector(nn.Module):
-    """Explicit Pattern Selector, Eq. (18)-(19): Y [B, K, d] -> T [B, n_tasks, d].
+    """Explicit Pattern Selector, Eq. (18)-(19): Y [B, K, d] (or [T, B, K, d]) -> [B, T, d].
 
     Per layer k and task i: F = Attention(alpha_i^k, Y W^K, Y W^V) W^O, T^k = LN(T^{k-1} + F).
     """
@@ -135,11 +135,13 @@ class PatternSelector(nn.Module):
         self.ln_b = nn.Parameter(torch.zeros(layers, n_tasks, dim))
 
     def forward(self, y: Tensor) -> Tensor:
-        b = y.shape[0]
+        """y: shared [B, K, d] or per task [T, B, K, d] (task i reads y[i]) -> [B, T, d]."""
+        b = y.shape[-3]
+        spec = "bfd,tde->btfe" if y.dim() == 3 else "tbfd,tde->btfe"
         t = None
         for k in range(self.alpha.shape[0]):
-            keys = torch.einsum("bfd,tde->btfe", y, self.w_k[k])  # [B, T, K, d]
-            vals = torch.einsum("bfd,tde->btfe", y, self.w_v[k])
+            keys = torch.einsum(spec, y, self.w_k[k])  # [B, T, K, d]
+            vals = torch.einsum(spec, y, self.w_v[k])
             q = self.alpha[k][None, :, None, :].expand(b, -1, 1, -1)  # [B, T, 1, d]
             f = multihead_attention(q, keys, vals, self.heads).squeeze(2)  # [B, T, d]
             f = torch.einsum("btd,tde->bte", f, self.w_o[k]) + self.b_o[k]
@@ -188,23 +190,39 @@ class ASRGBottom(nn.Module):
 
 @register_arch("apem")
 class APEM(Body):
-    """Full APEM body on the ASRG bottom: Y [B, K, d] -> Pattern Selector -> one tower per task.
+    """Full APEM body: ASRG -> Pattern Selector -> one tower per task.
 
-    Input: the ``apem`` bottom's flatten(Y) ``[B, K * d]`` (``ModelConfig`` enforces bottom apem).
-    The paper's sequential-dependence loss L_D-Task is the ``loss.dependency`` term.
+    On the ``apem`` bottom the input already is flatten(Y) ``[B, K * d]`` and goes straight to the
+    Pattern Selector. On any other bottom the body runs its own ASRG over the bottom output cut
+    into d-sized fields (the shared bottom's output is field-aligned: [e_1 .. e_F, pooled
+    sequences, dense]; zero-padded to a multiple of d); per-task inputs ``[T, B, D]`` go through
+    the same ASRG and task i's Pattern Selector reads task i's Y. The paper's sequential-dependence
+    loss L_D-Task is the ``loss.dependency`` term.
     """
 
     def __init__(self, cfg: ModelConfig, in_dim: int, tasks: Sequence[TaskSpec]) -> None:
         super().__init__(cfg, in_dim, tasks)
         d = cfg.embedding_dim
-        if in_dim % d:
-            raise ValueError(f"APEM input dim {in_dim} is not K * embedding_dim ({d})")
         self.dim = d
+        self.asrg: ASRG | None = None
+        if cfg.bottom == "apem":
+            if in_dim % d:
+                raise ValueError(f"APEM input dim {in_dim} is not K * embedding_dim ({d})")
+        else:
+            n_fields = -(-in_dim // d)
+            self.pad = n_fields * d - in_dim
+            self.asrg = ASRG(n_fields, d, cfg.inducing_points, cfg.transformer_heads,
+                             schedule_from(cfg))
         self.selector = PatternSelector(self.n_tasks, d, cfg.ps_layers, cfg.transformer_heads)
         self.towers = Towers(self.n_tasks, d, cfg.tower_dims, cfg.activation, cfg.dropout)
 
     def forward(self, x: BodyInput) -> Tensor:
-        if not isinstance(x, Tensor) or x.dim() != 2:
-            raise ValueError("APEM takes the shared [B, K * d] output of the apem (ASRG) bottom")
-        y = x.view(x.shape[0], -1, self.dim)  # [B, K, d]
+        x = as_input(x, self.n_tasks)  # [B, D] or [T, B, D]
+        if self.asrg is None:
+            y = x.view(*x.shape[:-1], -1, self.dim)  # the ASRG bottom's Y
+        else:
+            h = F.pad(x, (0, self.pad)) if self.pad else x
+            h = h.reshape(-1, h.shape[-1] // self.dim, self.dim)  # [B or T*B, F, d]
+            y = self.asrg(h)
+            y = y.view(*x.shape[:-1], *y.shape[1:])
         return self.towers(self.selector(y).transpose(0, 1))  # [T, B, d] -> [T, B]
