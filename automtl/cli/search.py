@@ -139,6 +139,10 @@ def search_command(
     report: Optional[Path] = typer.Option(None, "--report", help="HTML report path (default "
                                           "reports/<study>.html)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML report."),
+    workers: int = typer.Option(1, "--workers", help="Local worker processes sharing the study "
+                                "(see `automtl worker`; one per --devices entry by default)."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Devices of the workers, "
+                                          "e.g. 0,1 (= cuda:0,cuda:1), assigned round-robin."),
 ) -> None:
     """Search MTL architectures, losses and task weights; keep the Pareto front in SQL."""
     import optuna
@@ -182,13 +186,38 @@ def search_command(
                   highlight=False, soft_wrap=True)
 
     started = time.perf_counter()
+    if workers != 1 or devices:  # several processes: automtl.search.workers runs and shows them
+        from automtl.search.workers import search_with_workers
+
+        if workers < 1:
+            raise AutomtlError(f"--workers {workers}: must be >= 1")
+        if save_checkpoints:
+            raise AutomtlError("--save-checkpoints is not supported with --workers; drop one")
+        result = search_with_workers(cfg, storage=storage, study_name=name,
+                                     n_workers=workers if workers > 1 else None,
+                                     devices=devices, device=device, console=console)
+    else:
+        result = _search_in_process(cfg, storage, name, device, save_checkpoints)
+    elapsed = time.perf_counter() - started
+    _print_result(result, name, storage, elapsed, device, reeval_top, seeds, report, no_report)
+
+
+def _search_in_process(cfg: Any, storage: str, name: str, device: Optional[str],
+                       save_checkpoints: bool) -> Any:
+    from automtl.search.runner import run_search
+
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
                   MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                   TimeRemainingColumn(), console=console, transient=True) as progress:
         listener = RichSearchListener(progress, list(cfg.objectives), storage)
-        result = run_search(cfg, storage=storage, study_name=name, device=device,
-                            save_checkpoints=save_checkpoints, listener=listener)
-    elapsed = time.perf_counter() - started
+        return run_search(cfg, storage=storage, study_name=name, device=device,
+                          save_checkpoints=save_checkpoints, listener=listener)
+
+
+def _print_result(result: Any, name: str, storage: str, elapsed: float, device: Optional[str],
+                  reeval_top: int, seeds: int, report: Optional[Path], no_report: bool) -> None:
+    from automtl.search.runner import reevaluate
+
     states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(result.states.items()))
     console.print(front_table(result.front, result.objectives,
                               f"Pareto front of {name!r}: {len(result.front)} trials"))

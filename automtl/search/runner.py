@@ -28,6 +28,7 @@ from automtl.search.store import (
     DEFAULT_STORAGE,
     FrontRow,
     Store,
+    _wrap_db_error,
     make_storage,
     mask_url,
     objective_names,
@@ -125,8 +126,12 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
     existing = name in optuna.get_all_study_names(rdb)
     sampler = make_sampler(cfg.sampler, cfg.seed if sampler_seed is None else sampler_seed,
                            cfg.n_trials)
-    study = optuna.create_study(storage=rdb, study_name=name, sampler=sampler,
-                                directions=["maximize"] * len(objectives), load_if_exists=True)
+    try:
+        study = optuna.create_study(storage=rdb, study_name=name, sampler=sampler,
+                                    directions=["maximize"] * len(objectives),
+                                    load_if_exists=True)
+    except optuna.exceptions.StorageInternalError as exc:  # e.g. a read-only database file
+        raise _wrap_db_error(storage, exc.__cause__ or exc) from None
     data_dict = to_dict(cfg.data)
     if existing:
         attrs = study.user_attrs

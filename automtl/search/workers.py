@@ -48,8 +48,23 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automtl.errors import AutomtlError
 from automtl.search.study_config import StudyConfig
-from automtl.search.runner import SearchListener, make_sampler, optimize_study, prepare_study
-from automtl.search.store import _engine_kwargs, make_storage, mask_url, sqlite_path, study_names
+from automtl.search.runner import (
+    SearchListener,
+    SearchResult,
+    make_sampler,
+    optimize_study,
+    prepare_study,
+)
+from automtl.search.store import (
+    Store,
+    _engine_kwargs,
+    _wrap_db_error,
+    make_storage,
+    mask_url,
+    objective_names,
+    sqlite_path,
+    study_names,
+)
 
 # Study user attributes written by `automtl study create` / `automtl search` and read here.
 TARGET_ATTR = "target_trials"
@@ -413,6 +428,8 @@ def run_worker(
                 break
     except KeyboardInterrupt:
         result.stopped_by = "interrupted"
+    except optuna.exceptions.StorageInternalError as exc:  # e.g. the database became read-only
+        raise _wrap_db_error(storage_url, exc.__cause__ or exc) from None
     finally:
         lock.close()
         result.seconds = time.monotonic() - start
@@ -608,8 +625,6 @@ def watch_workers(
     from rich.console import Console  # noqa: PLC0415
     from rich.live import Live  # noqa: PLC0415
 
-    from automtl.search.store import objective_names  # noqa: PLC0415
-
     console = console or Console()
     storage = make_storage(storage_url, must_exist=True)
     study = optuna.load_study(study_name=study_name, storage=storage)
@@ -684,10 +699,41 @@ def launch_workers(
     return watch_workers(storage_url, study_name, procs, console=console)
 
 
+def search_with_workers(
+    cfg: StudyConfig,
+    *,
+    storage: str,
+    study_name: str | None = None,
+    n_workers: int | None = None,
+    devices: str | Sequence[str] | None = None,
+    device: str | None = None,
+    console: Any = None,
+) -> SearchResult:
+    """`automtl search --workers N [--devices 0,1]`: create or resume the study of `cfg`, add
+    `cfg.n_trials` trial slots to its target, run local worker processes until it is reached."""
+    devs = parse_devices(devices) or ([device] if device else [])
+    study = prepare_shared_study(cfg, storage, study_name)
+    before = {t.number for t in study.get_trials(deepcopy=False)}
+    launched = launch_workers(storage, study.study_name, n_workers, devices=devs,
+                              timeout=cfg.timeout, console=console)
+    if not launched.ok:
+        bad = [f"worker {i}: exit code {rc}" for i, rc in enumerate(launched.returncodes) if rc]
+        raise AutomtlError(f"{len(bad)} of {len(launched.returncodes)} workers failed ("
+                           f"{'; '.join(bad)}); their logs are in {launched.log_dir}; rerun to "
+                           "resume")
+    study = optuna.load_study(study_name=study.study_name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    states = dict(Counter(t.state.name for t in trials))
+    new = sorted(t.number for t in trials if t.number not in before)
+    front = Store(storage).refresh_front(study)
+    return SearchResult(study.study_name, mask_url(storage), objective_names(study), front,
+                        len(new), states, launched.seconds, False, new)
+
+
 __all__ = [
     "Budget", "HEARTBEAT_ATTR", "Heartbeat", "LaunchResult", "STORAGE_ENV", "StudyLock",
     "TARGET_ATTR", "WORKER_ATTR", "WorkerProcess", "WorkerResult", "budget",
-    "enable_sqlite_wal", "join_study", "prepare_shared_study", "launch_workers", "parse_devices", "run_worker", "set_target",
+    "enable_sqlite_wal", "join_study", "prepare_shared_study", "search_with_workers", "launch_workers", "parse_devices", "run_worker", "set_target",
     "start_workers", "study_lock", "study_target", "superseded_trials", "watch_workers",
     "worker_name", "worker_storage",
 ]
