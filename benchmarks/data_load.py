@@ -95,6 +95,10 @@ def bench_batches(rows: int, batch_size: int, peer_rows: int) -> dict[str, float
 
     n_shuf, shuf_s = _timed(lambda: epoch(True))
     n_seq, seq_s = _timed(lambda: epoch(False))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # gathers are memory-bound; on a busy CPU extra threads only wait
+    n_one, one_s = _timed(lambda: epoch(True))
+    torch.set_num_threads(threads)
     k = min(peer_rows, len(dev))
     tensors = [dev.sparse[:k], dev.dense[:k], *[v[:k] for v in dev.sequences.values()],
                dev.labels[:k]]
@@ -105,6 +109,7 @@ def bench_batches(rows: int, batch_size: int, peer_rows: int) -> dict[str, float
     peer = n_peer / peer_s
     return {"rows": n_shuf, "batch_size": batch_size, "to_device_s": to_dev_s,
             "shuffled_rows_per_s": ours, "contiguous_rows_per_s": n_seq / seq_s,
+            "shuffled_1thread_rows_per_s": n_one / one_s,
             "dataloader_rows_per_s": peer, "speedup_vs_dataloader": ours / peer}
 
 
@@ -144,10 +149,12 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
+    load_avg = os.getloadavg()[0]
     text = f"""## Data loading
 
 `python benchmarks/data_load.py --rows {args.rows} --raw-lines {args.raw_lines} --threads {args.threads}` on {cpu}
-(shared machine; torch threads {args.threads}; {time.strftime('%Y-%m-%d')}).
+(shared machine, load average {load_avg:.1f} at the end: wall times include waiting for a CPU;
+torch threads {args.threads}; {time.strftime('%Y-%m-%d')}).
 
 | measure | result |
 |---|---|
@@ -157,6 +164,7 @@ def main() -> None:
 | cache load (memory map) | {load['cache_load_s'] * 1000:.1f} ms: **{load['cache_rows_per_s']:,.0f} rows/s** ({load['speedup_vs_generate']:.0f}x faster than generating) |
 | cache load + read every column | {load['read_all_s']:.2f} s: {load['read_all_rows_per_s']:,.0f} rows/s |
 | batch iteration, shuffled (batch {bat['batch_size']}) | **{bat['shuffled_rows_per_s']:,.0f} rows/s** ({bat['rows']:,} train rows; to-device copy {bat['to_device_s']:.2f} s) |
+| batch iteration, shuffled, 1 torch thread | {bat['shuffled_1thread_rows_per_s']:,.0f} rows/s |
 | batch iteration, contiguous | {bat['contiguous_rows_per_s']:,.0f} rows/s |
 | torch DataLoader peer (same tensors, shuffled) | {bat['dataloader_rows_per_s']:,.0f} rows/s; device-resident batching is **{bat['speedup_vs_dataloader']:.0f}x** faster |
 """

@@ -209,7 +209,6 @@ def generate_synthetic(
 
     # --- sparse ids and their latent effects ---------------------------------------------
     ids: dict[str, np.ndarray] = {}
-    maps: dict[str, np.ndarray] = {}
     z = np.zeros((n, d), dtype=np.float64)
     for f in sch.sparse:
         if f.derived_from is None:
@@ -218,7 +217,6 @@ def generate_synthetic(
             parent = next(p for p in sch.sparse if p.name == f.derived_from)
             # Popular items map to popular categories: Zipf over the child vocab, per parent id.
             m = np.concatenate([[0], _zipf_ids(prng, parent.vocab, f.vocab, f.zipf)])
-            maps[f.name] = m
             ids[f.name] = m[ids[f.derived_from]]
         effect = prng.standard_normal((f.vocab + 1, d)).astype(np.float32)
         contrib = effect[ids[f.name]]
