@@ -27,7 +27,7 @@ from automtl.errors import TrialFailedError
 from automtl.losses import MTLLoss, build_loss
 from automtl.train.cache import device_split
 from automtl.train.device import autocast, resolve_device, resolve_precision, synchronize
-from automtl.train.metrics import evaluate
+from automtl.train.metrics import evaluate, task_logits_fn
 
 
 @dataclass
@@ -155,6 +155,7 @@ def fit(
     clip_params = [p for p in model.parameters() if p.requires_grad]
     batch_hooks = [cb for cb in callbacks if callable(getattr(cb, "on_batch_end", None))]
     n_steps = -(-len(train) // tc.batch_size)
+    forward = task_logits_fn(model, task_names)
     _call(callbacks, "on_train_start", model)
 
     history: list[EpochRecord] = []
@@ -170,8 +171,7 @@ def fit(
         for step, batch in enumerate(iter_batches(train, tc.batch_size, shuffle=True,
                                                   generator=generator)):
             with autocast(dev, precision):
-                out = model(batch)
-                logits = torch.stack([out[t] for t in task_names], dim=1)
+                logits = forward(batch)
             lo = loss_fn(logits.float(), batch.labels, epoch - 1)
             optimizer.zero_grad(set_to_none=True)
             loss_fn.weighting.before_backward(lo.task_losses)

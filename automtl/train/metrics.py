@@ -7,15 +7,29 @@ rows whose parent label is 1, ranked by p(task | parent) = p_task / p_parent (lo
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
-from automtl.data.batching import DeviceSplit
+from automtl.data.batching import Batch, DeviceSplit
 from automtl.data.schema import TaskSpec
 from automtl.train.device import autocast
+
+
+def task_logits_fn(model: torch.nn.Module, task_names: Sequence[str]) -> Callable[[Batch], torch.Tensor]:
+    """A function batch -> logits [B, T] in `task_names` order (the model's stacked output when it
+    offers `forward_tensor` in that order, else its dict output stacked)."""
+    stacked = getattr(model, "forward_tensor", None)
+    if callable(stacked) and list(getattr(model, "task_names", [])) == list(task_names):
+        return lambda batch: stacked(batch).t()
+    names = list(task_names)
+    return lambda batch: _stack_dict(model(batch), names)
+
+
+def _stack_dict(out: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+    return torch.stack([out[t] for t in names], dim=1)
 
 
 def predict_logits(
@@ -30,11 +44,11 @@ def predict_logits(
     model.eval()
     device = data.labels.device
     chunks = []
+    forward = task_logits_fn(model, task_names)
     try:
         with torch.inference_mode(), autocast(device, precision):
             for start in range(0, len(data), batch_size):
-                out = model(data.slice(start, min(start + batch_size, len(data))))
-                chunks.append(torch.stack([out[t].float() for t in task_names], dim=1))
+                chunks.append(forward(data.slice(start, min(start + batch_size, len(data)))).float())
     finally:
         model.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0, len(task_names), device=device)

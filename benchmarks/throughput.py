@@ -1,0 +1,264 @@
+"""Training throughput: automtl vs torch-rechub 0.9 (MTLTrainer) on the same data and threads.
+
+Same Ali-CCP-schema synthetic data (sparse fields, 4 behaviour sequences mean-pooled over shared
+tables, 8 dense values; labels ctr and ctcvr), same model sizes: MMoE (8 experts [256, 128],
+embedding 16, towers [64], batch 2048) and PLE (2 levels, 2 shared + 2 specific experts per task).
+One epoch each, Adam lr 1e-3. Prints training samples/s, the ratio, test AUCs, and the pure
+forward/backward/step rate of each model on one pre-built batch (so the data-path overhead shows),
+plus the achieved fraction of this machine's matmul peak.
+
+    python benchmarks/throughput.py                    # full size (1M rows), 2 threads, CPU
+    python benchmarks/throughput.py --rows 20000 --model-steps 3   # smoke run
+    python benchmarks/throughput.py --device cuda      # GPU figures (when one is present)
+
+Differences the peer imposes: torch-rechub's MLP puts BatchNorm1d after every Linear (experts,
+gates, towers) and its model outputs probabilities (BCELoss); automtl outputs logits
+(BCE-with-logits). Its DataLoader collates a dict of per-row tensors every batch; automtl gathers
+batches from device-resident columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # torch-rechub's progress bars would flood the output
+
+import numpy as np
+import torch
+
+from automtl.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
+from automtl.data import DeviceSplit, load_dataset
+from automtl.data.schema import Dataset
+from automtl.losses import task_bce
+from automtl.models import build_model
+from automtl.train import fit, make_optimizer, resolve_device
+
+
+@dataclass
+class Row:
+    framework: str
+    model: str
+    samples_per_s: float
+    model_only_per_s: float
+    test_auc: dict[str, float]
+    gflop_per_sample: float
+
+
+def model_config(name: str) -> ModelConfig:
+    """The benchmark's MMoE or PLE."""
+    common = dict(embedding_dim=16, expert_dims=[256, 128], tower_dims=[64], seq_pooling="mean")
+    if name == "mmoe":
+        return ModelConfig(arch="mmoe", n_experts=8, **common)  # type: ignore[arg-type]
+    return ModelConfig(arch="ple", n_levels=2, n_shared_experts=2, n_specific_experts=2,
+                       **common)  # type: ignore[arg-type]
+
+
+def timed_steps(step: Callable[[], torch.Tensor], n: int, device: torch.device) -> float:
+    """Seconds per call of `step`, after 2 warm-up calls."""
+    for _ in range(2):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n
+
+
+def flops_per_step(step: Callable[[], torch.Tensor]) -> float:
+    """FLOPs of one training step counted by torch's FlopCounterMode (matmuls dominate)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32) -> float:
+    """Measured GFLOP/s of a 2048 x 2048 matmul on this device and thread count."""
+    a = torch.randn(2048, 2048, device=device, dtype=dtype)
+    b = torch.randn(2048, 2048, device=device, dtype=dtype)
+    sec = timed_steps(lambda: a @ b, 5 if device.type == "cpu" else 50, device)
+    return 2 * 2048**3 / sec / 1e9
+
+
+# ---------------------------------------------------------------- automtl
+
+
+def run_automtl(ds: Dataset, name: str, args: argparse.Namespace, device: torch.device) -> Row:
+    cfg = TrialConfig(data=DataConfig(name="synthetic"), model=model_config(name),
+                      train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=1e-3,
+                                        patience=args.epochs, seed=0, device=str(device),
+                                        precision=args.precision))
+    result = fit(cfg, ds)
+    # model-only: forward + backward + Adam step on one pre-built batch already on the device
+    torch.manual_seed(0)
+    model = build_model(cfg.model, ds.features, ds.tasks).to(device)
+    opt = make_optimizer(cfg.train, model, torch.nn.Module())
+    batch = DeviceSplit.from_split(ds.splits["train"], device).slice(0, args.batch_size)
+    precision = result.precision
+    amp = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16"
+           else None)
+
+    def step() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        if amp is not None:
+            with amp:
+                logits = model.forward_tensor(batch).t()
+        else:
+            logits = model.forward_tensor(batch).t()
+        loss = task_bce(logits, batch.labels).sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    sec = timed_steps(step, args.model_steps, device)
+    flops = flops_per_step(step)
+    return Row("automtl", name, result.samples_per_s, args.batch_size / sec,
+               {k: result.test[f"{k}_auc"] for k in ("ctr", "ctcvr")}, flops / args.batch_size / 1e9)
+
+
+# ---------------------------------------------------------------- torch-rechub
+
+
+def rechub_inputs(ds: Dataset, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    s = ds.splits[split]
+    x: dict[str, np.ndarray] = {}
+    for i, f in enumerate(ds.sparse_features):
+        x[f.name] = s.sparse[:, i].astype(np.int64)
+    for i, f in enumerate(ds.dense_features):
+        x[f.name] = s.dense[:, i].astype(np.float32)
+    for f in ds.sequence_features:
+        x[f.name] = s.sequences[f.name].astype(np.int64)
+    return x, s.labels.astype(np.float32)
+
+
+def rechub_features(ds: Dataset, emb: int) -> list[object]:
+    from torch_rechub.basic.features import DenseFeature, SequenceFeature, SparseFeature
+
+    feats: list[object] = [SparseFeature(f.name, f.vocab_size, emb) for f in ds.sparse_features]
+    feats += [SequenceFeature(f.name, f.vocab_size, emb, pooling="mean", shared_with=f.shares_with,
+                              padding_idx=0) for f in ds.sequence_features]
+    feats += [DenseFeature(f.name) for f in ds.dense_features]
+    return feats
+
+
+def run_rechub(ds: Dataset, name: str, args: argparse.Namespace, device: torch.device) -> Row:
+    from sklearn.metrics import roc_auc_score
+    from torch_rechub.models.multi_task import MMOE, PLE
+    from torch_rechub.trainers import MTLTrainer
+    from torch_rechub.utils.data import DataGenerator
+
+    torch.manual_seed(0)
+    feats = rechub_features(ds, 16)
+    towers = [{"dims": [64]} for _ in ds.tasks]
+    types = ["classification"] * len(ds.tasks)
+    if name == "mmoe":
+        model = MMOE(feats, types, n_expert=8, expert_params={"dims": [256, 128]},
+                     tower_params_list=towers)
+    else:
+        model = PLE(feats, types, n_level=2, n_expert_specific=2, n_expert_shared=2,
+                    expert_params={"dims": [256, 128]}, tower_params_list=towers)
+    x_tr, y_tr = rechub_inputs(ds, "train")
+    x_va, y_va = rechub_inputs(ds, "val")
+    x_te, y_te = rechub_inputs(ds, "test")
+    train_dl, _, test_dl = DataGenerator(x_tr, y_tr).generate_dataloader(
+        x_va, y_va, x_te, y_te, batch_size=args.batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = MTLTrainer(model, task_types=types, optimizer_params={"lr": 1e-3, "weight_decay": 0.0},
+                             n_epoch=args.epochs, earlystop_patience=args.epochs, device=str(device),
+                             model_path=tmp)
+        t0 = time.perf_counter()
+        for _ in range(args.epochs):
+            trainer.train_one_epoch(train_dl)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        model.eval()
+        preds = []
+        with torch.no_grad():
+            for xb, _ in test_dl:
+                preds.append(model({k: v.to(device) for k, v in xb.items()}).float().cpu())
+        p = torch.cat(preds).numpy()
+    auc = {t.name: float(roc_auc_score(y_te[:, k], p[:, k])) for k, t in enumerate(ds.tasks)}
+
+    # model-only on one pre-built batch
+    model.train()
+    xb = {k: torch.from_numpy(v[: args.batch_size]).to(device) for k, v in x_tr.items()}
+    yb = torch.from_numpy(y_tr[: args.batch_size]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    bce = torch.nn.BCELoss()
+
+    def step() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        out = model(xb)
+        loss = sum(bce(out[:, k], yb[:, k]) for k in range(yb.shape[1]))
+        loss.backward()
+        opt.step()
+        return loss
+
+    sec = timed_steps(step, args.model_steps, device)
+    flops = flops_per_step(step)
+    rows = len(y_tr) * args.epochs
+    return Row("torch-rechub", name, rows / seconds, args.batch_size / sec, auc,
+               flops / args.batch_size / 1e9)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000, help="synthetic rows (80%% train)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=2048)
+    ap.add_argument("--models", default="mmoe,ple")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--model-steps", type=int, default=20, help="timed steps of the model-only rate")
+    ap.add_argument("--skip-rechub", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    ds = load_dataset(DataConfig(name="synthetic", options={"rows": args.rows, "schema": "ali-ccp",
+                                                           "n_tasks": 2}))
+    peak = matmul_peak(device)
+    print(f"data: synthetic ali-ccp schema, {len(ds.splits['train']):,} train rows; device {device}, "
+          f"{args.threads} threads, torch {torch.__version__}; fp32 matmul peak {peak:.0f} GFLOP/s")
+    rows: list[Row] = []
+    for name in args.models.split(","):
+        rows.append(run_automtl(ds, name, args, device))
+        if not args.skip_rechub:
+            rows.append(run_rechub(ds, name, args, device))
+    print()
+    head = (f"{'model':6} {'framework':13} {'train samples/s':>15} {'model-only/s':>13} "
+            f"{'data-path overhead':>18} {'% matmul peak':>13} {'test ctr AUC':>12} {'test ctcvr AUC':>14}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        overhead = 1 - r.samples_per_s / r.model_only_per_s
+        frac = r.gflop_per_sample * r.samples_per_s / peak
+        print(f"{r.model:6} {r.framework:13} {r.samples_per_s:15,.0f} {r.model_only_per_s:13,.0f} "
+              f"{overhead:18.1%} {frac:13.1%} {r.test_auc['ctr']:12.4f} {r.test_auc['ctcvr']:14.4f}")
+    if not args.skip_rechub:
+        print()
+        for name in args.models.split(","):
+            ours = next(r for r in rows if r.model == name and r.framework == "automtl")
+            peer = next(r for r in rows if r.model == name and r.framework == "torch-rechub")
+            print(f"{name}: automtl / torch-rechub = {ours.samples_per_s / peer.samples_per_s:.2f}x "
+                  f"training samples/s (model-only {ours.model_only_per_s / peer.model_only_per_s:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
