@@ -31,6 +31,13 @@ from automtl.search.space import (
     load_space,
     parse_space,
 )
+from automtl.search.selection import (
+    Selection,
+    knee_scores,
+    parse_selection,
+    resolve_name,
+    select,
+)
 from automtl.search.store import (
     DEFAULT_STORAGE,
     FrontRow,
@@ -60,4 +67,5 @@ __all__ = [
     "make_storage", "mask_url", "nondominated_ranks", "objective_names", "open_study",
     "optimize_study", "parse_space", "prepare_study", "reevaluate", "resolve_objectives",
     "run_search", "sqlite_path", "study_for_dataset", "study_names", "study_preset", "top_front",
+    "Selection", "knee_scores", "parse_selection", "resolve_name", "select",
 ]
