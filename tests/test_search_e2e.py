@@ -164,3 +164,25 @@ def test_failing_trial_is_stored_fail_and_the_search_goes_on(tmp_path: Path):
     assert failed[0].number == 1
     assert failed[0].user_attrs["fail_reason"] == "forced failure at epoch 1"
     assert {r.trial_number for r in result.front} <= {0, 2} and result.front
+
+
+def test_reeval_stores_seed_mean_and_std_shown_by_pareto(searched, capsys):
+    _, url, _ = searched
+    out = _cli_out(capsys, ["reeval", "--study", "e2e", "--storage", url, "--top", "1",
+                            "--seeds", "2", "--device", "cpu"])
+    assert "seed 2/2" in out
+    store = Store(url)
+    ((trial, stats),) = store.reeval("e2e").items()
+    assert stats["val/ctr_auc"]["n"] == 2 and stats["val/ctr_auc"]["std"] >= 0.0
+    assert 0.0 < stats["test/cvr_auc"]["mean"] < 1.0
+    assert store.reeval_seeds("e2e", trial) == {8, 9}  # study seed 7 + 1, + 2
+    doc = json.loads(_cli_out(capsys, ["pareto", "--study", "e2e", "--storage", url, "-f", "json"]))
+    (row,) = [r for r in doc["front"] if r["trial_number"] == trial]
+    assert row["reeval"]["val/ctr_auc"]["mean"] == pytest.approx(stats["val/ctr_auc"]["mean"])
+    rows = list(csv.DictReader(io.StringIO(_cli_out(
+        capsys, ["pareto", "--study", "e2e", "--storage", url, "-f", "csv"]))))
+    (crow,) = [r for r in rows if int(r["trial"]) == trial]
+    assert int(crow["reeval_val_ctr_auc_n"]) == 2
+    # a rerun skips stored seeds (resumes) and trains nothing new
+    assert "seed 1/2" not in _cli_out(capsys, ["reeval", "--study", "e2e", "--storage", url,
+                                           "--top", "1", "--seeds", "2"])

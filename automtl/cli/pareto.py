@@ -61,7 +61,7 @@ def _reeval_cell(row: FrontRow, split: str, name: str) -> str:
     stats = (row.reeval or {}).get(f"{split}/{name}")
     if not stats:
         return ""
-    return f"{stats['mean']:.4f}±{stats['std']:.4f}/{stats['n']}"
+    return f"{stats['mean']:.4f}±{stats['std']:.3f}"
 
 
 def front_table(front: list[FrontRow], objectives: list[str], title: str = "Pareto front",
@@ -81,7 +81,7 @@ def front_table(front: list[FrontRow], objectives: list[str], title: str = "Pare
     has_reeval = any(r.reeval for r in front)
     if has_reeval:
         for name in short:
-            table.add_column(f"{name} val\nseeds", justify="right", no_wrap=True)
+            table.add_column(f"{name} val\nseed mean±std", justify="right", no_wrap=True)
     if cost:
         table.add_column("params", justify="right", no_wrap=True)
         table.add_column("smp/s", justify="right", no_wrap=True)
