@@ -12,7 +12,6 @@ import yaml
 
 from automtl.cli import main
 from automtl.config import (
-    DataConfig,
     LossConfig,
     ModelConfig,
     PWiseRConfig,

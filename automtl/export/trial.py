@@ -11,6 +11,7 @@ The library function behind `automtl export`. Formats:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,12 +198,8 @@ def export_trial(storage_url: str, study_name: str, selection: Selection, fmt: s
 
     from automtl.export.serving import example_inputs, export_onnx, export_torchscript
 
-    if fmt == "onnx":
-        try:
-            import onnx  # noqa: F401
-        except ModuleNotFoundError:
-            raise AutomtlError("--format onnx needs the onnx package: "
-                               "pip install 'automtl[export]'") from None
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+        raise AutomtlError("--format onnx needs the onnx package: pip install 'automtl[export]'")
     model, source, notes, val = trained_model(chosen, cfg, dataset, retrain=retrain,
                                               device=device, callbacks=callbacks)
     split = dataset.splits.get("val") or dataset.splits["train"]
