@@ -5,12 +5,14 @@ from __future__ import annotations
 import typer
 
 from automtl.cli._common import console
+from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP
 from automtl.search.store import DEFAULT_STORAGE
 
 
 def dashboard(
     study: str = typer.Option(..., "--study", help="Study name (see `automtl studies`)."),
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Optuna storage URL."),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
+                                help=STORAGE_HELP),
     host: str = typer.Option("127.0.0.1", "--host",
                              help="Interface to bind; keep 127.0.0.1 unless you mean to share."),
     port: int = typer.Option(8080, "--port", help="TCP port."),

@@ -7,12 +7,14 @@ from pathlib import Path
 import typer
 
 from automtl.cli._common import console
+from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP
 from automtl.search.store import DEFAULT_STORAGE
 
 
 def report(
     study: str = typer.Option(..., "--study", help="Study name (see `automtl studies`)."),
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Optuna storage URL."),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
+                                help=STORAGE_HELP),
     output: Path = typer.Option(Path("report.html"), "-o", "--output",
                                 help="HTML file to write (self-contained, works offline)."),
 ) -> None:

@@ -82,8 +82,9 @@ function renderSummary(s) {
   }
 }
 
-function renderFigures(payload) {
+async function renderFigures(payload) {
   const box = document.getElementById("figures");
+  const drawn = [];
   for (const name of payload.order) {
     let div = document.getElementById("fig-" + name);
     if (!div) {
@@ -91,7 +92,7 @@ function renderFigures(payload) {
       div = el("div"); div.id = "fig-" + name; card.append(div); box.append(card);
     }
     const fig = payload.figures[name];
-    Plotly.react(div, fig.data, fig.layout, {responsive: true, displaylogo: false});
+    drawn.push(Plotly.react(div, fig.data, fig.layout, {responsive: true, displaylogo: false}));
     if (!div.dataset.bound) {
       div.on("plotly_click", (ev) => {
         const p = ev.points && ev.points[0];
@@ -102,6 +103,7 @@ function renderFigures(payload) {
       div.dataset.bound = "1";
     }
   }
+  await Promise.all(drawn);  // the page is "ready" only once every plot has its final size
 }
 
 function blank(v) { return v === null || v === undefined || v === ""; }
@@ -177,7 +179,7 @@ async function refresh() {
     const [summary, figs, trials] = await Promise.all(
       [getJSON("api/summary"), getJSON("api/figures"), getJSON("api/trials")]);
     renderSummary(summary);
-    renderFigures(figs);
+    await renderFigures(figs);
     table = trials;
     renderTrials();
     version = st.version;

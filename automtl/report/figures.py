@@ -24,6 +24,8 @@ from automtl.report.snapshot import StudySnapshot, TrialRow
 
 # Importance needs a few completed trials to mean anything; below this a note is shown instead.
 MIN_IMPORTANCE_TRIALS = 4
+# Learning curves list trials in the legend only up to this many (hover names them anyway).
+_LEGEND_TRIALS = 30
 # Hover text shows at most this many params (the rest are in the trial's YAML).
 _HOVER_PARAMS = 8
 
@@ -177,6 +179,7 @@ def learning_curves_figure(snap: StudySnapshot) -> go.Figure:
         "PRUNED": dict(line=dict(dash="dash", width=1), marker=dict(symbol="x", size=9)),
         "FAIL": dict(line=dict(dash="dot", width=1), marker=dict(symbol="circle-open")),
     }
+    many_ok = len(snap.histories) <= _LEGEND_TRIALS
     for i, metric in enumerate(snap.objectives):
         for number in sorted(snap.histories):
             recs = sorted(snap.histories[number], key=lambda r: r["epoch"])
@@ -192,7 +195,7 @@ def learning_curves_figure(snap: StudySnapshot) -> go.Figure:
                 marker["size"] = sizes
             fig.add_trace(go.Scatter(
                 name=f"trial {number}" + (f" ({state.lower()})" if state != "COMPLETE" else ""),
-                legendgroup=f"trial {number}", showlegend=(i == 0),
+                legendgroup=f"trial {number}", showlegend=(i == 0 and many_ok),
                 mode="lines+markers" if state in styles else "lines",
                 x=[r["epoch"] for r in recs], y=[r[metric] for r in recs],
                 customdata=[[number] for _ in recs],
@@ -249,6 +252,7 @@ def importance_figure(snap: StudySnapshot,
         fig.add_trace(go.Bar(name=_e(name), orientation="h", y=[_e(p) for p in params],
                              x=[d.get(p, 0.0) for p in params]))
     fig.update_layout(title=title, barmode="group", xaxis_title="importance",
+                      yaxis=dict(automargin=True),
                       height=max(320, 28 * len(params) * max(1, len(imp)) + 120))
     return fig
 
