@@ -57,6 +57,7 @@ class TrainResult:
     device: str
     precision: str = "fp32"
     loss_terms: list[str] = field(default_factory=list)
+    task_weights: dict[str, float] = field(default_factory=dict)  # effective, at the last epoch
 
 
 @runtime_checkable
@@ -226,4 +227,6 @@ def fit(
         device=str(dev),
         precision=precision,
         loss_terms=list(loss_fn.term_names),
+        task_weights=dict(zip(task_names,
+                              loss_fn.weighting.current_weights(len(history) - 1).tolist())),
     )
