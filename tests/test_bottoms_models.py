@@ -229,3 +229,28 @@ def test_apem_gamma_schedule_advances_with_the_shared_trainer() -> None:
     assert probe.steps == [n_steps, 2 * n_steps]
     assert probe.gammas == pytest.approx([2.0 - 0.1 * n_steps, max(2.0 - 0.2 * n_steps, 0.05)])
     assert res.epochs_run == 2
+
+
+@pytest.mark.parametrize("space_name", ["default", "transformer"])
+def test_search_spaces_sample_buildable_bottoms(space_name: str) -> None:
+    import optuna
+
+    from automtl.search.space import SpaceContext, load_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(space_name)
+    ctx = SpaceContext([t.name for t in TASKS], n_pairs=2,
+                       capabilities=frozenset({"cascade", "sequences"}))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    bottoms, injections = set(), set()
+    for _ in range(60):
+        trial = study.ask()
+        cfg = space.suggest(trial, ctx)
+        build_model(cfg.model, FEATURES, TASKS)  # every sampled combination is valid
+        bottoms.add(cfg.model.bottom)
+        if cfg.model.bottom == "dtrn":
+            injections.add(cfg.model.injection)
+        study.tell(trial, 0.5)
+    expected = {"shared", "dtrn", "apem", "stem"} if space_name == "default" else {"shared", "dtrn"}
+    assert bottoms == expected
+    assert injections == set(INJECTIONS)

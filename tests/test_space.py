@@ -166,7 +166,7 @@ def test_shipped_spaces_sample_valid_configs(name):
                 assert cfg.loss.pwiser is None and cfg.loss.calibrator is None
     if name == "default":
         archs = {c.model.arch for c, _ in _samples(space, CASCADE, n=80, seed=1)}
-        assert archs == {"single", "shared_bottom", "mmoe", "ple", "aitm"}
+        assert archs == {"single", "shared_bottom", "mmoe", "ple", "aitm", "apem"}
 
 
 def test_presets_load_and_objectives_are_checked_against_the_dataset():
