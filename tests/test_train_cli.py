@@ -82,6 +82,17 @@ def test_train_cli_unknown_loss_task(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "loss.pwiser.task: unknown task 'cvr'" in capsys.readouterr().err
 
 
+def test_train_cli_non_finite_loss_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a task weight beyond float32 range makes the first step's total loss infinite
+    cfg_path = tmp_path / "t.yaml"
+    cfg_path.write_text(TRIAL_YAML.replace("pwiser: {lam: 0.1, m1: 0.3, m2: 0.3}",
+                                           "weighting: {weights: {ctr: 1.0e+39}}"))
+    assert main(["train", "--config", str(cfg_path)]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "training failed: non-finite loss at epoch 1, step 1 of the epoch" in err
+    assert "in term total" in err
+
+
 def test_train_cli_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "file not found" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from automtl.cli._common import console
 from automtl.config import TrialConfig, load_trial_config
+from automtl.errors import AutomtlError, TrialFailedError
 from automtl.train.loop import EpochRecord, TrainResult
 
 
@@ -81,8 +82,11 @@ def train_command(
         cfg.train.device = device
     data = load_dataset(cfg.data)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=True) as progress:
-        result = fit(cfg, data, callbacks=[_ProgressCallback(progress)])
+    try:
+        with Progress(*columns, console=console, transient=True) as progress:
+            result = fit(cfg, data, callbacks=[_ProgressCallback(progress)])
+    except TrialFailedError as exc:  # a failed trial is the user's config, not a crash: one line
+        raise AutomtlError(f"{config}: training failed: {exc}") from None
     has_truth = all(s.truth is not None for s in data.splits.values())
     bayes = bayes_auc(data, "test") if has_truth and "test" in data.splits else None
     rows = [(t.name, True) for t in data.tasks]
