@@ -46,5 +46,9 @@ class Body(nn.Module):
         self.tasks = list(tasks)
         self.n_tasks = len(self.tasks)
 
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the last layer shared by all tasks (GradNorm's W); [] when none is shared."""
+        return []
+
 
 __all__ = ["Body", "BodyInput", "as_input"]

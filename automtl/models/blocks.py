@@ -94,6 +94,11 @@ class StackedMLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def last_linear_parameters(self) -> list[nn.Parameter]:
+        """Weight and bias of the last stacked linear layer."""
+        last = [m for m in self.net if isinstance(m, StackedLinear)][-1]
+        return [last.weight, last.bias]
+
 
 class SoftmaxGates(nn.Module):
     """`n` softmax gates over `n_choices` experts: g = softmax(W x + b) (MMoE eq. 5, PLE eq. 4).

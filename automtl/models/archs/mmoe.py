@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from automtl.config import ModelConfig
 from automtl.data.schema import TaskSpec
@@ -44,3 +44,6 @@ class MMoE(Body):
             e = self.experts(x.reshape(t * b, d))  # [E, T*B, H]: all tasks' rows in one pass
             mixed = mix_experts(g.reshape(1, t * b, -1), e).view(t, b, -1)
         return self.towers(mixed)
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        return self.experts.last_linear_parameters()

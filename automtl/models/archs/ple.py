@@ -88,3 +88,7 @@ class PLE(Body):
         for level in self.levels:
             h, shared = level(h, shared)
         return self.towers(h)
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        # the last level's expert bank (its shared experts feed every task's gate)
+        return self.levels[-1].experts.last_linear_parameters()

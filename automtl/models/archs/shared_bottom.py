@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from automtl.config import ModelConfig
 from automtl.data.schema import TaskSpec
@@ -30,3 +30,7 @@ class SharedBottom(Body):
     def forward(self, x: BodyInput) -> Tensor:
         # nn.Linear works on [B, D] and [T, B, D] alike; towers take shared or per-task rows
         return self.towers(self.shared(as_input(x, self.n_tasks)))
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        linears = [m for m in self.shared if isinstance(m, nn.Linear)]
+        return list(linears[-1].parameters())
