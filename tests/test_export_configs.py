@@ -129,7 +129,8 @@ def test_fuxictr_export_parses_with_expected_keys(tmp_path: Path, capsys) -> Non
     url = constructed_study(tmp_path / "made.db", [((0.7, 0.6), ple)])
     out = tmp_path / "fx"
     rc, _, err = _export(capsys, "--study", "made", "--storage", url, "--trial", "0",
-                         "-f", "fuxictr", "-o", str(out), "--write-data", str(tmp_path / "d" / "syn"))
+                         "-f", "fuxictr", "-o", str(out),
+                         "--write-data", str(tmp_path / "d" / "syn"))
     assert rc == 0
     assert "dropped: loss.pwiser" in err
     text = (out / "model_config.yaml").read_text()

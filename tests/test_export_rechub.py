@@ -39,7 +39,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(**model: object) -> TrialConfig:
-    return TrialConfig(data=SMALL_DATA, model=ModelConfig(**{**SMALL, **model}),  # type: ignore[arg-type]
+    m = ModelConfig(**{**SMALL, **model})  # type: ignore[arg-type]
+    return TrialConfig(data=SMALL_DATA, model=m,
                        train=TrainConfig(batch_size=256, epochs=3, lr=0.005, seed=3))
 
 

@@ -66,7 +66,8 @@ def test_onnx_from_checkpoint_matches_torch(tmp_path: Path, capsys) -> None:
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(meta["automtl.outputs"]) == ["ctr", "ctcvr"]
-    assert meta["automtl.model_source"] == "checkpoint" and meta["automtl.trial"] == str(trial.number)
+    assert meta["automtl.model_source"] == "checkpoint"
+    assert meta["automtl.trial"] == str(trial.number)
     assert json.loads(meta["automtl.config"]) == trial.user_attrs["config"]
 
 

@@ -47,8 +47,8 @@ def test_knee_nd_is_closest_to_utopia():
 
 
 def test_knee_is_invariant_to_objective_scale_and_order():
-    scaled = [_row(r.trial_number, ctr_auc=10 * r.values["ctr_auc"] - 3, cvr_auc=r.values["cvr_auc"])
-              for r in FRONT]
+    scaled = [_row(r.trial_number, ctr_auc=10 * r.values["ctr_auc"] - 3,
+                   cvr_auc=r.values["cvr_auc"]) for r in FRONT]
     assert pick(Selection(pick="knee"), scaled) == 7
     assert pick(Selection(pick="knee"), list(reversed(FRONT)), ["cvr_auc", "ctr_auc"]) == 7
 
@@ -97,7 +97,8 @@ def test_ties_go_to_lower_trial_number():
 
 def test_trial_rule():
     assert pick(parse_selection(trial=12)) == 12
-    with pytest.raises(AutomtlError, match=r"--trial 99: no such completed trial \(candidates: 3, 7, 11, 12\)"):
+    with pytest.raises(AutomtlError,
+                       match=r"--trial 99: no such completed trial \(candidates: 3, 7, 11, 12\)"):
         pick(parse_selection(trial=99))
 
 

@@ -82,8 +82,8 @@ def fuxictr_config(cfg: TrialConfig, features: Sequence[FeatureSpec], tasks: Seq
         dropped.append("model.head=esmm: each tower predicts its task directly (no ESMM product)")
     dropped += loss_gaps(cfg.loss, weighting={"fixed"})
     if t.optimizer == "adamw" and t.weight_decay:
-        dropped.append(f"train.weight_decay={t.weight_decay:g} with adamw: FuxiCTR applies it as an "
-                       "L2 penalty (coupled), not decoupled decay")
+        dropped.append(f"train.weight_decay={t.weight_decay:g} with adamw: FuxiCTR applies it as "
+                       "an L2 penalty (coupled), not decoupled decay")
 
     n = len(tasks)
     exp: dict[str, Any] = {

@@ -85,7 +85,8 @@ def _model_code(cfg: TrialConfig, tasks: Sequence[TaskSpec], dropped: list[str],
         raise AutomtlError(
             "--format torch-rechub: torch-rechub has no independent single-task towers except "
             "ESMM (head esmm on a two-step cascade); export this trial with --format yaml")
-    name = require_arch(m, "torch-rechub", {k: v for k, v in RECHUB_MODELS.items() if k != "single"})
+    multi = {k: v for k, v in RECHUB_MODELS.items() if k != "single"}
+    name = require_arch(m, "torch-rechub", multi)
     if m.head == "esmm":
         dropped.append(f"model.head=esmm: torch-rechub's {name} predicts each task directly "
                        "(no ESMM product); ESMM exists only as its own two-tower model")
@@ -261,7 +262,8 @@ def load(path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True, help="folder with train.csv, val.csv, test.csv")
+    parser.add_argument("--data-dir", required=True,
+                        help="folder with train.csv, val.csv (and test.csv)")
     parser.add_argument("--out-dir", default=".", help="where the weights and metrics.json go")
     parser.add_argument("--epochs", type=int, default=HYPER["epochs"])
     parser.add_argument("--device", default="cpu")

@@ -51,10 +51,11 @@ class TensorModel(nn.Module):
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         it = iter(inputs)
         first = inputs[0]
-        sparse = next(it) if self.n_sparse else first.new_zeros((first.shape[0], 0), dtype=torch.int32)
-        dense = next(it) if self.n_dense else first.new_zeros((first.shape[0], 0), dtype=torch.float32)
+        rows = first.shape[0]
+        sparse = next(it) if self.n_sparse else first.new_zeros((rows, 0), dtype=torch.int32)
+        dense = next(it) if self.n_dense else first.new_zeros((rows, 0), dtype=torch.float32)
         sequences = {name: next(it) for name in self.seq_names}
-        labels = dense.new_zeros((first.shape[0], 0))  # models never read labels
+        labels = dense.new_zeros((rows, 0))  # models never read labels
         out = self.model(Batch(sparse=sparse, dense=dense, sequences=sequences, labels=labels))
         return tuple(torch.sigmoid(out[name].float()) for name in self.task_names)
 

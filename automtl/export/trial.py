@@ -107,7 +107,8 @@ def _write_text(path: Path, text: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise AutomtlError(f"{path}: cannot write ({exc.strerror}); choose another -o path") from None
+        raise AutomtlError(f"{path}: cannot write ({exc.strerror}); choose another -o path") \
+            from None
     return path
 
 
@@ -154,7 +155,8 @@ def trained_model(chosen: ChosenTrial, cfg: TrialConfig, dataset: Dataset, *,
 
 
 def export_trial(storage_url: str, study_name: str, selection: Selection, fmt: str,
-                 out: str | Path, *, data_dir: str | None = None, write_data: str | Path | None = None,
+                 out: str | Path, *, data_dir: str | None = None,
+                 write_data: str | Path | None = None,
                  retrain: bool = False, device: str | None = None,
                  callbacks: Sequence[object] = ()) -> ExportResult:
     """Choose a trial of `study_name` by `selection` and write it as `fmt` to `out`.

@@ -218,7 +218,8 @@ def select(cands: Sequence[C], objectives: Sequence[str], rule: Selection,
         missing = [o for o in objectives if o not in c.values]
         if missing:
             raise AutomtlError(f"trial {c.trial_number} has no value for objective "
-                               f"{missing[0]!r}; the study's objectives are {', '.join(objectives)}")
+                               f"{missing[0]!r}; the study's objectives are "
+                               f"{', '.join(objectives)}")
     if rule.pick == "knee":
         scores = knee_scores(cands, objectives, dirs)
         return max(zip(cands, scores), key=lambda cs: (cs[1], -cs[0].trial_number))[0]
