@@ -22,6 +22,7 @@ For three or more tasks every pair of task directions has cosine ``rho``
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,13 +124,29 @@ _LOGIT_SCALE = 1.1  # std of each task logit around its base rate
 _N_SINE = 2
 
 
-def _zipf_ids(rng: np.random.Generator, n: int, vocab: int, a: float) -> np.ndarray:
-    """Ids in [1, vocab] with p(rank r) proportional to r^-a (vectorised inverse CDF)."""
+@functools.lru_cache(maxsize=64)
+def _zipf_tables(vocab: int, a: float) -> tuple[np.ndarray, np.ndarray]:
+    """CDF of p(rank r) ~ r^-a over 1..vocab and a guide table (Chen & Asau) of 2*vocab bins."""
     w = np.arange(1, vocab + 1, dtype=np.float64) ** -a
     cdf = np.cumsum(w)
     cdf /= cdf[-1]
-    ids = np.searchsorted(cdf, rng.random(n), side="right") + 1
-    return np.minimum(ids, vocab).astype(np.int32)
+    cdf[-1] = 1.0
+    bins = 2 * vocab
+    guide = np.searchsorted(cdf, np.arange(bins) / bins, side="right")
+    return cdf, guide
+
+
+def _zipf_ids(rng: np.random.Generator, n: int, vocab: int, a: float) -> np.ndarray:
+    """Ids in [1, vocab] with p(rank r) proportional to r^-a (exact inverse CDF via guide table)."""
+    cdf, guide = _zipf_tables(vocab, a)
+    u = rng.random(n)
+    ids = guide[(u * len(guide)).astype(np.int64)]
+    while True:  # walk forward to the first rank whose CDF exceeds u (usually 0-1 steps)
+        step = cdf[ids] <= u
+        if not step.any():
+            break
+        ids[step] += 1
+    return (ids + 1).astype(np.int32)
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
@@ -231,15 +248,15 @@ def generate_synthetic(
         target_field = next(p for p in sch.sparse if p.name == s.shares_with)
         target = ids[s.shares_with]
         length = np.minimum(rng.geometric(1.0 / (0.4 * s.max_len), n), s.max_len)
-        hist = _zipf_ids(rng, n * s.max_len, target_field.vocab, target_field.zipf)
-        hist = hist.reshape(n, s.max_len)
         # Unobserved interest: how often the user looked at this target before.
         q = 0.5 / (1.0 + np.exp(-(user_affinity + rng.standard_normal(n) - 1.0)))
-        pos = np.arange(s.max_len)[None, :]
-        valid = pos < length[:, None]
-        hit = (rng.random((n, s.max_len)) < q[:, None]) & valid
-        hist = np.where(hit, target[:, None], hist)
-        hist = np.where(valid, hist, 0).astype(np.int32)
+        valid = np.arange(s.max_len)[None, :] < length[:, None]
+        m = int(length.sum())  # only the filled positions are drawn (row-major = mask order)
+        vals = _zipf_ids(rng, m, target_field.vocab, target_field.zipf)
+        hit = rng.random(m) < np.repeat(q, length)
+        vals = np.where(hit, np.repeat(target, length), vals)
+        hist = np.zeros((n, s.max_len), dtype=np.int32)
+        hist[valid] = vals
         seqs[s.name] = hist
         lengths[s.name] = length
         overlap = np.log1p((hist == target[:, None]).sum(axis=1)).astype(np.float64)
