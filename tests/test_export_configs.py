@@ -177,3 +177,23 @@ def test_fuxictr_other_architectures_are_a_clear_error() -> None:
                                                       bottom="dtrn")), data.features, data.tasks)
     assert sb.model_config["SharedBottom_automtl"]["bottom_hidden_units"] == [256, 128]
     assert any("head=esmm" in d for d in sb.dropped) and any("bottom=dtrn" in d for d in sb.dropped)
+
+
+def test_foreign_formats_from_a_searched_study(tmp_path: Path, capsys) -> None:
+    s = searched_study()
+    front = Store(s.url).front(s.name)
+    knee = select(front, ["ctr_auc", "cvr_auc"], Selection(pick="knee"))
+    rc, out, _ = _export(capsys, "--study", s.name, "--storage", s.url, "--pick", "knee",
+                         "-f", "fuxictr", "-o", str(tmp_path / "fx"))
+    assert rc == 0 and f"trial {knee.trial_number} (knee" in out
+    exp = yaml.safe_load((tmp_path / "fx" / "model_config.yaml").read_text())
+    (expid,) = [k for k in exp if k != "Base"]
+    assert exp[expid]["learning_rate"] == knee.config["train"]["lr"]
+    assert exp[expid]["model"] == {"mmoe": "MMoE", "shared_bottom": "SharedBottom"}[
+        knee.config["model"]["arch"]]
+    script = tmp_path / "rh.py"
+    rc, _, _ = _export(capsys, "--study", s.name, "--storage", s.url, "--pick", "knee",
+                       "-f", "torch-rechub", "-o", str(script))
+    assert rc == 0
+    compile(script.read_text(), str(script), "exec")  # valid Python
+    assert f"'lr': {knee.config['train']['lr']!r}" in script.read_text()
