@@ -219,9 +219,9 @@ class ConditionalTransformer(nn.Module):
 class TIM(nn.Module):
     """Task-specific Interest Module: interest_t of Eq. (8) from embedded behaviour sequences.
 
-    forward(seq_emb [M, B, L, e], valid [M, B, L], target_emb [M, B, e] with NaN-free rows for
-    sequences that have a target field; `has_target[b]` False uses a learned query) ->
-    [T, B, M * dim].
+    forward(seq_emb [M, B, L, e], valid [M, B, L], target_emb [M, B, e]) -> [T, B, M * dim].
+    Sequence b's decoder query is target_emb[b] when ``has_target[b]``, else a learned vector
+    (its target_emb rows are ignored). Embeddings are projected e -> dim when they differ.
     """
 
     def __init__(self, emb_dim: int, dim: int, heads: int, layers: int, injection: Injection,
