@@ -33,11 +33,22 @@ def split_table(ds: Dataset, split: Split) -> pa.Table:
     for j, f in enumerate(ds.sparse_features):
         cols[f.name] = pa.array(split.sparse[:, j].astype(np.int64))
     for j, f in enumerate(ds.dense_features):
-        cols[f.name] = pa.array(split.dense[:, j].astype(np.float64))
+        cols[f.name] = pa.array(split.dense[:, j].astype(np.float32))
     for f in ds.sequence_features:
         cols[f.name] = pa.array(_sequence_strings(np.asarray(split.sequences[f.name])),
                                 type=pa.string())
     return pa.table(cols)
+
+
+def _write_options(names: Sequence[str]) -> pacsv.WriteOptions:
+    # Plain header names stay unquoted, like the public processed files (pyarrow quotes every
+    # header name unless told not to; older pyarrow cannot be told).
+    plain = not any(ch in n for n in names for ch in ',"\n\r')
+    try:
+        return pacsv.WriteOptions(quoting_style="needed",
+                                  quoting_header="none" if plain else "needed")
+    except TypeError:
+        return pacsv.WriteOptions(quoting_style="needed")
 
 
 def write_processed_csv(ds: Dataset, out_dir: str | Path,
@@ -50,7 +61,7 @@ def write_processed_csv(ds: Dataset, out_dir: str | Path,
         if name not in ds.splits:
             continue
         path = out / f"{name}.csv"
-        pacsv.write_csv(split_table(ds, ds.splits[name]), path,
-                        pacsv.WriteOptions(quoting_style="needed"))
+        table = split_table(ds, ds.splits[name])
+        pacsv.write_csv(table, path, _write_options(table.column_names))
         paths.append(path)
     return paths
