@@ -113,6 +113,13 @@ def test_purchase_without_click_is_reported_not_fatal(capsys, tmp_path):
     assert rc == 0 and "dropped purchase-without-click rows" in out and "train 3" in out
 
 
+def test_raw_folder_passed_to_info_says_prepare_first(capsys, tmp_path):
+    raw = write_raw_ali_ccp(tmp_path / "raw", n_train=10, n_test=5).folder
+    rc, _, err = _run(capsys, "data", "info", "ali-ccp", "--data-dir", str(raw))
+    _assert_one_line_error(rc, err, "raw Tianchi release",
+                           f"automtl data prepare ali-ccp --raw {raw}")
+
+
 def test_broken_raw_separator_via_cli(capsys, tmp_path):
     raw = write_raw_ali_ccp(tmp_path / "raw", n_train=30, n_test=10).folder
     cf = raw / "common_features_test.csv"

@@ -71,11 +71,12 @@ def cached(name: str, options: dict[str, Any], files: Iterable[Path],
         return ds
     key = cache_key(name, options, files)
     folder = root / f"{name}-{key}"
+    damaged = False
     if is_columnar(folder):
         try:
             ds = load_columnar(folder)
         except DataError:  # a damaged cache entry is rebuilt, never a user error
-            pass
+            damaged = True
         else:
             ds.meta["cache"] = f"hit {folder}"
             ds.meta["load_seconds"] = time.perf_counter() - t0
@@ -84,8 +85,11 @@ def cached(name: str, options: dict[str, Any], files: Iterable[Path],
     ds.meta["cache_key"] = key
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        save_dataset(ds, folder)
-        ds.meta["cache"] = f"written {folder}"
+        if is_columnar(folder) and not damaged:  # another process (a parallel search worker) wrote it meanwhile
+            ds.meta["cache"] = f"present {folder}"
+        else:
+            save_dataset(ds, folder)
+            ds.meta["cache"] = f"written {folder}"
     except OSError as exc:  # a read-only home must not stop a search; just skip the cache
         ds.meta["cache"] = f"not written ({exc.__class__.__name__}: {folder})"
     ds.meta["load_seconds"] = time.perf_counter() - t0

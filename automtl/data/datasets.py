@@ -61,6 +61,13 @@ def _ali_ccp_present(folder: Path) -> bool:
     return is_columnar(folder) or "train" in find_split_files(folder, ALI_CCP_FILES)
 
 
+def _ali_ccp_hint(folder: Path) -> str | None:
+    if (folder / "sample_skeleton_train.csv").is_file():
+        return (f"ali-ccp: {folder} holds the raw Tianchi release; convert it first with "
+                f"`automtl data prepare ali-ccp --raw {folder} --out DIR`, then use --data-dir DIR")
+    return None
+
+
 def _load_ali_ccp(folder: Path | None, opts: dict[str, Any]) -> Dataset:
     assert folder is not None
     if is_columnar(folder):  # written by `automtl data prepare ali-ccp`
@@ -88,6 +95,7 @@ register_dataset(DatasetInfo(
     loader=_load_ali_ccp,
     options={"val_fraction": 0.1, "seed": 0},
     present=_ali_ccp_present,
+    hint=_ali_ccp_hint,
     get_data="run `automtl data prepare ali-ccp --raw DIR` (writes ~/.cache/automtl/ali-ccp) or "
              "pass --data-dir to a folder with ali_ccp_{train,val,test}.csv",
 ))

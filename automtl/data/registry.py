@@ -33,6 +33,7 @@ class DatasetInfo:
     needs_files: bool = True  # False: generated in memory (synthetic)
     present: Callable[[Path], bool] | None = None  # are the files in this folder?
     get_data: str = ""  # how to obtain/prepare the files (the end of the missing-data message)
+    hint: Callable[[Path], str | None] | None = None  # a folder-specific missing-data message
 
 
 DATASETS: dict[str, DatasetInfo] = {}
@@ -123,7 +124,12 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
     opts = resolve_options(info, dict(cfg.options))
     data_dir = resolve_data_dir(cfg.name, cfg.data_dir) if info.needs_files else None
     if info.needs_files and not files_present(cfg.name, cfg.data_dir):
-        looked = ", ".join(str(p) for p in candidate_dirs(cfg.name, cfg.data_dir))
+        cands = candidate_dirs(cfg.name, cfg.data_dir)
+        for c in cands:
+            special = info.hint(c) if info.hint is not None and c.is_dir() else None
+            if special:
+                raise DataError(special)
+        looked = ", ".join(str(p) for p in cands)
         raise DataError(f"{cfg.name}: no data files found (looked in {looked}); "
                         f"get {info.source}, then {info.get_data}")
     key = json.dumps([cfg.name, str(data_dir), opts], sort_keys=True, default=str)
