@@ -197,3 +197,13 @@ def test_foreign_formats_from_a_searched_study(tmp_path: Path, capsys) -> None:
     assert rc == 0
     compile(script.read_text(), str(script), "exec")  # valid Python
     assert f"'lr': {knee.config['train']['lr']!r}" in script.read_text()
+
+
+def test_trial_off_the_front_can_be_exported(tmp_path: Path, capsys) -> None:
+    url, study = make_study(tmp_path / "known.db")
+    # trial 4 (0.69, 0.59) is dominated by trial 0 (0.70, 0.60) but completed
+    assert 4 not in {r.trial_number for r in Store(url).front("known")}
+    rc, out, _ = _export(capsys, "--study", "known", "--storage", url, "--trial", "4",
+                         "-f", "yaml", "-o", str(tmp_path / "t4.yaml"))
+    assert rc == 0 and "trial 4 (trial 4): val ctr_auc 0.6900, cvr_auc 0.5900" in out
+    assert to_dict(load_trial_config(tmp_path / "t4.yaml")) == study.trials[4].user_attrs["config"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import optuna
 import onnxruntime as ort
 import torch
 
@@ -115,3 +116,26 @@ def test_esmm_head_exports_to_onnx(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
     # cascade: p(ctcvr) <= p(ctcart) <= p(ctr) holds in the exported model too
     assert (got[2] <= got[1] + 1e-6).all() and (got[1] <= got[0] + 1e-6).all()
+
+
+def test_missing_checkpoint_falls_back_to_retraining(tmp_path: Path, capsys) -> None:
+    from automtl.config import TrainConfig
+    from export_study import SMALL_DATA, constructed_study
+
+    cfg = TrialConfig(data=SMALL_DATA,
+                      model=ModelConfig(arch="shared_bottom", embedding_dim=4, bottom_dims=[8],
+                                        tower_dims=[4]),
+                      train=TrainConfig(epochs=1, batch_size=512, device="cpu"))
+    url = constructed_study(tmp_path / "made.db", [((0.6, 0.5), cfg)])
+    study = optuna.load_study(study_name="made", storage=url)
+    assert study.trials[0].user_attrs.get("checkpoint") is None
+    path = tmp_path / "m.pt"
+    assert main(["export", "--study", "made", "--storage", url, "--trial", "0",
+                 "-f", "torchscript", "-o", str(path)]) == 0
+    cap = capsys.readouterr()
+    assert "note: the search saved no checkpoint (--save-checkpoints); retrained" in cap.err
+    assert "model: retrained from the config" in cap.out
+    data = load_dataset(SMALL_DATA)
+    inputs = example_inputs(data.splits["val"], data.features, rows=50)
+    ctr, ctcvr = torch.jit.load(str(path))(*inputs)
+    assert ctr.shape == (50,) and bool(((ctcvr >= 0) & (ctcvr <= 1)).all())
