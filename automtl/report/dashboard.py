@@ -20,7 +20,7 @@ from typing import Any
 from automtl.config import dump_yaml
 from automtl.errors import AutomtlError
 from automtl.report._page import PAGE
-from automtl.report.figures import build_figures, figure_json
+from automtl.report.figures import build_figures, figure_json, param_importances
 from automtl.report.html import dataset_label
 from automtl.report.snapshot import StudyReader, StudySnapshot, TrialRow
 from automtl.search.store import DEFAULT_STORAGE, mask_url
@@ -110,6 +110,9 @@ class DashboardData:
         self._version: str | None = None
         self._snap: StudySnapshot | None = None
         self._figures: dict[str, Any] | None = None
+        # importance only changes when a trial completes, not with every epoch record
+        self._importance_key: tuple[int, ...] | None = None
+        self._importances: dict[str, dict[str, float]] | str | None = None
 
     def current(self) -> tuple[str, StudySnapshot]:
         """(fingerprint, snapshot), re-read from the database only when something changed."""
@@ -126,7 +129,12 @@ class DashboardData:
         version, snap = self.current()
         with self._lock:
             if self._figures is None or self._version != version:
-                self._figures = {n: figure_json(f) for n, f in build_figures(snap).items()}
+                key = tuple(t.number for t in snap.complete)
+                if key != self._importance_key:
+                    self._importances = param_importances(snap)
+                    self._importance_key = key
+                figs = build_figures(snap, self._importances)
+                self._figures = {n: figure_json(f) for n, f in figs.items()}
             return self._figures
 
     def close(self) -> None:
