@@ -24,8 +24,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # torch-rechub's progress bars would flood the output
 
@@ -52,7 +52,8 @@ class Row:
 
 def model_config(name: str) -> ModelConfig:
     """The benchmark's MMoE or PLE."""
-    common = dict(embedding_dim=16, expert_dims=[256, 128], tower_dims=[64], seq_pooling="mean")
+    common = {"embedding_dim": 16, "expert_dims": [256, 128], "tower_dims": [64],
+              "seq_pooling": "mean"}
     if name == "mmoe":
         return ModelConfig(arch="mmoe", n_experts=8, **common)  # type: ignore[arg-type]
     return ModelConfig(arch="ple", n_levels=2, n_shared_experts=2, n_specific_experts=2,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -63,11 +62,11 @@ def metrics_table(result: TrainResult, task_rows: list[tuple[str, bool]],
 
 def train_command(
     config: Path = typer.Option(..., "--config", "-c", help="Trial config YAML (model, loss, train, data)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name (overrides data.name; "
+    dataset: str | None = typer.Option(None, "--dataset", help="Dataset name (overrides data.name; "
                                           "data.options are kept only for the same dataset)."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder of the dataset files."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides train.device)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Save the best weights (model.pt) and config.yaml here."),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="Folder of the dataset files."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides train.device)."),
+    out: Path | None = typer.Option(None, "--out", help="Save the best weights (model.pt) and config.yaml here."),
 ) -> None:
     """Train one trial: progress per epoch, then per-task val/test AUC and logloss."""
     from automtl.data import bayes_auc, load_dataset

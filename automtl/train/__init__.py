@@ -1,7 +1,7 @@
 """automtl.train: the one training loop (`fit`), metrics, device/precision choice."""
 
-from automtl.train.checkpoint import load_trained, save_trained
 from automtl.train.cache import clear_device_cache, device_split
+from automtl.train.checkpoint import load_trained, save_trained
 from automtl.train.device import autocast, resolve_device, resolve_precision
 from automtl.train.loop import (
     Callback,

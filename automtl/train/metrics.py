@@ -7,7 +7,7 @@ rows whose parent label is 1, ranked by p(task | parent) = p_task / p_parent (lo
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
