@@ -105,6 +105,10 @@ def _model_code(cfg: TrialConfig, tasks: Sequence[TaskSpec], dropped: list[str],
                 f"                expert_params={_mlp_params(m.expert_dims, m)},\n"
                 f"                tower_params_list={towers})")
     else:  # AITM
+        chain = all(t.depends_on == tasks[i - 1].name for i, t in enumerate(tasks) if i)
+        if not chain:
+            notes.append("torch-rechub's AITM transfers along the task order "
+                         f"{' -> '.join(names)}, not along depends_on")
         if m.aitm_dim != m.bottom_dims[-1]:
             dropped.append(f"model.aitm_dim={m.aitm_dim}: torch-rechub's AITM attention works in "
                            f"the bottom output size ({m.bottom_dims[-1]})")
