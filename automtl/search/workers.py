@@ -279,11 +279,17 @@ def study_target(study: optuna.Study) -> int | None:
     return int(value) if value is not None else None
 
 
+def interrupted(trial: FrozenTrial) -> bool:
+    """A trial stopped by Ctrl-C (FAIL with an "interrupted ..." reason): it frees its slot."""
+    reason = trial.user_attrs.get("fail_reason")
+    return trial.state == TrialState.FAIL and str(reason or "").startswith("interrupted")
+
+
 def budget(study: optuna.Study, target: int | None = None) -> Budget:
     """Count the study's trial slots now (target: the study's own unless given)."""
     trials = study.get_trials(deepcopy=False)
     gone = superseded_trials(trials)
-    states = Counter(t.state.name for t in trials if t.number not in gone)
+    states = Counter(t.state.name for t in trials if t.number not in gone and not interrupted(t))
     return Budget(target=study_target(study) if target is None else target,
                   states=dict(states), retried=len(gone))
 
@@ -390,6 +396,11 @@ def run_worker(
     if timeout is not None and timeout <= 0:
         raise AutomtlError(f"--timeout must be > 0 seconds, got {timeout}")
     study, hb = join_study(storage_url, study_name, heartbeat)
+    if study_target(study) is None and n_trials is None and timeout is None:
+        raise AutomtlError(f"study {study_name!r} has no target trial count (made by a plain "
+                           "`automtl search`); pass --n-trials N or --timeout S, or make studies "
+                           "for workers with `automtl study create`")
+    enable_sqlite_wal(storage_url)
     me = worker_name()
     result = WorkerResult(worker=me)
     lock = study_lock(storage_url, study_name)
@@ -733,7 +744,7 @@ def search_with_workers(
 __all__ = [
     "Budget", "HEARTBEAT_ATTR", "Heartbeat", "LaunchResult", "STORAGE_ENV", "StudyLock",
     "TARGET_ATTR", "WORKER_ATTR", "WorkerProcess", "WorkerResult", "budget",
-    "enable_sqlite_wal", "join_study", "prepare_shared_study", "search_with_workers", "launch_workers", "parse_devices", "run_worker", "set_target",
+    "enable_sqlite_wal", "interrupted", "join_study", "prepare_shared_study", "search_with_workers", "launch_workers", "parse_devices", "run_worker", "set_target",
     "start_workers", "study_lock", "study_target", "superseded_trials", "watch_workers",
     "worker_name", "worker_storage",
 ]
