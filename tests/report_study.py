@@ -53,10 +53,11 @@ FRONT = {2: {0, 1, 3}, 3: {0, 1, 3, 7}}
 N_COMPLETE = 6
 
 
-def make_study(db: Path, name: str = "known", n_objectives: int = 2, evil: bool = False,
+def make_study(db: Path | str, name: str = "known", n_objectives: int = 2, evil: bool = False,
                running: bool = False) -> tuple[str, optuna.Study]:
-    """Create the known study in SQLite file `db`; returns (storage URL, study)."""
-    url = f"sqlite:///{db}"
+    """Create the known study in SQLite file `db` (or at storage URL `db`); returns (storage
+    URL, study)."""
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
     objectives = OBJECTIVES[:n_objectives]
     study = optuna.create_study(study_name=name, storage=url,
                                 directions=["maximize"] * n_objectives)

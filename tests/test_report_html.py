@@ -129,3 +129,16 @@ def test_report_of_plain_optuna_study(tmp_path: Path) -> None:
     front = {t.number for t in study.best_trials}
     data = _figure_data(src, "pareto")
     assert {c[0] for c in data[1]["customdata"]} == front
+
+
+def test_report_of_empty_and_single_objective_studies(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'small.db'}"
+    optuna.create_study(study_name="empty", storage=url, directions=["maximize", "maximize"])
+    p, src = _parse(write_report(url, "empty", tmp_path / "empty.html"))
+    assert not p.errors and "no completed trials yet" in src
+    single = optuna.create_study(study_name="single", storage=url, direction="maximize")
+    single.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5)
+    p, src = _parse(write_report(url, "single", tmp_path / "single.html"))
+    assert not p.errors
+    assert "fig-pareto" not in p.ids and "fig-history" in p.ids and "fig-importance" in p.ids
+    assert "Pareto front (1 trials)" in " ".join(p.text)

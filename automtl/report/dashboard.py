@@ -164,8 +164,9 @@ def create_app(storage_url: str, study_name: str, refresh_s: float = 5.0) -> Any
     plotly_js = get_plotlyjs()
 
     def page(request: Request) -> HTMLResponse:
-        body = PAGE.replace("{{TITLE}}", html.escape(study_name, quote=True)).replace(
-            "{{REFRESH_MS}}", str(int(refresh_s * 1000)))
+        # the study name goes in last, so text inside it is never taken for a placeholder
+        body = PAGE.replace("{{REFRESH_MS}}", str(int(refresh_s * 1000))).replace(
+            "{{TITLE}}", html.escape(study_name, quote=True))
         return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 
     def plotly(request: Request) -> Response:
