@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    ap.add_argument("--batch-size", type=int, default=None, help="override train.batch_size")
+    ap.add_argument("--lr", type=float, default=None, help="override train.lr")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default=None)
     ap.add_argument("--markdown", default=None, help="write the result table to this file")
@@ -71,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics = ds.metric_names()
     base, source = example_config("mmoe")
     base.data = data_cfg
-    if args.epochs is not None:
-        base.train.epochs = args.epochs
+    for key in ("epochs", "batch_size", "lr"):
+        if getattr(args, key) is not None:
+            setattr(base.train, key, getattr(args, key))
     print(f"data: synthetic (default schema), {args.rows:,} rows, {args.n_tasks} tasks; "
           f"MMoE from {source}; seeds {seeds}; {args.threads} threads", flush=True)
 

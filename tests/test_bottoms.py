@@ -174,6 +174,13 @@ def test_smooth_step_limits_and_continuity() -> None:
         assert edge[0] < 1e-6 and edge[1] > 1 - 1e-6
 
 
+def test_smooth_step_gradient_is_finite_for_a_hard_mask() -> None:
+    z = torch.tensor([1e20, -1e20, 3.0, 2e-4, 0.0], requires_grad=True)
+    smooth_step(z, 1e-3).sum().backward()
+    assert torch.isfinite(z.grad).all()
+    assert z.grad[:3].eq(0).all() and z.grad[3:].gt(0).all()  # flat outside, rising inside
+
+
 def test_gamma_schedule_follows_the_paper() -> None:
     s = GammaSchedule()  # gamma = max(10 - 2e-4 * step, 1e-3)
     assert s(0).item() == pytest.approx(10.0)

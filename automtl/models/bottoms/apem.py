@@ -54,7 +54,10 @@ from automtl.models.bottoms._attention import multihead_attention
 def smooth_step(z: Tensor, gamma: Tensor | float) -> Tensor:
     """Eq. (13) f_D: 0 below -gamma/2, 1 above gamma/2, a C1 cubic in between."""
     g = torch.as_tensor(gamma, dtype=z.dtype, device=z.device)
-    cubic = -2.0 / g**3 * z**3 + 1.5 / g * z + 0.5
+    # clamp first so no huge z^3 / g^3 (inf * 0 = NaN) meets a masked-out branch in backward;
+    # the outer where makes the outside values exactly 0 / 1 (the cubic is off by rounding)
+    zc = torch.clamp(z, -g / 2, g / 2)
+    cubic = -2.0 / g**3 * zc**3 + 1.5 / g * zc + 0.5
     return torch.where(z <= -g / 2, torch.zeros_like(z),
                        torch.where(z >= g / 2, torch.ones_like(z), cubic))
 

@@ -46,7 +46,7 @@ class AFTBGate(nn.Module):
         self.gates = StackedLinear(n_tasks, n_fields * dim, n_fields * (n_tasks + 1))
         self.out_dim = 3 * n_fields * dim
 
-    def forward(self, views: Tensor) -> list[Tensor]:
+    def forward(self, views: Tensor) -> Tensor:
         g1, b, f, _ = views.shape
         t = self.n_tasks
         shared, own = views[0], views[1:]  # [B, F, s], [T, B, F, s]
