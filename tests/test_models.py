@@ -1,8 +1,6 @@
-"""Tests of automtl.models: blocks, fused embedding/pooling, every architecture and the ESMM head."""
+"""Tests of automtl.models: blocks, fused embedding/pooling, every architecture, the ESMM head."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
@@ -25,6 +23,7 @@ from automtl.models import (
 )
 from automtl.models.archs.mmoe import MMoE
 from automtl.models.archs.ple import PLE
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -59,8 +58,17 @@ NO_CASCADE = [TaskSpec("income", "income"), TaskSpec("married", "married")]
 
 
 def small_cfg(**kw) -> ModelConfig:
-    base = dict(embedding_dim=8, bottom_dims=[32], expert_dims=[32, 16], tower_dims=[16], n_experts=3,
-                n_levels=2, n_shared_experts=1, n_specific_experts=1, aitm_dim=8)
+    base = dict(
+        embedding_dim=8,
+        bottom_dims=[32],
+        expert_dims=[32, 16],
+        tower_dims=[16],
+        n_experts=3,
+        n_levels=2,
+        n_shared_experts=1,
+        n_specific_experts=1,
+        aitm_dim=8,
+    )
     base.update(kw)
     return ModelConfig(**base)
 
@@ -78,9 +86,11 @@ def make_batch(n: int, n_tasks: int, seed: int = 0) -> Batch:
     dense = g.normal(size=(n, 2)).astype(np.float32)
     item_eff = np.random.default_rng(99).normal(0, 1.5, 40)
     overlap = (hist_cats == cat[:, None]).sum(1)
-    logits = [item_eff[item] + 1.5 * overlap + dense[:, 0],
-              2.0 * dense[:, 1] + 1.0,
-              1.5 * overlap - 2.0 * dense[:, 0] + 1.0]
+    logits = [
+        item_eff[item] + 1.5 * overlap + dense[:, 0],
+        2.0 * dense[:, 1] + 1.0,
+        1.5 * overlap - 2.0 * dense[:, 0] + 1.0,
+    ]
     labels = np.zeros((n, n_tasks), np.float32)
     reached = np.ones(n, bool)
     for k in range(n_tasks):
@@ -96,16 +106,22 @@ def make_batch(n: int, n_tasks: int, seed: int = 0) -> Batch:
 
 
 def rows(b: Batch, sl: slice) -> Batch:
-    return Batch(b.sparse[sl], b.dense[sl], {k: v[sl] for k, v in b.sequences.items()}, b.labels[sl])
+    return Batch(
+        b.sparse[sl], b.dense[sl], {k: v[sl] for k, v in b.sequences.items()}, b.labels[sl]
+    )
 
 
 @pytest.mark.parametrize("n_tasks", [2, 3])
 @pytest.mark.parametrize("arch", BODIES)
 @pytest.mark.parametrize("head", ["plain", "esmm"])
-def test_forward_backward_every_parameter_gets_a_gradient(arch: str, n_tasks: int, head: str) -> None:
+def test_forward_backward_every_parameter_gets_a_gradient(
+    arch: str, n_tasks: int, head: str
+) -> None:
     torch.manual_seed(0)
     pooling = "target_attention" if n_tasks == 3 else "mean"
-    model = build_model(small_cfg(arch=arch, head=head, seq_pooling=pooling), FEATURES, TASKS[n_tasks])
+    model = build_model(
+        small_cfg(arch=arch, head=head, seq_pooling=pooling), FEATURES, TASKS[n_tasks]
+    )
     batch = make_batch(64, n_tasks)
     out = model(batch)
     assert list(out) == [t.name for t in TASKS[n_tasks]] == model.task_names
@@ -162,7 +178,9 @@ def test_esmm_head_is_the_product_of_the_cascade() -> None:
 
 def test_esmm_logit_is_exact_for_tiny_and_huge_probabilities() -> None:
     head = ESMMHead(TASKS[2])
-    raw = torch.tensor([[-20.0, -3.0, 0.0, 8.0, 40.0], [-25.0, 2.0, 0.0, 30.0, 40.0]], requires_grad=True)
+    raw = torch.tensor(
+        [[-20.0, -3.0, 0.0, 8.0, 40.0], [-25.0, 2.0, 0.0, 30.0, 40.0]], requires_grad=True
+    )
     out = head(raw)
     assert torch.isfinite(out).all()
     logp = F.logsigmoid(raw[0].double()) + F.logsigmoid(raw[1].double())
@@ -193,9 +211,15 @@ def _mlp_params(d_in: int, dims: list[int]) -> int:
     return total
 
 
-@pytest.mark.parametrize("n_levels,m_s,m_k,n_tasks", [(1, 2, 2, 2), (2, 2, 2, 2), (3, 1, 3, 3), (2, 3, 0, 3)])
-def test_ple_parameter_counts_match_configured_experts(n_levels: int, m_s: int, m_k: int, n_tasks: int) -> None:
-    cfg = small_cfg(n_levels=n_levels, n_shared_experts=m_s, n_specific_experts=m_k, expert_dims=[24, 16])
+@pytest.mark.parametrize(
+    "n_levels,m_s,m_k,n_tasks", [(1, 2, 2, 2), (2, 2, 2, 2), (3, 1, 3, 3), (2, 3, 0, 3)]
+)
+def test_ple_parameter_counts_match_configured_experts(
+    n_levels: int, m_s: int, m_k: int, n_tasks: int
+) -> None:
+    cfg = small_cfg(
+        n_levels=n_levels, n_shared_experts=m_s, n_specific_experts=m_k, expert_dims=[24, 16]
+    )
     d_in = 40
     body = PLE(cfg, d_in, TASKS[n_tasks])
     assert len(body.levels) == n_levels
@@ -268,7 +292,10 @@ def test_fused_embedding_shares_rows_and_does_one_lookup(monkeypatch: pytest.Mon
     # hist_items position 0 uses the item field's rows
     item_ids = batch.sequences["hist_items"][:, 0].long()
     assert torch.equal(out.sequences[:, 0], emb.weight[30 + item_ids])
-    assert torch.equal(out.mask, torch.cat([batch.sequences[k] for k in ("hist_items", "hist_cats", "queries")], 1) != 0)
+    assert torch.equal(
+        out.mask,
+        torch.cat([batch.sequences[k] for k in ("hist_items", "hist_cats", "queries")], 1) != 0,
+    )
 
 
 @pytest.mark.parametrize("mode", ["mean", "target_attention"])
@@ -287,13 +314,18 @@ def test_pooling_ignores_padding(mode: str) -> None:
             emb.weight[row].normal_(0, 10.0)
     assert torch.allclose(pool(emb(batch)), before, atol=1e-6)
     # longer max_len with extra padding gives the same pooled vector
-    feats = [f if f.name != "hist_items" else FeatureSpec("hist_items", "sequence", 40, 9, "item") for f in FEATURES]
+    feats = [
+        f if f.name != "hist_items" else FeatureSpec("hist_items", "sequence", 40, 9, "item")
+        for f in FEATURES
+    ]
     emb2, pool2 = FeatureEmbedding(feats, 4), SequencePooling(feats, 4, mode)
     emb2.load_state_dict(emb.state_dict())
     if mode == "target_attention":
         pool2.load_state_dict(pool.state_dict())
     padded = rows(batch, slice(None))
-    padded.sequences = dict(batch.sequences, hist_items=F.pad(batch.sequences["hist_items"], (0, 3)))
+    padded.sequences = dict(
+        batch.sequences, hist_items=F.pad(batch.sequences["hist_items"], (0, 3))
+    )
     assert torch.allclose(pool2(emb2(padded)), before, atol=1e-6)
 
 
@@ -343,7 +375,9 @@ def test_build_model_errors_are_one_line() -> None:
     with pytest.raises(ConfigError, match="hist_x: shares_with='missing' is not a sparse field"):
         build_model(small_cfg(), bad, TASKS[2])
     with pytest.raises(ConfigError, match="depends_on='nope' is not a task"):
-        build_model(small_cfg(), FEATURES, [TaskSpec("a", "a"), TaskSpec("b", "b", depends_on="nope")])
+        build_model(
+            small_cfg(), FEATURES, [TaskSpec("a", "a"), TaskSpec("b", "b", depends_on="nope")]
+        )
 
 
 def test_last_shared_parameters_for_gradnorm() -> None:

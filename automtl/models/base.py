@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from automtl.config import ModelConfig
 from automtl.data.schema import TaskSpec
+from automtl.errors import ConfigError
 
 BodyInput = Tensor | Sequence[Tensor]
 
@@ -29,11 +30,19 @@ def as_input(x: BodyInput, n_tasks: int) -> Tensor:
     return torch.stack(list(x), dim=0)
 
 
+def require_layers(cfg: ModelConfig, key: str) -> list[int]:
+    """`cfg.<key>` (a layer-size list) if non-empty, else a one-line ConfigError naming the arch."""
+    dims = list(getattr(cfg, key))
+    if not dims:
+        raise ConfigError(f"model.{key}: arch {cfg.arch} needs at least one layer, e.g. [128]")
+    return dims
+
+
 class Body(nn.Module):
-    """An MTL architecture: input(s) -> raw logits ``[T, B]``. Subclasses register via `register_arch`.
+    """An MTL architecture: input(s) -> raw logits ``[T, B]``; subclasses use `register_arch`.
 
     Class attributes: `needs_cascade` (the arch only makes sense with `depends_on` tasks) and
-    `independent_inputs` (asks `build_model` for one independent copy of the shared bottom per task).
+    `independent_inputs` (asks `build_model` for an independent shared-bottom copy per task).
     """
 
     needs_cascade: bool = False
@@ -47,8 +56,8 @@ class Body(nn.Module):
         self.n_tasks = len(self.tasks)
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the last layer shared by all tasks (GradNorm's W); [] when none is shared."""
+        """The last layer shared by all tasks (GradNorm's W); [] when nothing is shared."""
         return []
 
 
-__all__ = ["Body", "BodyInput", "as_input"]
+__all__ = ["Body", "BodyInput", "as_input", "require_layers"]

@@ -26,7 +26,7 @@ def activation(name: str) -> nn.Module:
 
 
 def mlp(in_dim: int, dims: Sequence[int], act: str = "relu", dropout: float = 0.0) -> nn.Sequential:
-    """Plain MLP: (Linear -> activation -> dropout) per entry of `dims`; works on any leading dims."""
+    """Plain MLP: (Linear -> activation -> dropout) per entry of `dims`; any leading dims."""
     layers: list[nn.Module] = []
     for d in dims:
         layers += [nn.Linear(in_dim, d), activation(act)]
@@ -37,7 +37,7 @@ def mlp(in_dim: int, dims: Sequence[int], act: str = "relu", dropout: float = 0.
 
 
 class StackedLinear(nn.Module):
-    """`n` independent linear maps ``in -> out`` stored as ``weight [n, in, out]``, ``bias [n, 1, out]``.
+    """`n` independent linear maps ``in -> out``: ``weight [n, in, out]``, ``bias [n, 1, out]``.
 
     forward: ``[B, in]`` (shared) or ``[n, B, in]`` (per member) -> ``[n, B, out]``, one matmul.
     Initialised like `nn.Linear` (uniform ±1/sqrt(in)) member by member.
@@ -52,7 +52,11 @@ class StackedLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # 2-D x broadcasts over the member dim inside matmul (one batched GEMM, no Python loop)
-        return torch.baddbmm(self.bias, x, self.weight) if x.dim() == 3 else torch.matmul(x, self.weight) + self.bias
+        return (
+            torch.baddbmm(self.bias, x, self.weight)
+            if x.dim() == 3
+            else torch.matmul(x, self.weight) + self.bias
+        )
 
     def extra_repr(self) -> str:
         return f"n={self.n}, in_dim={self.in_dim}, out_dim={self.out_dim}"
@@ -62,7 +66,8 @@ class StackedMLP(nn.Module):
     """`n` independent MLPs of identical shape evaluated as one batched op per layer.
 
     Hidden layers `dims` use `act` (+ dropout); if `out_dim` is given a final linear layer without
-    activation follows (towers: ``out_dim=1``). forward: ``[B, in]`` or ``[n, B, in]`` -> ``[n, B, out]``.
+    activation follows (towers: ``out_dim=1``).
+    forward: ``[B, in]`` or ``[n, B, in]`` -> ``[n, B, out]``.
     """
 
     def __init__(
@@ -124,9 +129,16 @@ def mix_experts(gates: Tensor, experts: Tensor) -> Tensor:
 
 
 class Towers(nn.Module):
-    """One MLP tower per task ending in one logit: ``[B, D]`` or ``[T, B, D]`` -> raw logits ``[T, B]``."""
+    """One MLP tower per task ending in a logit: ``[B, D]`` or ``[T, B, D]`` -> ``[T, B]``."""
 
-    def __init__(self, n_tasks: int, in_dim: int, dims: Sequence[int], act: str = "relu", dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        n_tasks: int,
+        in_dim: int,
+        dims: Sequence[int],
+        act: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.net = StackedMLP(n_tasks, in_dim, dims, act, dropout, out_dim=1)
 
@@ -134,4 +146,12 @@ class Towers(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-__all__ = ["SoftmaxGates", "StackedLinear", "StackedMLP", "Towers", "activation", "mix_experts", "mlp"]
+__all__ = [
+    "SoftmaxGates",
+    "StackedLinear",
+    "StackedMLP",
+    "Towers",
+    "activation",
+    "mix_experts",
+    "mlp",
+]

@@ -9,10 +9,11 @@ The lookup concatenates the sparse id columns and every sequence's positions int
 Sequence pooling (`SequencePooling`) turns each sequence into one vector with a row-stochastic
 weight matrix ``W [B, S, L]`` applied by one `bmm` to all sequences at once:
 - ``mean``: W = valid / count (padding id 0 gets weight 0; an all-padding sequence pools to 0);
-- ``target_attention``: W = masked softmax over the sequence of <q, e_j> / sqrt(d), the query q being
-  the embedding of the sequence's target (the sparse field it `shares_with`), as in DIN's target
-  attention reduced to a scaled dot product (a choice: the DIN activation MLP is not used). A
-  sequence without a shared field gets a learned query vector. Padding positions get weight 0.
+- ``target_attention``: W = masked softmax over the sequence of <q, e_j> / sqrt(d), the query q
+  being the embedding of the sequence's target (the sparse field it `shares_with`): DIN's target
+  attention (Zhou et al., KDD 2018) reduced to a scaled dot product (a choice: DIN's activation
+  MLP is not used). A sequence without a shared field gets a learned query vector. Padding
+  positions get weight 0.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from automtl.errors import ConfigError
 
 @dataclass
 class EmbeddedBatch:
-    """Embedded inputs of one batch (rows = copies * B when the embedding has independent copies)."""
+    """Embedded inputs of one batch (rows = copies * B with independent embedding copies)."""
 
     sparse: Tensor  # [R, F, d] one vector per sparse field
     sequences: Tensor  # [R, L, d] every sequence's positions, concatenated in feature order
@@ -45,7 +46,8 @@ class FeatureEmbedding(nn.Module):
     """Fused embedding of all sparse and sequence fields of a schema (see module docstring).
 
     With ``copies > 1`` the table holds `copies` independent replicas (e.g. one per task for the
-    single-task baseline); the lookup still is one call and returns ``copies * B`` rows, replica-major.
+    single-task baseline); the lookup is still one call; it returns ``copies * B`` rows,
+    replica-major.
     """
 
     def __init__(self, features: Sequence[FeatureSpec], dim: int, copies: int = 1) -> None:
@@ -59,14 +61,18 @@ class FeatureEmbedding(nn.Module):
         total = 0
         for f in sparse:
             if f.vocab_size <= 0:
-                raise ConfigError(f"feature {f.name}: sparse field needs vocab_size > 0, got {f.vocab_size}")
+                raise ConfigError(
+                    f"feature {f.name}: sparse field needs vocab_size > 0, got {f.vocab_size}"
+                )
             start[f.name] = total
             total += f.vocab_size
         col_offsets = [start[f.name] for f in sparse]
         self.seq_lengths: list[int] = []
         for s in self.sequence_specs:
             if s.max_len <= 0:
-                raise ConfigError(f"feature {s.name}: sequence field needs max_len > 0, got {s.max_len}")
+                raise ConfigError(
+                    f"feature {s.name}: sequence field needs max_len > 0, got {s.max_len}"
+                )
             if s.shares_with is not None:
                 if s.shares_with not in start:
                     raise ConfigError(
@@ -76,12 +82,16 @@ class FeatureEmbedding(nn.Module):
                 base = start[s.shares_with]
             else:
                 if s.vocab_size <= 0:
-                    raise ConfigError(f"feature {s.name}: sequence without shares_with needs vocab_size > 0")
+                    raise ConfigError(
+                        f"feature {s.name}: sequence without shares_with needs vocab_size > 0"
+                    )
                 base, total = total, total + s.vocab_size
             col_offsets += [base] * s.max_len
             self.seq_lengths.append(s.max_len)
         self.vocab_total = total
-        self.register_buffer("col_offsets", torch.tensor(col_offsets, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "col_offsets", torch.tensor(col_offsets, dtype=torch.long), persistent=False
+        )
         if copies > 1:
             self.register_buffer(
                 "copy_offsets", (torch.arange(copies) * total).view(copies, 1, 1), persistent=False
@@ -99,11 +109,13 @@ class FeatureEmbedding(nn.Module):
             dense = dense.repeat(self.copies, 1)
         emb = F.embedding(ids, self.weight)
         f = self.n_sparse
-        return EmbeddedBatch(sparse=emb[:, :f], sequences=emb[:, f:], mask=raw[:, f:] != 0, dense=dense)
+        return EmbeddedBatch(
+            sparse=emb[:, :f], sequences=emb[:, f:], mask=raw[:, f:] != 0, dense=dense
+        )
 
 
 class SequencePooling(nn.Module):
-    """Pools every sequence field to one vector: ``EmbeddedBatch -> [R, S, d]`` (module docstring)."""
+    """Pools every sequence field to one vector: ``EmbeddedBatch -> [R, S, d]``."""
 
     def __init__(
         self,
@@ -132,7 +144,9 @@ class SequencePooling(nn.Module):
             else:
                 query_index.append(len(sparse_names) + free)
                 free += 1
-        self.register_buffer("query_index", torch.tensor(query_index, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "query_index", torch.tensor(query_index, dtype=torch.long), persistent=False
+        )
         self.free_queries = (
             nn.Parameter(torch.empty(n_free, dim).normal_(0.0, 0.05))
             if mode == "target_attention" and n_free

@@ -23,12 +23,13 @@ _LOG_HALF = -math.log(2.0)
 
 
 def cascade_order(tasks: Sequence[TaskSpec]) -> list[int]:
-    """Task indices with every parent before its children; ConfigError on unknown parent or cycle."""
+    """Task indices, parents before children; ConfigError on an unknown parent or a cycle."""
     index = {t.name: i for i, t in enumerate(tasks)}
     for t in tasks:
         if t.depends_on is not None and t.depends_on not in index:
             raise ConfigError(
-                f"task {t.name}: depends_on={t.depends_on!r} is not a task; use one of {', '.join(index)}"
+                f"task {t.name}: depends_on={t.depends_on!r} is not a task; "
+                f"use one of {', '.join(index)}"
             )
     order: list[int] = []
     state: dict[int, int] = {}
@@ -37,7 +38,9 @@ def cascade_order(tasks: Sequence[TaskSpec]) -> list[int]:
         if state.get(i) == 2:
             return
         if state.get(i) == 1:
-            raise ConfigError(f"task {tasks[i].name}: depends_on forms a cycle; make the cascade a chain")
+            raise ConfigError(
+                f"task {tasks[i].name}: depends_on forms a cycle; make the cascade a chain"
+            )
         state[i] = 1
         parent = tasks[i].depends_on
         if parent is not None:

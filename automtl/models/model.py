@@ -17,7 +17,9 @@ from automtl.models.registry import ARCHS, BOTTOMS, lookup
 class MTLModel(nn.Module):
     """A multi-task model: forward(batch) -> {task name: logit [B] of p(task = 1 | x)}."""
 
-    def __init__(self, bottom: nn.Module, body: nn.Module, head: nn.Module, tasks: Sequence[TaskSpec]) -> None:
+    def __init__(
+        self, bottom: nn.Module, body: nn.Module, head: nn.Module, tasks: Sequence[TaskSpec]
+    ) -> None:
         super().__init__()
         self.bottom, self.body, self.head = bottom, body, head
         self.task_names: list[str] = [t.name for t in tasks]
@@ -38,13 +40,15 @@ def _needs_cascade(what: str, tasks: Sequence[TaskSpec]) -> None:
     if not has_cascade(tasks):
         names = ", ".join(t.name for t in tasks)
         raise ConfigError(
-            f"{what} needs a task cascade (a task with depends_on) but the tasks {names} have none; "
+            f"{what} needs a task cascade (a task with depends_on) but tasks {names} have none; "
             "choose another model.arch/model.head or a dataset with a cascade"
         )
 
 
-def build_model(cfg: ModelConfig, features: Sequence[FeatureSpec], tasks: Sequence[TaskSpec]) -> MTLModel:
-    """Build the model `cfg` describes for a dataset's features and tasks (one-line ConfigError if invalid)."""
+def build_model(
+    cfg: ModelConfig, features: Sequence[FeatureSpec], tasks: Sequence[TaskSpec]
+) -> MTLModel:
+    """The model `cfg` describes, for a dataset's features and tasks (ConfigError if invalid)."""
     cfg.validate()
     if not tasks:
         raise ConfigError("dataset has no tasks; a multi-task model needs at least one task")

@@ -4,8 +4,8 @@
   forward takes the bottom output (``[B, D]``, ``[T, B, D]`` or a list of T ``[B, D]``) and returns
   raw logits ``[T, B]`` (see `automtl.models.base.Body`).
 - `register_bottom(name)`: class decorator; built as ``cls(cfg, features, tasks)``, with attribute
-  `out_dim`; forward(batch) returns ``[B, D]`` (shared input) or per-task inputs (list of T ``[B, D]``
-  or one ``[T, B, D]`` tensor).
+  `out_dim`; forward(batch) returns ``[B, D]`` (shared input) or per-task inputs (list of T
+  ``[B, D]`` or one ``[T, B, D]`` tensor).
 
 Modules in `automtl/models/archs/` and `automtl/models/bottoms/` are imported automatically, so a
 new file there that uses the decorator is all it takes to add an architecture or a bottom.
@@ -27,7 +27,9 @@ BOTTOMS: dict[str, type] = {}
 def _register(table: dict[str, type], kind: str, name: str) -> Callable[[C], C]:
     def deco(cls: C) -> C:
         if name in table and table[name] is not cls:
-            raise ValueError(f"{kind} {name!r} registered twice ({table[name].__name__}, {cls.__name__})")
+            raise ValueError(
+                f"{kind} {name!r} registered twice ({table[name].__name__}, {cls.__name__})"
+            )
         table[name] = cls
         cls.registered_name = name  # type: ignore[attr-defined]
         return cls

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from automtl.config import ModelConfig
 from automtl.data.schema import TaskSpec
-from automtl.models.base import Body, BodyInput, as_input
+from automtl.models.base import Body, BodyInput, as_input, require_layers
 from automtl.models.blocks import StackedMLP, Towers
 from automtl.models.heads import cascade_order, parent_indices
 from automtl.models.registry import register_arch
@@ -57,7 +57,8 @@ class AITM(Body):
 
     def __init__(self, cfg: ModelConfig, in_dim: int, tasks: Sequence[TaskSpec]) -> None:
         super().__init__(cfg, in_dim, tasks)
-        self.encoders = StackedMLP(self.n_tasks, in_dim, cfg.bottom_dims, cfg.activation, cfg.dropout)
+        dims = require_layers(cfg, "bottom_dims")
+        self.encoders = StackedMLP(self.n_tasks, in_dim, dims, cfg.activation, cfg.dropout)
         h = self.encoders.out_dim
         self.order = cascade_order(self.tasks)
         self.parents = parent_indices(self.tasks)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from automtl.config import ModelConfig
 from automtl.data.schema import TaskSpec
-from automtl.models.base import Body, BodyInput, as_input
+from automtl.models.base import Body, BodyInput, as_input, require_layers
 from automtl.models.blocks import SoftmaxGates, StackedMLP, Towers, mix_experts
 from automtl.models.registry import register_arch
 
@@ -28,9 +28,12 @@ class MMoE(Body):
 
     def __init__(self, cfg: ModelConfig, in_dim: int, tasks: Sequence[TaskSpec]) -> None:
         super().__init__(cfg, in_dim, tasks)
-        self.experts = StackedMLP(cfg.n_experts, in_dim, cfg.expert_dims, cfg.activation, cfg.dropout)
+        dims = require_layers(cfg, "expert_dims")
+        self.experts = StackedMLP(cfg.n_experts, in_dim, dims, cfg.activation, cfg.dropout)
         self.gates = SoftmaxGates(self.n_tasks, in_dim, cfg.n_experts)
-        self.towers = Towers(self.n_tasks, self.experts.out_dim, cfg.tower_dims, cfg.activation, cfg.dropout)
+        self.towers = Towers(
+            self.n_tasks, self.experts.out_dim, cfg.tower_dims, cfg.activation, cfg.dropout
+        )
         self.last_gates: Tensor | None = None
 
     def forward(self, x: BodyInput) -> Tensor:

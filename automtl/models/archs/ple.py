@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from automtl.config import ModelConfig
 from automtl.data.schema import TaskSpec
-from automtl.models.base import Body, BodyInput, as_input
+from automtl.models.base import Body, BodyInput, as_input, require_layers
 from automtl.models.blocks import SoftmaxGates, StackedMLP, Towers, mix_experts
 from automtl.models.registry import register_arch
 
@@ -37,7 +37,8 @@ class ExtractionLevel(nn.Module):
         super().__init__()
         m_k, m_s = cfg.n_specific_experts, cfg.n_shared_experts
         self.n_tasks, self.n_experts = n_tasks, n_tasks * m_k + m_s
-        self.experts = StackedMLP(self.n_experts, in_dim, cfg.expert_dims, cfg.activation, cfg.dropout)
+        dims = require_layers(cfg, "expert_dims")
+        self.experts = StackedMLP(self.n_experts, in_dim, dims, cfg.activation, cfg.dropout)
         self.out_dim = self.experts.out_dim
         self.task_gates = SoftmaxGates(n_tasks, in_dim, m_k + m_s)
         self.shared_gate = None if last else SoftmaxGates(1, in_dim, self.n_experts)
@@ -59,7 +60,9 @@ class ExtractionLevel(nn.Module):
             shared_src = shared_in
         g = self.task_gates(tasks_in)  # [T, B, m_k + m_s]
         t, b, m = g.shape
-        full = g.new_zeros(t, b, self.n_experts).scatter(2, self.select.unsqueeze(1).expand(t, b, m), g)
+        full = g.new_zeros(t, b, self.n_experts).scatter(
+            2, self.select.unsqueeze(1).expand(t, b, m), g
+        )
         out = mix_experts(full, experts)
         shared_out = None
         if self.shared_gate is not None:
