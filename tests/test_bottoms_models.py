@@ -254,3 +254,19 @@ def test_search_spaces_sample_buildable_bottoms(space_name: str) -> None:
     expected = {"shared", "dtrn", "apem", "stem"} if space_name == "default" else {"shared", "dtrn"}
     assert bottoms == expected
     assert injections == set(INJECTIONS)
+
+
+@pytest.mark.parametrize("arch,bottom,injection", [
+    ("mmoe", "dtrn", "ln"), ("mmoe", "dtrn", "qkv"), ("mmoe", "dtrn", "ffn1"),
+    ("mmoe", "dtrn", "ffn2"), ("apem", "apem", "ln"), ("apem", "shared", "ln"),
+    ("ple", "stem", "ln")])
+def test_bottoms_run_under_bf16_autocast(arch: str, bottom: str, injection: str) -> None:
+    # the trainer's CUDA precision is bf16 autocast; CPU autocast takes the same dtype paths
+    torch.manual_seed(0)
+    model = build_model(small_cfg(arch=arch, bottom=bottom, injection=injection), FEATURES, TASKS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(make_batch())
+    loss = sum(v.float().sum() for v in out.values())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
