@@ -267,8 +267,10 @@ def _no_sequences_note() -> None:
 class DTRNBottom(nn.Module):
     """DTRN bottom: per-task ``r_t`` of Eq. (9) from the shared embedding, TIM and TRM -> [T, B, D].
 
-    Config: ``transformer_dim/heads/layers``, ``injection`` (ln | qkv | ffn1 | ffn2), ``trm``.
-    A dataset without sequence fields disables TIM with a one-line warning (not an error).
+    Config: ``transformer_dim/heads/layers``, ``injection`` (ln | qkv | ffn1 | ffn2), ``trm``;
+    sequences go through TIM, so ``seq_pooling`` is not used. Output width: sparse fields *
+    embedding_dim + n_dense + sequences * transformer_dim. A dataset without sequence fields
+    disables TIM with a one-line warning (not an error).
     """
 
     def __init__(self, cfg: ModelConfig, features: Sequence[FeatureSpec],
