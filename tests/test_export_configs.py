@@ -207,3 +207,11 @@ def test_trial_off_the_front_can_be_exported(tmp_path: Path, capsys) -> None:
                          "-f", "yaml", "-o", str(tmp_path / "t4.yaml"))
     assert rc == 0 and "trial 4 (trial 4): val ctr_auc 0.6900, cvr_auc 0.5900" in out
     assert to_dict(load_trial_config(tmp_path / "t4.yaml")) == study.trials[4].user_attrs["config"]
+
+
+def test_fuxictr_needs_a_bottom_layer() -> None:
+    data = load_dataset(SMALL_DATA)
+    with pytest.raises(AutomtlError, match="fuxictr's SharedBottom needs at least one layer in "
+                                           "model.bottom_dims"):
+        fuxictr_config(TrialConfig(model=ModelConfig(arch="shared_bottom", bottom_dims=[])),
+                       data.features, data.tasks)

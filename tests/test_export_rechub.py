@@ -128,3 +128,14 @@ def test_missing_terms_are_dropped_or_errors() -> None:
         rechub_script(_cfg(arch="apem"), data.features, data.tasks)
     with pytest.raises(AutomtlError, match="no independent single-task towers"):
         rechub_script(_cfg(arch="single"), data.features, data.tasks)
+
+
+def test_empty_bottom_maps_to_esmm_or_errors() -> None:
+    data = load_dataset(SMALL_DATA)
+    # shared_bottom without a bottom MLP and an ESMM head is exactly torch-rechub's ESMM
+    esmm = rechub_script(_cfg(arch="shared_bottom", head="esmm", bottom_dims=[]),
+                         data.features, data.tasks)
+    assert esmm.model == "ESMM" and 'cvr_params={"dims": [4]' in esmm.script
+    with pytest.raises(AutomtlError, match="torch-rechub's SharedBottom needs at least one layer "
+                                           "in model.bottom_dims"):
+        rechub_script(_cfg(arch="shared_bottom", bottom_dims=[]), data.features, data.tasks)

@@ -58,3 +58,14 @@ def train_gaps(train: TrainConfig, *, grad_clip: bool) -> list[str]:
     if train.grad_clip is not None and not grad_clip:
         out.append(f"train.grad_clip={train.grad_clip:g}: no gradient clipping")
     return out
+
+
+def require_dims(model: ModelConfig, key: str, tool: str, cls: str) -> list[int]:
+    """`model.<key>` when it has at least one layer, else an `AutomtlError` (the tool's `cls`
+    needs one: its towers take that layer's width)."""
+    dims = list(getattr(model, key))
+    if not dims:
+        raise AutomtlError(f"--format {tool}: {tool}'s {cls} needs at least one layer in "
+                           f"model.{key}, which is empty for this trial; export it with "
+                           "--format yaml (automtl train) or onnx/torchscript instead")
+    return dims

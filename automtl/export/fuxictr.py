@@ -26,7 +26,7 @@ import yaml
 
 from automtl.config import TrialConfig
 from automtl.data.schema import FeatureSpec, TaskSpec
-from automtl.export._gaps import loss_gaps, model_gaps, require_arch, train_gaps
+from automtl.export._gaps import loss_gaps, model_gaps, require_arch, require_dims, train_gaps
 
 FUXICTR_MODELS = {"shared_bottom": "SharedBottom", "mmoe": "MMoE", "ple": "PLE"}
 _ACTIVATIONS = {"relu": "relu", "gelu": "GELU", "silu": "SiLU"}  # FuxiCTR: getattr(nn, name)
@@ -96,17 +96,19 @@ def fuxictr_config(cfg: TrialConfig, features: Sequence[FeatureSpec], tasks: Seq
         "optimizer": _OPTIMIZERS[t.optimizer],
         "learning_rate": t.lr,
     }
+    layers = require_dims(m, "bottom_dims" if m.arch == "shared_bottom" else "expert_dims",
+                          "fuxictr", model_name)
     if m.arch == "shared_bottom":
-        exp["bottom_hidden_units"] = list(m.bottom_dims)
+        exp["bottom_hidden_units"] = layers
     elif m.arch == "mmoe":
         exp["num_experts"] = m.n_experts
-        exp["expert_hidden_units"] = list(m.expert_dims)
+        exp["expert_hidden_units"] = layers
         exp["gate_hidden_units"] = []
     else:  # ple
         exp["num_layers"] = m.n_levels
         exp["num_shared_experts"] = m.n_shared_experts
         exp["num_specific_experts"] = m.n_specific_experts
-        exp["expert_hidden_units"] = list(m.expert_dims)
+        exp["expert_hidden_units"] = layers
         exp["gate_hidden_units"] = []
     exp.update({
         "tower_hidden_units": list(m.tower_dims),

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from automtl.config import ModelConfig, TrialConfig
 from automtl.data.schema import FeatureSpec, TaskSpec
 from automtl.errors import AutomtlError
-from automtl.export._gaps import loss_gaps, model_gaps, require_arch, train_gaps
+from automtl.export._gaps import loss_gaps, model_gaps, require_arch, require_dims, train_gaps
 
 RECHUB_MODELS = {"shared_bottom": "SharedBottom", "mmoe": "MMOE", "ple": "PLE", "aitm": "AITM",
                  "single": "ESMM"}
@@ -67,10 +67,10 @@ def _model_code(cfg: TrialConfig, tasks: Sequence[TaskSpec], dropped: list[str],
     esmm_ok = n == 2 and tasks[1].depends_on == tasks[0].name
     if m.head == "esmm" and m.arch in ("single", "shared_bottom") and esmm_ok:
         dims = list(m.bottom_dims) + list(m.tower_dims)
-        if m.arch == "shared_bottom":
+        if m.arch == "shared_bottom" and m.bottom_dims:
             notes.append(f"ESMM has no shared MLP: the shared bottom {list(m.bottom_dims)} becomes "
                          f"the first layers of each tower ({dims})")
-        else:
+        elif m.arch == "single":
             notes.append("ESMM's two towers share the embedding tables (automtl's single arch "
                          "gives each task its own)")
         cond = tasks[1].cond_name or f"{tasks[1].name}_given_{tasks[0].name}"
@@ -90,30 +90,32 @@ def _model_code(cfg: TrialConfig, tasks: Sequence[TaskSpec], dropped: list[str],
     if m.head == "esmm":
         dropped.append(f"model.head=esmm: torch-rechub's {name} predicts each task directly "
                        "(no ESMM product); ESMM exists only as its own two-tower model")
+    layers = require_dims(m, "bottom_dims" if name in ("SharedBottom", "AITM") else "expert_dims",
+                          "torch-rechub", name)
     if name == "SharedBottom":
         code = (f"SharedBottom(features, task_types=TASK_TYPES,\n"
-                f"                bottom_params={_mlp_params(m.bottom_dims, m)},\n"
+                f"                bottom_params={_mlp_params(layers, m)},\n"
                 f"                tower_params_list={towers})")
     elif name == "MMOE":
         code = (f"MMOE(features, task_types=TASK_TYPES, n_expert={m.n_experts},\n"
-                f"                expert_params={_mlp_params(m.expert_dims, m)},\n"
+                f"                expert_params={_mlp_params(layers, m)},\n"
                 f"                tower_params_list={towers})")
     elif name == "PLE":
         code = (f"PLE(features, task_types=TASK_TYPES, n_level={m.n_levels},\n"
                 f"                n_expert_specific={m.n_specific_experts}, "
                 f"n_expert_shared={m.n_shared_experts},\n"
-                f"                expert_params={_mlp_params(m.expert_dims, m)},\n"
+                f"                expert_params={_mlp_params(layers, m)},\n"
                 f"                tower_params_list={towers})")
     else:  # AITM
         chain = all(t.depends_on == tasks[i - 1].name for i, t in enumerate(tasks) if i)
         if not chain:
             notes.append("torch-rechub's AITM transfers along the task order "
                          f"{' -> '.join(names)}, not along depends_on")
-        if m.aitm_dim != m.bottom_dims[-1]:
+        if m.aitm_dim != layers[-1]:
             dropped.append(f"model.aitm_dim={m.aitm_dim}: torch-rechub's AITM attention works in "
-                           f"the bottom output size ({m.bottom_dims[-1]})")
+                           f"the bottom output size ({layers[-1]})")
         code = (f"AITM(features, n_task={n},\n"
-                f"                bottom_params={_mlp_params(m.bottom_dims, m)},\n"
+                f"                bottom_params={_mlp_params(layers, m)},\n"
                 f"                tower_params_list={towers})")
     return name, code, labels, names
 
