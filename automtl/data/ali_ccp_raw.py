@@ -6,7 +6,8 @@ feature_list``) and ``common_features_{train,test}.csv`` (``md5,feature_num,feat
 
 One pass per file, bounded memory: each common-features file is parsed once into on-disk
 columns indexed by a 64-bit md5 prefix (held in memory: 8 bytes per user); the skeleton is then
-streamed in chunks, joined by md5 against the memory-mapped common columns and appended to the
+streamed in blocks (pyarrow's streaming CSV reader; entries parsed with vectorised pyarrow
+compute and NumPy, no per-line Python), joined by md5 against the memory-mapped common columns and appended to the
 output columns. What grows in memory is only the vocabularies and the md5 index, never the
 number of samples.
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from automtl.data.ali_ccp_raw import DENSE_FIELDS, SEQ_FIELDS, SPARSE_FIELDS
 from automtl.data.cache import cached
 from automtl.data.columnar import is_columnar, load_columnar
 from automtl.data.registry import DatasetInfo, register_dataset
@@ -48,10 +49,9 @@ register_dataset(DatasetInfo(
 
 # --- ali-ccp ----------------------------------------------------------------------------------
 
-ALI_CCP_SPARSE = ("101", "121", "122", "124", "125", "126", "127", "128", "129", "205", "206",
-                  "207", "210", "216", "508", "509", "702", "853", "301",
-                  "109_14", "110_14", "127_14", "150_14")
-ALI_CCP_DENSE = ("D109_14", "D110_14", "D127_14", "D150_14", "D508", "D509", "D702", "D853")
+# The processed CSV has the behaviour fields as single sparse ids, not sequences.
+ALI_CCP_SPARSE = SPARSE_FIELDS + SEQ_FIELDS
+ALI_CCP_DENSE = DENSE_FIELDS
 ALI_CCP_LAYOUT = TableLayout(sparse=ALI_CCP_SPARSE, dense=ALI_CCP_DENSE, tasks=CASCADE)
 ALI_CCP_FILES = ("ali_ccp_{split}.csv", "ali_ccp_{split}_sample.csv", "{split}.csv")
 ALI_CCP_SOURCE = "Tianchi dataset 408 (https://tianchi.aliyun.com/dataset/408)"
