@@ -80,7 +80,8 @@ def bench_load(rows: int) -> dict[str, float]:
         return n
 
     _, touch_s = _timed(touch)
-    return {"rows": rows, "generate_s": gen_s, "generate_cpu_s": gen_cpu, "first_load_s": first_s, "cache_load_s": hit_s,
+    return {"rows": rows, "generate_s": gen_s, "generate_cpu_s": gen_cpu,
+            "first_load_s": first_s, "cache_load_s": hit_s,
             "cache_rows_per_s": rows / hit_s, "read_all_s": hit_s + touch_s,
             "read_all_rows_per_s": rows / (hit_s + touch_s), "speedup_vs_generate": gen_s / hit_s}
 
@@ -140,7 +141,8 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only, keep RESULTS.md")
     args = ap.parse_args()
     if args.rows < SYNTHETIC_CACHE_ROWS:
-        ap.error(f"--rows must be >= {SYNTHETIC_CACHE_ROWS} (smaller synthetic sets are not cached)")
+        ap.error(f"--rows must be >= {SYNTHETIC_CACHE_ROWS} "
+                 "(smaller synthetic sets are not cached)")
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="automtl-bench-"))
     os.environ["AUTOMTL_CACHE"] = str(work / "cache")

@@ -39,7 +39,8 @@ def _count(path: Path, col: str) -> int:
 def test_shared_ali_ccp_sample():
     ds = _load("ali-ccp", SHARED / "ali-ccp-sample")
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 100, "val": 50, "test": 50}
-    assert [len(ds.sparse_features), len(ds.dense_features), len(ds.sequence_features)] == [23, 8, 0]
+    kinds = [len(ds.sparse_features), len(ds.dense_features), len(ds.sequence_features)]
+    assert kinds == [23, 8, 0]
     assert ds.task_names == ["ctr", "ctcvr"] and ds.tasks[1].cond_name == "cvr"
     assert ds.metric_names() == ["ctr_auc", "ctcvr_auc", "cvr_auc"]
     f = SHARED / "ali-ccp-sample" / "ali_ccp_train_sample.csv"
@@ -159,7 +160,8 @@ def test_cache_hit_is_identical_and_keyed_by_content(tmp_path):
 
 def test_location_rules(tmp_path, monkeypatch):
     write_processed(tmp_path / "root" / "ali-ccp", "ali-ccp", {"train": 30, "test": 10})
-    write_processed(tmp_path / "root" / "aliexpress-sample", "aliexpress", {"train": 30, "test": 10})
+    write_processed(tmp_path / "root" / "aliexpress-sample", "aliexpress",
+                    {"train": 30, "test": 10})
     monkeypatch.setenv("AUTOMTL_DATA", str(tmp_path / "root"))
     assert len(load_dataset(DataConfig(name="ali-ccp")).splits["test"]) == 10
     assert len(load_dataset(DataConfig(name="aliexpress")).splits["test"]) == 10

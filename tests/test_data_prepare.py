@@ -21,7 +21,8 @@ from datagen import write_raw_ali_ccp
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("raw")
     raw = write_raw_ali_ccp(root / "raw", n_train=400, n_test=150, seed=1)
-    report = prepare_ali_ccp(root / "raw", root / "out", max_len=8, val_fraction=0.0, block_bytes=4096)
+    report = prepare_ali_ccp(root / "raw", root / "out", max_len=8, val_fraction=0.0,
+                             block_bytes=4096)
     clear_memo()
     ds = load_dataset(DataConfig(name="ali-ccp", data_dir=str(root / "out")))
     return raw, report, ds
@@ -63,7 +64,8 @@ def test_round_trip_exact_values(prepared):
         assert spec.max_len == 8
         flat_raw = [i for r in raw.rows["train"] for i in r.seqs[f]]
         seqs = tr.sequences[f]
-        flat_c = np.concatenate([seqs[i, : len(r.seqs[f])] for i, r in enumerate(raw.rows["train"])])
+        flat_c = np.concatenate([seqs[i, : len(r.seqs[f])]
+                                 for i, r in enumerate(raw.rows["train"])])
         assert (seqs > 0).sum() == len(flat_raw)  # nothing lost, padding only after the ids
         m = _mapping(flat_raw, flat_c)
         for i, r in enumerate(raw.rows["test"]):  # unseen ids are skipped, order kept

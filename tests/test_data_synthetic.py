@@ -111,7 +111,8 @@ def _logit(p):
 def test_rho_raises_task_logit_correlation():
     corr = []
     for rho in (0.0, 0.5, 1.0):
-        t = generate_synthetic(rows=10_000, rho=rho, seed=0).splits["train"].truth.astype(np.float64)
+        ds = generate_synthetic(rows=10_000, rho=rho, seed=0)
+        t = ds.splits["train"].truth.astype(np.float64)
         corr.append(np.corrcoef(_logit(t[:, 0]), _logit(t[:, 1] / t[:, 0]))[0, 1])
     assert corr[0] < corr[1] < corr[2]
     assert corr[2] > 0.99

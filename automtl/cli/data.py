@@ -137,7 +137,8 @@ def prepare_command(
                              "common_features_{train,test}.csv (Tianchi dataset 408)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default "
                                        "$AUTOMTL_DATA/ali-ccp or ~/.cache/automtl/ali-ccp)."),
-    max_len: int = typer.Option(50, "--max-len", help="Keep this many behaviour ids per field."),
+    max_len: int = typer.Option(20, "--max-len", help="Keep this many behaviour ids per field "
+                                "(each costs 4 bytes per row)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train rows for val."),
     seed: int = typer.Option(0, "--seed", help="Seed of the val split."),
 ) -> None:

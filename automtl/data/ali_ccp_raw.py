@@ -7,9 +7,9 @@ feature_list``) and ``common_features_{train,test}.csv`` (``md5,feature_num,feat
 One pass per file, bounded memory: each common-features file is parsed once into on-disk
 columns indexed by a 64-bit md5 prefix (held in memory: 8 bytes per user); the skeleton is then
 streamed in blocks (pyarrow's streaming CSV reader; entries parsed with vectorised pyarrow
-compute and NumPy, no per-line Python), joined by md5 against the memory-mapped common columns and appended to the
-output columns. What grows in memory is only the vocabularies and the md5 index, never the
-number of samples.
+compute and NumPy, no per-line Python), joined by md5 against the memory-mapped common columns
+and appended to the output columns. What grows in memory is only the vocabularies and the md5
+index, never the number of samples.
 
 Choices (documented because the release leaves them open):
 - click=0, buy=1 rows are noise and are dropped (counted in ``meta.noise_rows_dropped``);
@@ -161,7 +161,8 @@ class _Parser:
             i = int(bad[0])
             raise DataError(f"{path}: line {lines[i]}: feature_num is {expected[i]} but "
                             f"feature_list has {counts[i]} entries separated by \\x01; the "
-                            "separators are broken or the line is truncated, re-extract the raw file")
+                            "separators are broken or the line is truncated, re-extract the "
+                            "raw file")
         parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
         entries = pc.list_flatten(lists)
         if empty_row.any():
@@ -336,7 +337,7 @@ def _write(writer: ColumnWriter, split: str, sparse: np.ndarray, dense: np.ndarr
 def prepare_ali_ccp(
     raw: str | Path,
     out: str | Path,
-    max_len: int = 50,
+    max_len: int = 20,
     val_fraction: float = 0.1,
     seed: int = 0,
     block_bytes: int = 16 << 20,

@@ -21,7 +21,8 @@ def bayes_auc(dataset: Dataset, split: str = "val") -> dict[str, float]:
     `{cond}_auc` ranks rows whose parent label is 1 by p(task | parent, x) = truth_k / truth_parent.
     """
     if split not in dataset.splits:
-        raise DataError(f"{dataset.name}: no split {split!r}; use one of {', '.join(dataset.splits)}")
+        raise DataError(f"{dataset.name}: no split {split!r}; "
+                        f"use one of {', '.join(dataset.splits)}")
     s = dataset.splits[split]
     if s.truth is None:
         raise DataError(f"{dataset.name}: no true probabilities (only synthetic data has them)")

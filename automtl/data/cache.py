@@ -85,7 +85,8 @@ def cached(name: str, options: dict[str, Any], files: Iterable[Path],
     ds.meta["cache_key"] = key
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        if is_columnar(folder) and not damaged:  # another process (a parallel search worker) wrote it meanwhile
+        # another process (a parallel search worker) may have written it meanwhile
+        if is_columnar(folder) and not damaged:
             ds.meta["cache"] = f"present {folder}"
         else:
             save_dataset(ds, folder)

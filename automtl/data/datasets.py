@@ -39,7 +39,7 @@ def _load_synthetic(_: Path | None, opts: dict[str, Any]) -> Dataset:
 register_dataset(DatasetInfo(
     name="synthetic",
     description="generated click->purchase (or click->cart->purchase) cascade with known truth",
-    tasks=("ctr", "ctcvr (cvr)"),
+    tasks=("ctr", "ctcvr (cvr)", "n_tasks=3: ctcart (cart)"),
     source="generated in memory (deterministic from seed)",
     loader=_load_synthetic,
     options={"rows": 200_000, "n_tasks": 2, "rho": 0.5, "seed": 0, "schema": "default"},

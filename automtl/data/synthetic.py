@@ -207,7 +207,7 @@ def generate_synthetic(
     seed: int = 0,
     schema: str = "default",
 ) -> Dataset:
-    """A deterministic synthetic cascade dataset (80/10/10 split) whose `Split.truth` is p(task|x)."""
+    """A deterministic synthetic cascade dataset (80/10/10 split); `Split.truth` is p(task|x)."""
     try:
         rows, n_tasks, rho, seed = int(rows), int(n_tasks), float(rho), int(seed)
     except (TypeError, ValueError):

@@ -66,7 +66,8 @@ def _read_header(path: Path) -> list[str]:
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text CSV file; export it as plain CSV") from None
     except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror}); check the path and permissions") from None
+        raise DataError(f"{path}: cannot read ({exc.strerror}); "
+                        "check the path and permissions") from None
     if not line.strip():
         raise DataError(f"{path}: empty file (no header line); write the CSV header and rows")
     return next(csv.reader([line]))
@@ -173,7 +174,7 @@ def _reindex(train: np.ndarray, others: list[np.ndarray]) -> tuple[list[np.ndarr
 
 def build_dataset(name: str, layout: TableLayout, files: dict[str, Path],
                   val_fraction: float, seed: int, meta: dict[str, object]) -> Dataset:
-    """Read the split files, carve val out of train when absent, re-index ids, drop cascade noise."""
+    """Read the split files, carve val from train when absent, re-index ids, drop cascade noise."""
     if "train" not in files or "test" not in files:
         have = ", ".join(f"{k}={v.name}" for k, v in files.items()) or "none"
         raise DataError(f"{name}: need train and test files, found {have}; "
