@@ -27,6 +27,7 @@ from automtl.search.study_config import load_study_config
 from automtl.search.workers import (
     WORKER_ATTR,
     Heartbeat,
+    WorkerProcess,
     budget,
     launch_workers,
     prepare_shared_study,
@@ -132,43 +133,52 @@ def test_four_workers_on_postgres_reach_exactly_the_target(pg_url: str, tmp_path
     assert "***@127.0.0.1" in logs
 
 
+def _signal_mid_trial(study: optuna.Study, worker: WorkerProcess, sig: int) -> datetime:
+    """Send `sig` to `worker` while it runs a trial (polls the database for its RUNNING trial)."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if any(t.user_attrs.get(WORKER_ATTR) == worker.name for t in running):
+            os.kill(worker.process.pid, sig)
+            return datetime.now()
+        time.sleep(0.05)
+    raise AssertionError(f"worker {worker.index} never started a trial: "
+                         f"{worker.log.read_text()[-1000:]}")
+
+
 def test_sigkilled_worker_trial_fails_after_grace_and_is_retried(pg_url: str,
                                                                  tmp_path: Path) -> None:
     cfg = load_study_config(write_study(tmp_path, "kill", 8))
     hb = Heartbeat(1, 3)
     prepare_shared_study(cfg, pg_url, heartbeat=hb)
     procs = start_workers(pg_url, "kill", 3, log_dir=tmp_path / "logs")
-    victim = procs[0]
+    killed, stopped = procs[0], procs[1]
     study = optuna.load_study(study_name="kill", storage=pg_url)
-    deadline = time.monotonic() + 180
-    killed_at = None
-    while time.monotonic() < deadline and killed_at is None:
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if any(t.user_attrs.get(WORKER_ATTR) == victim.name for t in running):
-            os.kill(victim.process.pid, signal.SIGKILL)  # mid-trial: no chance to clean up
-            killed_at = datetime.now()
-        else:
-            time.sleep(0.05)
-    assert killed_at is not None, "the victim never started a trial"
+    killed_at = _signal_mid_trial(study, killed, signal.SIGKILL)  # no chance to clean up
+    _signal_mid_trial(study, stopped, signal.SIGINT)  # Ctrl-C: clean stop
     result = watch_workers(pg_url, "kill", procs, console=quiet())
-    assert result.returncodes[0] == -signal.SIGKILL
-    assert result.returncodes[1:] == [0, 0], victim.log.read_text()[-2000:]
+    assert result.returncodes == [-signal.SIGKILL, 130, 0], procs[2].log.read_text()[-2000:]
 
     study = optuna.load_study(study_name="kill", storage=pg_url)
     trials = study.get_trials()
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert len(failed) == 1
-    dead = failed[0]
-    assert dead.user_attrs.get(WORKER_ATTR) in (victim.name, None)  # killed maybe before tagging
-    # FAILed by another worker only after the grace period without heartbeats
+    assert len(failed) == 2
+    (dead,) = [t for t in failed if t.user_attrs.get(WORKER_ATTR) == killed.name]
+    (stop,) = [t for t in failed if t.user_attrs.get(WORKER_ATTR) == stopped.name]
+    # the killed worker's trial: FAILed by another worker only after the grace period ...
+    assert dead.user_attrs.get("fail_reason") is None
     assert (dead.datetime_complete - killed_at).total_seconds() >= hb.grace - hb.interval - 0.5
+    # ... and its configuration retried once, by a live worker, to completion
     retries = [t for t in trials if t.system_attrs.get("retry_history") == [dead.number]]
     assert len(retries) == 1
     retry = retries[0]
     assert retry.state == TrialState.COMPLETE and retry.params == dead.params
-    assert retry.user_attrs[WORKER_ATTR] != victim.name
-    # the study still reached its count: 8 slots, all COMPLETE, plus the superseded FAIL
-    assert len(trials) == 9 and sorted(t.number for t in trials) == list(range(9))
+    assert retry.user_attrs[WORKER_ATTR] == procs[2].name
+    # the Ctrl-C'd trial says so, is not retried, and hands its slot back
+    assert str(stop.user_attrs["fail_reason"]).startswith("interrupted")
+    assert not any(t.system_attrs.get("retry_history") == [stop.number] for t in trials)
+    # the study still reached its count: 8 slots, all COMPLETE, plus the two FAILs
+    assert len(trials) == 10 and sorted(t.number for t in trials) == list(range(10))
     b = budget(study)
     assert b.finished == 8 and b.states == {"COMPLETE": 8} and b.retried == 1
     assert_front_matches_optuna(pg_url, study)

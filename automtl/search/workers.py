@@ -541,6 +541,9 @@ def start_workers(
     procs = []
     for i in range(n_workers):
         device = devices[i % len(devices)] if devices else None
+        if (device is None or device == "cpu") and "OMP_NUM_THREADS" not in os.environ:
+            # CPU workers share the cores instead of each starting one thread per core.
+            env = {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n_workers))}
         cmd = [sys.executable, "-c", _ENTRY, "worker", "--study", study_name]
         if device:
             cmd += ["--device", device]
