@@ -104,3 +104,10 @@ def test_pruner_reads_the_metrics_table_and_marks_the_trial(tmp_path: Path):
     assert frozen.state == optuna.trial.TrialState.PRUNED
     assert frozen.user_attrs["pruned_rung"] == 1
     assert "Pareto rank" in frozen.user_attrs["prune_reason"]
+
+    # the last epoch is never pruned: its training is already paid for
+    last = study.ask()
+    EpochRecorder(store, "s", last.number).on_epoch_end(1, record)
+    ParetoPruner(store, last, ["ctr_auc", "cvr_auc"], CFG, max_epoch=1).on_epoch_end(1, record)
+    with pytest.raises(optuna.TrialPruned):
+        ParetoPruner(store, last, ["ctr_auc", "cvr_auc"], CFG, max_epoch=2).on_epoch_end(1, record)

@@ -119,14 +119,17 @@ class ParetoPruner:
     """
 
     def __init__(self, store: Store, trial: optuna.Trial, objectives: Sequence[str],
-                 cfg: PrunerConfig) -> None:
+                 cfg: PrunerConfig, max_epoch: int | None = None) -> None:
         self.store, self.trial = store, trial
+        self.max_epoch = max_epoch  # the last epoch is never pruned: its training is done
         self.objectives = list(objectives)
         self.cfg = cfg
         self.study_name = trial.study.study_name
 
     def on_epoch_end(self, epoch: int, record: Any) -> None:
         if self.cfg.kind == "none" or not is_rung(epoch, self.cfg):
+            return
+        if self.max_epoch is not None and epoch >= self.max_epoch:
             return
         own = [float(record.val.get(o, float("nan"))) for o in self.objectives]
         rung = self.store.rung_values(self.study_name, epoch, self.objectives)

@@ -218,7 +218,7 @@ class _Objective:
 
             callbacks: list[object] = [
                 EpochRecorder(self.store, self.study.study_name, trial.number, on_metrics),
-                ParetoPruner(self.store, trial, self.objectives, self.cfg.pruner),
+                ParetoPruner(self.store, trial, self.objectives, self.cfg.pruner, epochs),
                 _BatchForwarder(self.listener, trial.number),
                 *self.extra_callbacks,
             ]
