@@ -89,7 +89,10 @@ def info_command(
     for col in ("kind", "count", "fields (vocab size / max_len)"):
         fields.add_column(col)
     sparse = ", ".join(f"{f.name} ({f.vocab_size:,})" for f in ds.sparse_features)
-    dense = ", ".join(f.name for f in ds.dense_features)
+    dense_names = [f.name for f in ds.dense_features]
+    if len(dense_names) > 10:  # e.g. AliExpress numerical_1..63
+        dense_names = [*dense_names[:4], "...", *dense_names[-2:]]
+    dense = ", ".join(dense_names)
     seqs = ", ".join(
         f"{f.name} ({f.vocab_size:,} / {f.max_len}"
         + (f", shares {f.shares_with})" if f.shares_with else ")")
