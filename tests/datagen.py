@@ -148,14 +148,21 @@ def _aliexpress_row(rnd: random.Random, i: int) -> list[object]:
             *[round(rnd.random(), 5) for _ in range(63)], click, conv]
 
 
-def census_header() -> list[str]:
-    """The census-income sample header (read from the shared sample when present)."""
-    sample = Path(__file__).resolve().parents[2] / "shared/data/census-income-sample"
-    f = sample / "census_income_train_sample.csv"
-    if f.is_file():
-        with f.open(newline="") as fh:
-            return next(csv.reader(fh))
-    raise FileNotFoundError(f)
+CENSUS_HEADER = [
+    "age", "class of worker", "industry code", "occupation code", "education", "wage per hour",
+    "enrolled in edu inst last wk", "marital status", "major industry code",
+    "major occupation code", "race", "hispanic origin", "sex", "member of a labor union",
+    "reason for unemployment", "full or part time employment stat", "capital gains",
+    "capital losses", "divdends from stocks", "tax filer status", "region of previous residence",
+    "state of previous residence", "detailed household and family stat",
+    "detailed household summary in household", "migration code-change in msa",
+    "migration code-change in reg", "migration code-move within reg",
+    "live in this house 1 year ago", "migration prev res in sunbelt",
+    "num persons worked for employer", "family members under 18", "country of birth father",
+    "country of birth mother", "country of birth self", "citizenship",
+    "own business or self employed", "fill inc questionnaire for veterans admin",
+    "veterans benefits", "weeks worked in year", "year", "income",
+]  # the processed census-income layout (torch-rechub), in file order
 
 
 def _census_row(rnd: random.Random, header: list[str]) -> list[object]:
@@ -178,9 +185,8 @@ def write_processed(folder: Path, layout: str = "ali-ccp", rows: dict[str, int] 
     rnd = random.Random(seed)
     rows = rows or {"train": 200, "val": 50, "test": 50}
     folder.mkdir(parents=True, exist_ok=True)
-    header = {"ali-ccp": ALI_CCP_HEADER, "aliexpress": ALIEXPRESS_HEADER}.get(layout)
-    if header is None:
-        header = census_header()
+    header = {"ali-ccp": ALI_CCP_HEADER, "aliexpress": ALIEXPRESS_HEADER,
+              "census-income": CENSUS_HEADER}[layout]
     paths = {}
     for split, n in rows.items():
         p = folder / pattern.format(split=split)
