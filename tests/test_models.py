@@ -386,3 +386,71 @@ def test_last_shared_parameters_for_gradnorm() -> None:
     assert [p.shape for p in mmoe.last_shared_parameters()] == [(3, 32, 16), (3, 1, 16)]
     sb = ARCHS["shared_bottom"](small_cfg(dropout=0.1), 10, TASKS[2])
     assert [p.shape for p in sb.last_shared_parameters()] == [(32, 10), (32,)]
+
+
+def test_esmm_network_shares_only_embeddings() -> None:
+    torch.manual_seed(0)
+    model = build_model(
+        small_cfg(arch="shared_bottom", head="esmm", bottom_dims=[]), FEATURES, TASKS[2]
+    )
+    assert model.body.last_shared_parameters() == []
+    assert model.body.towers.net.net[0].in_dim == model.bottom.out_dim  # towers read embeddings
+    out = model(make_batch(16, 2))
+    assert out["ctcvr"].shape == (16,)
+    with pytest.raises(ConfigError, match="model.bottom_dims: arch aitm needs at least one layer"):
+        build_model(small_cfg(arch="aitm", bottom_dims=[]), FEATURES, TASKS[2])
+    with pytest.raises(ConfigError, match="model.expert_dims: arch ple needs at least one layer"):
+        build_model(small_cfg(arch="ple", expert_dims=[]), FEATURES, TASKS[2])
+
+
+def test_example_configs_build_every_architecture() -> None:
+    from automtl.config import load_trial_config
+    from automtl.resources import list_named_yaml, resource_dir
+
+    names = list_named_yaml("studies/examples")
+    assert {"single", "shared_bottom", "mmoe", "ple", "esmm", "aitm"} <= set(names)
+    archs = set()
+    for name in names:
+        cfg = load_trial_config(resource_dir("studies/examples") / f"{name}.yaml")
+        assert cfg.data.name == "synthetic" and cfg.train.epochs <= 3
+        n_tasks = cfg.data.options.get("n_tasks", 2)
+        model = build_model(cfg.model, FEATURES, TASKS[n_tasks])
+        assert model(make_batch(8, n_tasks))[TASKS[n_tasks][-1].name].shape == (8,)
+        archs.add(cfg.model.arch + ("+esmm" if cfg.model.head == "esmm" else ""))
+    assert {"single", "shared_bottom", "mmoe", "ple", "aitm", "shared_bottom+esmm"} <= archs
+    mmoe = load_trial_config(resource_dir("studies/examples") / "mmoe.yaml")
+    assert (mmoe.model.n_experts, mmoe.model.expert_dims, mmoe.model.embedding_dim) == (
+        8,
+        [256, 128],
+        16,
+    )
+    assert (mmoe.model.tower_dims, mmoe.train.batch_size) == ([64], 2048)
+    ple = load_trial_config(resource_dir("studies/examples") / "ple.yaml").model
+    assert (ple.n_levels, ple.n_shared_experts, ple.n_specific_experts) == (2, 2, 2)
+
+
+def test_mmoe_learns_the_synthetic_dataset() -> None:
+    from automtl.config import DataConfig
+    from automtl.data import load_dataset
+    from automtl.data.batching import DeviceSplit, iter_batches
+
+    ds = load_dataset(DataConfig(options={"rows": 8000, "n_tasks": 3, "seed": 0}))
+    torch.manual_seed(0)
+    cfg = small_cfg(arch="mmoe", head="esmm", seq_pooling="target_attention", n_experts=4)
+    model = build_model(cfg, ds.features, ds.tasks)
+    train, val = (
+        DeviceSplit.from_split(ds.splits["train"]),
+        DeviceSplit.from_split(ds.splits["val"]),
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(2):
+        for b in iter_batches(train, 256, shuffle=True, generator=torch.Generator().manual_seed(0)):
+            loss = F.binary_cross_entropy_with_logits(model.forward_tensor(b), b.labels.t())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        pred = model.forward_tensor(val.slice(0, len(val)))
+    aucs = [roc_auc_score(val.labels[:, k].numpy(), pred[k].numpy()) for k in range(3)]
+    assert min(aucs) > 0.62, aucs
