@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
@@ -19,6 +21,15 @@ from automtl.models.bottoms.dtrn import (
 from automtl.models.bottoms.stem import AFTBGate
 
 T, M, B, L, E = 2, 2, 5, 7, 8
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # tiny ops on a shared 2-core machine: one thread avoids intra-op barrier stalls
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _seq_inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
