@@ -181,6 +181,8 @@ CASES = [
     Case("worker_missing_database_file",
          lambda d, u: ["worker", "--study", STUDY, "--storage", f"sqlite:///{d / 'no.db'}"],
          ("no.db",)),
+    Case("worker_on_study_without_target",  # made by a plain search: would never stop
+         lambda d, u: ["worker", "--study", STUDY, "--storage", u], ("--n-trials", "target")),
     Case("worker_bad_heartbeat",
          lambda d, u: ["worker", "--study", STUDY, "--storage", u, "--heartbeat-interval", "5",
                        "--grace-period", "6"], ("grace period",)),

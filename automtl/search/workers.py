@@ -608,7 +608,7 @@ def _progress_table(study: optuna.Study, procs: Sequence[WorkerProcess], b: Budg
             status = "finished" if rc == 0 else f"exited with code {rc}"
         elif p.name in running:
             t = running[p.name]
-            status = f"trial {t.number}, epoch {epochs.get(t.number, 0)}"
+            status = f"trial {t.number}, epoch {epochs.get(t.number, 0) + 1} running"
         else:
             status = "starting / waiting"
         table.add_row(str(p.index), str(p.process.pid), p.device or "auto", status)
