@@ -110,3 +110,4 @@ def test_cli_binds_localhost_by_default() -> None:
     defaults = {n: p.default for n, p in inspect.signature(dashboard).parameters.items()}
     assert defaults["host"].default == "127.0.0.1"
     assert defaults["port"].default == 8080
+

@@ -22,9 +22,11 @@ def dashboard(
     """Serve the study's figures and trials table at http://HOST:PORT (read-only, live)."""
     from automtl.report.dashboard import serve
 
-    console.print(f"automtl dashboard for study {study!r}: http://{host}:{port}/ "
-                  "(Ctrl+C to stop)", markup=False, highlight=False)
-    serve(storage, study, host=host, port=port, refresh_s=refresh)
+    def announce(url: str) -> None:
+        console.print(f"automtl dashboard of study {study!r}: {url} (read-only; Ctrl+C to stop)",
+                      markup=False, highlight=False)
+
+    serve(storage, study, host=host, port=port, refresh_s=refresh, announce=announce)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,7 @@ import html
 import math
 import shlex
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from automtl.config import dump_yaml
@@ -212,11 +212,13 @@ def create_app(storage_url: str, study_name: str, refresh_s: float = 5.0) -> Any
 
 
 def serve(storage_url: str, study_name: str, host: str = "127.0.0.1", port: int = 8080,
-          refresh_s: float = 5.0) -> None:
-    """Run the dashboard until interrupted."""
+          refresh_s: float = 5.0, announce: Callable[[str], None] | None = None) -> None:
+    """Run the dashboard until interrupted; `announce` gets the URL once the study is open."""
     app = create_app(storage_url, study_name, refresh_s)
     import uvicorn
 
+    if announce is not None:
+        announce(f"http://{host}:{port}/")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -217,7 +217,9 @@ def readonly_url(url: str) -> tuple[str, dict[str, Any]]:
         if not path.is_file():
             raise AutomtlError(f"--storage {mask_url(url)}: no database file at {path}; run "
                                "`automtl search` first or pass the right --storage")
-        # SQLite URI filename: mode=ro makes every write fail inside SQLite itself.
+        # SQLite URI filename: mode=ro makes every write fail inside SQLite itself. The timeout
+        # lets a read wait while a running search holds its short write lock.
+        kwargs["connect_args"] = {"timeout": 30}
         return f"sqlite:///file:{quote(path.resolve().as_posix())}?mode=ro&uri=true", kwargs
     if url.startswith("postgresql"):
         kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
