@@ -454,3 +454,17 @@ def test_mmoe_learns_the_synthetic_dataset() -> None:
         pred = model.forward_tensor(val.slice(0, len(val)))
     aucs = [roc_auc_score(val.labels[:, k].numpy(), pred[k].numpy()) for k in range(3)]
     assert min(aucs) > 0.62, aucs
+
+
+@pytest.mark.parametrize("arch", BODIES)
+def test_bf16_autocast_forward_backward(arch: str) -> None:
+    torch.manual_seed(0)
+    cfg = small_cfg(arch=arch, head="esmm", seq_pooling="target_attention")
+    model = build_model(cfg, FEATURES, TASKS[3])
+    batch = make_batch(32, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch)
+    assert out["ctcvr"].dtype == torch.float32  # the ESMM head computes the cascade in fp32
+    logits = torch.stack([v.float() for v in out.values()], 1)
+    F.binary_cross_entropy_with_logits(logits, batch.labels).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

@@ -85,6 +85,8 @@ class ESMMHead(nn.Module):
         self.parents = parent_indices(tasks)
 
     def forward(self, raw: Tensor) -> Tensor:
+        # fp32 even under bf16 autocast: log p of a deep cascade step needs the mantissa bits
+        raw = raw.float()
         logp: list[Tensor | None] = [None] * raw.shape[0]
         out: list[Tensor | None] = [None] * raw.shape[0]
         for i in self.order:  # T is 2-3: a loop over cascade steps, not over samples
