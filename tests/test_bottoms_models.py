@@ -270,3 +270,30 @@ def test_bottoms_run_under_bf16_autocast(arch: str, bottom: str, injection: str)
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("arch,bottom", [("mmoe", "dtrn"), ("apem", "apem"), ("ple", "stem")])
+def test_bottoms_export_to_onnx_and_torchscript(tmp_path, arch: str, bottom: str) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    from automtl.export.serving import TensorModel, export_onnx, export_torchscript
+
+    torch.manual_seed(0)
+    model = build_model(small_cfg(arch=arch, bottom=bottom), FEATURES, TASKS).eval()
+    seq_names = [f.name for f in FEATURES if f.kind == "sequence"]
+
+    def inputs(batch: Batch) -> tuple[torch.Tensor, ...]:
+        return (batch.sparse, batch.dense, *[batch.sequences[n] for n in seq_names])
+
+    example, other = inputs(make_batch(16)), inputs(make_batch(9, seed=5))  # new batch size
+    ref = [t.detach().numpy() for t in TensorModel(model, FEATURES)(*other)]
+    session = ort.InferenceSession(str(export_onnx(model, FEATURES, TASKS, example,
+                                                   tmp_path / "m.onnx")))
+    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), other)}
+    for got, want in zip(session.run(None, feeds), ref):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    traced = torch.jit.load(str(export_torchscript(model, FEATURES, TASKS, example,
+                                                   tmp_path / "m.pt")))
+    for got, want in zip(traced(*other), ref):
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
