@@ -106,7 +106,7 @@ class StackedMLP(nn.Module):
 
 
 class SoftmaxGates(nn.Module):
-    """`n` softmax gates over `n_choices` experts: g = softmax(W x + b) (MMoE eq. 5, PLE eq. 4).
+    """`n` softmax gates over `n_choices` experts: g = softmax(W x + b) (the MMoE/PLE gate).
 
     forward: ``[B, D]`` or ``[n, B, D]`` -> ``[n, B, n_choices]``, rows sum to 1.
     """

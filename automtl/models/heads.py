@@ -1,7 +1,7 @@
 """Output heads: raw body logits ``[T, B]`` -> logits of the UNCONDITIONAL p(task = 1 | x).
 
 - `plain`: identity (each body logit already models p(task)).
-- `esmm`: ESMM (Ma et al., SIGIR 2018), eq. 2: pCTCVR = pCTR * pCVR, generalised to any cascade:
+- `esmm`: ESMM (Ma et al., SIGIR 2018): pCTCVR = pCTR * pCVR, generalised to any cascade:
   for a task i with parent j (`depends_on`), p_i = p_j * sigmoid(raw_i), raw_i modelling the
   conditional p(i | j, x). Computed in log space, log p_i = log p_j + logsigmoid(raw_i), and
   returned as the stable logit log p - log(1 - p) (log1mexp), so BCE-with-logits stays exact
@@ -77,7 +77,7 @@ class PlainHead(nn.Module):
 
 
 class ESMMHead(nn.Module):
-    """ESMM cascade head (SIGIR 2018, eq. 2) for any body; see module docstring."""
+    """ESMM cascade head (SIGIR 2018) for any body; see module docstring."""
 
     def __init__(self, tasks: Sequence[TaskSpec]) -> None:
         super().__init__()

@@ -1,19 +1,19 @@
 """AITM (Xi et al., "Modeling the Sequential Dependence among Audience Multi-step Conversions with
-Multi-task Learning in Targeted Display Advertising", KDD 2021), eqs. 1-4.
+Multi-task Learning in Targeted Display Advertising", KDD 2021), sec. 3 (the AIT module).
 
 Each task t has its own tower q_t = Tower_t(x) (`bottom_dims`). Along the cascade (`depends_on`),
 the Adaptive Information Transfer module fuses what the parent step transfers with the task's own
 representation:
 
-    p_{t-1} = g_{t-1}(z_{t-1})                       (eq. 2, transfer MLP: Linear + ReLU)
-    z_t = sum_{u in {p_{t-1}, q_t}} w_u h3(u)        (eq. 3)
-    w_u = softmax_u( <h1(u), h2(u)> / sqrt(k) )      (eq. 4)
+    p_{t-1} = g_{t-1}(z_{t-1})                       (transfer MLP: Linear + ReLU)
+    z_t = sum_{u in {p_{t-1}, q_t}} w_u h3(u)
+    w_u = softmax_u( <h1(u), h2(u)> / sqrt(k) )
 
 with z_t = q_t for a root task, and y_t = sigmoid(MLP_t(z_t)) (`tower_dims`). Choices: h1, h2 map to
 k = `aitm_dim` (the attention dimension), h3 maps to the tower width so z_t and q_t have one size;
 every dependent task has its own g, h1, h2, h3 (the paper's two-task model has one of each). A task
 tree (several children of one parent) is handled edge by edge. Per-task inputs x_t feed Tower_t.
-The behavioural-expectation calibrator (eq. 6) is a loss term (`automtl.losses`).
+The behavioural-expectation calibrator is a loss term (`automtl.losses`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from automtl.models.registry import register_arch
 
 
 class InfoTransfer(nn.Module):
-    """The AIT module of one cascade edge: (z_parent, q_t) -> z_t (eqs. 2-4)."""
+    """The AIT module of one cascade edge: (z_parent, q_t) -> z_t."""
 
     def __init__(self, dim: int, attn_dim: int) -> None:
         super().__init__()

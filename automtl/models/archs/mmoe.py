@@ -1,5 +1,5 @@
 """MMoE (Ma et al., "Modeling Task Relationships in Multi-task Learning with Multi-gate
-Mixture-of-Experts", KDD 2018), eqs. 4-5:
+Mixture-of-Experts", KDD 2018), sec. 4:
 
     y_k = h^k(f^k(x)),  f^k(x) = sum_i g^k(x)_i f_i(x),  g^k(x) = softmax(W_gk x).
 

@@ -1,11 +1,11 @@
 """PLE / CGC (Tang et al., "Progressive Layered Extraction (PLE): A Novel Multi-Task Learning (MTL)
-Model for Personalized Recommendations", RecSys 2020), eqs. 2-7.
+Model for Personalized Recommendations", RecSys 2020), sec. 4.
 
 Level j has m_s shared experts E_s and m_k specific experts E_k per task. Task k's gate mixes its
-own and the shared experts (eq. 2-4): g^{k,j}(x) = w^{k,j}(x) S^{k,j}(x), w = softmax(W_g x),
+own and the shared experts: g^{k,j}(x) = w^{k,j}(x) S^{k,j}(x), w = softmax(W_g x),
 S^{k,j} = [E_{k,1..m_k}, E_{s,1..m_s}]. At every level but the last a shared gate mixes ALL experts
-of the level (eq. 6) and feeds the next level's shared branch; level j+1's task-k branch reads
-g^{k,j} (eq. 5). Towers read the last level's task outputs (eq. 7). n_levels = 1 is CGC.
+of the level and feeds the next level's shared branch; level j+1's task-k branch reads
+g^{k,j}. Towers read the last level's task outputs, y_k = t^k(g^{k,N}). n_levels = 1 is CGC.
 
 All experts of a level (T*m_k specific + m_s shared) are one `StackedMLP` bank: one batched matmul
 per layer, each expert reading its branch's rows. Gates are scattered into a zero-padded

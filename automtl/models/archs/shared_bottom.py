@@ -1,5 +1,5 @@
 """SharedBottom (Caruana, "Multitask Learning", Machine Learning 1997; the hard-parameter-sharing
-baseline of MMoE, KDD 2018, eq. 1): y_k = h^k(f(x)), one shared MLP f and one tower h^k per task.
+baseline of MMoE, KDD 2018): y_k = h^k(f(x)), one shared MLP f and one tower h^k per task.
 
 Per-task inputs x_k (task-specific bottoms): the same shared MLP is applied to each task's input,
 y_k = h^k(f(x_k)) (the rows of all tasks go through f in one matmul). With `bottom_dims: []` the
