@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 from report_study import (
     EVIL,
     EVIL_VALUE,
@@ -35,11 +36,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).is_file() and shutil.which("chromium") is None:
         pytest.fail("chromium missing: run scripts/system_deps.sh (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         yield b
@@ -47,7 +46,7 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture()
-def page(browser):  # type: ignore[no-untyped-def]
+def page(browser: Browser) -> Iterator[Page]:
     ctx = browser.new_context(viewport={"width": 1500, "height": 1000})
     pg = ctx.new_page()
     errors: list[str] = []
@@ -56,23 +55,23 @@ def page(browser):  # type: ignore[no-untyped-def]
     outside: list[str] = []
     pg.route("**/*", lambda route: (route.continue_() if route.request.url.startswith(
         "http://127.0.0.1") else (outside.append(route.request.url), route.abort())))
-    pg.errors = errors
     yield pg
     ctx.close()
     assert not outside, f"page fetched outside resources: {outside}"
     assert not errors, f"JavaScript errors: {errors}"
 
 
-def _loaded(page) -> None:  # type: ignore[no-untyped-def]
+def _loaded(page: Page) -> None:
     page.wait_for_selector("body[data-version]", timeout=WAIT_MS)
 
 
-def _pareto_traces(page) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]
+def _pareto_traces(page: Page) -> dict[str, list[int]]:
     return page.evaluate("""() => Object.fromEntries(
-        document.getElementById('fig-pareto').data.map(t => [t.name, t.customdata.map(c => c[0])]))""")
+        document.getElementById('fig-pareto').data
+            .map(t => [t.name, t.customdata.map(c => c[0])]))""")
 
 
-def test_pareto_click_row_click_sort_and_live_refresh(tmp_path: Path, page) -> None:  # type: ignore[no-untyped-def]
+def test_pareto_click_row_click_sort_and_live_refresh(tmp_path: Path, page: Page) -> None:
     url, study = make_study(tmp_path / "s.db", running=True)
     with serve_in_thread(create_app(url, "known", refresh_s=0.5)) as base:
         page.goto(base)
@@ -130,7 +129,7 @@ def test_pareto_click_row_click_sort_and_live_refresh(tmp_path: Path, page) -> N
                                timeout=WAIT_MS)
 
 
-def test_script_in_names_renders_as_text(tmp_path: Path, page) -> None:  # type: ignore[no-untyped-def]
+def test_script_in_names_renders_as_text(tmp_path: Path, page: Page) -> None:
     url, _ = make_study(tmp_path / "evil.db", name=EVIL, evil=True)
     with serve_in_thread(create_app(url, EVIL, refresh_s=0.5)) as base:
         page.goto(base)

@@ -183,3 +183,12 @@ def test_snapshot_is_read_only(tmp_path) -> None:
     with pytest.raises(Exception):
         snap.study.set_user_attr("x", 1)  # SQLite opened with mode=ro refuses writes
     assert "x" not in optuna.load_study(study_name="known", storage=url).user_attrs
+
+
+def test_arch_label_names_non_plain_heads() -> None:
+    from automtl.report import TrialRow
+
+    cfg = {"model": {"arch": "ple", "head": "esmm"}}
+    assert TrialRow(0, "COMPLETE", [0.5], {}, {"config": cfg, "arch": "ple"}).arch == "ple+esmm"
+    assert TrialRow(1, "COMPLETE", [0.5], {"arch": "mmoe"}, {}).arch == "mmoe"
+    assert TrialRow(2, "COMPLETE", [0.5], {}, {}).arch == "?"

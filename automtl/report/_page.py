@@ -157,7 +157,9 @@ async function showTrial(n) {
     const meta = document.getElementById("trial-meta");
     meta.replaceChildren();
     const tbl = el("table");
-    const add = (k, v) => { const tr = el("tr"); tr.append(el("th", k), el("td", fmt(v))); tbl.append(tr); };
+    const add = (k, v) => {
+      const tr = el("tr"); tr.append(el("th", k), el("td", fmt(v))); tbl.append(tr);
+    };
     for (const [k, v] of Object.entries(t.values)) add("val " + k, v);
     for (const [k, v] of Object.entries(t.test)) add("test " + k, v);
     for (const [k, v] of Object.entries(t.attrs)) add(k, v);

@@ -1,4 +1,4 @@
-"""A read-only, plain-data snapshot of one study: what every figure, the report and the dashboard draw.
+"""A read-only, plain-data snapshot of one study: what the figures, report and dashboard draw.
 
 `StudySnapshot.from_study` turns an Optuna study (plus automtl's per-epoch history) into plain
 rows; `load_snapshot` opens a study from a storage URL without writing to the database.
@@ -62,13 +62,16 @@ class TrialRow:
 
     @property
     def arch(self) -> str:
-        """Architecture name: user_attr "arch", else config model.arch, else param "arch"."""
-        arch = self.user_attrs.get("arch")
-        if arch is None and self.config is not None:
-            arch = (self.config.get("model") or {}).get("arch")
+        """Architecture name (user_attr "arch", else config model.arch, else param "arch"),
+        with "+head" for a non-plain head, as `automtl search` prints it (e.g. "ple+esmm")."""
+        model = (self.config or {}).get("model") or {}
+        arch = self.user_attrs.get("arch", model.get("arch"))
         if arch is None:
             arch = self.params.get("arch", self.params.get("model.arch"))
-        return str(arch) if arch is not None else "?"
+        if arch is None:
+            return "?"
+        head = model.get("head")
+        return f"{arch}+{head}" if head and head != "plain" else str(arch)
 
     @property
     def loss_terms(self) -> list[str]:
