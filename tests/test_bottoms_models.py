@@ -296,4 +296,4 @@ def test_bottoms_export_to_onnx_and_torchscript(tmp_path, arch: str, bottom: str
     traced = torch.jit.load(str(export_torchscript(model, FEATURES, TASKS, example,
                                                    tmp_path / "m.pt")))
     for got, want in zip(traced(*other), ref):
-        np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+        np.testing.assert_allclose(got.detach().numpy(), want, atol=1e-6)
