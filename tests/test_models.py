@@ -443,8 +443,9 @@ def test_mmoe_learns_the_synthetic_dataset() -> None:
         DeviceSplit.from_split(ds.splits["val"]),
     )
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
     for _ in range(2):
-        for b in iter_batches(train, 256, shuffle=True, generator=torch.Generator().manual_seed(0)):
+        for b in iter_batches(train, 256, shuffle=True, generator=gen):
             loss = F.binary_cross_entropy_with_logits(model.forward_tensor(b), b.labels.t())
             opt.zero_grad()
             loss.backward()
