@@ -132,7 +132,7 @@ def pg_server() -> Iterator[PostgresServer]:
     server = PostgresServer(bin_dir)  # type: ignore[arg-type]
     try:
         server.start()
-    except Exception as exc:  # noqa: BLE001 - report why the server could not start
+    except Exception as exc:
         server.stop()
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             raise

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from datagen import break_csv, write_processed
 
 from automtl.cli import main
 from automtl.data import clear_memo
-from datagen import break_csv, write_processed
 
 SECRET = "hunter2-Pw"
 STUDY = "study"
@@ -268,7 +268,7 @@ def _make_read_only(path: Path) -> str:
     path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
     if os.geteuid() != 0:
         return "chmod"
-    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False).returncode == 0:
         return "chattr"
     # no CAP_LINUX_IMMUTABLE (e.g. a container): SQLite's own read-only open mode instead
     return "uri"
@@ -297,9 +297,9 @@ def test_real_console_script_prints_one_line(study_db: Path, tmp_path: Path) -> 
     shutil.copy(study_db, db)
     before = _sha(db)
     preset = _preset(tmp_path, objectives=["ctr_auc"])
+    entry = "import sys; from automtl.cli import main; sys.exit(main(sys.argv[1:]))"
     r = subprocess.run(
-        [sys.executable, "-c", "import sys; from automtl.cli import main; "
-         "sys.exit(main(sys.argv[1:]))", *_search(tmp_path, f"sqlite:///{db}", preset)],
+        [sys.executable, "-c", entry, *_search(tmp_path, f"sqlite:///{db}", preset)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
     _assert_one_clean_line(r.returncode, r.stdout, r.stderr, (STUDY, "--study-name"))
     assert r.returncode == 2

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from automtl.cli._common import console
@@ -19,9 +17,9 @@ def create_command(
                                      "(dataset, objectives, space, epochs, n_trials ...)."),
     storage: str = typer.Option(..., "--storage", envvar=STORAGE_ENV,
                                 help="Database URL the workers will share (or $AUTOMTL_STORAGE)."),
-    study_name: Optional[str] = typer.Option(None, "--study-name", help="Default: the preset's "
+    study_name: str | None = typer.Option(None, "--study-name", help="Default: the preset's "
                                              "name."),
-    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Target trial count "
+    n_trials: int | None = typer.Option(None, "--n-trials", help="Target trial count "
                                            "(default: the preset's n_trials)."),
     heartbeat_interval: int = typer.Option(10, "--heartbeat-interval", help="Seconds between a "
                                            "running trial's heartbeats."),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import typer
 
@@ -16,15 +15,15 @@ def worker_command(
     storage: str = typer.Option(..., "--storage", envvar=STORAGE_ENV,
                                 help="Database URL shared by all workers, e.g. "
                                 "postgresql+psycopg://user:pass@host/db (or $AUTOMTL_STORAGE)."),
-    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Stop after this many trials "
+    n_trials: int | None = typer.Option(None, "--n-trials", help="Stop after this many trials "
                                            "of this worker (default: until the study's target)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting new trials "
+    timeout: float | None = typer.Option(None, "--timeout", help="Stop starting new trials "
                                             "after this many seconds."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
-    heartbeat_interval: Optional[int] = typer.Option(
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    heartbeat_interval: int | None = typer.Option(
         None, "--heartbeat-interval", help="Seconds between a running trial's heartbeats "
         "(default: the study's setting, else 10)."),
-    grace_period: Optional[int] = typer.Option(
+    grace_period: int | None = typer.Option(
         None, "--grace-period", help="Seconds without a heartbeat after which a trial's worker "
         "counts as dead and the trial is retried (default: the study's setting, else 60)."),
 ) -> None:
@@ -32,7 +31,7 @@ def worker_command(
     import optuna
 
     from automtl.search.store import mask_url, objective_names
-    from automtl.search.workers import Heartbeat, Budget, run_worker, worker_name
+    from automtl.search.workers import Budget, Heartbeat, run_worker, worker_name
 
     optuna.logging.set_verbosity(logging.WARNING)
     hb = None

@@ -1,8 +1,10 @@
 """Many workers, one study: the worker loop, crash recovery and the local multi-process launcher.
 
 A worker (`run_worker`, CLI `automtl worker`) joins an existing study in a shared Optuna RDB
-storage (PostgreSQL across machines, or one SQLite file on one machine) and runs the same trial
-function as `automtl search` until the study's target trial count is reached.
+storage (PostgreSQL across machines, or one SQLite file on one machine) and runs trials until
+the study's target trial count is reached. Each trial is the search's own: `optimize_study` of
+`automtl.search.runner` with one trial (same objective, per-epoch metrics, pruning, front
+refresh); this module only decides when a trial may start.
 
 - Heartbeats: every trial of a worker beats every `heartbeat_interval` seconds (Optuna's RDB
   heartbeat). A RUNNING trial whose beat is older than `grace_period` belongs to a dead worker
@@ -12,7 +14,7 @@ function as `automtl search` until the study's target trial count is reached.
 - Target count: a study's target (`target_trials` user attribute) counts *trial slots*: every
   trial except one superseded by its retry. COMPLETE, PRUNED and genuinely FAILed trials (NaN,
   invalid combination: they would fail again) fill their slot; a trial FAILed because its worker
-  died hands its slot to its retry. Before creating a trial a worker takes a per-study lock
+  died hands its slot to its retry, and so does one stopped by Ctrl-C. Before creating a trial a worker takes a per-study lock
   (PostgreSQL advisory lock, a lock file beside a SQLite database) so that counting slots and
   creating the trial are atomic: N workers never overshoot the target. When the target is
   reached but trials are still RUNNING, workers wait (checking heartbeats) instead of leaving,
@@ -37,7 +39,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -47,7 +49,6 @@ import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
 from automtl.errors import AutomtlError
-from automtl.search.study_config import StudyConfig
 from automtl.search.runner import (
     SearchListener,
     SearchResult,
@@ -65,6 +66,7 @@ from automtl.search.store import (
     sqlite_path,
     study_names,
 )
+from automtl.search.study_config import StudyConfig
 
 # Study user attributes written by `automtl study create` / `automtl search` and read here.
 TARGET_ATTR = "target_trials"
@@ -566,7 +568,7 @@ def _latest_epochs(storage_url: str, study_name: str, trials: Sequence[int]) -> 
     """Trial -> last recorded epoch, for the running trials shown in the progress view."""
     if not trials:
         return {}
-    from automtl.search.store import epoch_metrics  # noqa: PLC0415
+    from automtl.search.store import epoch_metrics
 
     t = epoch_metrics.c
     q = (sa.select(t.trial_number, sa.func.max(t.epoch))
@@ -585,7 +587,7 @@ def _latest_epochs(storage_url: str, study_name: str, trials: Sequence[int]) -> 
 
 def _progress_table(study: optuna.Study, procs: Sequence[WorkerProcess], b: Budget,
                     epochs: dict[int, int], started: float) -> Any:
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table
 
     elapsed = time.monotonic() - started
     done = b.finished
@@ -636,8 +638,8 @@ def watch_workers(
     poll: float = 1.0,
 ) -> LaunchResult:
     """Show one combined progress view of local workers until they all exit."""
-    from rich.console import Console  # noqa: PLC0415
-    from rich.live import Live  # noqa: PLC0415
+    from rich.console import Console
+    from rich.live import Live
 
     console = console or Console()
     storage = make_storage(storage_url, must_exist=True)
@@ -745,9 +747,31 @@ def search_with_workers(
 
 
 __all__ = [
-    "Budget", "HEARTBEAT_ATTR", "Heartbeat", "LaunchResult", "STORAGE_ENV", "StudyLock",
-    "TARGET_ATTR", "WORKER_ATTR", "WorkerProcess", "WorkerResult", "budget",
-    "enable_sqlite_wal", "interrupted", "join_study", "prepare_shared_study", "search_with_workers", "launch_workers", "parse_devices", "run_worker", "set_target",
-    "start_workers", "study_lock", "study_target", "superseded_trials", "watch_workers",
-    "worker_name", "worker_storage",
+    "HEARTBEAT_ATTR",
+    "STORAGE_ENV",
+    "TARGET_ATTR",
+    "WORKER_ATTR",
+    "Budget",
+    "Heartbeat",
+    "LaunchResult",
+    "StudyLock",
+    "WorkerProcess",
+    "WorkerResult",
+    "budget",
+    "enable_sqlite_wal",
+    "interrupted",
+    "join_study",
+    "launch_workers",
+    "parse_devices",
+    "prepare_shared_study",
+    "run_worker",
+    "search_with_workers",
+    "set_target",
+    "start_workers",
+    "study_lock",
+    "study_target",
+    "superseded_trials",
+    "watch_workers",
+    "worker_name",
+    "worker_storage",
 ]
