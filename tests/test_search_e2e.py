@@ -133,6 +133,9 @@ def test_same_study_name_resumes(searched, capsys):
     capsys.readouterr()
     assert main(["rows=5000" if a == ROWS else a for a in args]) == 2
     assert "pass another --study-name" in capsys.readouterr().err
+    i = args.index("--space")
+    assert main(args[:i + 1] + ["mmoe"] + args[i + 2:]) == 2
+    assert "made with search space 'tiny', not 'mmoe'" in capsys.readouterr().err
 
 
 class FailSecondTrial:

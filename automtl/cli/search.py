@@ -221,7 +221,9 @@ def _print_result(result: Any, name: str, storage: str, elapsed: float, device: 
     states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(result.states.items()))
     console.print(front_table(result.front, result.objectives,
                               f"Pareto front of {name!r}: {len(result.front)} trials"))
-    console.print(f"{result.trials_run} trials in {elapsed / 60:.1f} min ({states} in the study)",
+    plural = "" if result.trials_run == 1 else "s"
+    console.print(f"{result.trials_run} trial{plural} in {elapsed / 60:.1f} min ({states} in the "
+                  "study)",
                   highlight=False)
     if result.interrupted:
         err_console.print("interrupted: the running trial is stored as FAIL; run the same command "

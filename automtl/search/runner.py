@@ -110,6 +110,22 @@ def _space_for(cfg: StudyConfig) -> tuple[SearchSpace, dict[str, Any]]:
     return space, load_yaml(path)  # type: ignore[arg-type]
 
 
+def trial_base(cfg: StudyConfig, device: str | None = None) -> dict[str, Any]:
+    """The plain-dict part of every trial's config that the study fixes (data, epochs, seed)."""
+    train = dict(cfg.train, epochs=cfg.epochs, seed=cfg.seed)
+    if device is not None:
+        train["device"] = device
+    return {"data": to_dict(cfg.data), "train": train}
+
+
+def _probe_space(space: SearchSpace, ctx: SpaceContext, cfg: StudyConfig) -> None:
+    """Sample a few configs in memory, so a space that cannot serve this dataset (or that sets
+    invalid values) is one clear error before the study starts, not a FAIL in every trial."""
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(3):
+        space.suggest(probe.ask(), ctx, trial_base(cfg))
+
+
 def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
                   study_name: str | None = None, *, sampler_seed: int | None = None,
                   rdb_kwargs: dict[str, Any] | None = None) -> optuna.Study:
@@ -121,7 +137,7 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
     dataset = load_dataset(cfg.data)
     objectives = resolve_objectives(cfg, dataset, where=f"study {cfg.name}")
     space, space_doc = _space_for(cfg)
-    SpaceContext.from_dataset(dataset)  # fail early on a dataset the space cannot serve
+    _probe_space(space, SpaceContext.from_dataset(dataset), cfg)
     rdb = make_storage(storage, **(rdb_kwargs or {}))
     existing = name in optuna.get_all_study_names(rdb)
     sampler = make_sampler(cfg.sampler, cfg.seed if sampler_seed is None else sampler_seed,
@@ -142,9 +158,11 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
         if attrs.get("dataset", data_dict) != data_dict:
             raise AutomtlError(f"study {name!r} was made on dataset {attrs.get('dataset')}, not "
                                f"{data_dict}{hint}")
-        if attrs.get("space_doc", space_doc) != space_doc:
+        if attrs.get("space", space.name) != space.name:
             raise AutomtlError(f"study {name!r} was made with search space "
-                               f"{attrs.get('space')!r}, which differs from {cfg.space!r}{hint}")
+                               f"{attrs.get('space')!r}, not {space.name!r}{hint}")
+        # Same space name: the study keeps sampling its stored space document ("space_doc"),
+        # so edits to a shipped space file never change the space of an existing study.
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -196,10 +214,7 @@ class _Objective:
         self.save_checkpoints, self.listener = save_checkpoints, listener
         self.extra_callbacks = list(extra_callbacks)
         self.started = 0
-        train = dict(self.cfg.train, epochs=self.cfg.epochs, seed=self.cfg.seed)
-        if device is not None:
-            train["device"] = device
-        self.base = {"data": to_dict(self.cfg.data), "train": train}
+        self.base = trial_base(self.cfg, device)
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         from automtl.train import fit
@@ -364,5 +379,5 @@ def reevaluate(storage_url: str, study_name: str, top_k: int, seeds: int, *,
 
 __all__ = [
     "SearchListener", "SearchResult", "checkpoint_dir", "make_sampler", "optimize_study",
-    "prepare_study", "reevaluate", "run_search", "top_front",
+    "prepare_study", "reevaluate", "run_search", "top_front", "trial_base",
 ]
