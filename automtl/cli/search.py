@@ -54,8 +54,9 @@ class RichSearchListener(SearchListener):
         self.auc_text = ""
 
     def _refresh(self) -> None:
-        desc = (f"trial #{self.number} {self.arch} · {self.epoch_text}"
-                f"{' · ' + self.auc_text if self.auc_text else ''} · front {self.front_size}")
+        parts = [f"trial #{self.number} {self.arch}", self.epoch_text, self.auc_text,
+                 f"front {self.front_size}"]
+        desc = " · ".join(p for p in parts if p)
         self.progress.update(self.task, description=desc)
 
     def on_search_start(self, study: Any, n_trials: int | None, n_existing: int) -> None:
@@ -91,7 +92,13 @@ class RichSearchListener(SearchListener):
         self.front_size = len(front)
         a = trial.user_attrs
         state = trial.state.name
-        head = f"#{trial.number} {state.lower():8s} {a.get('arch', '?'):13s}"
+        arch = str(a.get("arch", "?"))
+        model = (a.get("config") or {}).get("model", {})
+        if model.get("bottom", "shared") != "shared":
+            arch += f"/{model['bottom']}"
+        if model.get("head", "plain") != "plain":
+            arch += f"+{model['head']}"
+        head = f"#{trial.number} {state.lower():8s} {arch:13s}"
         if state == "COMPLETE":
             vals = " ".join(f"{o}={fmt(v)}" for o, v in zip(self.objectives, trial.values or []))
             on_front = " [green]front[/]" if any(r.trial_number == trial.number for r in front) \
