@@ -558,8 +558,10 @@ def start_workers(
                     "--grace-period", str(heartbeat.grace)]
         log = log_dir / f"worker-{i}.log"
         with log.open("wb") as fh:
+            # Own session: a terminal Ctrl-C reaches only the launcher, which forwards exactly
+            # one SIGINT (a second one could interrupt a worker while it stores its trial).
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
         procs.append(WorkerProcess(i, device, proc, log))
     return procs
 
