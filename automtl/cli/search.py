@@ -136,6 +136,8 @@ def search_command(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per trial."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampler and training seed."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder with the dataset's "
+                                           "files (default: $AUTOMTL_DATA/<name> or the cache)."),
     data_option: Optional[list[str]] = typer.Option(None, "--data-option", help="Dataset option "
                                                     "KEY=VALUE (repeatable), e.g. rows=20000."),
     save_checkpoints: bool = typer.Option(False, "--save-checkpoints", help="Save each completed "
@@ -183,6 +185,8 @@ def search_command(
         cfg.epochs = epochs
     if seed is not None:
         cfg.seed = seed
+    if data_dir is not None:
+        cfg.data.data_dir = data_dir
     if data_option:
         cfg.data.options = {**cfg.data.options, **_parse_options(data_option)}
     name = study_name or cfg.name

@@ -328,7 +328,10 @@ def run_search(cfg: StudyConfig, *, storage: str = DEFAULT_STORAGE, study_name: 
                extra_callbacks: Sequence[object] = ()) -> SearchResult:
     """Create or resume the study of `cfg` in `storage` and run `cfg.n_trials` more trials
     (or until `cfg.timeout`). The library function behind `automtl search`."""
+    from automtl.data import load_dataset
+
     name = study_name or cfg.name
+    load_dataset(cfg.data)  # a data problem fails before any database is created (memoised)
     rdb = make_storage(storage)
     n_existing = 0
     if name in optuna.get_all_study_names(rdb):
