@@ -341,7 +341,7 @@ def test_target_attention_weights_follow_the_target() -> None:
     has_items = valid.any(-1)
     assert torch.allclose(sums[has_items], torch.ones_like(sums[has_items]))
     q = e.sparse[:, 1]  # item target is the query of hist_items (positions 0..5)
-    scores = (e.sequences[:, :6] * q.unsqueeze(1)).sum(-1) / 2.0
+    scores = 5.0 * F.cosine_similarity(e.sequences[:, :6], q.unsqueeze(1), dim=-1)
     row = int(torch.nonzero(e.mask[:, :6].sum(1) >= 2)[0])
     m = e.mask[row, :6]
     assert torch.allclose(w[row, 0, :6][m], torch.softmax(scores[row][m], 0), atol=1e-6)

@@ -9,11 +9,14 @@ The lookup concatenates the sparse id columns and every sequence's positions int
 Sequence pooling (`SequencePooling`) turns each sequence into one vector with a row-stochastic
 weight matrix ``W [B, S, L]`` applied by one `bmm` to all sequences at once:
 - ``mean``: W = valid / count (padding id 0 gets weight 0; an all-padding sequence pools to 0);
-- ``target_attention``: W = masked softmax over the sequence of <q, e_j> / sqrt(d), the query q
+- ``target_attention``: W = masked softmax over the sequence of tau_s * cos(q, e_j), the query q
   being the embedding of the sequence's target (the sparse field it `shares_with`): DIN's target
-  attention (Zhou et al., KDD 2018) reduced to a scaled dot product (a choice: DIN's activation
-  MLP is not used). A sequence without a shared field gets a learned query vector. Padding
-  positions get weight 0.
+  attention (Zhou et al., KDD 2018) with a cheap score instead of DIN's activation MLP (a choice).
+  Cosine with a learnable temperature tau_s per sequence (initially 5), not <q, e>/sqrt(d):
+  with small-init embeddings the dot product is ~0, the weights stay uniform and the pooling never
+  leaves mean pooling within a few epochs (measured); the cosine sees an exact match (the target
+  item or category in the history) from the first step. A sequence without a shared field gets a
+  learned query vector. Padding positions get weight 0.
 """
 
 from __future__ import annotations
@@ -152,7 +155,11 @@ class SequencePooling(nn.Module):
             if mode == "target_attention" and n_free
             else None
         )
-        self.scale = 1.0 / math.sqrt(dim)
+        self.log_temperature = (
+            nn.Parameter(torch.full((len(seqs), 1), math.log(5.0)))
+            if mode == "target_attention" and seqs
+            else None
+        )
 
     def weights(self, emb: EmbeddedBatch) -> Tensor:
         """Pooling weights ``[R, S, L]`` (zero off each sequence's segment and on padding)."""
@@ -165,7 +172,9 @@ class SequencePooling(nn.Module):
             free = self.free_queries.unsqueeze(0).expand(queries.shape[0], -1, -1)
             queries = torch.cat([queries, free.to(queries.dtype)], dim=1)
         q = queries.index_select(1, self.query_index)  # [R, S, d]
-        scores = torch.bmm(q, emb.sequences.transpose(1, 2)) * self.scale  # [R, S, L]
+        q = F.normalize(q, dim=-1) * self.log_temperature.exp().to(q.dtype)  # type: ignore[union-attr]
+        keys = F.normalize(emb.sequences, dim=-1)
+        scores = torch.bmm(q, keys.transpose(1, 2))  # [R, S, L]: tau_s * cos(q_s, e_j)
         scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
         # the product with `valid` zeroes all-padding rows (softmax over only-masked is uniform)
         return torch.softmax(scores, dim=-1) * valid
