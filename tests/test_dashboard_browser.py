@@ -90,8 +90,11 @@ def test_pareto_click_row_click_sort_and_live_refresh(tmp_path: Path, page: Page
             ".points path").nth(idx)
         box = point.bounding_box()
         assert box is not None
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        # plotly clicks the hovered point: wait until its hover label is up, then click
+        page.wait_for_selector("#fig-pareto .hoverlayer .hovertext", timeout=WAIT_MS)
+        page.mouse.click(x, y)
         page.wait_for_selector("#trial-card[data-trial='1']", timeout=WAIT_MS)
         yaml_text = page.inner_text("#trial-yaml")
         assert "arch: ple" in yaml_text and "n_experts: 8" in yaml_text and "lr: 0.003" in yaml_text

@@ -13,7 +13,10 @@ header{background:#24292f;color:#fff;padding:10px 20px;display:flex;gap:20px;ali
 header h1{font-size:1.1em;margin:0} #status{font-size:0.85em;opacity:0.85}
 main{display:grid;grid-template-columns:minmax(0,1fr) 420px;gap:16px;padding:16px}
 #side{position:sticky;top:10px;align-self:start;max-height:95vh;overflow:auto}
-.card{border:1px solid #ddd;border-radius:6px;padding:10px;margin-bottom:14px;background:#fff}
+.card{border:1px solid #ddd;border-radius:6px;padding:10px;margin-bottom:14px;background:#fff;
+overflow:hidden}
+/* the table stays clickable even if a plot's layer ever spills out of its card */
+#trials-card{position:relative;z-index:2}
 .card h2{font-size:1em;margin:0 0 8px 0}
 table{border-collapse:collapse;font-size:0.82em;width:100%}
 td,th{border-bottom:1px solid #eee;padding:3px 6px;text-align:left;white-space:nowrap}
@@ -33,7 +36,7 @@ pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:0.8em;white-space:pre
 <div id="content">
   <div class="card"><h2>Summary</h2><table id="summary"><tbody></tbody></table></div>
   <div id="figures"></div>
-  <div class="card"><h2>Trials <span class="muted">(click a header to sort, a row for its
+  <div class="card" id="trials-card"><h2>Trials <span class="muted">(click a header to sort, a row for its
   config)</span></h2><div class="tablewrap"><table id="trials"><thead></thead><tbody></tbody>
   </table></div></div>
 </div>
