@@ -204,3 +204,34 @@ def test_study_config_errors_name_the_file_and_key(tmp_path: Path):
     (tmp_path / "sp.yaml").write_text(yaml.safe_dump(SPACE), encoding="utf-8")
     p.write_text("name: s\nspace: sp.yaml\n", encoding="utf-8")
     assert Path(load_study_config(p).space) == tmp_path / "sp.yaml"
+
+
+def test_extends_overrides_parent_entries_in_place(tmp_path: Path):
+    from automtl.search.space import load_space_doc
+
+    parent = tmp_path / "parent.yaml"
+    parent.write_text(yaml.safe_dump(SPACE, sort_keys=False), encoding="utf-8")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: parent.yaml\nparams:\n  model.head: plain\n"
+                     "  model.dropout: {choices: [0.0, 0.1]}\n", encoding="utf-8")
+    doc, _ = load_space_doc(str(child))
+    assert list(doc["params"])[:3] == ["model.arch", "model.head", "model.embedding_dim"]
+    assert doc["params"]["model.head"] == "plain" and list(doc["params"])[-1] == "model.dropout"
+    assert "extends" not in doc and doc["name"] == "child"
+    space = load_space(str(child))
+    for cfg, params in _samples(space, CASCADE, n=10):
+        assert cfg.model.head == "plain" and "model.head" not in params
+        assert cfg.model.dropout in (0.0, 0.1)
+    # the shipped quick space is default without the transformer bottoms
+    quick = load_space("quick")
+    assert "model.transformer_layers" not in quick.paths()
+    assert all(c.model.bottom == "shared" for c, _ in _samples(quick, CASCADE, n=10))
+    # cycles and unknown parents are one-line errors
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nparams: {}\n", encoding="utf-8")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nparams: {model.arch: mmoe}\n",
+                                     encoding="utf-8")
+    with pytest.raises(ConfigError, match="makes a cycle"):
+        load_space(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("extends: nowhere\nparams: {}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="extends: nowhere: no such file or shipped space"):
+        load_space(str(tmp_path / "c.yaml"))

@@ -7,6 +7,7 @@ Every setting a worker needs lives in the study's user attributes ("study_config
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -23,7 +24,7 @@ from automtl._typed import from_dict, to_dict
 from automtl.config import DataConfig, TrialConfig
 from automtl.errors import AutomtlError, ConfigError, TrialFailedError
 from automtl.search.pruner import EpochRecorder, ParetoPruner
-from automtl.search.space import SearchSpace, SpaceContext, load_space, parse_space
+from automtl.search.space import SearchSpace, SpaceContext, load_space_doc, parse_space
 from automtl.search.store import (
     DEFAULT_STORAGE,
     FrontRow,
@@ -102,12 +103,9 @@ def checkpoint_dir(storage_url: str, study_name: str) -> Path:
 
 
 def _space_for(cfg: StudyConfig) -> tuple[SearchSpace, dict[str, Any]]:
-    from automtl.config import load_yaml
-    from automtl.resources import find_named_yaml
-
-    space = load_space(cfg.space)
-    path = find_named_yaml("search_spaces", cfg.space)
-    return space, load_yaml(path)  # type: ignore[arg-type]
+    doc, path = load_space_doc(cfg.space)  # `extends:` resolved: the study stores it whole
+    space = parse_space(json.loads(json.dumps(doc)), where=str(path), name=path.stem)
+    return space, doc
 
 
 def trial_base(cfg: StudyConfig, device: str | None = None) -> dict[str, Any]:

@@ -446,14 +446,56 @@ def parse_space(doc: Any, where: str = "<space>", name: str | None = None) -> Se
     return SearchSpace(space_name, nodes, description.strip(), where)
 
 
-def load_space(name_or_path: str) -> SearchSpace:
-    """Load a shipped space by name (``default``, ``mmoe`` ...) or a YAML file by path."""
+def _find_space(name_or_path: str, option: str, base_dir: Path | None = None) -> Path:
+    if base_dir is not None and (base_dir / name_or_path).is_file():
+        return base_dir / name_or_path
     path = find_named_yaml("search_spaces", name_or_path)
     if path is None:
         avail = ", ".join(list_named_yaml("search_spaces"))
-        raise ConfigError(f"--space {name_or_path}: no such file or shipped space "
+        raise ConfigError(f"{option} {name_or_path}: no such file or shipped space "
                           f"(shipped: {avail}); pass a name or a YAML path")
-    return parse_space(load_yaml(path), where=str(path), name=path.stem)
+    return path
+
+
+def load_space_doc(name_or_path: str) -> tuple[dict[str, Any], Path]:
+    """The YAML document of a space with `extends:` resolved, and its file.
+
+    ``extends: PARENT`` starts from the parent's ``params``: an entry of the child replaces the
+    parent's top-level entry of the same path (in place), new entries are appended.
+    """
+    path = _find_space(name_or_path, "--space")
+    doc = load_yaml(path)
+    chain = [path.resolve()]
+    while isinstance(doc, dict) and "extends" in doc:
+        parent_name = doc.pop("extends")
+        if not isinstance(parent_name, str):
+            raise ConfigError(f"{chain[-1]}: extends: expected a space name or path, "
+                              f"got {parent_name!r}")
+        parent_path = _find_space(parent_name, f"{chain[-1]}: extends:", chain[-1].parent)
+        if parent_path.resolve() in chain:
+            raise ConfigError(f"{chain[-1]}: extends: {parent_name} makes a cycle; remove it")
+        chain.append(parent_path.resolve())
+        parent = load_yaml(parent_path)
+        if not isinstance(parent, dict) or not isinstance(parent.get("params"), dict):
+            raise ConfigError(f"{parent_path}: params: a space needs a non-empty `params:` mapping")
+        params = dict(parent["params"])
+        child = doc.get("params") or {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{path}: params: expected a mapping, got {child!r}")
+        params.update(child)  # dict.update keeps the parent's order for replaced keys
+        merged = {k: v for k, v in parent.items() if k not in ("params", "name", "description")}
+        merged.update({k: v for k, v in doc.items() if k != "params"})
+        merged["params"] = params
+        doc = merged
+    if isinstance(doc, dict):
+        doc.setdefault("name", path.stem)
+    return doc, path
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """Load a shipped space by name (``default``, ``mmoe`` ...) or a YAML file by path."""
+    doc, path = load_space_doc(name_or_path)
+    return parse_space(doc, where=str(path), name=path.stem)
 
 
 def list_spaces() -> list[str]:
@@ -463,5 +505,5 @@ def list_spaces() -> list[str]:
 
 __all__ = [
     "CAPABILITIES", "Choice", "Fixed", "Node", "Option", "Range", "SearchSpace", "SpaceContext",
-    "Toggle", "list_spaces", "load_space", "parse_space",
+    "Toggle", "list_spaces", "load_space", "load_space_doc", "parse_space",
 ]
