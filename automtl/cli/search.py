@@ -230,8 +230,12 @@ def _print_result(result: Any, name: str, storage: str, elapsed: float, device: 
     from automtl.search.runner import reevaluate
 
     states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(result.states.items()))
-    console.print(front_table(result.front, result.objectives,
-                              f"Pareto front of {name!r}: {len(result.front)} trials"))
+    if result.front:
+        console.print(front_table(result.front, result.objectives,
+                                  f"Pareto front of {name!r}: {len(result.front)} trials"))
+    else:
+        console.print(f"no completed trial in study {name!r} yet, so no Pareto front",
+                      highlight=False)
     plural = "" if result.trials_run == 1 else "s"
     console.print(f"{result.trials_run} trial{plural} in {elapsed / 60:.1f} min ({states} in the "
                   "study)",
