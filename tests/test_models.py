@@ -284,8 +284,11 @@ def test_fused_embedding_shares_rows_and_does_one_lookup(monkeypatch: pytest.Mon
     assert emb.weight.shape == (30 + 40 + 8 + 12, 4)  # sequences sharing a field add no rows
     batch = make_batch(16, 2)
     calls = []
-    real = F.embedding
-    monkeypatch.setattr(F, "embedding", lambda *a, **k: calls.append(1) or real(*a, **k))
+    import automtl.models.embedding as embedding_module
+
+    real = embedding_module.embedding_lookup
+    monkeypatch.setattr(embedding_module, "embedding_lookup",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     out = emb(batch)
     assert len(calls) == 1
     assert out.sparse.shape == (16, 3, 4) and out.sequences.shape == (16, 13, 4)
@@ -469,3 +472,19 @@ def test_bf16_autocast_forward_backward(arch: str) -> None:
     logits = torch.stack([v.float() for v in out.values()], 1)
     F.binary_cross_entropy_with_logits(logits, batch.labels).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_embedding_lookup_gradient_equals_f_embedding() -> None:
+    from automtl.models.embedding import embedding_lookup
+
+    w1 = torch.randn(50, 4, requires_grad=True)
+    w2 = w1.detach().clone().requires_grad_(True)
+    ids = torch.randint(0, 50, (32, 7))
+    ids[0, :3] = 5  # repeated ids accumulate
+    g = torch.randn(32, 7, 4)
+    out = embedding_lookup(w1, ids)
+    out.backward(g)
+    F.embedding(ids, w2).backward(g)
+    assert torch.equal(out, F.embedding(ids, w2.detach()))
+    assert torch.allclose(w1.grad, w2.grad, atol=1e-6)
+    assert w1.grad.abs().sum() > 0
