@@ -68,10 +68,12 @@ def front_table(front: list[FrontRow], objectives: list[str], title: str = "Pare
                 selected: int | None = None, cost: bool | None = None) -> Table:
     """Rich table of a front: trial, architecture, key params, val/test per objective, cost
     (parameter count, training samples/s; by default only on consoles >= 100 columns)."""
-    cost = console.width >= 100 if cost is None else cost
-    table = Table(title=title, title_justify="left")
+    wide = console.width >= 100
+    cost = wide if cost is None else cost
+    # Narrow consoles: no outer edge and fewer key params, so every AUC column stays visible.
+    table = Table(title=title, title_justify="left", show_edge=wide, pad_edge=wide)
     table.add_column("trial", justify="right", no_wrap=True)
-    table.add_column("arch", no_wrap=True)
+    table.add_column("arch", overflow="fold")
     table.add_column("key params", overflow="fold", min_width=12, max_width=44, ratio=1)
     short = [o.removesuffix("_auc") for o in objectives]
     for name in short:
@@ -94,7 +96,7 @@ def front_table(front: list[FrontRow], objectives: list[str], title: str = "Pare
         if head and head != "plain":
             arch += f"+{head}"
         mark = " ◀" if selected == r.trial_number else ""
-        cells = [f"{r.trial_number}{mark}", arch, key_params(r.params)]
+        cells = [f"{r.trial_number}{mark}", arch, key_params(r.params, 6 if wide else 3)]
         cells += [fmt(r.values.get(o)) for o in objectives]
         cells += [fmt(r.test.get(o)) for o in objectives]
         if has_reeval:
