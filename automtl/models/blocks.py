@@ -52,6 +52,10 @@ class StackedLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 3:
+            if not x.is_contiguous() and torch.is_autocast_enabled(x.device.type):
+                # bf16 GEMMs (oneDNN) copy a strided operand transposed in backward, which is
+                # slow; one contiguous copy here is cheaper (measured on CPU)
+                x = x.contiguous()
             return torch.baddbmm(self.bias, x, self.weight)
         # Shared input: ONE GEMM against all members' weights side by side ([in, n*out], bias
         # fused by addmm), returned as a member-major VIEW [n, B, out] of the row-major

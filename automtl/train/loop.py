@@ -27,7 +27,13 @@ from automtl.data.schema import Dataset
 from automtl.errors import TrialFailedError
 from automtl.losses import MTLLoss, build_loss
 from automtl.train.cache import device_split
-from automtl.train.device import autocast, resolve_device, resolve_precision, synchronize
+from automtl.train.device import (
+    autocast,
+    resolve_device,
+    resolve_precision,
+    synchronize,
+    tune_cpu_allocator,
+)
 from automtl.train.metrics import evaluate, task_logits_fn
 
 
@@ -144,6 +150,8 @@ def fit(
     tc = cfg.train
     dev = resolve_device(device if device is not None else tc.device)
     precision = resolve_precision(tc.precision, dev)
+    if dev.type == "cpu":
+        tune_cpu_allocator()
     seed_everything(tc.seed)
     model = build_model(cfg.model, dataset.features, dataset.tasks).to(dev)
     loss_fn: MTLLoss = build_loss(cfg.loss, dataset.tasks, model, dataset.name).to(dev)
