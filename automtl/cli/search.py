@@ -152,6 +152,9 @@ def search_command(
                                 "(see `automtl worker`; one per --devices entry by default)."),
     devices: Optional[str] = typer.Option(None, "--devices", help="Devices of the workers, "
                                           "e.g. 0,1 (= cuda:0,cuda:1), assigned round-robin."),
+    trials_per_device: int = typer.Option(1, "--trials-per-device", help="Concurrent trials "
+                                          "(worker processes) per GPU of --devices, for models "
+                                          "too small to fill one; CUDA only."),
 ) -> None:
     """Search MTL architectures, losses and task weights; keep the Pareto front in SQL."""
     import optuna
@@ -197,7 +200,7 @@ def search_command(
                   highlight=False, soft_wrap=True)
 
     started = time.perf_counter()
-    if workers != 1 or devices:  # several processes: automtl.search.workers runs and shows them
+    if workers != 1 or devices or trials_per_device != 1:  # several processes: see workers
         from automtl.search.workers import search_with_workers
 
         if workers < 1:
@@ -206,7 +209,8 @@ def search_command(
             raise AutomtlError("--save-checkpoints is not supported with --workers; drop one")
         result = search_with_workers(cfg, storage=storage, study_name=name,
                                      n_workers=workers if workers > 1 else None,
-                                     devices=devices, device=device, console=console)
+                                     devices=devices, device=device, console=console,
+                                     trials_per_device=trials_per_device)
     else:
         result = _search_in_process(cfg, storage, name, device, save_checkpoints)
     elapsed = time.perf_counter() - started

@@ -4,6 +4,7 @@ permutation and slices batches by index. No per-sample Python, no DataLoader col
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -11,6 +12,23 @@ import numpy as np
 import torch
 
 from automtl.data.schema import Split
+
+
+def _copy_on_write(arr: np.ndarray) -> np.ndarray:
+    """A writable array over `arr`'s memory without copying it when it views a memory-mapped file
+    (the same file region mapped copy-on-write: pages are shared with the page cache and the
+    read-only map, so a CPU DeviceSplit of a 40M-row cache costs no anonymous memory); any other
+    read-only array is copied."""
+    base: object = arr
+    # the root memmap is the one whose base is the mmap itself (slices copy its filename/offset)
+    while isinstance(base, np.ndarray) and not (isinstance(base, np.memmap)
+                                                and isinstance(base.base, mmap.mmap)):
+        base = base.base
+    if isinstance(base, np.memmap) and base.filename and arr.flags.c_contiguous:
+        start = arr.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+        return np.memmap(base.filename, dtype=arr.dtype, mode="c", offset=base.offset + start,
+                         shape=arr.shape)
+    return np.array(arr)
 
 
 @dataclass
@@ -43,7 +61,7 @@ class DeviceSplit:
         def t(a: np.ndarray) -> torch.Tensor:
             arr = np.ascontiguousarray(a)
             if not arr.flags.writeable:  # memory-mapped caches are read-only; torch wants writable
-                arr = np.array(arr)
+                arr = _copy_on_write(arr)
             return torch.from_numpy(arr).to(dev, non_blocking=True)
 
         return cls(

@@ -495,6 +495,23 @@ def parse_devices(devices: str | Sequence[str] | None) -> list[str]:
     return out
 
 
+def expand_devices(devices: Sequence[str], trials_per_device: int) -> list[str]:
+    """Each device `trials_per_device` times (round-robin: 0,1,0,1) so that K workers, i.e. K
+    concurrent trials, share each GPU, for models too small to fill one. Refused unless every
+    device is CUDA: on CPU, concurrent trials only split the same cores (use --workers N)."""
+    if trials_per_device < 1:
+        raise AutomtlError(f"--trials-per-device {trials_per_device}: must be >= 1")
+    if trials_per_device == 1:
+        return list(devices)
+    cpu = [d for d in devices if not d.startswith("cuda")]
+    if not devices or cpu:
+        raise AutomtlError(
+            f"--trials-per-device {trials_per_device} runs several trials on each GPU and needs "
+            f"CUDA devices (--devices 0,1 or --device cuda), got {', '.join(devices) or 'none'}; "
+            "on CPU use --workers N instead (CPU workers split the cores)")
+    return [d for _ in range(trials_per_device) for d in devices]
+
+
 @dataclass
 class WorkerProcess:
     """One launched worker process."""
@@ -701,14 +718,15 @@ def launch_workers(
     heartbeat: Heartbeat | None = None,
     log_dir: Path | None = None,
     console: Any = None,
+    trials_per_device: int = 1,
 ) -> LaunchResult:
     """Run `n_workers` local worker processes on an existing study and show their progress.
 
     `devices` ("0,1" or a list) are assigned round-robin (`n_workers` None: one per device,
-    else 1); SQLite databases are switched to WAL
+    else 1), each `trials_per_device` times (CUDA only); SQLite databases are switched to WAL
     first. Returns when every worker has exited.
     """
-    devs = parse_devices(devices)
+    devs = expand_devices(parse_devices(devices), trials_per_device)
     if devs and n_workers is None:
         n_workers = len(devs)
     enable_sqlite_wal(storage_url)
@@ -726,14 +744,18 @@ def search_with_workers(
     devices: str | Sequence[str] | None = None,
     device: str | None = None,
     console: Any = None,
+    trials_per_device: int = 1,
 ) -> SearchResult:
-    """`automtl search --workers N [--devices 0,1]`: create or resume the study of `cfg`, add
-    `cfg.n_trials` trial slots to its target, run local worker processes until it is reached."""
+    """`automtl search --workers N [--devices 0,1] [--trials-per-device K]`: create or resume the
+    study of `cfg`, add `cfg.n_trials` trial slots to its target, run local worker processes
+    until it is reached."""
     devs = parse_devices(devices) or ([device] if device else [])
+    expand_devices(devs, trials_per_device)  # refuse CPU before the study is touched
     study = prepare_shared_study(cfg, storage, study_name)
     before = {t.number for t in study.get_trials(deepcopy=False)}
     launched = launch_workers(storage, study.study_name, n_workers, devices=devs,
-                              timeout=cfg.timeout, console=console)
+                              timeout=cfg.timeout, console=console,
+                              trials_per_device=trials_per_device)
     if not launched.ok:
         bad = [f"worker {i}: exit code {rc}" for i, rc in enumerate(launched.returncodes) if rc]
         raise AutomtlError(f"{len(bad)} of {len(launched.returncodes)} workers failed ("
@@ -761,6 +783,7 @@ __all__ = [
     "WorkerResult",
     "budget",
     "enable_sqlite_wal",
+    "expand_devices",
     "interrupted",
     "join_study",
     "launch_workers",
