@@ -7,7 +7,8 @@ One epoch each, Adam lr 1e-3. Prints training samples/s, the ratio, test AUCs, a
 forward/backward/step rate of each model on one pre-built batch (so the data-path overhead shows),
 plus the achieved fraction of this machine's matmul peak.
 
-    python benchmarks/throughput.py                    # full size (1M rows), 2 threads, CPU
+    python benchmarks/throughput.py                    # full size (1M rows), 2 threads, CPU,
+                                                       # automtl in fp32 and bf16, the peer in fp32
     python benchmarks/throughput.py --rows 20000 --model-steps 3   # smoke run
     python benchmarks/throughput.py --device cuda      # GPU figures (when one is present)
 
@@ -37,13 +38,14 @@ from automtl.data import DeviceSplit, load_dataset
 from automtl.data.schema import Dataset
 from automtl.losses import task_bce
 from automtl.models import build_model
-from automtl.train import fit, make_optimizer, resolve_device
+from automtl.train import fit, make_optimizer, resolve_device, resolve_precision
 
 
 @dataclass
 class Row:
     framework: str
     model: str
+    precision: str
     samples_per_s: float
     model_only_per_s: float
     test_auc: dict[str, float]
@@ -75,7 +77,9 @@ def timed_steps(step: Callable[[], torch.Tensor], n: int, device: torch.device) 
 
 
 def flops_per_step(step: Callable[[], torch.Tensor]) -> float:
-    """FLOPs of one training step counted by torch's FlopCounterMode (matmuls dominate)."""
+    """Matmul FLOPs (mm, addmm, bmm, baddbmm: forward and backward) of one training step, as
+    counted by torch's FlopCounterMode (it counts only matmul-like ops; elementwise ops, the
+    embedding gather and the optimizer are not FLOPs of this count)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
@@ -95,11 +99,12 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32) -> flo
 # ---------------------------------------------------------------- automtl
 
 
-def run_automtl(ds: Dataset, name: str, args: argparse.Namespace, device: torch.device) -> Row:
+def run_automtl(ds: Dataset, name: str, args: argparse.Namespace, device: torch.device,
+                precision: str) -> Row:
     cfg = TrialConfig(data=DataConfig(name="synthetic"), model=model_config(name),
                       train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=1e-3,
                                         patience=args.epochs, seed=0, device=str(device),
-                                        precision=args.precision))
+                                        precision=precision))  # type: ignore[arg-type]
     result = fit(cfg, ds)
     # model-only: forward + backward + Adam step on one pre-built batch already on the device
     torch.manual_seed(0)
@@ -117,14 +122,14 @@ def run_automtl(ds: Dataset, name: str, args: argparse.Namespace, device: torch.
                 logits = model.forward_tensor(batch).t()
         else:
             logits = model.forward_tensor(batch).t()
-        loss = task_bce(logits, batch.labels).sum()
+        loss = task_bce(logits.float(), batch.labels).sum()
         loss.backward()
         opt.step()
         return loss
 
     sec = timed_steps(step, args.model_steps, device)
     flops = flops_per_step(step)
-    return Row("automtl", name, result.samples_per_s, args.batch_size / sec,
+    return Row("automtl", name, precision, result.samples_per_s, args.batch_size / sec,
                {k: result.test[f"{k}_auc"] for k in ("ctr", "ctcvr")}, flops / args.batch_size / 1e9)
 
 
@@ -210,11 +215,25 @@ def run_rechub(ds: Dataset, name: str, args: argparse.Namespace, device: torch.d
     sec = timed_steps(step, args.model_steps, device)
     flops = flops_per_step(step)
     rows = len(y_tr) * args.epochs
-    return Row("torch-rechub", name, rows / seconds, args.batch_size / sec, auc,
+    return Row("torch-rechub", name, "fp32", rows / seconds, args.batch_size / sec, auc,
                flops / args.batch_size / 1e9)
 
 
 # ---------------------------------------------------------------- main
+
+
+def machine() -> str:
+    """CPU model name and logical CPU count (lscpu / /proc/cpuinfo)."""
+    model = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical CPUs"
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=2048)
     ap.add_argument("--models", default="mmoe,ple")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--precisions", default="fp32,bf16",
+                    help="automtl runs, comma-separated (fp32, bf16, auto); the peer runs fp32")
     ap.add_argument("--model-steps", type=int, default=20, help="timed steps of the model-only rate")
     ap.add_argument("--skip-rechub", action="store_true")
     args = ap.parse_args(argv)
@@ -233,31 +253,41 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     ds = load_dataset(DataConfig(name="synthetic", options={"rows": args.rows, "schema": "ali-ccp",
                                                            "n_tasks": 2}))
-    peak = matmul_peak(device)
-    print(f"data: synthetic ali-ccp schema, {len(ds.splits['train']):,} train rows; device {device}, "
-          f"{args.threads} threads, torch {torch.__version__}; fp32 matmul peak {peak:.0f} GFLOP/s")
+    peaks = {"fp32": matmul_peak(device), "bf16": matmul_peak(device, torch.bfloat16)}
+    print(f"machine: {machine()}; device {device}, {args.threads} threads, torch {torch.__version__}")
+    print(f"data: synthetic ali-ccp schema, {len(ds.splits['train']):,} train rows; measured matmul "
+          f"peak (2048^3) fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    precisions = [resolve_precision(p.strip(), device) for p in args.precisions.split(",")]
     rows: list[Row] = []
     for name in args.models.split(","):
-        rows.append(run_automtl(ds, name, args, device))
+        for precision in precisions:
+            rows.append(run_automtl(ds, name, args, device, precision))
         if not args.skip_rechub:
             rows.append(run_rechub(ds, name, args, device))
     print()
-    head = (f"{'model':6} {'framework':13} {'train samples/s':>15} {'model-only/s':>13} "
-            f"{'data-path overhead':>18} {'% matmul peak':>13} {'test ctr AUC':>12} {'test ctcvr AUC':>14}")
+    head = (f"{'model':6} {'framework':13} {'prec':4} {'train samples/s':>15} {'model-only/s':>13} "
+            f"{'data-path overhead':>18} {'MFLOP/sample':>12} {'% matmul peak':>13} "
+            f"{'test ctr AUC':>12} {'test ctcvr AUC':>14}")
     print(head)
     print("-" * len(head))
     for r in rows:
         overhead = 1 - r.samples_per_s / r.model_only_per_s
-        frac = r.gflop_per_sample * r.samples_per_s / peak
-        print(f"{r.model:6} {r.framework:13} {r.samples_per_s:15,.0f} {r.model_only_per_s:13,.0f} "
-              f"{overhead:18.1%} {frac:13.1%} {r.test_auc['ctr']:12.4f} {r.test_auc['ctcvr']:14.4f}")
+        frac = r.gflop_per_sample * r.samples_per_s / peaks[r.precision]
+        print(f"{r.model:6} {r.framework:13} {r.precision:4} {r.samples_per_s:15,.0f} "
+              f"{r.model_only_per_s:13,.0f} {overhead:18.1%} {r.gflop_per_sample * 1e3:12.2f} "
+              f"{frac:13.1%} {r.test_auc['ctr']:12.4f} {r.test_auc['ctcvr']:14.4f}")
+    print("(% matmul peak: matmul FLOPs per sample x training samples/s / this precision's measured "
+          "peak; a model-only rate below the training rate is timing noise on a shared machine)")
     if not args.skip_rechub:
         print()
         for name in args.models.split(","):
-            ours = next(r for r in rows if r.model == name and r.framework == "automtl")
             peer = next(r for r in rows if r.model == name and r.framework == "torch-rechub")
-            print(f"{name}: automtl / torch-rechub = {ours.samples_per_s / peer.samples_per_s:.2f}x "
-                  f"training samples/s (model-only {ours.model_only_per_s / peer.model_only_per_s:.2f}x)")
+            for ours in (r for r in rows if r.model == name and r.framework == "automtl"):
+                print(f"{name} {ours.precision}: automtl / torch-rechub = "
+                      f"{ours.samples_per_s / peer.samples_per_s:.2f}x training samples/s "
+                      f"(model-only {ours.model_only_per_s / peer.model_only_per_s:.2f}x); test AUC "
+                      f"ctr {ours.test_auc['ctr'] - peer.test_auc['ctr']:+.4f}, ctcvr "
+                      f"{ours.test_auc['ctcvr'] - peer.test_auc['ctcvr']:+.4f} vs the peer")
     return 0
 
 

@@ -1,0 +1,230 @@
+"""Ali-CCP scale: a 40M-row synthetic Ali-CCP-schema data set, memory-mapped, trained on CPU.
+
+Measures (results go to benchmarks/RESULTS.md by hand):
+
+- build: 40M rows written in 1M-row chunks (`generate_synthetic(schema="ali-ccp", seed=i)`, each
+  chunk split 80/10/10) with the data layer's `ColumnWriter`, i.e. the same columnar format the
+  load cache memory-maps (a one-shot 40M generation would need ~3x the data in RAM);
+- train (in a fresh process, so its RSS is its own): `load_columnar` + `fit` of the benchmark
+  MMoE on the FULL train split for `--steps` steps (stopped by a callback) + prediction of the
+  full validation split; peak RSS (VmHWM) split into private (RssAnon, sampled) and file-backed
+  pages of the memory maps (RssFile: page cache, reclaimable); then one whole epoch on a
+  `--fraction-rows` slice of the same files (samples/s, test AUC), since a 32M-row epoch takes
+  ~30 min on 2 cores;
+- prepare: raw Ali-CCP prepare throughput (`automtl data prepare`) on a generated multi-GB raw
+  folder (tests/datagen.py writer; deleted afterwards).
+
+    python benchmarks/scale.py build --rows 40000000 --out /tmp/automtl-40m
+    python benchmarks/scale.py train --data /tmp/automtl-40m --steps 300 --fraction-rows 2000000
+    python benchmarks/scale.py prepare --raw-gb 2
+    python benchmarks/scale.py build --rows 400000 --chunk 100000 --out /tmp/s && \\
+        python benchmarks/scale.py train --data /tmp/s --steps 5 --fraction-rows 100000   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+from automtl.config import ModelConfig, TrainConfig, TrialConfig  # noqa: E402
+from automtl.data.columnar import ColumnWriter, _column_names, load_columnar  # noqa: E402
+from automtl.data.schema import Dataset  # noqa: E402
+from automtl.data.synthetic import generate_synthetic  # noqa: E402
+
+GB = 1 << 30
+
+
+def _status() -> dict[str, int]:
+    """VmHWM, VmRSS, RssAnon, RssFile of this process in bytes (Linux)."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+            out[key] = int(rest.split()[0]) * 1024
+    return out
+
+
+class _PeakSampler(threading.Thread):
+    """Samples RssAnon / RssFile every 0.2 s and keeps the maxima."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_anon = self.peak_file = 0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(0.2):
+            s = _status()
+            self.peak_anon = max(self.peak_anon, s["RssAnon"])
+            self.peak_file = max(self.peak_file, s["RssFile"])
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def build(out: Path, rows: int, chunk: int) -> None:
+    """Write `rows` synthetic Ali-CCP-schema rows to `out` in `chunk`-row pieces."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    writer = ColumnWriter(out)
+    ds: Dataset | None = None
+    for i, start in enumerate(range(0, rows, chunk)):
+        n = min(chunk, rows - start)
+        ds = generate_synthetic(rows=n, n_tasks=2, seed=i, schema="ali-ccp")
+        for split_name, split in ds.splits.items():
+            for col, arr in _column_names(split).items():
+                writer.append(split_name, col, arr)
+        print(f"  chunk {i + 1}: {start + n:,} rows, {time.perf_counter() - t0:.0f} s", flush=True)
+    assert ds is not None
+    seqs = list(next(iter(ds.splits.values())).sequences)
+    writer.finish(ds.features, ds.tasks, "synthetic",
+                  {"source": f"benchmarks/scale.py: {rows} rows in {chunk}-row chunks"}, seqs)
+    size = sum(p.stat().st_size for p in out.rglob("*.bin"))
+    secs = time.perf_counter() - t0
+    print(f"build: {rows:,} rows, {size / GB:.2f} GiB on disk in {secs:.0f} s "
+          f"({rows / secs:,.0f} rows/s; CPU {time.process_time() - cpu0:.0f} s)")
+
+
+class _StopAfter:
+    """Stops `fit` after `steps` training steps (raises `_Stopped`), keeping the model."""
+
+    class Stopped(Exception):
+        pass
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.model, self.t0, self.seconds = steps, None, 0.0, 0.0
+
+    def on_train_start(self, model: torch.nn.Module) -> None:
+        self.model, self.t0 = model, time.perf_counter()
+
+    def on_batch_end(self, epoch: int, step: int, n_steps: int) -> None:
+        if step == 3:  # the first steps warm up (allocator, page faults of the first batches)
+            self.t0 = time.perf_counter()
+        if step >= self.steps:
+            self.seconds = time.perf_counter() - self.t0
+            raise self.Stopped
+
+    def on_epoch_end(self, epoch: int, record: object) -> None:
+        pass
+
+
+def _mmoe(epochs: int, batch: int, precision: str) -> TrialConfig:
+    model = ModelConfig(arch="mmoe", n_experts=8, embedding_dim=16, expert_dims=[256, 128],
+                        tower_dims=[64], seq_pooling="mean")  # type: ignore[arg-type]
+    return TrialConfig(model=model, train=TrainConfig(epochs=epochs, batch_size=batch, lr=1e-3,
+                                                      patience=epochs, seed=0, device="cpu",
+                                                      precision=precision))  # type: ignore[arg-type]
+
+
+def _slice(ds: Dataset, rows: int) -> Dataset:
+    """The first `rows` rows (80/10/10 over splits) as views of the same memory maps."""
+    n = {"train": int(rows * 0.8), "val": rows // 10, "test": rows // 10}
+
+    def cut(split, k):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(
+            split, sparse=split.sparse[:k], dense=split.dense[:k], labels=split.labels[:k],
+            truth=None if split.truth is None else split.truth[:k],
+            sequences={name: a[:k] for name, a in split.sequences.items()})
+
+    return dataclasses.replace(ds, splits={s: cut(sp, n[s]) for s, sp in ds.splits.items()})
+
+
+def train(data: Path, steps: int, fraction_rows: int, threads: int, precision: str) -> None:
+    """RSS of load + `steps` steps on the full data + validation pass; one epoch on a slice."""
+    from automtl.train import device_split, fit, predict_logits
+    from automtl.train.metrics import compute_metrics
+
+    torch.set_num_threads(threads)
+    sampler = _PeakSampler()
+    sampler.start()
+    t0 = time.perf_counter()
+    ds = load_columnar(data)
+    load_s = time.perf_counter() - t0
+    n_train = len(ds.splits["train"])
+    stop = _StopAfter(steps)
+    try:
+        fit(_mmoe(1, 2048, precision), ds, callbacks=[stop])
+    except _StopAfter.Stopped:
+        pass
+    rate = (steps - 3) * 2048 / max(stop.seconds, 1e-9)
+    t1 = time.perf_counter()
+    val = device_split(ds, "val", torch.device("cpu"))
+    assert stop.model is not None
+    logits = predict_logits(stop.model, val, [t.name for t in ds.tasks], 16384, precision)
+    metrics = compute_metrics(logits.numpy(), val.labels.numpy(), ds.tasks)
+    val_s = time.perf_counter() - t1
+    st = _status()
+    sampler.stop()
+    print(f"full data: {n_train:,} train / {len(val):,} val rows; load (memory map) {load_s:.2f} s; "
+          f"{steps} steps: {rate:,.0f} samples/s; val prediction {val_s:.0f} s "
+          f"(ctr AUC {metrics['ctr_auc']:.4f})")
+    print(f"peak RSS (VmHWM) {st['VmHWM'] / GB:.2f} GiB: private (RssAnon) peak "
+          f"{sampler.peak_anon / GB:.2f} GiB, file-backed pages of the maps (RssFile) peak "
+          f"{sampler.peak_file / GB:.2f} GiB; now RSS {st['VmRSS'] / GB:.2f} GiB")
+    if fraction_rows:
+        part = _slice(ds, fraction_rows)
+        res = fit(_mmoe(1, 2048, precision), part)
+        print(f"one epoch on {len(part.splits['train']):,} train rows of the same files: "
+              f"{res.history[0].seconds:.0f} s, {res.samples_per_s:,.0f} samples/s; test ctr AUC "
+              f"{res.test['ctr_auc']:.4f}, ctcvr AUC {res.test['ctcvr_auc']:.4f}; "
+              f"extrapolated full epoch {n_train / res.samples_per_s / 60:.0f} min")
+    print(f"peak RSS at the end (VmHWM) {_status()['VmHWM'] / GB:.2f} GiB")
+
+
+def prepare(raw_gb: float, threads: int) -> None:
+    """Raw Ali-CCP prepare throughput on a generated ~`raw_gb` GB raw folder (then deleted)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "tests"))
+    from data_load import bench_prepare  # the data layer's benchmark, scaled up
+
+    torch.set_num_threads(threads)
+    work = Path(tempfile.mkdtemp(prefix="automtl-prepare-"))
+    try:
+        lines = int(raw_gb * 1e9 / 215)  # ~215 bytes per raw line (data_load measurement)
+        r = bench_prepare(work, lines)
+        print(f"prepare: {r['lines']:,.0f} lines ({r['mb'] / 1000:.2f} GB) in {r['seconds']:.0f} s: "
+              f"{r['lines_per_s']:,.0f} lines/s, {r['mb_per_s']:.1f} MB/s; CPU {r['cpu_s']:.0f} s "
+              f"({r['lines_per_cpu_s']:,.0f} lines per CPU-second)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("--rows", type=int, default=40_000_000)
+    b.add_argument("--chunk", type=int, default=1_000_000)
+    b.add_argument("--out", type=Path, required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--data", type=Path, required=True)
+    t.add_argument("--steps", type=int, default=300)
+    t.add_argument("--fraction-rows", type=int, default=2_000_000)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p = sub.add_parser("prepare")
+    p.add_argument("--raw-gb", type=float, default=2.0)
+    p.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("AUTOMTL_CACHE", "off")
+    if args.cmd == "build":
+        build(args.out, args.rows, args.chunk)
+    elif args.cmd == "train":
+        train(args.data, args.steps, args.fraction_rows, args.threads, args.precision)
+    else:
+        prepare(args.raw_gb, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
