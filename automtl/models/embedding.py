@@ -55,9 +55,11 @@ class _Lookup(torch.autograd.Function):
 
 
 def embedding_lookup(weight: Tensor, ids: Tensor) -> Tensor:
-    """`F.embedding(ids, weight)` with the fast dense backward of `_Lookup` when training
-    (plain `F.embedding` under tracing, scripting or compilation, so exports see a standard op)."""
-    if (not weight.requires_grad or not torch.is_grad_enabled() or torch.jit.is_tracing()
+    """`F.embedding(ids, weight)` with the fast dense backward of `_Lookup` when training on CPU
+    (plain `F.embedding` on GPUs, whose own backward is fast and deterministic, and under tracing,
+    scripting or compilation, so exports see a standard op)."""
+    if (weight.device.type != "cpu" or not weight.requires_grad or not torch.is_grad_enabled()
+            or torch.jit.is_tracing()
             or torch.jit.is_scripting() or torch.compiler.is_compiling()):
         return F.embedding(ids, weight)
     return _Lookup.apply(weight, ids)
