@@ -154,8 +154,8 @@ def train(data: Path, steps: int, fraction_rows: int, threads: int, precision: s
     stop = _StopAfter(steps)
     try:
         fit(_mmoe(1, 2048, precision), ds, callbacks=[stop])
-    except _StopAfter.Stopped:
-        pass
+    except _StopAfter.Stopped:  # fit ends an epoch with this too, before the validation pass
+        device_split(ds, "train", torch.device("cpu")).release_pages()
     rate = (steps - 3) * 2048 / max(stop.seconds, 1e-9)
     t1 = time.perf_counter()
     val = device_split(ds, "val", torch.device("cpu"))
@@ -163,6 +163,7 @@ def train(data: Path, steps: int, fraction_rows: int, threads: int, precision: s
     logits = predict_logits(stop.model, val, [t.name for t in ds.tasks], 16384, precision)
     metrics = compute_metrics(logits.numpy(), val.labels.numpy(), ds.tasks)
     val_s = time.perf_counter() - t1
+    val.release_pages()
     st = _status()
     sampler.stop()
     print(f"full data: {n_train:,} train / {len(val):,} val rows; load (memory map) {load_s:.2f} s; "

@@ -5,7 +5,7 @@ permutation and slices batches by index. No per-sample Python, no DataLoader col
 from __future__ import annotations
 
 import mmap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -52,16 +52,21 @@ class DeviceSplit:
     dense: torch.Tensor
     sequences: dict[str, torch.Tensor]
     labels: torch.Tensor
+    # file mappings the CPU tensors live in (a memory-mapped cache), for `release_pages`
+    maps: list[mmap.mmap] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
     def from_split(cls, split: Split, device: torch.device | str = "cpu") -> "DeviceSplit":
         """Copy (or, on CPU, share memory with) the split's NumPy arrays."""
         dev = torch.device(device)
+        maps: list[mmap.mmap] = []
 
         def t(a: np.ndarray) -> torch.Tensor:
             arr = np.ascontiguousarray(a)
             if not arr.flags.writeable:  # memory-mapped caches are read-only; torch wants writable
                 arr = _copy_on_write(arr)
+                if dev.type == "cpu" and isinstance(arr.base, mmap.mmap):
+                    maps.append(arr.base)
             return torch.from_numpy(arr).to(dev, non_blocking=True)
 
         return cls(
@@ -69,7 +74,17 @@ class DeviceSplit:
             dense=t(split.dense.astype(np.float32, copy=False)),
             sequences={k: t(v.astype(np.int32, copy=False)) for k, v in split.sequences.items()},
             labels=t(split.labels.astype(np.float32, copy=False)),
+            maps=maps,
         )
+
+    def release_pages(self) -> None:
+        """Unmap this process's pages of file-backed columns (a CPU split of a memory-mapped
+        cache): the RSS they add falls back to zero while the page cache keeps the data, and the
+        next access maps it again. A shuffled epoch touches every page of the split, so calling
+        this after each pass bounds the RSS to one split at a time. No-op for in-memory data;
+        writes to file-backed columns are discarded."""
+        for m in self.maps:
+            m.madvise(mmap.MADV_DONTNEED)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

@@ -202,7 +202,9 @@ def fit(
         synchronize(dev)
         seconds = time.perf_counter() - t0
         train_seconds += seconds
+        train.release_pages()  # memory-mapped data: keep RSS to one split at a time
         metrics = evaluate(model, val, dataset.tasks, tc.eval_batch_size, precision)
+        val.release_pages()
         record = EpochRecord(epoch=epoch, val=metrics, train_loss=train_loss,
                              samples_per_s=len(train) / max(seconds, 1e-9), seconds=seconds)
         history.append(record)
@@ -222,6 +224,8 @@ def fit(
     model.load_state_dict(best_state)
     model.eval()
     test_metrics = evaluate(model, test, dataset.tasks, tc.eval_batch_size, precision) if test else {}
+    if test is not None:
+        test.release_pages()
     total_rows = len(train) * len(history)
     return TrainResult(
         history=history,
