@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from report_study import (
     EVIL,
     EVIL_VALUE,
@@ -65,6 +66,28 @@ def _loaded(page: Page) -> None:
     page.wait_for_selector("body[data-version]", timeout=WAIT_MS)
 
 
+def _hover(page: Page, point) -> tuple[float, float]:
+    """Hover a plotly point with the mouse until its hover label shows; return the position.
+
+    plotly clicks the hovered point, so the label must be up before clicking. A live refresh
+    that redraws the plot between the mouse move and the label drops the hover (plotly needs a
+    new mousemove), so the move is repeated until the label appears.
+    """
+    for _ in range(WAIT_MS // 2000):
+        point.scroll_into_view_if_needed()
+        box = point.bounding_box()
+        assert box is not None
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x - 40, y - 40)
+        page.mouse.move(x, y, steps=4)
+        try:
+            page.wait_for_selector("#fig-pareto .hoverlayer .hovertext", timeout=2000)
+            return x, y
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError("plotly never showed the hover label of the Pareto point")
+
+
 def _pareto_traces(page: Page) -> dict[str, list[int]]:
     return page.evaluate("""() => Object.fromEntries(
         document.getElementById('fig-pareto').data
@@ -88,12 +111,7 @@ def test_pareto_click_row_click_sort_and_live_refresh(tmp_path: Path, page: Page
         idx = traces["Pareto front"].index(1)
         point = page.locator("#fig-pareto .scatterlayer .trace").nth(1).locator(
             ".points path").nth(idx)
-        box = point.bounding_box()
-        assert box is not None
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.move(x, y)
-        # plotly clicks the hovered point: wait until its hover label is up, then click
-        page.wait_for_selector("#fig-pareto .hoverlayer .hovertext", timeout=WAIT_MS)
+        x, y = _hover(page, point)
         page.mouse.click(x, y)
         page.wait_for_selector("#trial-card[data-trial='1']", timeout=WAIT_MS)
         yaml_text = page.inner_text("#trial-yaml")
