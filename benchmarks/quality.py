@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import yaml
+
 import torch
 
 from automtl.config import DataConfig, ModelConfig, TrialConfig, load_trial_config
@@ -31,6 +33,19 @@ def example_config(arch: str) -> tuple[TrialConfig, str]:
     return TrialConfig(model=ModelConfig(arch=arch)), "built-in defaults"  # type: ignore[arg-type]
 
 
+def apply_override(cfg: TrialConfig, assignment: str) -> None:
+    """Set one `section.field=value` (value parsed as YAML) on `cfg`, e.g. `train.epochs=8`."""
+    key, _, raw = assignment.partition("=")
+    section, _, name = key.strip().partition(".")
+    target = getattr(cfg, section, None)
+    if target is None or not name or not hasattr(target, name):
+        raise SystemExit(f"--set {assignment}: unknown key {key!r}; use section.field=value")
+    value = yaml.safe_load(raw)
+    if isinstance(getattr(target, name), float) and isinstance(value, (int, str)):
+        value = float(value)  # YAML 1.1 reads "1e-5" as a string
+    setattr(target, name, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=200_000)
@@ -39,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override the configs' train.epochs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (the data seed stays 0)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="override a config field of every arch, e.g. train.weight_decay=1e-5")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     data_cfg = DataConfig(name="synthetic", options={"rows": args.rows, "n_tasks": args.n_tasks})
@@ -55,12 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg.train.seed = args.seed
         if args.epochs is not None:
             cfg.train.epochs = args.epochs
+        for assignment in args.set:
+            apply_override(cfg, assignment)
         result = fit(cfg, ds, device=args.device)
         for m in metrics:
             gap = bayes[m] - result.test[m]
             worst = max(worst, gap)
             print(f"{arch:6} {m:10} {result.val[m]:8.4f} {result.test[m]:9.4f} {bayes[m]:7.4f} "
                   f"{gap:7.4f} {'yes' if gap <= 0.02 else 'no':>3}")
+        curve = " ".join(f"{r.epoch}:{r.val.get('mean_auc', float('nan')):.4f}"
+                         for r in result.history)
+        print(f"{arch:6} val mean_auc per epoch: {curve}")
         print(f"{arch:6} ({source}; best epoch {result.best_epoch}/{result.epochs_run}, "
               f"{result.samples_per_s:,.0f} samples/s, {result.n_params:,} params)")
     print(f"largest gap to Bayes AUC: {worst:.4f} (target <= 0.02)")

@@ -20,7 +20,7 @@ from automtl.data.cache import cached
 from automtl.data.columnar import is_columnar, load_columnar
 from automtl.data.registry import DatasetInfo, register_dataset
 from automtl.data.schema import Dataset, TaskSpec
-from automtl.data.synthetic import generate_synthetic
+from automtl.data.synthetic import GENERATOR_VERSION, generate_synthetic
 from automtl.data.tabular import TableLayout, build_dataset, find_split_files
 from automtl.errors import DataError
 
@@ -33,7 +33,9 @@ SYNTHETIC_CACHE_ROWS = 100_000  # smaller synthetic sets are faster to generate 
 def _load_synthetic(_: Path | None, opts: dict[str, Any]) -> Dataset:
     if int(opts["rows"]) < SYNTHETIC_CACHE_ROWS:
         return generate_synthetic(**opts)
-    return cached("synthetic", opts, [], lambda: generate_synthetic(**opts))
+    # the generator version is part of the key: a changed generator never serves stale arrays
+    key_opts = {**opts, "generator_version": GENERATOR_VERSION}
+    return cached("synthetic", key_opts, [], lambda: generate_synthetic(**opts))
 
 
 register_dataset(DatasetInfo(
