@@ -43,7 +43,8 @@ from automtl.errors import DataError
 
 _LATENT_DIM = 8
 # Bump when the mapping (options -> arrays) changes, so on-disk caches of older data are not served.
-GENERATOR_VERSION = 2
+# (1: equal-sized per-id effects; 2 was used by interim edits of the rarity-scaled generator.)
+GENERATOR_VERSION = 3
 # Per-id effects are scaled by sqrt(n / (n + _RARITY_ROWS)), n = expected rows of the id among
 # _REF_ROWS rows (the default training split); both are constants so that `rows` does not change
 # the mapping from inputs to probabilities.
