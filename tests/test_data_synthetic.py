@@ -94,32 +94,14 @@ def test_labels_follow_truth_and_bayes_beats_every_single_field():
     assert bayes["ctr_auc"] > max(single) + 0.02
 
 
-def _history_encoding_auc(ds, name):
-    """Val AUC of the mean, over a row's history, of per-id click rates learnt on train."""
-    tr, va = ds.splits["train"], ds.splits["val"]
-    h, y = tr.sequences[name], tr.labels[:, 0]
-    m = h > 0
-    rows = np.broadcast_to(np.arange(len(h))[:, None], h.shape)
-    size = int(max(h.max(), va.sequences[name].max())) + 1
-    clicks = np.bincount(h[m], weights=y[rows[m]], minlength=size)
-    enc = (clicks + y.mean() * 20) / (np.bincount(h[m], minlength=size) + 20)
-    hv = va.sequences[name]
-    score = (enc[hv] * (hv > 0)).sum(1) / np.maximum((hv > 0).sum(1), 1)
-    return roc_auc_score(va.labels[:, 0], score)
-
-
 def test_sequence_content_carries_signal():
     ds = generate_synthetic(rows=40_000, seed=5)
     s = ds.splits["train"]
-    # the user's interests: which ids the history holds predicts clicks on held-out rows
-    content = [_history_encoding_auc(ds, f.name) for f in ds.sequence_features]
-    assert max(abs(a - 0.5) for a in content) > 0.03
-    # the target-history overlap carries signal too (a smaller, interaction term)
     f = ds.sequence_features[0]
     target = s.sparse[:, [g.name for g in ds.sparse_features].index(f.shares_with)]
     overlap = (s.sequences[f.name] == target[:, None]).sum(1)
     a = roc_auc_score(s.labels[:, 0], overlap)
-    assert abs(a - 0.5) > 0.01
+    assert abs(a - 0.5) > 0.03
 
 
 def _logit(p):

@@ -437,7 +437,7 @@ def test_mmoe_learns_the_synthetic_dataset() -> None:
     from automtl.data import load_dataset
     from automtl.data.batching import DeviceSplit, iter_batches
 
-    ds = load_dataset(DataConfig(options={"rows": 12000, "n_tasks": 3, "seed": 0}))
+    ds = load_dataset(DataConfig(options={"rows": 8000, "n_tasks": 3, "seed": 0}))
     torch.manual_seed(0)
     cfg = small_cfg(arch="mmoe", head="esmm", seq_pooling="target_attention", n_experts=4)
     model = build_model(cfg, ds.features, ds.tasks)

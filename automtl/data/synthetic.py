@@ -13,20 +13,9 @@ Labels are drawn along the cascade (no purchase without click), so ``truth`` is 
 ``p(label | x)`` and the AUC of ``truth`` is the Bayes-optimal AUC.
 
 ``z(x)`` is built only from observed inputs: per-id random effects of Zipf-distributed sparse ids
-(item-derived fields such as category/shop/brand are functions of the item id, and user-profile
-fields such as age/gender/city are functions of the user id, as in real logs), dense fields, and
-two signals from behaviour sequences: the overlap with the target (how often the target's
-item/category appears in the user's history; a target-history interaction) and the user's
-interests (the mean over the history of per-id effects, which sequence pooling can learn).
-
-Where the signal sits matters for what "Bayes-optimal" means. An idiosyncratic effect of an id
-seen a handful of times in training cannot be learnt by any model, so a generator that gives every
-id of a 100k vocabulary an equal-sized effect makes the Bayes AUC unreachable at any model quality.
-As in real CTR data (and in the hierarchical priors used to model it), an id's own effect is
-scaled by ``sqrt(n / (n + c))`` with ``n`` its expected number of rows in a reference training
-set of `_REF_ROWS` rows: popular users/items have their own strong effects, long-tail ones act
-mostly through their lower-cardinality attributes (category, brand, shop; age, gender, city).
-The big vocabularies are still there as features; their signal is where the data can support it.
+(item-derived fields such as category/shop/brand are functions of the item id, as in real logs),
+dense fields, and the overlap between behaviour sequences and the target (how often the target's
+category/shop/... appears in the user's history), so sequence content carries part of the signal.
 For three or more tasks every pair of task directions has cosine ``rho``
 (``w_k = sqrt(rho) u_0 + sqrt(1 - rho) u_k`` with orthonormal ``u``), so ``rho`` is in [0, 1].
 """
@@ -42,14 +31,9 @@ from automtl.data.schema import Dataset, FeatureSpec, Split, TaskSpec
 from automtl.errors import DataError
 
 _LATENT_DIM = 8
-# Bump when the mapping (options -> arrays) changes, so on-disk caches of older data are not served.
-# (1: equal-sized per-id effects; 2 was used by interim edits of the rarity-scaled generator.)
-GENERATOR_VERSION = 3
-# Per-id effects are scaled by sqrt(n / (n + _RARITY_ROWS)), n = expected rows of the id among
-# _REF_ROWS rows (the default training split); both are constants so that `rows` does not change
-# the mapping from inputs to probabilities.
-_REF_ROWS = 160_000
-_RARITY_ROWS = 200.0
+# Bump when the mapping (options -> arrays) changes, so on-disk caches of older data are not served
+# (the loader puts it in the cache key; 2 and 3 were interim, unreleased versions).
+GENERATOR_VERSION = 1
 _SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
@@ -67,8 +51,7 @@ class _Sequence:
     name: str
     shares_with: str
     max_len: int
-    weight: float = 1.0  # relative std of the overlap signal (target id repeated in the history)
-    taste: float = 0.0  # relative std of the history's mean per-id effect (the user's interests)
+    weight: float = 1.0  # relative std of the overlap signal
 
 
 @dataclass(frozen=True)
@@ -81,20 +64,20 @@ class _Schema:
 
 _DEFAULT = _Schema(
     sparse=(
-        _Sparse("user_id", 100_000, 1.05, 0.3),
-        _Sparse("item_id", 50_000, 1.1, 0.5),
-        _Sparse("category", 800, 1.0, 1.0, "item_id"),
-        _Sparse("shop", 20_000, 1.0, 0.3, "item_id"),
-        _Sparse("brand", 8_000, 1.0, 0.4, "item_id"),
-        _Sparse("user_age", 8, 0.6, 0.6, "user_id"),
-        _Sparse("user_gender", 3, 0.5, 0.4, "user_id"),
-        _Sparse("user_city", 400, 1.0, 0.5, "user_id"),
-        _Sparse("device", 6, 0.8, 0.4),
-        _Sparse("hour", 24, 0.3, 0.4),
+        _Sparse("user_id", 100_000, 1.05, 0.6),
+        _Sparse("item_id", 50_000, 1.1, 1.0),
+        _Sparse("category", 800, 1.0, 0.8, "item_id"),
+        _Sparse("shop", 20_000, 1.0, 0.6, "item_id"),
+        _Sparse("brand", 8_000, 1.0, 0.6, "item_id"),
+        _Sparse("user_age", 8, 0.6, 0.5),
+        _Sparse("user_gender", 3, 0.5, 0.3),
+        _Sparse("user_city", 400, 1.0, 0.4),
+        _Sparse("device", 6, 0.8, 0.3),
+        _Sparse("hour", 24, 0.3, 0.3),
     ),
     sequences=(
-        _Sequence("hist_item_ids", "item_id", 30, 0.25, 0.5),
-        _Sequence("hist_categories", "category", 30, 0.3, 0.8),
+        _Sequence("hist_item_ids", "item_id", 30, 1.0),
+        _Sequence("hist_categories", "category", 30, 1.2),
     ),
     dense=("price", "user_activity", "item_popularity", "noise"),
     labels=("click", "cart", "purchase"),
@@ -106,14 +89,14 @@ _DEFAULT = _Schema(
 _ALI_CCP = _Schema(
     sparse=(
         _Sparse("101", 100_000, 1.05, 0.6),
-        _Sparse("121", 98, 1.0, 0.3, "101"),
-        _Sparse("122", 14, 0.8, 0.3, "101"),
-        _Sparse("124", 3, 0.5, 0.2, "101"),
-        _Sparse("125", 8, 0.6, 0.3, "101"),
-        _Sparse("126", 4, 0.5, 0.2, "101"),
-        _Sparse("127", 4, 0.5, 0.2, "101"),
-        _Sparse("128", 3, 0.5, 0.2, "101"),
-        _Sparse("129", 5, 0.5, 0.2, "101"),
+        _Sparse("121", 98, 1.0, 0.3),
+        _Sparse("122", 14, 0.8, 0.3),
+        _Sparse("124", 3, 0.5, 0.2),
+        _Sparse("125", 8, 0.6, 0.3),
+        _Sparse("126", 4, 0.5, 0.2),
+        _Sparse("127", 4, 0.5, 0.2),
+        _Sparse("128", 3, 0.5, 0.2),
+        _Sparse("129", 5, 0.5, 0.2),
         _Sparse("205", 60_000, 1.1, 1.0),
         _Sparse("206", 6_000, 1.0, 0.8, "205"),
         _Sparse("207", 30_000, 1.0, 0.6, "205"),
@@ -126,10 +109,10 @@ _ALI_CCP = _Schema(
         _Sparse("301", 3, 0.5, 0.3),
     ),
     sequences=(
-        _Sequence("109_14", "206", 20, 1.2, 0.6),
-        _Sequence("110_14", "207", 20, 0.8, 0.3),
-        _Sequence("127_14", "216", 20, 0.8, 0.3),
-        _Sequence("150_14", "210", 20, 0.8, 0.3),
+        _Sequence("109_14", "206", 20, 1.2),
+        _Sequence("110_14", "207", 20, 0.8),
+        _Sequence("127_14", "216", 20, 0.8),
+        _Sequence("150_14", "210", 20, 0.8),
     ),
     dense=("D109_14", "D110_14", "D127_14", "D150_14", "D508", "D509", "D702", "D853"),
     labels=("click", "cart", "purchase"),
@@ -167,15 +150,6 @@ def _zipf_ids(rng: np.random.Generator, n: int, vocab: int, a: float) -> np.ndar
             break
         ids[step] += 1
     return (ids + 1).astype(np.int32)
-
-
-def _id_effects(prng: np.random.Generator, pmf: np.ndarray, d: int) -> np.ndarray:
-    """Random d-dim effect per id (row 0 = padding/OOV = 0), scaled down for rare ids."""
-    expected = pmf * _REF_ROWS
-    scale = np.sqrt(expected / (expected + _RARITY_ROWS))  # rare ids: small own effect
-    effect = (prng.standard_normal((len(pmf), d)) * scale[:, None]).astype(np.float32)
-    effect[0] = 0.0
-    return effect
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
@@ -236,9 +210,7 @@ def generate_synthetic(
     seed: int = 0,
     schema: str = "default",
 ) -> Dataset:
-    """A deterministic synthetic cascade dataset (80/10/10 split); `Split.truth` is p(task|x).
-
-    `meta["generator_version"]` is `GENERATOR_VERSION` (part of the on-disk cache key)."""
+    """A deterministic synthetic cascade dataset (80/10/10 split); `Split.truth` is p(task|x)."""
     try:
         rows, n_tasks, rho, seed = int(rows), int(n_tasks), float(rho), int(seed)
     except (TypeError, ValueError):
@@ -257,19 +229,16 @@ def generate_synthetic(
 
     # --- sparse ids and their latent effects ---------------------------------------------
     ids: dict[str, np.ndarray] = {}
-    pmf: dict[str, np.ndarray] = {}  # p(id) per field, index 0 = OOV (never drawn)
     z = np.zeros((n, d), dtype=np.float64)
     for f in sch.sparse:
         if f.derived_from is None:
             ids[f.name] = _zipf_ids(rng, n, f.vocab, f.zipf)
-            pmf[f.name] = np.diff(_zipf_tables(f.vocab, f.zipf)[0], prepend=[0.0, 0.0])
         else:
             parent = next(p for p in sch.sparse if p.name == f.derived_from)
             # Popular items map to popular categories: Zipf over the child vocab, per parent id.
             m = np.concatenate([[0], _zipf_ids(prng, parent.vocab, f.vocab, f.zipf)])
             ids[f.name] = m[ids[f.derived_from]]
-            pmf[f.name] = np.bincount(m, weights=pmf[f.derived_from], minlength=f.vocab + 1)
-        effect = _id_effects(prng, pmf[f.name], d)
+        effect = prng.standard_normal((f.vocab + 1, d)).astype(np.float32)
         contrib = effect[ids[f.name]]
         sd = float(contrib.std()) or 1.0
         z += (f.weight / sd) * contrib
@@ -297,13 +266,6 @@ def generate_synthetic(
         vec = prng.standard_normal(d)
         vec /= np.linalg.norm(vec)
         z += s.weight * np.sqrt(d) * _standardise(overlap)[:, None] * vec[None, :]
-        if s.taste > 0:  # interests: mean of per-id effects over the history (pooling learns it)
-            effect = _id_effects(prng, pmf[s.shares_with], d)
-            pooled = np.zeros((n, d), dtype=np.float32)
-            for j in range(s.max_len):  # column by column: an [n, L, d] gather is too big
-                pooled += effect[hist[:, j]]
-            pooled /= np.maximum(length, 1)[:, None]
-            z += (s.taste / (float(pooled.std()) or 1.0)) * pooled
 
     # --- dense fields ------------------------------------------------------------------------
     dense_cols = []
