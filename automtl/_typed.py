@@ -8,6 +8,7 @@ keys and types recursively and raises `ConfigError` naming the exact path
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -17,6 +18,7 @@ from automtl.errors import ConfigError
 T = TypeVar("T")
 
 _NONE = type(None)
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _fail(where: str, path: str, msg: str) -> typing.NoReturn:
@@ -83,6 +85,9 @@ def _convert(tp: Any, value: Any, path: str, where: str) -> Any:
         _fail(where, path, f"expected an integer, got {_describe(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            # PyYAML (YAML 1.1) reads `1e-5` (no dot) as a string; accept it as the number meant
             return float(value)
         _fail(where, path, f"expected a number, got {_describe(value)}")
     if tp is str:
