@@ -20,11 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import model_config  # noqa: E402
+from throughput import model_config
 
-from automtl.config import DataConfig, TrainConfig, TrialConfig  # noqa: E402
-from automtl.data import load_dataset  # noqa: E402
-from automtl.train import fit  # noqa: E402
+from automtl.config import DataConfig, TrainConfig, TrialConfig
+from automtl.data import load_dataset
+from automtl.train import fit
 
 METRICS = ("ctr_auc", "ctcvr_auc", "cvr_auc")
 

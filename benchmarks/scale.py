@@ -37,10 +37,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from automtl.config import ModelConfig, TrainConfig, TrialConfig  # noqa: E402
-from automtl.data.columnar import ColumnWriter, _column_names, load_columnar  # noqa: E402
-from automtl.data.schema import Dataset  # noqa: E402
-from automtl.data.synthetic import generate_synthetic  # noqa: E402
+from automtl.config import ModelConfig, TrainConfig, TrialConfig
+from automtl.data.columnar import ColumnWriter, _column_names, load_columnar
+from automtl.data.schema import Dataset
+from automtl.data.synthetic import generate_synthetic
 
 GB = 1 << 30
 

@@ -228,10 +228,11 @@ def machine() -> str:
     """CPU model name and logical CPU count (lscpu / /proc/cpuinfo)."""
     model = "unknown CPU"
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     return f"{model}, {os.cpu_count()} logical CPUs"
