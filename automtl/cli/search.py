@@ -20,23 +20,9 @@ from rich.progress import (
 
 from automtl.cli._common import console, err_console
 from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP, fmt, front_table, human_count
+from automtl.data import parse_options
 from automtl.search.runner import SearchListener
 from automtl.search.store import DEFAULT_STORAGE
-
-
-def _parse_options(items: list[str] | None) -> dict[str, Any]:
-    """`--data-option rows=20000` -> {"rows": 20000} (values parsed as YAML scalars)."""
-    import yaml
-
-    from automtl.errors import ConfigError
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--data-option {item!r}: expected KEY=VALUE, e.g. rows=20000")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 class RichSearchListener(SearchListener):
@@ -191,7 +177,7 @@ def search_command(
     if data_dir is not None:
         cfg.data.data_dir = data_dir
     if data_option:
-        cfg.data.options = {**cfg.data.options, **_parse_options(data_option)}
+        cfg.data.options = {**cfg.data.options, **parse_options(data_option)}
     name = study_name or cfg.name
     optuna.logging.set_verbosity(logging.WARNING)
     console.print(f"study {name!r} in {mask_url(storage)}: dataset {cfg.data.name} "
