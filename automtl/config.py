@@ -145,24 +145,65 @@ class CalibratorConfig:
             raise ConfigError(f"alpha: must be >= 0, got {self.alpha}")
 
 
+FILM_SITES = ("towers", "experts", "gates", "bottom")
+
+
 @dataclass
 class WeightingConfig:
-    """How per-task BCE losses are combined."""
+    """How per-task BCE losses are combined.
 
-    scheme: Literal["fixed", "ple_decay", "uncertainty", "gradnorm"] = "fixed"
+    `conditioned` (preference-conditioned training, `automtl.losses.conditioned`): each batch
+    (or row, `draw: row`) draws a task-weight vector r ~ Dirichlet(`concentration`), trains on
+    T * sum_k r_k L_k (minus `cosine` * cos(r, L), COSMOS) and feeds r to FiLM layers at `film`
+    sites; after training the model is evaluated at `sweep_points` fixed vectors (0 = default
+    grid). `preference` is the vector it serves at (empty: the knee of the sweep over
+    `select_on` metrics, default every task's AUC).
+    """
+
+    scheme: Literal["fixed", "ple_decay", "uncertainty", "gradnorm", "conditioned"] = "fixed"
     weights: dict[str, float] = field(default_factory=dict)  # per task; missing tasks get 1.0
     gamma: float = 0.9  # ple_decay: w_t = w_0 * gamma^epoch
     gradnorm_alpha: float = 1.5
+    # conditioned (issue 16)
+    concentration: float = 1.0  # Dirichlet alpha (same for every task); 1 = uniform on the simplex
+    draw: Literal["batch", "row"] = "batch"
+    cosine: float = 0.0  # COSMOS lambda; 0 = plain linear scalarisation
+    film: list[str] = field(default_factory=lambda: ["towers"])
+    film_hidden: int = 32
+    sweep_points: int = 0
+    preference: dict[str, float] = field(default_factory=dict)
+    select_on: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         bad = {k: v for k, v in self.weights.items() if v < 0}
         if bad:
             key = next(iter(bad))
             raise ConfigError(f"weights.{key}: must be >= 0, got {bad[key]}")
+        self._validate_conditioned()
         if not 0.0 < self.gamma <= 1.0:
             raise ConfigError(f"gamma: must be in (0, 1], got {self.gamma}")
         if self.gradnorm_alpha < 0:
             raise ConfigError(f"gradnorm_alpha: must be >= 0, got {self.gradnorm_alpha}")
+
+    def _validate_conditioned(self) -> None:
+        _positive("concentration", self.concentration)
+        _positive("film_hidden", self.film_hidden)
+        if self.cosine < 0:
+            raise ConfigError(f"cosine: must be >= 0, got {self.cosine}")
+        if self.sweep_points < 0 or self.sweep_points == 1:
+            raise ConfigError(f"sweep_points: must be 0 (default grid) or >= 2, "
+                              f"got {self.sweep_points}")
+        unknown = [s for s in self.film if s not in FILM_SITES]
+        if unknown:
+            raise ConfigError(f"film: unknown site {unknown[0]!r}; use some of "
+                              f"{', '.join(FILM_SITES)}")
+        if self.scheme == "conditioned" and not self.film:
+            raise ConfigError("film: conditioned weighting needs at least one FiLM site, "
+                              "e.g. [towers]")
+        bad = {k: v for k, v in self.preference.items() if v < 0}
+        if bad or (self.preference and sum(self.preference.values()) <= 0):
+            raise ConfigError(f"preference: weights must be >= 0 with a positive sum, "
+                              f"got {self.preference}")
 
 
 @dataclass
@@ -245,7 +286,7 @@ def save_trial_config(cfg: TrialConfig, path: str | Path) -> None:
 
 
 __all__ = [
-    "Arch", "Bottom", "CalibratorConfig", "DataConfig", "DependencyConfig", "Head", "LossConfig",
+    "Arch", "Bottom", "CalibratorConfig", "FILM_SITES", "DataConfig", "DependencyConfig", "Head", "LossConfig",
     "ModelConfig", "PWiseRConfig", "TrainConfig", "TrialConfig", "WeightingConfig", "dump_yaml",
     "from_dict", "load_trial_config", "load_yaml", "save_trial_config", "to_dict",
 ]

@@ -145,7 +145,7 @@ def trained_model(chosen: ChosenTrial, cfg: TrialConfig, dataset: Dataset, *,
     ckpt = chosen.row.attrs.get("checkpoint")
     if ckpt and not retrain:
         if Path(ckpt).is_file():
-            model = build_model(cfg.model, dataset.features, dataset.tasks)
+            model = build_model(cfg.model, dataset.features, dataset.tasks, cfg.loss.weighting)
             return load_weights(model, ckpt).eval(), "checkpoint", notes, None
         notes.append(f"checkpoint {ckpt} is missing; retrained the config instead")
     elif not ckpt and not retrain:

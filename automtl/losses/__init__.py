@@ -5,7 +5,8 @@ returns the total, the per-task BCE and every term separately.
 """
 
 from automtl.losses._cascade import cascade_chain, require_cascade
-from automtl.losses.bce import task_bce
+from automtl.losses.bce import task_bce, task_bce_rows
+from automtl.losses.conditioned import ConditionedWeighting, simplex_grid, sweep_vectors
 from automtl.losses.calibrator import calibrator_loss
 from automtl.losses.dependency import dependency_loss
 from automtl.losses.mix import LossOutput, MTLLoss, build_loss
@@ -21,8 +22,8 @@ from automtl.losses.weighting import (
 )
 
 __all__ = [
-    "FixedWeighting", "GradNorm", "LossOutput", "MTLLoss", "PLEDecay", "UncertaintyWeighting",
+    "ConditionedWeighting", "FixedWeighting", "GradNorm", "LossOutput", "MTLLoss", "PLEDecay", "UncertaintyWeighting",
     "Weighting", "build_loss", "build_weighting", "calibrator_loss", "cascade_chain",
     "dependency_loss", "margin_pair_loss", "pwiser_loss", "require_cascade", "shared_parameters",
-    "task_bce",
+    "simplex_grid", "sweep_vectors", "task_bce", "task_bce_rows",
 ]

@@ -15,7 +15,11 @@ import torch
 import torch.nn.functional as F
 
 
+def task_bce_rows(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BCE per row and task: logits and labels [B, T] -> losses [B, T] (computed in fp32)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
+
+
 def task_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean BCE per task: logits and labels [B, T] -> losses [T] (computed in fp32)."""
-    loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
-    return loss.mean(dim=0)
+    return task_bce_rows(logits, labels).mean(dim=0)

@@ -19,7 +19,7 @@ from automtl.config import LossConfig
 from automtl.data.schema import TaskSpec
 from automtl.errors import ConfigError
 from automtl.losses._cascade import require_cascade
-from automtl.losses.bce import task_bce
+from automtl.losses.bce import task_bce, task_bce_rows
 from automtl.losses.calibrator import calibrator_loss
 from automtl.losses.dependency import dependency_loss
 from automtl.losses.pwiser import pwiser_loss
@@ -85,8 +85,13 @@ class MTLLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, epoch: int = 0) -> LossOutput:
         """Loss terms of one batch; `logits`/`labels` [B, T] in the order of `task_names`."""
-        task_losses = task_bce(logits, labels)
-        total = self.weighting.combine(task_losses, epoch)
+        if self.weighting.per_row:
+            rows = task_bce_rows(logits, labels)
+            task_losses = rows.mean(dim=0)
+            total = self.weighting.combine_rows(rows, epoch)
+        else:
+            task_losses = task_bce(logits, labels)
+            total = self.weighting.combine(task_losses, epoch)
         extras: list[torch.Tensor] = []
         if self.chain:
             probs = torch.sigmoid(logits.float())

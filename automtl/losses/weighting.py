@@ -16,6 +16,7 @@
                 model or of its body (see `shared_parameters`); a model without a shared layer
                 (single-task baseline) has nothing to balance gradients on, so GradNorm falls back
                 to fixed weights there (`GradNorm.active` is False).
+- conditioned:  preference-conditioned training (YOTO / COSMOS / PHN), `automtl.losses.conditioned`.
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ class Weighting(nn.Module):
     def combine(self, task_losses: torch.Tensor, epoch: int) -> torch.Tensor:
         """One scalar from the per-task losses [T] at 0-based `epoch`."""
         return (self.w * task_losses).sum()
+
+    per_row = False  # True: `combine_rows` weights per-row losses [B, T] (conditioned, row draws)
+
+    def before_forward(self, n_rows: int) -> None:
+        """Hook before the forward pass of a training batch of `n_rows` rows (conditioned
+        weighting draws its task-weight vector and hands it to the model)."""
+
+    def combine_rows(self, row_losses: torch.Tensor, epoch: int) -> torch.Tensor:
+        """One scalar from per-row losses [B, T] (only called when `per_row`)."""
+        return self.combine(row_losses.mean(dim=0), epoch)
 
     def before_backward(self, task_losses: torch.Tensor) -> None:
         """Hook after the forward pass, before `backward()` (GradNorm sets its weights' grads)."""
@@ -167,4 +178,8 @@ def build_weighting(
         return UncertaintyWeighting(w)
     if cfg.scheme == "gradnorm":
         return GradNorm(w, cfg.gradnorm_alpha, shared_parameters(model))
+    if cfg.scheme == "conditioned":
+        from automtl.losses.conditioned import ConditionedWeighting
+
+        return ConditionedWeighting(cfg, len(task_names), model)
     raise ConfigError(f"loss.weighting.scheme: unknown scheme {cfg.scheme!r}")  # pragma: no cover

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from automtl.config import ModelConfig
+from automtl.config import ModelConfig, WeightingConfig
 from automtl.data.batching import Batch
 from automtl.data.schema import FeatureSpec, TaskSpec
 from automtl.errors import ConfigError
@@ -46,9 +46,15 @@ def _needs_cascade(what: str, tasks: Sequence[TaskSpec]) -> None:
 
 
 def build_model(
-    cfg: ModelConfig, features: Sequence[FeatureSpec], tasks: Sequence[TaskSpec]
+    cfg: ModelConfig, features: Sequence[FeatureSpec], tasks: Sequence[TaskSpec],
+    weighting: WeightingConfig | None = None,
 ) -> MTLModel:
-    """The model `cfg` describes, for a dataset's features and tasks (ConfigError if invalid)."""
+    """The model `cfg` describes, for a dataset's features and tasks (ConfigError if invalid).
+
+    With a `conditioned` `weighting` the model gets FiLM layers fed by a task-weight vector
+    (`automtl.models.film`), as its `conditioning` child, built last so the other parameters
+    are initialised exactly as without it.
+    """
     cfg.validate()
     if not tasks:
         raise ConfigError("dataset has no tasks; a multi-task model needs at least one task")
@@ -65,7 +71,13 @@ def build_model(
         bottom = bottom_cls(cfg, features, tasks)
     body = body_cls(cfg, bottom.out_dim, tasks)
     head = ESMMHead(tasks) if cfg.head == "esmm" else PlainHead()
-    return MTLModel(bottom, body, head, tasks)
+    model = MTLModel(bottom, body, head, tasks)
+    if weighting is not None and weighting.scheme == "conditioned":
+        from automtl.models.film import PreferenceConditioner
+
+        model.conditioning = PreferenceConditioner(body, len(tasks), weighting,
+                                                   model.task_names)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -12,9 +12,11 @@ from automtl.train.loop import (
     seed_everything,
 )
 from automtl.train.metrics import compute_metrics, evaluate, predict_logits
+from automtl.train.sweep import SweepPoint, knee_index, pick_point, sweep_eval
 
 __all__ = [
     "Callback", "EpochRecord", "TrainResult", "autocast", "clear_device_cache", "compute_metrics",
     "device_split", "evaluate", "fit", "load_trained", "make_optimizer", "predict_logits", "resolve_device",
     "resolve_precision", "save_trained", "seed_everything", "tune_cpu_allocator",
+    "SweepPoint", "knee_index", "pick_point", "sweep_eval",
 ]

@@ -47,7 +47,7 @@ def load_trained(
     if not weights.is_file():
         raise AutomtlError(f"{weights}: file not found; train with --out {folder} first")
     data = dataset if dataset is not None else load_dataset(cfg.data)
-    model = build_model(cfg.model, data.features, data.tasks)
+    model = build_model(cfg.model, data.features, data.tasks, cfg.loss.weighting)
     try:
         state = torch.load(weights, map_location=device, weights_only=True)
         model.load_state_dict(state)

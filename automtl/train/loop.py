@@ -35,6 +35,7 @@ from automtl.train.device import (
     tune_cpu_allocator,
 )
 from automtl.train.metrics import evaluate, task_logits_fn
+from automtl.train.sweep import SweepPoint, Sweeper
 
 
 @dataclass
@@ -46,6 +47,7 @@ class EpochRecord:
     train_loss: float
     samples_per_s: float
     seconds: float
+    sweep: list[SweepPoint] = field(default_factory=list)  # conditioned: every sweep point
 
 
 @dataclass
@@ -65,6 +67,10 @@ class TrainResult:
     precision: str = "fp32"
     loss_terms: list[str] = field(default_factory=list)
     task_weights: dict[str, float] = field(default_factory=dict)  # effective, at the last epoch
+    # conditioned weighting: the sweep at the best epoch (val and test per weight vector) and
+    # the index of the point `val`/`test` report
+    sweep: list[SweepPoint] = field(default_factory=list)
+    sweep_index: int = 0
 
 
 @runtime_checkable
@@ -153,7 +159,7 @@ def fit(
     if dev.type == "cpu":
         tune_cpu_allocator()
     seed_everything(tc.seed)
-    model = build_model(cfg.model, dataset.features, dataset.tasks).to(dev)
+    model = build_model(cfg.model, dataset.features, dataset.tasks, cfg.loss.weighting).to(dev)
     loss_fn: MTLLoss = build_loss(cfg.loss, dataset.tasks, model, dataset.name).to(dev)
     optimizer = make_optimizer(tc, model, loss_fn)
     task_names = [t.name for t in dataset.tasks]
@@ -166,6 +172,8 @@ def fit(
     batch_hooks = [cb for cb in callbacks if callable(getattr(cb, "on_batch_end", None))]
     n_steps = -(-len(train) // tc.batch_size)
     forward = task_logits_fn(model, task_names)
+    sweeper = Sweeper.of(cfg.loss.weighting, dataset.tasks, tc.eval_batch_size, precision)
+    best_index = 0
     _call(callbacks, "on_train_start", model)
 
     history: list[EpochRecord] = []
@@ -180,6 +188,7 @@ def fit(
         epoch_start = steps_done
         for step, batch in enumerate(iter_batches(train, tc.batch_size, shuffle=True,
                                                   generator=generator)):
+            loss_fn.weighting.before_forward(batch.labels.shape[0])
             with autocast(dev, precision):
                 logits = forward(batch)
             lo = loss_fn(logits.float(), batch.labels, epoch - 1)
@@ -203,15 +212,21 @@ def fit(
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         train.release_pages()  # memory-mapped data: keep RSS to one split at a time
-        metrics = evaluate(model, val, dataset.tasks, tc.eval_batch_size, precision)
+        points: list[SweepPoint] = []
+        if sweeper is not None:
+            metrics, score, points = sweeper.validate(model, val)
+        else:
+            metrics = evaluate(model, val, dataset.tasks, tc.eval_batch_size, precision)
+            score = metrics.get("mean_auc", float("nan"))
         val.release_pages()
         record = EpochRecord(epoch=epoch, val=metrics, train_loss=train_loss,
-                             samples_per_s=len(train) / max(seconds, 1e-9), seconds=seconds)
+                             samples_per_s=len(train) / max(seconds, 1e-9), seconds=seconds,
+                             sweep=points)
         history.append(record)
-        score = metrics.get("mean_auc", float("nan"))
         if _better(score, best_score) or best_state is None:
             best_score = score if np.isfinite(score) else best_score
             best_epoch = epoch
+            best_index = sweeper.index if sweeper is not None else 0
             best_state = copy.deepcopy(model.state_dict())
             stale = 0
         else:
@@ -223,7 +238,12 @@ def fit(
     assert best_state is not None  # epochs >= 1 (validated)
     model.load_state_dict(best_state)
     model.eval()
-    test_metrics = evaluate(model, test, dataset.tasks, tc.eval_batch_size, precision) if test else {}
+    sweep = [SweepPoint(dict(p.weights), dict(p.val)) for p in history[best_epoch - 1].sweep]
+    if sweeper is not None and test is not None:
+        test_metrics = sweeper.test(model, test, sweep, best_index)
+    else:
+        test_metrics = evaluate(model, test, dataset.tasks, tc.eval_batch_size, precision) \
+            if test else {}
     if test is not None:
         test.release_pages()
     total_rows = len(train) * len(history)
@@ -242,4 +262,6 @@ def fit(
         loss_terms=list(loss_fn.term_names),
         task_weights=dict(zip(task_names,
                               loss_fn.weighting.current_weights(len(history) - 1).tolist())),
+        sweep=sweep,
+        sweep_index=best_index,
     )

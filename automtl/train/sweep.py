@@ -1,0 +1,142 @@
+"""The evaluation sweep of a preference-conditioned model, and the one point it reports.
+
+After each epoch a conditioned model is evaluated at K fixed task-weight vectors (the simplex
+grid of `automtl.losses.simplex_grid`); its test metrics are computed at the same K vectors at
+the best epoch. The trial's single validation vector (what `fit` reports, what early stopping,
+Optuna and the Pareto pruner see) is the metrics of ONE sweep point, chosen by `pick_point`:
+
+- the config's `preference` when it is set (a served model is judged where it is served);
+- else the knee of the trial's own front: the non-dominated sweep points over `select_on`
+  (the study's objectives in a search; every task's AUC otherwise), each metric scaled to
+  [0, 1] over them, the knee rule of `automtl.search.selection` (farthest from the line through
+  the extremes with two metrics, closest to utopia with more).
+
+Why the trial's own knee (issue 16, item 4): it depends only on the trial, so the value a
+sampler sees never changes after the fact and two workers agree on it; it is an actual point of
+the curve (exportable, reproducible by `automtl train`), and it is the balanced operating point
+a fixed-weight trial would be compared against. Early stopping scores an epoch by the mean over
+sweep points of the mean AUC (the whole curve, not one point of it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from automtl.config import WeightingConfig
+from automtl.data.batching import DeviceSplit
+from automtl.data.schema import TaskSpec
+from automtl.models.film import preference_vector, set_preference
+from automtl.train.metrics import evaluate
+
+
+@dataclass
+class SweepPoint:
+    """One task-weight vector of a conditioned model and its metrics there."""
+
+    weights: dict[str, float]
+    val: dict[str, float]
+    test: dict[str, float] = field(default_factory=dict)
+
+
+def sweep_eval(model: torch.nn.Module, data: DeviceSplit, tasks: Sequence[TaskSpec],
+               vectors: Sequence[dict[str, float]], batch_size: int,
+               precision: str = "fp32") -> list[dict[str, float]]:
+    """Metrics of `model` on `data` conditioned on each weight vector in turn."""
+    names = [t.name for t in tasks]
+    out = []
+    try:
+        for weights in vectors:
+            set_preference(model, preference_vector(weights, names))
+            out.append(evaluate(model, data, tasks, batch_size, precision))
+    finally:
+        set_preference(model, None)
+    return out
+
+
+def curve_score(points: Sequence[dict[str, float]]) -> float:
+    """Mean over sweep points of their mean AUC (NaN when any is undefined)."""
+    vals = [p.get("mean_auc", float("nan")) for p in points]
+    return float(np.mean(vals)) if vals and all(math.isfinite(v) for v in vals) else float("nan")
+
+
+@dataclass
+class _Cand:
+    trial_number: int
+    values: dict[str, float]
+
+
+def pick_point(vectors: Sequence[dict[str, float]], points: Sequence[dict[str, float]],
+               cfg: WeightingConfig, task_names: Sequence[str]) -> int:
+    """Index of the sweep point the trial reports (see module docstring)."""
+    if cfg.preference:
+        want = preference_vector(cfg.preference, task_names).tolist()
+        dist = [math.dist(want, [v.get(t, 0.0) for t in task_names]) for v in vectors]
+        return int(np.argmin(dist))
+    metrics = list(cfg.select_on) or [f"{t}_auc" for t in task_names]
+    return knee_index(points, metrics)
+
+
+def knee_index(points: Sequence[dict[str, float]], metrics: Sequence[str]) -> int:
+    """The knee (selection rule ``knee``) of the non-dominated `points` over `metrics`."""
+    from automtl.search.pruner import nondominated_ranks
+    from automtl.search.selection import knee_scores
+
+    arr = np.array([[p.get(m, float("nan")) for m in metrics] for p in points], dtype=float)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.any():
+        return 0
+    ranks = nondominated_ranks(arr)
+    front = [i for i in range(len(points)) if ranks[i] == 0 and finite[i]]
+    cands = [_Cand(i, {m: float(arr[i, k]) for k, m in enumerate(metrics)}) for i in front]
+    scores = knee_scores(cands, list(metrics))
+    best = max(zip(cands, scores), key=lambda cs: (cs[1], -cs[0].trial_number))[0]
+    return best.trial_number
+
+
+__all__ = ["SweepPoint", "curve_score", "knee_index", "pick_point", "sweep_eval"]
+
+
+class Sweeper:
+    """Runs the sweep of a conditioned trial inside `fit` (built by `Sweeper.of`)."""
+
+    def __init__(self, cfg: WeightingConfig, tasks: Sequence[TaskSpec], batch_size: int,
+                 precision: str) -> None:
+        from automtl.losses.conditioned import sweep_vectors
+
+        self.cfg, self.tasks = cfg, list(tasks)
+        self.names = [t.name for t in tasks]
+        self.vectors = sweep_vectors(cfg, self.names)
+        self.batch_size, self.precision = batch_size, precision
+        self.index = 0
+
+    @classmethod
+    def of(cls, cfg: WeightingConfig, tasks: Sequence[TaskSpec], batch_size: int,
+           precision: str) -> "Sweeper | None":
+        """A sweeper for a conditioned weighting, None otherwise."""
+        return cls(cfg, tasks, batch_size, precision) if cfg.scheme == "conditioned" else None
+
+    def validate(self, model: torch.nn.Module,
+                 data: DeviceSplit) -> tuple[dict[str, float], float, list[SweepPoint]]:
+        """(reported metrics, early-stopping score, sweep points) of one epoch."""
+        metrics = sweep_eval(model, data, self.tasks, self.vectors, self.batch_size,
+                             self.precision)
+        points = [SweepPoint(dict(v), m) for v, m in zip(self.vectors, metrics)]
+        self.index = pick_point(self.vectors, metrics, self.cfg, self.names)
+        return dict(metrics[self.index]), curve_score(metrics), points
+
+    def test(self, model: torch.nn.Module, data: DeviceSplit, points: list[SweepPoint],
+             index: int) -> dict[str, float]:
+        """Fill every point's test metrics; the reported point's test metrics."""
+        metrics = sweep_eval(model, data, self.tasks, [p.weights for p in points],
+                             self.batch_size, self.precision)
+        for p, m in zip(points, metrics):
+            p.test = m
+        return dict(points[index].test)
+
+
+__all__ += ["Sweeper"]

@@ -1,0 +1,175 @@
+"""Preference-conditioned training (issue 16): the simplex grid, FiLM conditioning on every
+architecture and site, zero FiLM = the unconditioned network, the weight vector reaching the loss,
+and `fit` producing a sweep of K points."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from automtl.config import (
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    PWiseRConfig,
+    TrainConfig,
+    TrialConfig,
+    WeightingConfig,
+)
+from automtl.errors import ConfigError
+from automtl.losses import build_loss, simplex_grid
+from automtl.models import ARCHS, build_model
+from automtl.models.film import conditioner_of, set_preference
+from tests.test_models import FEATURES, TASKS, make_batch, small_cfg
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_simplex_grid_sizes_and_sums() -> None:
+    g2 = simplex_grid(2)
+    assert len(g2) == 11 and g2[0] == [1.0, 0.0] and g2[-1] == [0.0, 1.0]
+    assert len(simplex_grid(2, 5)) == 5
+    g3 = simplex_grid(3)
+    assert len(g3) == 15 and len({tuple(v) for v in g3}) == 15
+    assert len(simplex_grid(4, 20)) == 20
+    for v in itertools.chain(g2, g3):
+        assert abs(sum(v) - 1.0) < 1e-9 and min(v) >= 0
+
+
+SITES = {"single": [["towers"], ["bottom"]],
+         "shared_bottom": [["towers"], ["bottom"]],
+         "mmoe": [["towers"], ["experts", "gates"], ["bottom"]],
+         "ple": [["towers", "experts"], ["gates"]],
+         "aitm": [["towers"], ["bottom"]],
+         "apem": [["towers"]]}
+
+
+def _weighting(sites: list[str], **kw: object) -> WeightingConfig:
+    return WeightingConfig(scheme="conditioned", film=sites, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("arch", sorted(set(SITES) & set(ARCHS)))
+@pytest.mark.parametrize("head", ["plain", "esmm"])
+def test_weight_vector_changes_the_output_and_zero_film_is_unconditioned(
+        arch: str, head: str) -> None:
+    tasks = TASKS[2]
+    batch = make_batch(64, 2)
+    cfg = small_cfg(arch=arch, head=head, transformer_heads=1)
+    torch.manual_seed(0)
+    plain = build_model(cfg, FEATURES, tasks).eval()
+    for sites in SITES[arch]:
+        torch.manual_seed(0)
+        model = build_model(cfg, FEATURES, tasks, _weighting(sites)).eval()
+        # freshly built: every FiLM generator ends in zeros -> exactly the unconditioned network
+        with torch.no_grad():
+            base = plain.forward_tensor(batch)
+            assert torch.equal(model.forward_tensor(batch), base)
+            for p in conditioner_of(model).parameters():
+                p.normal_(0, 0.5)
+            set_preference(model, torch.tensor([0.9, 0.1]))
+            a = model.forward_tensor(batch)
+            set_preference(model, torch.tensor([0.1, 0.9]))
+            b = model.forward_tensor(batch)
+            assert not torch.allclose(a, b), (arch, sites)
+            # per-row preferences: row i conditioned on its own vector
+            rows = torch.tensor([[0.9, 0.1]] * 32 + [[0.1, 0.9]] * 32)
+            set_preference(model, rows)
+            c = model.forward_tensor(batch)
+            assert torch.allclose(c[:, :32], a[:, :32], atol=1e-5)
+            assert torch.allclose(c[:, 32:], b[:, 32:], atol=1e-5)
+            # zero the generators again: the unconditioned network for every vector
+            for p in conditioner_of(model).parameters():
+                p.zero_()
+            assert torch.equal(model.forward_tensor(batch), base)
+            set_preference(model, None)
+
+
+def test_site_missing_from_the_arch_is_one_line_error() -> None:
+    with pytest.raises(ConfigError, match="film: arch shared_bottom has no experts"):
+        build_model(small_cfg(arch="shared_bottom"), FEATURES, TASKS[2], _weighting(["experts"]))
+    with pytest.raises(ConfigError, match="film: unknown site"):
+        WeightingConfig(film=["nowhere"]).validate()
+
+
+@pytest.mark.parametrize("draw", ["batch", "row"])
+def test_weight_vector_reaches_the_loss_and_the_film_gradients(draw: str) -> None:
+    tasks = TASKS[2]
+    batch = make_batch(128, 2)
+    w = _weighting(["towers", "experts"], draw=draw, cosine=0.5)
+    torch.manual_seed(0)
+    model = build_model(small_cfg(arch="mmoe"), FEATURES, tasks, w)
+    loss = build_loss(LossConfig(weighting=w, pwiser=PWiseRConfig()), tasks, model)
+    weighting = loss.weighting
+    torch.manual_seed(1)
+    weighting.before_forward(128)
+    drawn = weighting.pref
+    assert drawn.shape == ((128, 2) if draw == "row" else (1, 2))
+    assert torch.allclose(drawn.sum(1), torch.ones(len(drawn)))
+    out = loss(model.forward_tensor(batch).t(), batch.labels)
+    out.total.backward()
+    grads = [p.grad for p in conditioner_of(model).parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    # the same logits under two vectors give two totals (r enters the loss)
+    logits = model.forward_tensor(batch).t().detach()
+    weighting.pref = torch.tensor([[1.0, 0.0]])
+    t1 = loss(logits, batch.labels).total
+    weighting.pref = torch.tensor([[0.0, 1.0]])
+    t2 = loss(logits, batch.labels).total
+    assert not torch.isclose(t1, t2)
+    weighting.after_step()
+    assert conditioner_of(model).pref is None
+
+
+def test_uniform_vector_equals_default_fixed_weighting() -> None:
+    tasks = TASKS[2]
+    batch = make_batch(64, 2)
+    logits = torch.randn(64, 2)
+    cond = build_loss(LossConfig(weighting=_weighting(["towers"])), tasks)
+    cond.weighting.pref = torch.tensor([[0.5, 0.5]])
+    fixed = build_loss(LossConfig(), tasks)
+    assert torch.allclose(cond(logits, batch.labels).total, fixed(logits, batch.labels).total)
+
+
+def _trial(arch: str = "mmoe", head: str = "plain", **w: object) -> TrialConfig:
+    data = DataConfig(options={"rows": 4000, "seed": 1})
+    model = ModelConfig(arch=arch, head=head, embedding_dim=4, expert_dims=[16], n_experts=2,
+                        bottom_dims=[16], tower_dims=[8])
+    train = TrainConfig(epochs=2, batch_size=512, lr=1e-2, seed=0, device="cpu")
+    weighting = WeightingConfig(scheme="conditioned", **w)  # type: ignore[arg-type]
+    return TrialConfig(data=data, model=model, loss=LossConfig(weighting=weighting), train=train)
+
+
+def test_fit_sweeps_k_points_and_reports_one() -> None:
+    from automtl.data import load_dataset
+    from automtl.train import fit
+
+    cfg = _trial(head="esmm", sweep_points=5)
+    ds = load_dataset(cfg.data)
+    seen: list[int] = []
+
+    class Listen:
+        def on_epoch_end(self, epoch: int, record: object) -> None:
+            seen.append(len(record.sweep))  # type: ignore[attr-defined]
+
+    result = fit(cfg, ds, callbacks=[Listen()])
+    assert seen == [5, 5]
+    assert len(result.sweep) == 5
+    assert [p.weights["ctr"] for p in result.sweep] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    point = result.sweep[result.sweep_index]
+    assert result.val == point.val and result.test == point.test
+    assert all(p.test and p.val["ctr_auc"] > 0.5 for p in result.sweep)
+    # the extremes really trade the tasks off: ctr best near (1, 0), ctcvr best near (0, 1)
+    aucs = [p.val["ctr_auc"] for p in result.sweep]
+    assert max(aucs) - min(aucs) > 0
+    # serving preference given: that point is reported
+    again = fit(_trial(head="esmm", sweep_points=5, preference={"ctr": 3, "ctcvr": 1}), ds)
+    assert again.sweep_index == 1
+    assert conditioner_of(again.model).pref is None
