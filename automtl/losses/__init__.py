@@ -22,7 +22,8 @@ from automtl.losses.weighting import (
 )
 
 __all__ = [
-    "ConditionedWeighting", "FixedWeighting", "GradNorm", "LossOutput", "MTLLoss", "PLEDecay", "UncertaintyWeighting",
+    "ConditionedWeighting", "FixedWeighting", "GradNorm", "LossOutput", "MTLLoss", "PLEDecay",
+    "UncertaintyWeighting",
     "Weighting", "build_loss", "build_weighting", "calibrator_loss", "cascade_chain",
     "dependency_loss", "margin_pair_loss", "pwiser_loss", "require_cascade", "shared_parameters",
     "simplex_grid", "sweep_vectors", "task_bce", "task_bce_rows",
