@@ -41,6 +41,7 @@ from automtl.config import ModelConfig, TrainConfig, TrialConfig
 from automtl.data.columnar import ColumnWriter, _column_names, load_columnar
 from automtl.data.schema import Dataset
 from automtl.data.synthetic import generate_synthetic
+from automtl.train import Callback
 
 GB = 1 << 30
 
@@ -95,7 +96,7 @@ def build(out: Path, rows: int, chunk: int) -> None:
           f"({rows / secs:,.0f} rows/s; CPU {time.process_time() - cpu0:.0f} s)")
 
 
-class _StopAfter:
+class _StopAfter(Callback):
     """Stops `fit` after `steps` training steps (raises `_Stopped`), keeping the model."""
 
     class Stopped(Exception):

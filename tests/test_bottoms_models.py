@@ -17,7 +17,7 @@ from automtl.errors import ConfigError
 from automtl.models import build_model
 from automtl.models.bottoms.apem import ASRGBottom
 from automtl.models.bottoms.dtrn import INJECTIONS, DTRNBottom
-from automtl.train import fit
+from automtl.train import Callback, fit
 
 FEATURES = [
     FeatureSpec("user", "sparse", vocab_size=30),
@@ -195,7 +195,7 @@ def test_dtrn_trains_on_synthetic_data() -> None:
     assert res.history[-1].train_loss < res.history[0].train_loss * 1.05
 
 
-class _StepProbe:
+class _StepProbe(Callback):
     """Reads the ASRG step counter after every epoch of a real `fit`."""
 
     def __init__(self) -> None:

@@ -19,6 +19,7 @@ from automtl.config import DataConfig
 from automtl.errors import TrialFailedError
 from automtl.search import Store, StudyConfig, open_study, run_search
 from automtl.search.study_config import PrunerConfig
+from automtl.train import Callback
 
 ROWS = "rows=4000"
 TINY_SPACE = {
@@ -138,7 +139,7 @@ def test_same_study_name_resumes(searched, capsys):
     assert "made with search space 'tiny', not 'mmoe'" in capsys.readouterr().err
 
 
-class FailSecondTrial:
+class FailSecondTrial(Callback):
     """A real trainer callback that makes the second trial of this run fail mid-training."""
 
     def __init__(self) -> None:

@@ -25,6 +25,7 @@ from automtl.data import load_dataset
 from automtl.data.schema import TaskSpec
 from automtl.errors import ConfigError, TrialFailedError
 from automtl.train import (
+    Callback,
     compute_metrics,
     device_split,
     evaluate,
@@ -49,7 +50,7 @@ def ds():
     return load_dataset(DATA)
 
 
-class _Recorder:
+class _Recorder(Callback):
     def __init__(self, prune_at: int | None = None) -> None:
         self.epochs: list[int] = []
         self.started = False

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from automtl.cli._common import console, err_console
 from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP
@@ -16,33 +15,6 @@ from automtl.search.store import DEFAULT_STORAGE
 FORMAT_HELP = ("yaml | json (automtl TrialConfig, for `automtl train --config`), fuxictr (folder "
                "with model_config.yaml + dataset_config.yaml), torch-rechub (training script), "
                "onnx | torchscript (trained model).")
-
-
-class _LazyProgress:
-    """Training progress that appears only when a model is actually retrained."""
-
-    def __init__(self) -> None:
-        self.progress: Progress | None = None
-        self.inner: object | None = None
-
-    def on_batch_end(self, epoch: int, step: int, n_steps: int) -> None:
-        from automtl.cli.train import _ProgressCallback
-
-        if self.progress is None:
-            columns = [TextColumn("retraining, {task.description}"), BarColumn(),
-                       MofNCompleteColumn(), TimeElapsedColumn()]
-            self.progress = Progress(*columns, console=err_console, transient=True)
-            self.progress.start()
-            self.inner = _ProgressCallback(self.progress)
-        self.inner.on_batch_end(epoch, step, n_steps)  # type: ignore[union-attr]
-
-    def on_epoch_end(self, epoch: int, record: object) -> None:
-        if self.inner is not None:
-            self.inner.on_epoch_end(epoch, record)  # type: ignore[attr-defined]
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def export_command(
@@ -79,7 +51,9 @@ def export_command(
     if rule is None:
         raise AutomtlError("choose a trial: --trial N, --pick knee, --weights ctr=0.7,cvr=0.3, "
                            "or --min ctr=0.72 --maximize cvr")
-    progress = _LazyProgress()
+    from automtl.cli._progress import LazyEpochProgress
+
+    progress = LazyEpochProgress(err_console)
     try:
         result = export_trial(storage, study, rule, format, out, data_dir=data_dir,
                               write_data=write_data, retrain=retrain, device=device,

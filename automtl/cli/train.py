@@ -4,38 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from automtl.cli._common import console
 from automtl.config import TrialConfig, load_trial_config
 from automtl.errors import AutomtlError, TrialFailedError
-from automtl.train.loop import EpochRecord, TrainResult
 
-
-class _ProgressCallback:
-    """Rich progress bar per epoch (over its batches) plus one summary line per epoch."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task: object | None = None
-
-    def on_batch_end(self, epoch: int, step: int, n_steps: int) -> None:
-        if self.task is None:
-            self.task = self.progress.add_task(f"epoch {epoch}", total=n_steps)
-        self.progress.update(self.task, completed=step)  # type: ignore[arg-type]
-
-    def on_epoch_end(self, epoch: int, record: EpochRecord) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)  # type: ignore[arg-type]
-            self.task = None
-        self.progress.console.print(
-            f"epoch {epoch}: train loss {record.train_loss:.4f}, val mean AUC "
-            f"{record.val.get('mean_auc', float('nan')):.4f}, {record.samples_per_s:,.0f} samples/s "
-            f"({record.seconds:.1f} s)"
-        )
+if TYPE_CHECKING:
+    from automtl.train.loop import TrainResult
 
 
 def _fmt(value: float | None) -> str:
@@ -69,6 +48,9 @@ def train_command(
     out: Path | None = typer.Option(None, "--out", help="Save the best weights (model.pt) and config.yaml here."),
 ) -> None:
     """Train one trial: progress per epoch, then per-task val/test AUC and logloss."""
+    from rich.progress import Progress
+
+    from automtl.cli._progress import EpochProgress, epoch_columns
     from automtl.data import bayes_auc, load_dataset
     from automtl.train import fit, save_trained
 
@@ -80,10 +62,9 @@ def train_command(
     if device is not None:
         cfg.train.device = device
     data = load_dataset(cfg.data)
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     try:
-        with Progress(*columns, console=console, transient=True) as progress:
-            result = fit(cfg, data, callbacks=[_ProgressCallback(progress)])
+        with Progress(*epoch_columns(), console=console, transient=True) as progress:
+            result = fit(cfg, data, callbacks=[EpochProgress(progress)])
     except TrialFailedError as exc:  # a failed trial is the user's config, not a crash: one line
         raise AutomtlError(f"{config}: training failed: {exc}") from None
     has_truth = all(s.truth is not None for s in data.splits.values())

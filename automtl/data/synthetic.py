@@ -203,31 +203,11 @@ def _task_specs(schema: _Schema, n_tasks: int) -> list[TaskSpec]:
     ]
 
 
-def generate_synthetic(
-    rows: int = 200_000,
-    n_tasks: int = 2,
-    rho: float = 0.5,
-    seed: int = 0,
-    schema: str = "default",
-) -> Dataset:
-    """A deterministic synthetic cascade dataset (80/10/10 split); `Split.truth` is p(task|x)."""
-    try:
-        rows, n_tasks, rho, seed = int(rows), int(n_tasks), float(rho), int(seed)
-    except (TypeError, ValueError):
-        raise DataError(
-            f"synthetic: options rows={rows!r}, n_tasks={n_tasks!r}, rho={rho!r}, seed={seed!r} "
-            "must be numbers; fix the option values"
-        ) from None
-    _check_options(rows, n_tasks, rho, schema)
-    sch = SCHEMAS[schema]
-    rng = np.random.default_rng(seed)
-    # Model parameters come from their own stream so that `rows` does not change the mapping
-    # from inputs to probabilities (only the normalisation constants below).
-    prng = np.random.default_rng([seed, 7919])
-    n = rows
+def _sparse_ids(sch: _Schema, rng: np.random.Generator, prng: np.random.Generator,
+                n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Sparse ids (Zipf; item-derived fields as functions of the item id) and their summed latent
+    effects z [n, D], each field scaled to std `weight`."""
     d = _LATENT_DIM
-
-    # --- sparse ids and their latent effects ---------------------------------------------
     ids: dict[str, np.ndarray] = {}
     z = np.zeros((n, d), dtype=np.float64)
     for f in sch.sparse:
@@ -242,8 +222,15 @@ def generate_synthetic(
         contrib = effect[ids[f.name]]
         sd = float(contrib.std()) or 1.0
         z += (f.weight / sd) * contrib
+    return ids, z
 
-    # --- behaviour sequences: background history plus hits on the target's id -------------
+
+def _behaviour_sequences(sch: _Schema, rng: np.random.Generator, prng: np.random.Generator,
+                         ids: dict[str, np.ndarray], z: np.ndarray,
+                         ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Behaviour sequences: background history plus hits on the target's id. Returns the padded
+    histories and their lengths; adds the overlap signal to `z` in place."""
+    n, d = z.shape
     seqs: dict[str, np.ndarray] = {}
     lengths: dict[str, np.ndarray] = {}
     user_affinity = prng.standard_normal(sch.sparse[0].vocab + 1)[ids[sch.sparse[0].name]]
@@ -266,8 +253,13 @@ def generate_synthetic(
         vec = prng.standard_normal(d)
         vec /= np.linalg.norm(vec)
         z += s.weight * np.sqrt(d) * _standardise(overlap)[:, None] * vec[None, :]
+    return seqs, lengths
 
-    # --- dense fields ------------------------------------------------------------------------
+
+def _dense_fields(sch: _Schema, rng: np.random.Generator, prng: np.random.Generator,
+                  lengths: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
+    """Standardised dense fields [n, n_dense] (the last is pure noise); adds their signal to `z`."""
+    n, d = z.shape
     dense_cols = []
     n_dense = len(sch.dense)
     for j, name in enumerate(sch.dense):
@@ -283,9 +275,14 @@ def generate_synthetic(
             vec = prng.standard_normal(d)
             vec /= np.linalg.norm(vec)
             z += 0.8 * np.sqrt(d) * col[:, None] * vec[None, :]
-    dense = np.stack(dense_cols, axis=1).astype(np.float32)
+    return np.stack(dense_cols, axis=1).astype(np.float32)
 
-    # --- task logits (MMoE construction) and cascade labels ------------------------------
+
+def _cascade_labels(rng: np.random.Generator, prng: np.random.Generator, z: np.ndarray,
+                    n_tasks: int, rho: float) -> tuple[np.ndarray, np.ndarray]:
+    """Task logits by the MMoE construction, then (truth, labels) along the cascade: truth[:, k]
+    is the unconditional p(task k | x); a step's label needs the previous step's."""
+    n = z.shape[0]
     z = _standardise(z)
     w = _task_directions(prng, n_tasks, rho)
     alpha = prng.standard_normal(_N_SINE)
@@ -300,23 +297,28 @@ def generate_synthetic(
     truth = np.cumprod(step_p, axis=1)
     u = rng.random((n, n_tasks))
     labels = np.cumprod(u < step_p, axis=1).astype(np.float32)  # cascade: step k needs k-1
+    return truth, labels
 
-    tasks = _task_specs(sch, n_tasks)
-    features = [FeatureSpec(f.name, "sparse", vocab_size=f.vocab + 1) for f in sch.sparse]
+
+def _feature_specs(sch: _Schema) -> list[FeatureSpec]:
+    vocab = {f.name: f.vocab + 1 for f in sch.sparse}  # stored vocab: real ids + OOV 0
+    features = [FeatureSpec(f.name, "sparse", vocab_size=vocab[f.name]) for f in sch.sparse]
     features += [FeatureSpec(name, "dense") for name in sch.dense]
-    features += [
-        FeatureSpec(s.name, "sequence", vocab_size=next(f.vocab for f in sch.sparse
-                                                         if f.name == s.shares_with) + 1,
-                    max_len=s.max_len, shares_with=s.shares_with)
-        for s in sch.sequences
-    ]
-    sparse = np.stack([ids[f.name] for f in sch.sparse], axis=1).astype(np.int32)
+    features += [FeatureSpec(s.name, "sequence", vocab_size=vocab[s.shares_with],
+                             max_len=s.max_len, shares_with=s.shares_with)
+                 for s in sch.sequences]
+    return features
 
+
+def _split(sparse: np.ndarray, dense: np.ndarray, seqs: dict[str, np.ndarray],
+           labels: np.ndarray, truth: np.ndarray) -> dict[str, Split]:
+    """Contiguous 80/10/10 train/val/test splits (rows are i.i.d., so no shuffle is needed)."""
+    n = len(labels)
     n_train = int(round(_SPLIT_FRACTIONS[0] * n))
     n_val = int(round(_SPLIT_FRACTIONS[1] * n))
     bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val),
               "test": (n_train + n_val, n)}
-    splits = {
+    return {
         name: Split(
             sparse=sparse[a:b],
             dense=dense[a:b],
@@ -326,10 +328,40 @@ def generate_synthetic(
         )
         for name, (a, b) in bounds.items()
     }
+
+
+def generate_synthetic(
+    rows: int = 200_000,
+    n_tasks: int = 2,
+    rho: float = 0.5,
+    seed: int = 0,
+    schema: str = "default",
+) -> Dataset:
+    """A deterministic synthetic cascade dataset (80/10/10 split); `Split.truth` is p(task|x)."""
+    try:
+        rows, n_tasks, rho, seed = int(rows), int(n_tasks), float(rho), int(seed)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"synthetic: options rows={rows!r}, n_tasks={n_tasks!r}, rho={rho!r}, seed={seed!r} "
+            "must be numbers; fix the option values"
+        ) from None
+    _check_options(rows, n_tasks, rho, schema)
+    sch = SCHEMAS[schema]
+    rng = np.random.default_rng(seed)
+    # Model parameters come from their own stream so that `rows` does not change the mapping
+    # from inputs to probabilities (only the normalisation constants). The parts below draw from
+    # both streams in a fixed order: reordering them changes the data (bump GENERATOR_VERSION).
+    prng = np.random.default_rng([seed, 7919])
+    ids, z = _sparse_ids(sch, rng, prng, rows)
+    seqs, lengths = _behaviour_sequences(sch, rng, prng, ids, z)
+    dense = _dense_fields(sch, rng, prng, lengths, z)
+    truth, labels = _cascade_labels(rng, prng, z, n_tasks, rho)
+    sparse = np.stack([ids[f.name] for f in sch.sparse], axis=1).astype(np.int32)
     options = {"rows": rows, "n_tasks": n_tasks, "rho": rho, "seed": seed, "schema": schema}
     meta: dict[str, object] = {
         "source": "synthetic (generated)",
         "options": options,
         "generator_version": GENERATOR_VERSION,
     }
-    return Dataset(name="synthetic", features=features, tasks=tasks, splits=splits, meta=meta)
+    return Dataset(name="synthetic", features=_feature_specs(sch), tasks=_task_specs(sch, n_tasks),
+                   splits=_split(sparse, dense, seqs, labels, truth), meta=meta)

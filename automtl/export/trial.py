@@ -28,6 +28,7 @@ from automtl.errors import AutomtlError
 from automtl.search.selection import Direction, Selection, select
 from automtl.search.store import FrontRow, Store, objective_names, open_study
 from automtl.search.store import _row_from_trial  # the front's own row builder
+from automtl.train.loop import Callback
 
 FORMATS = ("yaml", "json", "fuxictr", "torch-rechub", "onnx", "torchscript")
 
@@ -135,7 +136,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
 def trained_model(chosen: ChosenTrial, cfg: TrialConfig, dataset: Dataset, *,
                   retrain: bool = False, device: str | None = None,
-                  callbacks: Sequence[object] = ()) -> tuple[nn.Module, str, list[str],
+                  callbacks: Sequence[Callback] = ()) -> tuple[nn.Module, str, list[str],
                                                           dict[str, float] | None]:
     """(model on CPU in eval mode, "checkpoint" | "retrained", notes, retrain val metrics)."""
     from automtl.models import build_model
@@ -158,7 +159,7 @@ def export_trial(storage_url: str, study_name: str, selection: Selection, fmt: s
                  out: str | Path, *, data_dir: str | None = None,
                  write_data: str | Path | None = None,
                  retrain: bool = False, device: str | None = None,
-                 callbacks: Sequence[object] = ()) -> ExportResult:
+                 callbacks: Sequence[Callback] = ()) -> ExportResult:
     """Choose a trial of `study_name` by `selection` and write it as `fmt` to `out`.
 
     `data_dir` overrides the config's data folder; `write_data` (fuxictr, torch-rechub) also

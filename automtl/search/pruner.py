@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import optuna
 
+from automtl.train.loop import Callback, EpochRecord
 from automtl.search.store import Store
 from automtl.search.study_config import PrunerConfig
 
@@ -94,7 +95,7 @@ def decide(own: Sequence[float], peers: Sequence[Sequence[float]], epoch: int,
                          rank, n, keep)
 
 
-class EpochRecorder:
+class EpochRecorder(Callback):
     """Trainer callback: writes each epoch's validation metrics (and training figures) to the
     per-epoch metrics table, and forwards them to an optional `on_metrics(epoch, metrics)`."""
 
@@ -103,7 +104,7 @@ class EpochRecorder:
         self.store, self.study_name, self.trial_number = store, study_name, trial_number
         self.on_metrics = on_metrics
 
-    def on_epoch_end(self, epoch: int, record: Any) -> None:
+    def on_epoch_end(self, epoch: int, record: EpochRecord) -> None:
         metrics = dict(record.val)
         metrics.update(train_loss=record.train_loss, samples_per_s=record.samples_per_s,
                        seconds=record.seconds)
@@ -112,7 +113,7 @@ class EpochRecorder:
             self.on_metrics(epoch, metrics)
 
 
-class ParetoPruner:
+class ParetoPruner(Callback):
     """Trainer callback: at each rung, reads the other trials' objective vectors at that epoch
     from the metrics table and raises `optuna.TrialPruned` when `decide` says so (after setting
     the trial's "pruned_rung" and "prune_reason" user attributes). Put it after `EpochRecorder`.
@@ -126,7 +127,7 @@ class ParetoPruner:
         self.cfg = cfg
         self.study_name = trial.study.study_name
 
-    def on_epoch_end(self, epoch: int, record: Any) -> None:
+    def on_epoch_end(self, epoch: int, record: EpochRecord) -> None:
         if self.cfg.kind == "none" or not is_rung(epoch, self.cfg):
             return
         if self.max_epoch is not None and epoch >= self.max_epoch:

@@ -37,6 +37,7 @@ from automtl.search.store import (
     sqlite_path,
 )
 from automtl.search.study_config import StudyConfig, resolve_objectives
+from automtl.train.loop import Callback
 
 States = optuna.trial.TrialState
 
@@ -184,12 +185,9 @@ def _fail_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-class _BatchForwarder:
+class _BatchForwarder(Callback):
     def __init__(self, listener: SearchListener, number: int) -> None:
         self.listener, self.number = listener, number
-
-    def on_epoch_end(self, epoch: int, record: Any) -> None:  # the recorder reports epochs
-        pass
 
     def on_batch_end(self, epoch: int, step: int, n_steps: int) -> None:
         self.listener.on_batch(self.number, epoch, step, n_steps)
@@ -200,7 +198,7 @@ class _Objective:
 
     def __init__(self, study: optuna.Study, store: Store, dataset: Any, storage_url: str,
                  device: str | None, save_checkpoints: bool, listener: SearchListener,
-                 extra_callbacks: Sequence[object] = ()) -> None:
+                 extra_callbacks: Sequence[Callback] = ()) -> None:
         attrs = study.user_attrs
         self.cfg = from_dict(StudyConfig, attrs["study_config"], where=f"study {study.study_name}")
         self.space = parse_space(attrs["space_doc"], where=f"study {study.study_name} space",
@@ -229,7 +227,7 @@ class _Objective:
             def on_metrics(epoch: int, metrics: dict[str, float]) -> None:
                 self.listener.on_epoch(trial.number, epoch, epochs, metrics)
 
-            callbacks: list[object] = [
+            callbacks: list[Callback] = [
                 EpochRecorder(self.store, self.study.study_name, trial.number, on_metrics),
                 ParetoPruner(self.store, trial, self.objectives, self.cfg.pruner, epochs),
                 _BatchForwarder(self.listener, trial.number),
@@ -273,7 +271,7 @@ class _Objective:
 def optimize_study(study: optuna.Study, *, storage_url: str, n_trials: int | None,
                    timeout: float | None = None, device: str | None = None,
                    save_checkpoints: bool = False, listener: SearchListener | None = None,
-                   extra_callbacks: Sequence[object] = ()) -> SearchResult:
+                   extra_callbacks: Sequence[Callback] = ()) -> SearchResult:
     """Run `n_trials` more trials of a prepared study (settings from its user attributes).
 
     Failing trials are stored FAIL with "fail_reason" and the loop goes on; Ctrl-C marks the
@@ -323,7 +321,7 @@ def optimize_study(study: optuna.Study, *, storage_url: str, n_trials: int | Non
 def run_search(cfg: StudyConfig, *, storage: str = DEFAULT_STORAGE, study_name: str | None = None,
                device: str | None = None, save_checkpoints: bool = False,
                listener: SearchListener | None = None,
-               extra_callbacks: Sequence[object] = ()) -> SearchResult:
+               extra_callbacks: Sequence[Callback] = ()) -> SearchResult:
     """Create or resume the study of `cfg` in `storage` and run `cfg.n_trials` more trials
     (or until `cfg.timeout`). The library function behind `automtl search`."""
     from automtl.data import load_dataset

@@ -5,6 +5,7 @@ from automtl.train.checkpoint import load_trained, save_trained
 from automtl.train.device import autocast, resolve_device, resolve_precision, tune_cpu_allocator
 from automtl.train.loop import (
     Callback,
+    EarlyStopping,
     EpochRecord,
     TrainResult,
     fit,
@@ -15,7 +16,7 @@ from automtl.train.metrics import compute_metrics, evaluate, predict_logits
 from automtl.train.sweep import SweepPoint, knee_index, pick_point, sweep_eval
 
 __all__ = [
-    "Callback", "EpochRecord", "TrainResult", "autocast", "clear_device_cache", "compute_metrics",
+    "Callback", "EarlyStopping", "EpochRecord", "TrainResult", "autocast", "clear_device_cache", "compute_metrics",
     "device_split", "evaluate", "fit", "load_trained", "make_optimizer", "predict_logits", "resolve_device",
     "resolve_precision", "save_trained", "seed_everything", "tune_cpu_allocator",
     "SweepPoint", "knee_index", "pick_point", "sweep_eval",

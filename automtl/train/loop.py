@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,12 +73,18 @@ class TrainResult:
     sweep_index: int = 0
 
 
-@runtime_checkable
-class Callback(Protocol):
-    """Listens to `fit`. `on_epoch_end` may raise `optuna.TrialPruned` (propagated). Optional
-    hooks, called when defined: `on_train_start(model)`, `on_batch_end(epoch, step, n_steps)`."""
+class Callback:
+    """Listens to `fit`; subclass it and override the hooks you need (the others do nothing).
+    `on_epoch_end` may raise `optuna.TrialPruned`, which `fit` propagates."""
 
-    def on_epoch_end(self, epoch: int, record: EpochRecord) -> None: ...
+    def on_train_start(self, model: nn.Module) -> None:
+        """Called once, after the model is built and moved to its device."""
+
+    def on_batch_end(self, epoch: int, step: int, n_steps: int) -> None:
+        """Called after each optimizer step (`step` counts from 1 within the epoch)."""
+
+    def on_epoch_end(self, epoch: int, record: EpochRecord) -> None:
+        """Called after each epoch's validation."""
 
 
 def seed_everything(seed: int) -> None:
@@ -132,26 +138,107 @@ class _NonFiniteGuard:
         )
 
 
-def _call(callbacks: Sequence[object], hook: str, *args: Any) -> None:
+class EarlyStopping:
+    """Tracks the best epoch by mean validation AUC and its weights; `stop` once the score has not
+    improved for more than `patience` epochs. A non-finite score never counts as an improvement,
+    but the first epoch is always kept so that there are weights to return."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best_score = float("-inf")
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stale = 0
+
+    def update(self, epoch: int, score: float, model: nn.Module) -> bool:
+        """Record epoch `epoch`'s score; keep a copy of the weights when it is the best so far
+        (then return True)."""
+        finite = bool(np.isfinite(score))
+        if (finite and score > self.best_score) or self.best_state is None:
+            self.best_score = score if finite else self.best_score
+            self.best_epoch = epoch
+            self.best_state = copy.deepcopy(model.state_dict())
+            self.stale = 0
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        """True once more than `patience` epochs in a row did not improve."""
+        return self.stale > self.patience
+
+
+@dataclass
+class _Run:
+    """What one `fit` call trains with; built once, used by every epoch."""
+
+    cfg: TrainConfig
+    dev: torch.device
+    precision: str
+    model: nn.Module
+    loss_fn: MTLLoss
+    optimizer: torch.optim.Optimizer
+    forward: Any
+    guard: _NonFiniteGuard
+    clip_params: list[nn.Parameter]
+    generator: torch.Generator
+    batch_hooks: list[Callback]
+    steps_done: int = 0
+
+
+def _check_callbacks(callbacks: Sequence[Callback]) -> list[Callback]:
     for cb in callbacks:
-        fn = getattr(cb, hook, None)
-        if callable(fn):
-            fn(*args)
+        if not isinstance(cb, Callback):
+            raise TypeError(f"fit callbacks must subclass automtl.train.Callback, got {type(cb).__name__}")
+    return list(callbacks)
 
 
-def _better(score: float, best: float) -> bool:
-    return bool(np.isfinite(score)) and score > best
+def _train_epoch(run: _Run, train: Any, epoch: int) -> tuple[float, float]:
+    """One pass over the shuffled training split; returns (mean train loss, seconds)."""
+    tc, model, loss_fn, guard = run.cfg, run.model, run.loss_fn, run.guard
+    model.train()
+    synchronize(run.dev)
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=run.dev)
+    epoch_start = run.steps_done
+    n_steps = -(-len(train) // tc.batch_size)
+    for step, batch in enumerate(iter_batches(train, tc.batch_size, shuffle=True,
+                                              generator=run.generator)):
+        loss_fn.weighting.before_forward(batch.labels.shape[0])
+        with autocast(run.dev, run.precision):
+            logits = run.forward(batch)
+        lo = loss_fn(logits.float(), batch.labels, epoch - 1)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss_fn.weighting.before_backward(lo.task_losses)
+        lo.total.backward()
+        if tc.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(run.clip_params, tc.grad_clip, foreach=True)
+        guard.update(torch.cat([lo.terms, lo.total.reshape(1)]))
+        run.steps_done += 1
+        if run.steps_done % guard.every == 0:
+            guard.check(epoch, epoch_start)
+        run.optimizer.step()
+        loss_fn.weighting.after_step()
+        loss_sum += lo.total.detach()
+        for cb in run.batch_hooks:
+            cb.on_batch_end(epoch, step + 1, n_steps)
+    guard.check(epoch, epoch_start)
+    train_loss = float(loss_sum) / max(run.steps_done - epoch_start, 1)
+    synchronize(run.dev)
+    return train_loss, time.perf_counter() - t0
 
 
 def fit(
     cfg: TrialConfig,
     dataset: Dataset,
-    callbacks: Sequence[object] = (),
+    callbacks: Sequence[Callback] = (),
     device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train one model of `cfg` on `dataset`; raises `TrialFailedError` on a non-finite loss."""
     from automtl.models import build_model, count_parameters  # models import data/config only
 
+    callbacks = _check_callbacks(callbacks)
     started = time.perf_counter()
     tc = cfg.train
     dev = resolve_device(device if device is not None else tc.device)
@@ -161,55 +248,30 @@ def fit(
     seed_everything(tc.seed)
     model = build_model(cfg.model, dataset.features, dataset.tasks, cfg.loss.weighting).to(dev)
     loss_fn: MTLLoss = build_loss(cfg.loss, dataset.tasks, model, dataset.name).to(dev)
-    optimizer = make_optimizer(tc, model, loss_fn)
     task_names = [t.name for t in dataset.tasks]
     train = device_split(dataset, "train", dev)
     val = device_split(dataset, "val", dev)
     test = device_split(dataset, "test", dev) if "test" in dataset.splits else None
-    generator = torch.Generator().manual_seed(tc.seed)
-    guard = _NonFiniteGuard(loss_fn.term_names + ["total"], dev)
-    clip_params = [p for p in model.parameters() if p.requires_grad]
-    batch_hooks = [cb for cb in callbacks if callable(getattr(cb, "on_batch_end", None))]
-    n_steps = -(-len(train) // tc.batch_size)
-    forward = task_logits_fn(model, task_names)
+    run = _Run(
+        cfg=tc, dev=dev, precision=precision, model=model, loss_fn=loss_fn,
+        optimizer=make_optimizer(tc, model, loss_fn),
+        forward=task_logits_fn(model, task_names),
+        guard=_NonFiniteGuard(loss_fn.term_names + ["total"], dev),
+        clip_params=[p for p in model.parameters() if p.requires_grad],
+        generator=torch.Generator().manual_seed(tc.seed),
+        # per-batch calls only to callbacks that override the hook: no-op calls cost per step
+        batch_hooks=[cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end],
+    )
     sweeper = Sweeper.of(cfg.loss.weighting, dataset.tasks, tc.eval_batch_size, precision)
     best_index = 0
-    _call(callbacks, "on_train_start", model)
+    for cb in callbacks:
+        cb.on_train_start(model)
 
     history: list[EpochRecord] = []
-    best_score, best_epoch, best_state, stale = float("-inf"), 0, None, 0
+    stopper = EarlyStopping(tc.patience)
     train_seconds = 0.0
-    steps_done = 0
     for epoch in range(1, tc.epochs + 1):
-        model.train()
-        synchronize(dev)
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=dev)
-        epoch_start = steps_done
-        for step, batch in enumerate(iter_batches(train, tc.batch_size, shuffle=True,
-                                                  generator=generator)):
-            loss_fn.weighting.before_forward(batch.labels.shape[0])
-            with autocast(dev, precision):
-                logits = forward(batch)
-            lo = loss_fn(logits.float(), batch.labels, epoch - 1)
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn.weighting.before_backward(lo.task_losses)
-            lo.total.backward()
-            if tc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(clip_params, tc.grad_clip, foreach=True)
-            guard.update(torch.cat([lo.terms, lo.total.reshape(1)]))
-            steps_done += 1
-            if steps_done % guard.every == 0:
-                guard.check(epoch, epoch_start)
-            optimizer.step()
-            loss_fn.weighting.after_step()
-            loss_sum += lo.total.detach()
-            for cb in batch_hooks:
-                cb.on_batch_end(epoch, step + 1, n_steps)
-        guard.check(epoch, epoch_start)
-        train_loss = float(loss_sum) / max(steps_done - epoch_start, 1)
-        synchronize(dev)
-        seconds = time.perf_counter() - t0
+        train_loss, seconds = _train_epoch(run, train, epoch)
         train_seconds += seconds
         train.release_pages()  # memory-mapped data: keep RSS to one split at a time
         points: list[SweepPoint] = []
@@ -223,21 +285,17 @@ def fit(
                              samples_per_s=len(train) / max(seconds, 1e-9), seconds=seconds,
                              sweep=points)
         history.append(record)
-        if _better(score, best_score) or best_state is None:
-            best_score = score if np.isfinite(score) else best_score
-            best_epoch = epoch
+        if stopper.update(epoch, score, model):
             best_index = sweeper.index if sweeper is not None else 0
-            best_state = copy.deepcopy(model.state_dict())
-            stale = 0
-        else:
-            stale += 1
-        _call(callbacks, "on_epoch_end", epoch, record)
-        if stale > tc.patience:
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, record)
+        if stopper.stop:
             break
 
-    assert best_state is not None  # epochs >= 1 (validated)
-    model.load_state_dict(best_state)
+    assert stopper.best_state is not None  # epochs >= 1 (validated)
+    model.load_state_dict(stopper.best_state)
     model.eval()
+    best_epoch = stopper.best_epoch
     sweep = [SweepPoint(dict(p.weights), dict(p.val)) for p in history[best_epoch - 1].sweep]
     if sweeper is not None and test is not None:
         test_metrics = sweeper.test(model, test, sweep, best_index)
