@@ -11,7 +11,18 @@ import dataclasses
 import re
 import types
 import typing
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 from automtl.errors import ConfigError
 
@@ -19,6 +30,20 @@ T = TypeVar("T")
 
 _NONE = type(None)
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """Marks ``Annotated[str, OneOf(names)]``: a name from a vocabulary known only at run time
+    (a registry), checked like a `Literal`. `names` is called at check time, so a name
+    registered after the config class was defined (a new model file, a test) is accepted."""
+
+    names: Callable[[], Iterable[str]]
+
+
+def type_hints(cls: type) -> dict[str, Any]:
+    """The field types of dataclass `cls`, `Annotated` markers kept."""
+    return get_type_hints(cls, include_extras=True)
 
 
 def _fail(where: str, path: str, msg: str) -> typing.NoReturn:
@@ -34,6 +59,15 @@ def _describe(value: Any) -> str:
 def _convert(tp: Any, value: Any, path: str, where: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
+        return value
+    if origin is Annotated:
+        base, *marks = get_args(tp)
+        value = _convert(base, value, path, where)
+        for mark in marks:
+            if isinstance(mark, OneOf):
+                allowed = list(mark.names())
+                if value not in allowed:
+                    _fail(where, path, f"must be one of {', '.join(allowed)}; got {_describe(value)}")
         return value
     if origin in (Union, types.UnionType):
         args = get_args(tp)
@@ -103,6 +137,12 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in get_args(tp) if a is not _NONE)
     if origin is Literal:
         return "one of " + ", ".join(map(str, get_args(tp)))
+    if origin is Annotated:
+        base, *marks = get_args(tp)
+        for mark in marks:
+            if isinstance(mark, OneOf):
+                return "one of " + ", ".join(mark.names())
+        return _type_name(base)
     if origin in (list, tuple):
         return "a list"
     if origin is dict:
@@ -120,7 +160,7 @@ def from_dict(cls: type[T], data: Any, path: str = "", where: str = "") -> T:
         data = {}
     if not isinstance(data, dict):
         _fail(where, path, f"expected a mapping, got {_describe(data)}")
-    hints = get_type_hints(cls)
+    hints = type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = [k for k in data if k not in fields]
     if unknown:

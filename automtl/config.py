@@ -9,16 +9,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
-from automtl._typed import from_dict, to_dict
+from automtl._typed import OneOf, from_dict, to_dict
 from automtl.errors import ConfigError
 
-Arch = Literal["single", "shared_bottom", "mmoe", "ple", "aitm", "apem"]
-Head = Literal["plain", "esmm"]
-Bottom = Literal["shared", "dtrn", "apem", "stem"]
+
+
+def _registered(kind: str) -> OneOf:
+    def names() -> list[str]:
+        # Imported when a name is checked, not when config is: the models pull in torch, and the
+        # registries fill as `automtl.models` imports every file of archs/, bottoms/ and heads.
+        from automtl.models.registry import registered_names
+
+        return registered_names(kind)
+
+    return OneOf(names)
+
+
+# Vocabularies of the model registries (`register_arch` / `register_bottom` / `register_head`):
+# a new file under automtl/models/ adds a name; nothing here changes.
+Arch = Annotated[str, _registered("arch")]
+Head = Annotated[str, _registered("head")]
+Bottom = Annotated[str, _registered("bottom")]
 
 
 def _positive(name: str, value: float | int) -> None:

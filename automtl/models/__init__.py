@@ -1,7 +1,8 @@
 """automtl.models: blocks, input bottoms, MTL architectures, heads and `build_model`.
 
-Architectures register with `register_arch`, input bottoms with `register_bottom`; importing this
-package imports every module of `archs/` and `bottoms/`, so both registries are complete.
+Architectures register with `register_arch`, input bottoms with `register_bottom`, heads with
+`register_head`; importing this package imports every module of `archs/` and `bottoms/` and the
+heads, so the registries (the `model.arch` / `model.bottom` / `model.head` vocabularies) are complete.
 """
 
 from automtl.models import archs as _archs  # registers the architectures
@@ -19,11 +20,20 @@ from automtl.models.bottoms.shared import SharedInput
 from automtl.models.embedding import EmbeddedBatch, FeatureEmbedding, SequencePooling
 from automtl.models.heads import ESMMHead, PlainHead, cascade_order, has_cascade, parent_indices
 from automtl.models.model import MTLModel, build_model, count_parameters
-from automtl.models.registry import ARCHS, BOTTOMS, register_arch, register_bottom
+from automtl.models.registry import (
+    ARCHS,
+    BOTTOMS,
+    HEADS,
+    register_arch,
+    register_bottom,
+    register_head,
+    registered_names,
+)
 
 __all__ = [
     "ARCHS",
     "BOTTOMS",
+    "HEADS",
     "Body",
     "BodyInput",
     "ESMMHead",
@@ -47,6 +57,8 @@ __all__ = [
     "parent_indices",
     "register_arch",
     "register_bottom",
+    "register_head",
+    "registered_names",
     "require_layers",
 ]
 del _archs, _bottoms

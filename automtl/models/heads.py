@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from automtl.data.schema import TaskSpec
 from automtl.errors import ConfigError
+from automtl.models.registry import register_head
 
 _LOG_HALF = -math.log(2.0)
 
@@ -69,15 +70,24 @@ def log1mexp(x: Tensor) -> Tensor:
     return torch.where(x > _LOG_HALF, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
+@register_head("plain")
 class PlainHead(nn.Module):
     """Identity head: the body's raw logits are the task logits."""
+
+    needs_cascade = False
+
+    def __init__(self, tasks: Sequence[TaskSpec] = ()) -> None:
+        super().__init__()
 
     def forward(self, raw: Tensor) -> Tensor:
         return raw
 
 
+@register_head("esmm")
 class ESMMHead(nn.Module):
     """ESMM cascade head (SIGIR 2018) for any body; see module docstring."""
+
+    needs_cascade = True
 
     def __init__(self, tasks: Sequence[TaskSpec]) -> None:
         super().__init__()

@@ -10,8 +10,8 @@ from automtl.config import ModelConfig, WeightingConfig
 from automtl.data.batching import Batch
 from automtl.data.schema import FeatureSpec, TaskSpec
 from automtl.errors import ConfigError
-from automtl.models.heads import ESMMHead, PlainHead, cascade_order, has_cascade
-from automtl.models.registry import ARCHS, BOTTOMS, lookup
+from automtl.models.heads import cascade_order, has_cascade
+from automtl.models.registry import ARCHS, BOTTOMS, HEADS, lookup
 
 
 class MTLModel(nn.Module):
@@ -55,22 +55,23 @@ def build_model(
     (`automtl.models.film`), as its `conditioning` child, built last so the other parameters
     are initialised exactly as without it.
     """
+    body_cls = lookup(ARCHS, "arch", cfg.arch)
+    bottom_cls = lookup(BOTTOMS, "bottom", cfg.bottom)
+    head_cls = lookup(HEADS, "head", cfg.head)
     cfg.validate()
     if not tasks:
         raise ConfigError("dataset has no tasks; a multi-task model needs at least one task")
     cascade_order(tasks)  # validates depends_on
-    body_cls = lookup(ARCHS, "arch", cfg.arch)
-    bottom_cls = lookup(BOTTOMS, "bottom", cfg.bottom)
     if getattr(body_cls, "needs_cascade", False):
         _needs_cascade(f"model.arch: {cfg.arch}", tasks)
-    if cfg.head == "esmm":
-        _needs_cascade("model.head: esmm", tasks)
+    if getattr(head_cls, "needs_cascade", False):
+        _needs_cascade(f"model.head: {cfg.head}", tasks)
     if getattr(body_cls, "independent_inputs", False) and cfg.bottom == "shared" and len(tasks) > 1:
         bottom = bottom_cls(cfg, features, tasks, copies=len(tasks))
     else:
         bottom = bottom_cls(cfg, features, tasks)
     body = body_cls(cfg, bottom.out_dim, tasks)
-    head = ESMMHead(tasks) if cfg.head == "esmm" else PlainHead()
+    head = head_cls(tasks)
     model = MTLModel(bottom, body, head, tasks)
     if weighting is not None and weighting.scheme == "conditioned":
         from automtl.models.film import PreferenceConditioner

@@ -6,6 +6,8 @@
 - `register_bottom(name)`: class decorator; built as ``cls(cfg, features, tasks)``, with attribute
   `out_dim`; forward(batch) returns ``[B, D]`` (shared input) or per-task inputs (list of T
   ``[B, D]`` or one ``[T, B, D]`` tensor).
+- `register_head(name)`: class decorator; built as ``cls(tasks)``; forward maps the body's raw
+  logits ``[T, B]`` to the logits of the unconditional p(task) (class attribute `needs_cascade`).
 
 Modules in `automtl/models/archs/` and `automtl/models/bottoms/` are imported automatically, so a
 new file there that uses the decorator is all it takes to add an architecture or a bottom.
@@ -22,6 +24,8 @@ C = TypeVar("C", bound=type)
 
 ARCHS: dict[str, type] = {}
 BOTTOMS: dict[str, type] = {}
+HEADS: dict[str, type] = {}
+_TABLES = {"arch": ARCHS, "bottom": BOTTOMS, "head": HEADS}
 
 
 def _register(table: dict[str, type], kind: str, name: str) -> Callable[[C], C]:
@@ -47,6 +51,18 @@ def register_bottom(name: str) -> Callable[[C], C]:
     return _register(BOTTOMS, "bottom", name)
 
 
+def register_head(name: str) -> Callable[[C], C]:
+    """Class decorator registering an output head under `name` (the `model.head` value)."""
+    return _register(HEADS, "head", name)
+
+
+def registered_names(kind: str) -> list[str]:
+    """The names registered for `kind` ("arch", "bottom" or "head"), sorted."""
+    import automtl.models  # noqa: F401  (importing the package registers every shipped model)
+
+    return sorted(_TABLES[kind])
+
+
 def lookup(table: dict[str, Any], kind: str, name: str) -> Any:
     """The class registered as `name`, or a one-line `ConfigError` listing the known names."""
     try:
@@ -56,4 +72,5 @@ def lookup(table: dict[str, Any], kind: str, name: str) -> Any:
         raise ConfigError(f"model.{kind}: {name!r} is not available; use one of {known}") from None
 
 
-__all__ = ["ARCHS", "BOTTOMS", "lookup", "register_arch", "register_bottom"]
+__all__ = ["ARCHS", "BOTTOMS", "HEADS", "lookup", "register_arch", "register_bottom", "register_head",
+           "registered_names"]
