@@ -22,6 +22,7 @@ from automtl.errors import ConfigError
 from automtl.losses import build_loss, simplex_grid
 from automtl.models import ARCHS, build_model
 from automtl.models.film import conditioner_of, set_preference
+from automtl.train import Callback
 from tests.test_models import FEATURES, TASKS, make_batch, small_cfg
 
 
@@ -155,7 +156,7 @@ def test_fit_sweeps_k_points_and_reports_one() -> None:
     ds = load_dataset(cfg.data)
     seen: list[int] = []
 
-    class Listen:
+    class Listen(Callback):
         def on_epoch_end(self, epoch: int, record: object) -> None:
             seen.append(len(record.sweep))  # type: ignore[attr-defined]
 
