@@ -11,8 +11,9 @@ Mapping: arch shared_bottom / mmoe / ple / aitm -> SharedBottom / MMOE / PLE / A
 arch single or shared_bottom with a two-step cascade -> ESMM (its towers are
 ``bottom_dims + tower_dims`` over shared embeddings, with no shared MLP; it reads no dense fields);
 head esmm on other archs keeps the arch and drops the ESMM product. Task weighting
-``uncertainty`` -> ``adaptive_params={"method": "uwl"}``, ``gradnorm`` -> ``{"method":
-"gradnorm", "alpha": ...}``, ``fixed`` with equal weights -> torch-rechub's mean of task losses.
+``uncertainty`` -> ``adaptive_params={"method": "uwl"}``, ``fixed`` with equal weights ->
+torch-rechub's mean of task losses; ``gradnorm`` is dropped (torch-rechub 0.9.0's trainer cannot
+run it, see `_CANNOT_TRAIN`), like ``ple_decay`` and uneven fixed weights.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ RECHUB_MODELS = {"shared_bottom": "SharedBottom", "mmoe": "MMOE", "ple": "PLE", 
 _ACTIVATIONS = {"relu": '"relu"', "gelu": "torch.nn.GELU", "silu": "torch.nn.SiLU"}
 _OPTIMIZERS = {"adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW"}
 _QUOTES = '"' * 3  # the header goes into the script's docstring
+# Weighting schemes torch-rechub names but cannot train: in 0.9.0 `MTLTrainer.train_one_epoch`
+# assigns the loss only for ESMM, "uwl" and no method, so "gradnorm" (and "metabalance") end in
+# `UnboundLocalError: loss` on the first batch. Dropped, never emitted to crash.
+_CANNOT_TRAIN = {"gradnorm": "torch-rechub 0.9.0's MTLTrainer fails on adaptive_params method "
+                             "'gradnorm' (UnboundLocalError: loss)"}
 
 
 @dataclass
@@ -128,13 +134,14 @@ def rechub_script(cfg: TrialConfig, features: Sequence[FeatureSpec], tasks: Sequ
     notes: list[str] = []
     name, model_code, labels, out_names = _model_code(cfg, tasks, dropped, notes)
     esmm = name == "ESMM"
-    dropped += loss_gaps(cfg.loss, weighting={"fixed", "uncertainty", "gradnorm"})
+    if w.scheme in _CANNOT_TRAIN:
+        dropped.append(f"loss.weighting.scheme={w.scheme}: {_CANNOT_TRAIN[w.scheme]}; tasks are "
+                       "weighted equally instead")
+    dropped += loss_gaps(cfg.loss, weighting={"fixed", "uncertainty", *_CANNOT_TRAIN})
     dropped += train_gaps(t, grad_clip=False)
     adaptive: dict[str, Any] | None = None
     if w.scheme == "uncertainty":
         adaptive = {"method": "uwl"}
-    elif w.scheme == "gradnorm":
-        adaptive = {"method": "gradnorm", "alpha": w.gradnorm_alpha}
     if esmm:
         if adaptive is not None:
             dropped.append(f"loss.weighting.scheme={w.scheme}: MTLTrainer trains ESMM with the "
