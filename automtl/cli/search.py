@@ -53,6 +53,14 @@ class RichSearchListener(SearchListener):
             self.progress.console.print(f"resuming study {study.study_name!r}: {n_existing} "
                                         "trials already stored", highlight=False)
         self.front_size = len(Store(self.storage).front(study.study_name)) if n_existing else 0
+        waiting = [t.user_attrs.get("enqueued") for t in study.get_trials(deepcopy=False)
+                   if t.state.name == "WAITING" and t.user_attrs.get("enqueued")]
+        if waiting:
+            self.progress.console.print(f"enqueued first: {', '.join(waiting)}", highlight=False,
+                                        soft_wrap=True)
+        for note in study.user_attrs.get("baselines_skipped", []) if not n_existing else []:
+            self.progress.console.print(f"baseline skipped: {note}", highlight=False,
+                                        soft_wrap=True)
         self.task = self.progress.add_task("starting", total=n_trials)
 
     def on_trial_start(self, number: int, index: int, config: Any) -> None:
@@ -141,6 +149,18 @@ def search_command(
     trials_per_device: int = typer.Option(1, "--trials-per-device", help="Concurrent trials "
                                           "(worker processes) per GPU of --devices, for models "
                                           "too small to fill one; CUDA only."),
+    warm_start: Optional[str] = typer.Option(None, "--warm-start", help="Enqueue this study's "
+                                             "Pareto front first (best mean objective first, at "
+                                             "most half of --n-trials)."),
+    warm_start_storage: Optional[str] = typer.Option(None, "--warm-start-storage",
+                                                     help="Storage of --warm-start (default: "
+                                                     "--storage)."),
+    max_params: Optional[int] = typer.Option(None, "--max-params", help="Constraint: trials "
+                                             "with more trainable parameters are infeasible."),
+    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="Constraint: "
+                                                   "trials slower than this many ms per 1,000 "
+                                                   "rows (inference, training device) are "
+                                                   "infeasible."),
 ) -> None:
     """Search MTL architectures, losses and task weights; keep the Pareto front in SQL."""
     import optuna
@@ -178,6 +198,16 @@ def search_command(
         cfg.data.data_dir = data_dir
     if data_option:
         cfg.data.options = {**cfg.data.options, **parse_options(data_option)}
+    if max_params is not None:
+        cfg.max_params = max_params
+    if max_latency_ms is not None:
+        cfg.max_latency_ms = max_latency_ms
+    if warm_start_storage is not None and warm_start is None:
+        raise AutomtlError("--warm-start-storage needs --warm-start STUDY")
+    cfg.validate()
+    from automtl.search.enqueue import WarmStart
+
+    ws = WarmStart(warm_start, warm_start_storage or storage) if warm_start else None
     name = study_name or cfg.name
     optuna.logging.set_verbosity(logging.WARNING)
     console.print(f"study {name!r} in {mask_url(storage)}: dataset {cfg.data.name} "
@@ -196,15 +226,15 @@ def search_command(
         result = search_with_workers(cfg, storage=storage, study_name=name,
                                      n_workers=workers if workers > 1 else None,
                                      devices=devices, device=device, console=console,
-                                     trials_per_device=trials_per_device)
+                                     trials_per_device=trials_per_device, warm_start=ws)
     else:
-        result = _search_in_process(cfg, storage, name, device, save_checkpoints)
+        result = _search_in_process(cfg, storage, name, device, save_checkpoints, ws)
     elapsed = time.perf_counter() - started
     _print_result(result, name, storage, elapsed, device, reeval_top, seeds, report, no_report)
 
 
 def _search_in_process(cfg: Any, storage: str, name: str, device: Optional[str],
-                       save_checkpoints: bool) -> Any:
+                       save_checkpoints: bool, warm_start: Any = None) -> Any:
     from automtl.search.runner import run_search
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
@@ -212,7 +242,8 @@ def _search_in_process(cfg: Any, storage: str, name: str, device: Optional[str],
                   TimeRemainingColumn(), console=console, transient=True) as progress:
         listener = RichSearchListener(progress, list(cfg.objectives), storage)
         return run_search(cfg, storage=storage, study_name=name, device=device,
-                          save_checkpoints=save_checkpoints, listener=listener)
+                          save_checkpoints=save_checkpoints, listener=listener,
+                          warm_start=warm_start)
 
 
 def _print_result(result: Any, name: str, storage: str, elapsed: float, device: Optional[str],

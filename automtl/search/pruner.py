@@ -117,18 +117,22 @@ class ParetoPruner(Callback):
     """Trainer callback: at each rung, reads the other trials' objective vectors at that epoch
     from the metrics table and raises `optuna.TrialPruned` when `decide` says so (after setting
     the trial's "pruned_rung" and "prune_reason" user attributes). Put it after `EpochRecorder`.
+    A `protected` trial (an enqueued baseline or warm-start point) is never pruned: the front
+    must not lose the configurations it started from.
     """
 
     def __init__(self, store: Store, trial: optuna.Trial, objectives: Sequence[str],
-                 cfg: PrunerConfig, max_epoch: int | None = None) -> None:
+                 cfg: PrunerConfig, max_epoch: int | None = None,
+                 protected: bool = False) -> None:
         self.store, self.trial = store, trial
+        self.protected = protected
         self.max_epoch = max_epoch  # the last epoch is never pruned: its training is done
         self.objectives = list(objectives)
         self.cfg = cfg
         self.study_name = trial.study.study_name
 
     def on_epoch_end(self, epoch: int, record: EpochRecord) -> None:
-        if self.cfg.kind == "none" or not is_rung(epoch, self.cfg):
+        if self.cfg.kind == "none" or self.protected or not is_rung(epoch, self.cfg):
             return
         if self.max_epoch is not None and epoch >= self.max_epoch:
             return

@@ -21,8 +21,17 @@ import optuna
 
 import automtl
 from automtl._typed import from_dict, to_dict
-from automtl.config import DataConfig, TrialConfig
+from automtl.config import DataConfig, TrialConfig, load_trial_config
 from automtl.errors import AutomtlError, ConfigError, TrialFailedError
+from automtl.search.constraints import ServingCost
+from automtl.search.enqueue import (
+    ENQUEUED_ATTR,
+    Seed,
+    WarmStart,
+    config_params,
+    enqueue_seeds,
+    warm_start_seeds,
+)
 from automtl.search.pruner import EpochRecorder, ParetoPruner
 from automtl.search.space import SearchSpace, SpaceContext, load_space_doc, parse_space
 from automtl.search.store import (
@@ -125,18 +134,43 @@ def _probe_space(space: SearchSpace, ctx: SpaceContext, cfg: StudyConfig) -> Non
         space.suggest(probe.ask(), ctx, trial_base(cfg))
 
 
+def _baseline_seeds(cfg: StudyConfig, space: SearchSpace,
+                    ctx: SpaceContext) -> tuple[list[Seed], list[str]]:
+    """The preset's `enqueue:` files as seeds, and a note per file the space cannot express."""
+    seeds, skipped = [], []
+    for entry in cfg.enqueue:
+        label = "/".join(Path(entry).parts[-2:])
+        doc = load_trial_config(entry)
+        try:
+            params = config_params(space, to_dict(doc), ctx, trial_base(cfg), label)
+        except ConfigError as exc:
+            skipped.append(str(exc))
+            continue
+        seeds.append(Seed(f"baseline {label}", params))
+    return seeds, skipped
+
+
 def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
                   study_name: str | None = None, *, sampler_seed: int | None = None,
-                  rdb_kwargs: dict[str, Any] | None = None) -> optuna.Study:
+                  rdb_kwargs: dict[str, Any] | None = None,
+                  warm_start: WarmStart | None = None) -> optuna.Study:
     """Create the study of `cfg`, or load it if it exists with the same dataset, objectives and
-    space (a mismatch is an `AutomtlError` suggesting another --study-name)."""
+    space (a mismatch is an `AutomtlError` suggesting another --study-name).
+
+    A new study first enqueues the preset's baselines (`cfg.enqueue`); `warm_start` enqueues
+    another study's front after them (see `warm_start_seeds`), new study or not.
+    """
     from automtl.data import load_dataset
 
     name = study_name or cfg.name
     dataset = load_dataset(cfg.data)
     objectives = resolve_objectives(cfg, dataset, where=f"study {cfg.name}")
     space, space_doc = _space_for(cfg)
-    _probe_space(space, SpaceContext.from_dataset(dataset), cfg)
+    ctx = SpaceContext.from_dataset(dataset)
+    _probe_space(space, ctx, cfg)
+    baselines, skipped = _baseline_seeds(cfg, space, ctx)
+    transfer = warm_start_seeds(warm_start, space, ctx, trial_base(cfg), cfg.n_trials) \
+        if warm_start is not None else []
     rdb = make_storage(storage, **(rdb_kwargs or {}))
     existing = name in optuna.get_all_study_names(rdb)
     sampler = make_sampler(cfg.sampler, cfg.seed if sampler_seed is None else sampler_seed,
@@ -168,8 +202,15 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
             study.set_metric_names(objectives)
         for key, value in {"objectives": objectives, "dataset": data_dict,
                            "space": space.name, "space_doc": space_doc, "preset": cfg.name,
-                           "automtl_version": automtl.__version__}.items():
+                           "automtl_version": automtl.__version__,
+                           "baselines": [s.source for s in baselines],
+                           "baselines_skipped": skipped}.items():
             study.set_user_attr(key, value)
+        enqueue_seeds(study, baselines)
+    if transfer:
+        enqueue_seeds(study, transfer)
+        study.set_user_attr("warm_start", {"study": warm_start.study,  # type: ignore[union-attr]
+                                           "trials": [s.source for s in transfer]})
     # The latest run's settings (epochs, pruner ...) are what workers joining later use.
     study.set_user_attr("study_config", to_dict(cfg))
     study.set_user_attr("n_trials", cfg.n_trials)
@@ -229,8 +270,12 @@ class _Objective:
 
             callbacks: list[Callback] = [
                 EpochRecorder(self.store, self.study.study_name, trial.number, on_metrics),
-                ParetoPruner(self.store, trial, self.objectives, self.cfg.pruner, epochs),
+                ParetoPruner(self.store, trial, self.objectives, self.cfg.pruner, epochs,
+                             protected=ENQUEUED_ATTR in trial.user_attrs),
                 _BatchForwarder(self.listener, trial.number),
+                ServingCost(trial, self.dataset, {"max_params": self.cfg.max_params,
+                                                  "max_latency_ms": self.cfg.max_latency_ms},
+                            cfg.train.precision),
                 *self.extra_callbacks,
             ]
             result = fit(cfg, self.dataset, callbacks=callbacks, device=self.device)
@@ -285,7 +330,7 @@ def optimize_study(study: optuna.Study, *, storage_url: str, n_trials: int | Non
     dataset = load_dataset(data_cfg)
     objective = _Objective(study, store, dataset, storage_url, device, save_checkpoints, listener,
                            extra_callbacks)
-    before = {t.number for t in study.get_trials(deepcopy=False)}
+    before = {t.number for t in study.get_trials(deepcopy=False) if t.state != States.WAITING}
     listener.on_search_start(study, n_trials, len(before))
     finished: list[int] = []
 
@@ -321,7 +366,8 @@ def optimize_study(study: optuna.Study, *, storage_url: str, n_trials: int | Non
 def run_search(cfg: StudyConfig, *, storage: str = DEFAULT_STORAGE, study_name: str | None = None,
                device: str | None = None, save_checkpoints: bool = False,
                listener: SearchListener | None = None,
-               extra_callbacks: Sequence[Callback] = ()) -> SearchResult:
+               extra_callbacks: Sequence[Callback] = (),
+               warm_start: WarmStart | None = None) -> SearchResult:
     """Create or resume the study of `cfg` in `storage` and run `cfg.n_trials` more trials
     (or until `cfg.timeout`). The library function behind `automtl search`."""
     from automtl.data import load_dataset
@@ -333,7 +379,8 @@ def run_search(cfg: StudyConfig, *, storage: str = DEFAULT_STORAGE, study_name: 
     if name in optuna.get_all_study_names(rdb):
         n_existing = len(optuna.load_study(study_name=name, storage=rdb).get_trials(deepcopy=False))
     # A resumed study gets a fresh sampler seed, so a random sampler does not repeat itself.
-    study = prepare_study(cfg, storage, name, sampler_seed=cfg.seed + n_existing)
+    study = prepare_study(cfg, storage, name, sampler_seed=cfg.seed + n_existing,
+                          warm_start=warm_start)
     return optimize_study(study, storage_url=storage, n_trials=cfg.n_trials, timeout=cfg.timeout,
                           device=device, save_checkpoints=save_checkpoints, listener=listener,
                           extra_callbacks=extra_callbacks)

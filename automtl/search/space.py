@@ -161,18 +161,21 @@ def _label(value: Any) -> Any:
 # sampling
 
 
-def _expand(path: str, ctx: SpaceContext) -> list[str]:
+def expand_path(path: str, ctx: SpaceContext) -> list[str]:
+    """The concrete parameter names of `path` (``{task}`` expanded to every task)."""
     return [path.replace(TASK, t) for t in ctx.tasks] if TASK in path else [path]
 
 
-def _allowed(requires: tuple[str, ...], ctx: SpaceContext) -> bool:
+def option_allowed(requires: tuple[str, ...], ctx: SpaceContext) -> bool:
+    """Whether a choice/optional section needing `requires` exists on this dataset."""
     return all(r in ctx.capabilities for r in requires)
+
 
 
 def _sample_nodes(nodes: tuple[Node, ...], trial: optuna.Trial, ctx: SpaceContext,
                   out: dict[str, Any], where: str) -> None:
     for node in nodes:
-        for path in _expand(node.path, ctx):
+        for path in expand_path(node.path, ctx):
             if isinstance(node, Fixed):
                 out[path] = node.value
             elif isinstance(node, Range):
@@ -186,7 +189,7 @@ def _sample_nodes(nodes: tuple[Node, ...], trial: optuna.Trial, ctx: SpaceContex
                     v = [v] * (len(ctx.tasks) if node.repeat == "tasks" else max(ctx.n_pairs, 1))
                 out[path] = v
             elif isinstance(node, Choice):
-                options = [o for o in node.options if _allowed(o.requires, ctx)]
+                options = [o for o in node.options if option_allowed(o.requires, ctx)]
                 if not options:
                     need = sorted({r for o in node.options for r in o.requires})
                     raise ConfigError(f"{where}: {path}: every choice needs "
@@ -201,7 +204,8 @@ def _sample_nodes(nodes: tuple[Node, ...], trial: optuna.Trial, ctx: SpaceContex
                 out[path] = chosen.value
                 _sample_nodes(chosen.children, trial, ctx, out, where)
             elif isinstance(node, Toggle):
-                on = _allowed(node.requires, ctx) and trial.suggest_categorical(path, [False, True])
+                on = option_allowed(node.requires, ctx) and \
+                    trial.suggest_categorical(path, [False, True])
                 if on:
                     out.setdefault(path, {})
                     _sample_nodes(node.children, trial, ctx, out, where)
@@ -505,5 +509,6 @@ def list_spaces() -> list[str]:
 
 __all__ = [
     "CAPABILITIES", "Choice", "Fixed", "Node", "Option", "Range", "SearchSpace", "SpaceContext",
-    "Toggle", "list_spaces", "load_space", "load_space_doc", "parse_space",
+    "Toggle", "expand_path", "list_spaces", "load_space", "load_space_doc", "option_allowed",
+    "parse_space",
 ]

@@ -86,7 +86,8 @@ reeval_metrics = sa.Table(
 )
 
 # Trial user attributes copied into the front table's attrs column (for tables and exports).
-FRONT_ATTRS = ("arch", "bottom", "n_params", "samples_per_s", "epochs_run", "checkpoint")
+FRONT_ATTRS = ("arch", "bottom", "n_params", "latency_ms", "samples_per_s", "epochs_run",
+               "checkpoint")
 
 
 @dataclass

@@ -55,6 +55,12 @@ class StudyConfig:
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     seed: int = 0  # sampler seed and every trial's training seed
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides for every trial
+    # TrialConfig files (relative to the preset) run first, as trials 0..k-1 of a new study;
+    # ones the space cannot express on the dataset are skipped with a note (automtl.search.enqueue)
+    enqueue: list[str] = field(default_factory=list)
+    # serving-cost constraints: trials above them are infeasible (never on the front)
+    max_params: int | None = None  # trainable parameters
+    max_latency_ms: float | None = None  # inference ms per 1,000 rows on the training device
 
     def validate(self) -> None:
         if not self.name.strip():
@@ -69,6 +75,11 @@ class StudyConfig:
         for key in ("epochs", "seed"):
             if key in self.train:
                 raise ConfigError(f"train.{key}: set it at the top level of the preset ({key}:)")
+        if self.max_params is not None and self.max_params <= 0:
+            raise ConfigError(f"max_params: must be > 0, got {self.max_params}")
+        if self.max_latency_ms is not None and not 0 < self.max_latency_ms < float("inf"):
+            raise ConfigError(f"max_latency_ms: must be a positive number, got "
+                              f"{self.max_latency_ms}")
         try:
             from_dict(TrainConfig, self.train)
         except ConfigError as exc:
@@ -95,6 +106,12 @@ def load_study_config(path: str | Path) -> StudyConfig:
     local = p.parent / cfg.space
     if cfg.space.endswith((".yaml", ".yml")) and local.is_file():
         cfg.space = str(local)
+    for i, entry in enumerate(cfg.enqueue):
+        target = Path(entry) if Path(entry).is_absolute() else p.parent / entry
+        if not target.is_file():
+            raise ConfigError(f"{p}: enqueue[{i}]: {entry}: no such TrialConfig file (paths are "
+                              "relative to the preset); fix the path")
+        cfg.enqueue[i] = str(target)
     return cfg
 
 

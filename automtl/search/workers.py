@@ -49,6 +49,7 @@ import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
 from automtl.errors import AutomtlError
+from automtl.search.enqueue import ENQUEUED_ATTR, WarmStart
 from automtl.search.runner import (
     SearchListener,
     SearchResult,
@@ -451,7 +452,8 @@ def run_worker(
 
 def prepare_shared_study(cfg: StudyConfig, storage_url: str, study_name: str | None = None, *,
                          n_trials: int | None = None, heartbeat: Heartbeat | None = None,
-                         must_be_new: bool = False) -> optuna.Study:
+                         must_be_new: bool = False,
+                         warm_start: WarmStart | None = None) -> optuna.Study:
     """Create (or resume) the study of `cfg` for workers: `n_trials` (default `cfg.n_trials`)
     more trial slots become its target, heartbeat settings are stored with it."""
     name = study_name or cfg.name
@@ -464,9 +466,12 @@ def prepare_shared_study(cfg: StudyConfig, storage_url: str, study_name: str | N
                                    f"{name}` or pass another --study-name")
         finally:
             rdb.engine.dispose()
-    study = prepare_study(cfg, storage_url, name)
+    study = prepare_study(cfg, storage_url, name, warm_start=warm_start)
     extra = cfg.n_trials if n_trials is None else n_trials
-    set_target(study, budget(study, target=0).used + extra)
+    # enqueued baselines / warm-start points are among the `extra` new trials, as in-process
+    seeded = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                 if ENQUEUED_ATTR in t.user_attrs)
+    set_target(study, budget(study, target=0).used - seeded + extra)
     hb = heartbeat or Heartbeat.of_study(study)
     study.set_user_attr(HEARTBEAT_ATTR, {"interval": hb.interval, "grace": hb.grace})
     return study
@@ -745,14 +750,16 @@ def search_with_workers(
     device: str | None = None,
     console: Any = None,
     trials_per_device: int = 1,
+    warm_start: WarmStart | None = None,
 ) -> SearchResult:
     """`automtl search --workers N [--devices 0,1] [--trials-per-device K]`: create or resume the
     study of `cfg`, add `cfg.n_trials` trial slots to its target, run local worker processes
     until it is reached."""
     devs = parse_devices(devices) or ([device] if device else [])
     expand_devices(devs, trials_per_device)  # refuse CPU before the study is touched
-    study = prepare_shared_study(cfg, storage, study_name)
-    before = {t.number for t in study.get_trials(deepcopy=False)}
+    study = prepare_shared_study(cfg, storage, study_name, warm_start=warm_start)
+    before = {t.number for t in study.get_trials(deepcopy=False)
+              if t.state != optuna.trial.TrialState.WAITING}
     launched = launch_workers(storage, study.study_name, n_workers, devices=devs,
                               timeout=cfg.timeout, console=console,
                               trials_per_device=trials_per_device)
