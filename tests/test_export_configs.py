@@ -101,7 +101,9 @@ def test_cli_pick_knee_matches_pareto_mark(tmp_path: Path, capsys) -> None:
     (["--min", "ctr=0.9", "--maximize", "cvr"], "no front trial satisfies ctr_auc >= 0.9"),
     ([], "choose a trial: --trial N, --pick knee"),
     (["--trial", "5"], "--trial 5: the trial is PRUNED, only completed trials can be exported"),
-    (["--trial", "0", "--pick", "knee"], "choose one selection rule, got --trial and --pick"),
+    (["--pick", "knee", "--weights", "ctr=1"], "choose one selection rule, got --pick and "
+                                                "--weights"),
+    (["--trial", "0", "--pick", "knee"], "--trial 0: the trial is not preference-conditioned"),
     (["--trial", "0", "-f", "xml"], "--format xml: unknown format"),
 ])
 def test_cli_selection_errors_are_one_line(tmp_path: Path, capsys, args, message) -> None:

@@ -128,7 +128,8 @@ def test_constraint_needs_a_target_when_ambiguous():
     ({"weights": "ctr=-1,cvr=2"}, r"weights must be >= 0"),
     ({"weights": "ctr=0,cvr=0"}, r"at least one weight must be > 0"),
     ({"minimums": "ctr=nan", "maximize": "cvr"}, r"not a finite number"),
-    ({"trial": 1, "pick": "knee"}, r"choose one selection rule, got --trial and --pick"),
+    ({"pick": "knee", "weights": "ctr=1"}, r"choose one selection rule, got --pick and --weights"),
+    ({"trial": 1, "pick": "knee", "weights": "ctr=1"}, r"got --pick and --weights"),
     ({"pick": "elbow"}, r"--pick: unknown rule 'elbow' \(known: knee\)"),
 ])
 def test_parse_errors(kwargs, message):

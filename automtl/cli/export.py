@@ -23,11 +23,15 @@ def export_command(
                                 help=STORAGE_HELP),
     format: str = typer.Option(..., "--format", "-f", help=FORMAT_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Output file (fuxictr: output folder)."),
-    trial: Optional[int] = typer.Option(None, "--trial", help="Export this completed trial."),
+    trial: Optional[int] = typer.Option(None, "--trial", help="Export this completed trial "
+                                        "(with --weights/--pick/--min: a point inside this "
+                                        "preference-conditioned trial)."),
     pick: Optional[str] = typer.Option(None, "--pick", help="Choose by rule: knee (of the "
                                        "normalised front)."),
     weights: Optional[list[str]] = typer.Option(None, "--weights", help="Best weighted sum of "
-                                                "validation AUCs, e.g. ctr=0.7,cvr=0.3."),
+                                                "validation AUCs, e.g. ctr=0.7,cvr=0.3 (with "
+                                                "--trial N: the task-weight vector a "
+                                                "conditioned trial is served at)."),
     minimum: Optional[list[str]] = typer.Option(None, "--min", help="Lower bound, e.g. ctr=0.72 "
                                                 "(repeatable; with --maximize)."),
     maximize: Optional[str] = typer.Option(None, "--maximize", help="Objective to maximise "
@@ -40,6 +44,9 @@ def export_command(
                                  "search saved a checkpoint."),
     device: Optional[str] = typer.Option(None, "--device", help="Device for retraining (auto, "
                                          "cpu, cuda, cuda:N)."),
+    weights_input: bool = typer.Option(False, "--weights-input", help="onnx/torchscript of a "
+                                       "conditioned trial: take the task-weight vector as an "
+                                       "input (task_weights [B, T]) instead of baking it in."),
 ) -> None:
     """Export one trial of a study, chosen by --trial, --pick, --weights or --min/--maximize."""
     from automtl.errors import AutomtlError
@@ -57,12 +64,16 @@ def export_command(
     try:
         result = export_trial(storage, study, rule, format, out, data_dir=data_dir,
                               write_data=write_data, retrain=retrain, device=device,
-                              callbacks=[progress])
+                              callbacks=[progress], weights_input=weights_input)
     finally:
         progress.close()
     chosen = result.chosen
     values = ", ".join(f"{k} {v:.4f}" for k, v in chosen.row.values.items())
-    console.print(f"trial {chosen.trial_number} ({chosen.rule}): val {values}", highlight=False)
+    console.print(f"trial {chosen.trial_number} ({chosen.rule}): val {values or 'not stored'}",
+                  highlight=False)
+    if chosen.row.weights is not None:
+        vec = " ".join(f"{k}={v:.4g}" for k, v in chosen.row.weights.items())
+        console.print(f"task weights: {vec}", highlight=False)
     if result.model_source == "checkpoint":
         console.print(f"model: the trial's checkpoint {chosen.row.attrs.get('checkpoint')}",
                       highlight=False, soft_wrap=True)

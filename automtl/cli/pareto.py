@@ -64,10 +64,22 @@ def _reeval_cell(row: FrontRow, split: str, name: str) -> str:
     return f"{stats['mean']:.4f}±{stats['std']:.3f}"
 
 
+def weights_text(weights: dict[str, float] | None) -> str:
+    """``ctr=0.7 ctcvr=0.3`` for a point of a conditioned trial, '' otherwise."""
+    return " ".join(f"{k}={v:.3g}" for k, v in (weights or {}).items())
+
+
+def _is_selected(row: FrontRow, selected: int | FrontRow | None) -> bool:
+    if isinstance(selected, FrontRow):
+        return row.trial_number == selected.trial_number and row.point == selected.point
+    return selected is not None and selected == row.trial_number
+
+
 def front_table(front: list[FrontRow], objectives: list[str], title: str = "Pareto front",
-                selected: int | None = None, cost: bool | None = None) -> Table:
+                selected: int | FrontRow | None = None, cost: bool | None = None) -> Table:
     """Rich table of a front: trial, architecture, key params, val/test per objective, cost
-    (parameter count, training samples/s; by default only on consoles >= 100 columns)."""
+    (parameter count, training samples/s; by default only on consoles >= 100 columns). Points
+    of preference-conditioned trials show their task-weight vector."""
     wide = console.width >= 100
     cost = wide if cost is None else cost
     # Narrow consoles: no outer edge and fewer key params, so every AUC column stays visible.
@@ -75,6 +87,9 @@ def front_table(front: list[FrontRow], objectives: list[str], title: str = "Pare
     table.add_column("trial", justify="right", no_wrap=True)
     table.add_column("arch", overflow="fold")
     table.add_column("key params", overflow="fold", min_width=12, max_width=44, ratio=1)
+    has_weights = any(r.weights for r in front)
+    if has_weights:
+        table.add_column("task weights", overflow="fold")
     short = [o.removesuffix("_auc") for o in objectives]
     for name in short:
         table.add_column(f"{name}\nval", justify="right", no_wrap=True)
@@ -95,8 +110,10 @@ def front_table(front: list[FrontRow], objectives: list[str], title: str = "Pare
         head = r.config.get("model", {}).get("head")
         if head and head != "plain":
             arch += f"+{head}"
-        mark = " ◀" if selected == r.trial_number else ""
+        mark = " ◀" if _is_selected(r, selected) else ""
         cells = [f"{r.trial_number}{mark}", arch, key_params(r.params, 6 if wide else 3)]
+        if has_weights:
+            cells.append(weights_text(r.weights))
         cells += [fmt(r.values.get(o)) for o in objectives]
         cells += [fmt(r.test.get(o)) for o in objectives]
         if has_reeval:
@@ -118,6 +135,9 @@ def front_csv(front: list[FrontRow], objectives: list[str]) -> str:
             for o in objectives:
                 header += [f"reeval_{split}_{o}_{s}" for s in ("mean", "std", "n")]
     header += ["n_params", "samples_per_s", "epochs_run", "checkpoint", "params"]
+    has_weights = any(r.weights for r in front)
+    if has_weights:
+        header += ["task_weights"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -134,16 +154,22 @@ def front_csv(front: list[FrontRow], objectives: list[str]) -> str:
         row += [r.attrs.get("n_params", ""), r.attrs.get("samples_per_s", ""),
                 r.attrs.get("epochs_run", ""), r.attrs.get("checkpoint", ""),
                 json.dumps(r.params, sort_keys=True)]
+        if has_weights:
+            row += [json.dumps(r.weights) if r.weights else ""]
         w.writerow(row)
     return buf.getvalue()
 
 
 def front_json(study_name: str, storage: str, objectives: list[str],
-               front: list[FrontRow], selected: int | None = None) -> str:
+               front: list[FrontRow], selected: int | FrontRow | None = None) -> str:
     """JSON text of a front: study, storage (masked), objectives, rows (FrontRow fields)."""
     doc: dict[str, Any] = {"study": study_name, "storage": storage, "objectives": objectives,
                            "front": [asdict(r) for r in front]}
-    if selected is not None:
+    if isinstance(selected, FrontRow):
+        doc["selected"] = selected.trial_number
+        if selected.weights is not None:
+            doc["selected_weights"] = selected.weights
+    elif selected is not None:
         doc["selected"] = selected
     return json.dumps(doc, indent=2, default=str)
 
@@ -174,23 +200,33 @@ def pareto_command(
     front = store.front(study)
     if not front and any(t.state.name == "COMPLETE" for t in st.get_trials(deepcopy=False)):
         front = store.refresh_front(st)  # a study made before automtl's tables existed
-    selected = None
+    points = bool(store.sweeps(study))
+    if points:  # conditioned trials: the front over points (a trial may give several)
+        front = store.point_front(st)
+    selected: FrontRow | None = None
     from automtl.search.selection import parse_selection, select
 
     rule = parse_selection(trial=trial, pick=pick, weights=weights, minimums=minimum,
                            maximize=maximize)
-    if rule is not None:
-        selected = select(front, objectives, rule).trial_number
+    if rule is not None and rule.within is not None:
+        from automtl.search.points import choose_within
+
+        selected = choose_within(st, store, rule)
+    elif rule is not None:
+        selected = select(front, objectives, rule)
     if format == "csv":
         typer.echo(front_csv(front, objectives), nl=False)
     elif format == "json":
         typer.echo(front_json(study, mask_url(storage), objectives, front, selected))
     else:
         n = len(st.get_trials(deepcopy=False))
-        console.print(front_table(front, objectives, f"Pareto front of {study!r}: {len(front)} "
-                                  f"of {n} trials", selected))
+        what = f"{len(front)} points of {n} trials" if points else f"{len(front)} of {n} trials"
+        console.print(front_table(front, objectives, f"Pareto front of {study!r}: {what}",
+                                  selected))
         if selected is not None:
-            console.print(f"selected: trial {selected}", highlight=False)
+            extra = f" at task weights {weights_text(selected.weights)}" \
+                if selected.weights is not None else ""
+            console.print(f"selected: trial {selected.trial_number}{extra}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -45,7 +45,13 @@ def loss_gaps(loss: LossConfig, weighting: Collection[str]) -> list[str]:
         out.append(f"loss.calibrator (AITM calibrator, alpha={loss.calibrator.alpha:g})")
     w = loss.weighting
     uneven = any(abs(v - 1.0) > 1e-12 for v in w.weights.values())
-    if w.scheme not in weighting:
+    if w.scheme == "conditioned":
+        served = f" (served at {w.preference})" if w.preference else ""
+        out.append("loss.weighting.scheme=conditioned: preference-conditioned training (FiLM "
+                   f"layers fed a task-weight vector{served}) cannot be expressed there; tasks "
+                   "are weighted equally and the model has no FiLM layers (use yaml, onnx or "
+                   "torchscript to keep it)")
+    elif w.scheme not in weighting:
         out.append(f"loss.weighting.scheme={w.scheme}: tasks are weighted equally instead")
     elif w.scheme == "fixed" and uneven:
         out.append(f"loss.weighting.weights={w.weights}: tasks are weighted equally instead")

@@ -6,6 +6,11 @@ after the field, 0 = padding), each present only when the dataset has such field
 float32 ``[B]`` tensor per task, named after the task, holding the unconditional probability
 p(task = 1 | x) (sigmoid of the model's logit). The input/output layout and the trial config are
 stored in the file (ONNX metadata ``automtl.*``; TorchScript extra file ``automtl.json``).
+
+A preference-conditioned model (`automtl.models.film`) is exported at its serving task-weight
+vector (``loss.weighting.preference``, baked in as a constant), or, with ``weights_input``, takes
+one more input ``task_weights`` (float32 ``[B, T]``, rows on the simplex, tasks in output order)
+so the operating point can move at serving time.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from torch import Tensor, nn
 from automtl.data.batching import Batch
 from automtl.data.schema import FeatureSpec, Split, TaskSpec
 from automtl.errors import AutomtlError
+from automtl.models.film import set_preference
+
+WEIGHTS_INPUT = "task_weights"
 
 
 def input_names(features: Sequence[FeatureSpec]) -> list[str]:
@@ -40,9 +48,11 @@ def input_names(features: Sequence[FeatureSpec]) -> list[str]:
 class TensorModel(nn.Module):
     """An automtl model called with tensors (see module docstring), returning task probabilities."""
 
-    def __init__(self, model: nn.Module, features: Sequence[FeatureSpec]) -> None:
+    def __init__(self, model: nn.Module, features: Sequence[FeatureSpec],
+                 weights_input: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.weights_input = weights_input
         self.task_names: list[str] = list(model.task_names)  # type: ignore[arg-type]
         self.n_sparse = sum(f.kind == "sparse" for f in features)
         self.n_dense = sum(f.kind == "dense" for f in features)
@@ -56,7 +66,14 @@ class TensorModel(nn.Module):
         dense = next(it) if self.n_dense else first.new_zeros((rows, 0), dtype=torch.float32)
         sequences = {name: next(it) for name in self.seq_names}
         labels = dense.new_zeros((rows, 0))  # models never read labels
-        out = self.model(Batch(sparse=sparse, dense=dense, sequences=sequences, labels=labels))
+        if self.weights_input:
+            set_preference(self.model, next(it).float())
+        try:
+            out = self.model(Batch(sparse=sparse, dense=dense, sequences=sequences,
+                                   labels=labels))
+        finally:
+            if self.weights_input:
+                set_preference(self.model, None)
         return tuple(torch.sigmoid(out[name].float()) for name in self.task_names)
 
 
@@ -103,14 +120,16 @@ def _expm1_symbolic(g: Any, x: Any) -> Any:
 
 def export_onnx(model: nn.Module, features: Sequence[FeatureSpec], tasks: Sequence[TaskSpec],
                 example: Sequence[Tensor], path: str | Path,
-                metadata: dict[str, Any] | None = None, opset: int = 17) -> Path:
-    """Write `model` (on CPU, eval mode) as ONNX with a dynamic batch axis; returns the path."""
+                metadata: dict[str, Any] | None = None, opset: int = 17,
+                weights_input: bool = False) -> Path:
+    """Write `model` (on CPU, eval mode) as ONNX with a dynamic batch axis; returns the path.
+    `weights_input`: `example` ends with a task-weight tensor, exposed as input `task_weights`."""
     import onnx  # the "export" extra
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    wrapped = TensorModel(model, features).cpu().eval()
-    names = input_names(features)
+    wrapped = TensorModel(model, features, weights_input).cpu().eval()
+    names = input_names(features) + ([WEIGHTS_INPUT] if weights_input else [])
     outputs = [t.name for t in tasks]
     axes = {n: {0: "batch"} for n in names + outputs}
     with warnings.catch_warnings(), torch.no_grad():
@@ -130,11 +149,12 @@ def export_onnx(model: nn.Module, features: Sequence[FeatureSpec], tasks: Sequen
 
 def export_torchscript(model: nn.Module, features: Sequence[FeatureSpec],
                        tasks: Sequence[TaskSpec], example: Sequence[Tensor], path: str | Path,
-                       metadata: dict[str, Any] | None = None) -> Path:
+                       metadata: dict[str, Any] | None = None,
+                       weights_input: bool = False) -> Path:
     """Write `model` (on CPU, eval mode) as a traced TorchScript module; returns the path."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    wrapped = TensorModel(model, features).cpu().eval()
+    wrapped = TensorModel(model, features, weights_input).cpu().eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit deprecation notices
         traced = torch.jit.trace(wrapped, tuple(example), check_trace=False)
@@ -143,4 +163,4 @@ def export_torchscript(model: nn.Module, features: Sequence[FeatureSpec],
     return p
 
 
-__all__ = ["TensorModel", "example_inputs", "export_onnx", "export_torchscript", "input_names"]
+__all__ = ["TensorModel", "WEIGHTS_INPUT", "example_inputs", "export_onnx", "export_torchscript", "input_names"]

@@ -27,7 +27,7 @@ from automtl.data.schema import Dataset
 from automtl.errors import AutomtlError
 from automtl.search.selection import Direction, Selection, select
 from automtl.search.store import FrontRow, Store, objective_names, open_study
-from automtl.search.store import _row_from_trial  # the front's own row builder
+from automtl.search.store import row_from_trial  # the front's own row builder
 from automtl.train.loop import Callback
 
 FORMATS = ("yaml", "json", "fuxictr", "torch-rechub", "onnx", "torchscript")
@@ -57,6 +57,10 @@ class ChosenTrial:
     def header(self) -> str:
         """One-paragraph provenance text for exported files."""
         vals = ", ".join(f"{k}={v:.4f}" for k, v in self.row.values.items())
+        if self.row.weights is not None:
+            vec = ", ".join(f"{k}={v:.4g}" for k, v in self.row.weights.items())
+            vals = (vals or "not a sweep point, not stored (automtl train --config evaluates "
+                    "it)") + f"\nserved at task weights: {vec} (loss.weighting.preference)"
         return (f"automtl export: study {self.study_name!r}, trial {self.trial_number} "
                 f"(chosen by {self.rule})\nvalidation: {vals}")
 
@@ -84,6 +88,14 @@ def choose_trial(storage_url: str, study_name: str, selection: Selection) -> Cho
     study = open_study(storage_url, study_name)
     objectives = objective_names(study)
     store = Store(storage_url)
+    if selection.within is not None:  # a point inside a conditioned trial
+        from automtl.search.points import choose_within
+
+        try:
+            row = choose_within(study, store, selection, _directions(study, objectives))
+        finally:
+            store.dispose()
+        return ChosenTrial(study_name, row, objectives, selection.describe())
     try:
         rows = store.front(study_name)
         if not rows:  # e.g. a study whose front was never stored: compute it now
@@ -98,7 +110,7 @@ def choose_trial(storage_url: str, study_name: str, selection: Selection) -> Cho
             raise AutomtlError(f"--trial {selection.trial}: the trial is {t.state.name}, only "
                                "completed trials can be exported")
         if t is not None:
-            rows = [*rows, _row_from_trial(t, objectives)]
+            rows = [*rows, row_from_trial(t, objectives)]
     row = select(rows, objectives, selection, _directions(study, objectives))
     return ChosenTrial(study_name, row, objectives, selection.describe())
 
@@ -159,17 +171,25 @@ def export_trial(storage_url: str, study_name: str, selection: Selection, fmt: s
                  out: str | Path, *, data_dir: str | None = None,
                  write_data: str | Path | None = None,
                  retrain: bool = False, device: str | None = None,
-                 callbacks: Sequence[Callback] = ()) -> ExportResult:
+                 callbacks: Sequence[Callback] = (), weights_input: bool = False) -> ExportResult:
     """Choose a trial of `study_name` by `selection` and write it as `fmt` to `out`.
 
     `data_dir` overrides the config's data folder; `write_data` (fuxictr, torch-rechub) also
     writes the dataset's splits there as processed CSVs; `retrain` ignores a saved checkpoint;
-    `callbacks` go to `automtl.train.fit` when a model is retrained (progress bars).
+    `callbacks` go to `automtl.train.fit` when a model is retrained (progress bars);
+    `weights_input` (onnx/torchscript of a preference-conditioned trial) exposes the task-weight
+    vector as an input instead of baking the chosen one in.
     """
     if fmt not in FORMATS:
         raise AutomtlError(f"--format {fmt}: unknown format; use one of {', '.join(FORMATS)}")
+    if weights_input and fmt not in ("onnx", "torchscript"):
+        raise AutomtlError(f"--weights-input: only for --format onnx or torchscript, not {fmt}")
     chosen = choose_trial(storage_url, study_name, selection)
     cfg = chosen.config()
+    if weights_input and cfg.loss.weighting.scheme != "conditioned":
+        raise AutomtlError(f"--weights-input: trial {chosen.trial_number} is not "
+                           "preference-conditioned (loss.weighting.scheme: conditioned); "
+                           "drop --weights-input")
     if data_dir is not None:
         cfg.data.data_dir = data_dir
     out = Path(out)
@@ -209,8 +229,15 @@ def export_trial(storage_url: str, study_name: str, selection: Selection, fmt: s
     example = example_inputs(split, dataset.features, rows=min(64, len(split)))
     meta: dict[str, Any] = {"study": chosen.study_name, "trial": chosen.trial_number,
                             "model_source": source, "config": to_dict(cfg)}
+    if chosen.row.weights is not None or cfg.loss.weighting.scheme == "conditioned":
+        meta["task_weights"] = "input" if weights_input else (
+            chosen.row.weights or cfg.loss.weighting.preference or "uniform")
+    if weights_input:
+        rows = example[0].shape[0]
+        example = (*example, torch.full((rows, len(dataset.tasks)), 1.0 / len(dataset.tasks)))
     writer = export_onnx if fmt == "onnx" else export_torchscript
-    path = writer(model, dataset.features, dataset.tasks, example, out, meta)
+    path = writer(model, dataset.features, dataset.tasks, example, out, meta,
+                  weights_input=weights_input)
     return ExportResult(chosen, fmt, [path], notes=notes, model_source=source, retrain_val=val)
 
 

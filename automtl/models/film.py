@@ -81,7 +81,8 @@ class PreferenceConditioner(nn.Module):
         serve = torch.full((n_tasks,), 1.0 / n_tasks)
         if cfg.preference:
             serve = preference_vector(cfg.preference, task_names)
-        self.register_buffer("serve", serve)
+        # not in the state dict: the serving vector always comes from the config
+        self.register_buffer("serve", serve, persistent=False)
         self.pref: Tensor | None = None
         self.generators = nn.ModuleDict()
         self._handles: list[torch.utils.hooks.RemovableHandle] = []

@@ -18,6 +18,7 @@ from automtl.search.runner import (
     reevaluate,
     run_search,
     top_front,
+    weight_names,
 )
 from automtl.search.space import (
     Choice,
@@ -42,6 +43,8 @@ from automtl.search.store import (
     DEFAULT_STORAGE,
     FrontRow,
     Store,
+    SweepRow,
+    front_points,
     make_storage,
     mask_url,
     objective_names,
@@ -68,4 +71,5 @@ __all__ = [
     "optimize_study", "parse_space", "prepare_study", "reevaluate", "resolve_objectives",
     "run_search", "sqlite_path", "study_for_dataset", "study_names", "study_preset", "top_front",
     "Selection", "knee_scores", "parse_selection", "resolve_name", "select",
+    "SweepRow", "front_points", "weight_names",
 ]

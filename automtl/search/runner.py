@@ -85,6 +85,17 @@ class SearchResult:
     trial_numbers: list[int] = field(default_factory=list)  # trials of this run
 
 
+def weight_names(tasks: Sequence[Any]) -> dict[str, str]:
+    """Names a user may give a task's weight by (task, cond metric name, with or without
+    ``_auc``) -> the task name, e.g. {"cvr": "ctcvr", "ctr_auc": "ctr", ...}."""
+    out: dict[str, str] = {}
+    for t in tasks:
+        for alias in (t.name, getattr(t, "cond_name", None)):
+            if alias:
+                out[alias] = out[f"{alias}_auc"] = t.name
+    return out
+
+
 def make_sampler(kind: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
     """The Optuna sampler `kind` (tpe | nsga2 | gp | random), seeded."""
     with warnings.catch_warnings():
@@ -259,6 +270,9 @@ class _Objective:
         self.started += 1
         try:
             cfg = self.space.suggest(trial, self.ctx, self.base)
+            if cfg.loss.weighting.scheme == "conditioned":
+                # the point Optuna and the pruner see: the knee over the study's objectives
+                cfg.loss.weighting.select_on = list(self.objectives)
             trial.set_user_attr("config", to_dict(cfg))
             trial.set_user_attr("arch", cfg.model.arch)
             trial.set_user_attr("bottom", cfg.model.bottom)
@@ -284,6 +298,11 @@ class _Objective:
             if bad:
                 raise TrialFailedError(f"objective {bad[0]} is not finite at the best epoch "
                                        f"({result.val.get(bad[0])})")
+            if result.sweep:
+                self.store.record_sweep(self.study.study_name, trial.number,
+                                        [to_dict(p) for p in result.sweep], self.objectives)
+                trial.set_user_attr("preference", result.sweep[result.sweep_index].weights)
+                trial.set_user_attr("weight_names", weight_names(self.dataset.tasks))
             for key, value in {
                 "val_metrics": result.val, "test_metrics": result.test,
                 "n_params": result.n_params, "samples_per_s": result.samples_per_s,
@@ -425,5 +444,5 @@ def reevaluate(storage_url: str, study_name: str, top_k: int, seeds: int, *,
 
 __all__ = [
     "SearchListener", "SearchResult", "checkpoint_dir", "make_sampler", "optimize_study",
-    "prepare_study", "reevaluate", "run_search", "top_front", "trial_base",
+    "prepare_study", "reevaluate", "run_search", "top_front", "trial_base", "weight_names",
 ]

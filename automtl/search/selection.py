@@ -16,6 +16,10 @@ Shared by `automtl export`, `automtl pareto` and the dashboard. Rules (exactly o
 - ``constraints``: keep the points whose values satisfy every lower bound (``--min ctr=0.72``),
   then take the best on one objective (``--maximize cvr``). Without ``--maximize`` the single
   unconstrained objective is maximised.
+- ``within``: ``--trial N`` together with ``--pick``/``--min`` applies that rule to the sweep
+  points of the preference-conditioned trial N (issue 16) instead of the study front; with
+  ``--weights`` it names the task-weight vector trial N is conditioned on (see
+  `automtl.export.trial.choose_trial`).
 
 Names may be given as objective (metric) names (``ctr_auc``) or task names (``ctr`` for
 ``ctr_auc``). Unknown names, malformed rule text and empty feasible sets raise a one-line
@@ -53,9 +57,16 @@ class Selection:
     weights: dict[str, float] = field(default_factory=dict)
     minimums: dict[str, float] = field(default_factory=dict)
     maximize: str | None = None
+    within: int | None = None  # a conditioned trial whose sweep points the rule chooses among
 
     def describe(self) -> str:
         """Human-readable rule, e.g. ``ctr_auc >= 0.72, then max cvr_auc``."""
+        if self.within is not None:
+            inner = Selection(pick=self.pick, minimums=self.minimums, maximize=self.maximize)
+            if self.weights:
+                vec = ",".join(f"{n}={w:g}" for n, w in self.weights.items())
+                return f"trial {self.within} conditioned on {vec}"
+            return f"trial {self.within}, {inner.describe()} of its sweep"
         if self.trial is not None:
             return f"trial {self.trial}"
         if self.pick:
@@ -108,6 +119,10 @@ def parse_selection(trial: int | None = None, pick: str | None = None,
     given = [name for name, on in (("--trial", trial is not None), ("--pick", bool(pick)),
                                    ("--weights", bool(w)),
                                    ("--min/--maximize", bool(mins) or bool(maximize))) if on]
+    within = None
+    if len(given) >= 2 and given[0] == "--trial":  # a rule inside one conditioned trial
+        within, trial = trial, None
+        given = given[1:]
     if len(given) > 1:
         raise AutomtlError(f"choose one selection rule, got {' and '.join(given)}")
     if not given:
@@ -119,7 +134,7 @@ def parse_selection(trial: int | None = None, pick: str | None = None,
     if w and not any(v > 0 for v in w.values()):
         raise AutomtlError("--weights: at least one weight must be > 0")
     return Selection(trial=trial, pick=pick if pick else None,  # type: ignore[arg-type]
-                     weights=w, minimums=mins, maximize=maximize or None)
+                     weights=w, minimums=mins, maximize=maximize or None, within=within)
 
 
 def resolve_name(name: str, objectives: Sequence[str], option: str = "name") -> str:

@@ -10,7 +10,12 @@ Optuna's RDB storage keeps studies, trials, parameters and objective values. `St
 - ``automtl_front_version``: one row per study, bumped by every front refresh (also the per-study
   lock that serialises refreshes; dashboards can poll it to know when to redraw);
 - ``automtl_reeval``: per-seed re-evaluation metrics of front configurations (Optuna forbids
-  user attributes on finished trials, so they live here; `Store.reeval` gives mean/std/n).
+  user attributes on finished trials, so they live here; `Store.reeval` gives mean/std/n);
+- ``automtl_sweep_points``: one row per (study, trial, sweep point) of a preference-conditioned
+  trial (issue 16): the task-weight vector, validation and test metrics there, and whether the
+  point is non-dominated within its trial; written in one transaction before the trial
+  completes. The study front is then the non-dominated set over POINTS (`point_front`): an
+  ordinary trial is one point, a conditioned trial one per sweep vector.
 """
 
 from __future__ import annotations
@@ -85,9 +90,23 @@ reeval_metrics = sa.Table(
                         name="uq_automtl_reeval"),
 )
 
+sweep_points = sa.Table(
+    "automtl_sweep_points",
+    _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_name", sa.String(512), nullable=False),
+    sa.Column("trial_number", sa.Integer, nullable=False),
+    sa.Column("point", sa.Integer, nullable=False),  # index in the trial's sweep
+    sa.Column("weights_json", sa.Text, nullable=False),  # {task: weight}, sums to 1
+    sa.Column("val_json", sa.Text, nullable=False),  # {metric: validation value}
+    sa.Column("test_json", sa.Text, nullable=False),  # {metric: test value}
+    sa.Column("trial_front", sa.Boolean, nullable=False),  # non-dominated within the trial
+    sa.UniqueConstraint("study_name", "trial_number", "point", name="uq_automtl_sweep_point"),
+)
+
 # Trial user attributes copied into the front table's attrs column (for tables and exports).
 FRONT_ATTRS = ("arch", "bottom", "n_params", "latency_ms", "samples_per_s", "epochs_run",
-               "checkpoint")
+               "checkpoint", "preference")
 
 
 @dataclass
@@ -101,6 +120,21 @@ class FrontRow:
     params: dict[str, Any]  # the Optuna parameters sampled for the trial
     attrs: dict[str, Any] = field(default_factory=dict)  # arch, bottom, n_params, checkpoint ...
     reeval: dict[str, dict[str, float]] | None = None  # "val/ctr_auc" -> {"mean", "std", "n"}
+    # a point of a conditioned trial: its task-weight vector and index in the trial's sweep
+    weights: dict[str, float] | None = None
+    point: int | None = None
+
+
+@dataclass
+class SweepRow:
+    """One stored sweep point of a conditioned trial."""
+
+    trial_number: int
+    point: int
+    weights: dict[str, float]
+    val: dict[str, float]
+    test: dict[str, float]
+    trial_front: bool
 
 
 def mask_url(url: str) -> str:
@@ -291,8 +325,7 @@ class Store:
                     # Take the per-study lock first, then read trials: the last refresher
                     # always sees every trial committed before it, so the table converges.
                     self._lock_study(conn, study.study_name)
-                    best = study.best_trials if study.directions else []
-                    rows = [_row_from_trial(tr, names) for tr in best]
+                    rows = self._front_trial_rows(conn, study, names)
                     rows.sort(key=lambda r: r.trial_number)
                     conn.execute(sa.delete(pareto_front)
                                  .where(pareto_front.c.study_name == study.study_name))
@@ -314,6 +347,67 @@ class Store:
         for r in rows:
             r.reeval = reeval.get(r.trial_number)
         return rows
+
+    def _front_trial_rows(self, conn: sa.Connection, study: optuna.Study,
+                          names: list[str]) -> list[FrontRow]:
+        """Trials with at least one point on the study's point front (`front_points`)."""
+        if not study.directions:
+            return []
+        sweeps = self._sweeps(conn, study.study_name)
+        if not sweeps:  # no conditioned trial: Optuna's own front
+            return [row_from_trial(tr, names) for tr in study.best_trials]
+        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        numbers = {r.trial_number for r in front_points(done, sweeps, names)}
+        return [row_from_trial(tr, names) for tr in done if tr.number in numbers]
+
+    def point_front(self, study: optuna.Study) -> list[FrontRow]:
+        """The study's front over points: every non-dominated (trial, sweep point) pair.
+
+        A conditioned trial's points carry `weights`/`point`, their sweep metrics as `values`
+        and `test`, and a config whose `loss.weighting.preference` is that vector (exporting
+        it reproduces the point)."""
+        with self.engine.connect() as conn:
+            sweeps = self._sweeps(conn, study.study_name)
+        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        return front_points(done, sweeps, objective_names(study))
+
+    # -- sweep points of conditioned trials --------------------------------------------------
+
+    def record_sweep(self, study_name: str, trial_number: int, points: list[dict[str, Any]],
+                     objectives: list[str]) -> None:
+        """Store (replace) a trial's sweep: dicts with "weights", "val", "test"."""
+        vals = [[_nan_if_none(_finite_or_none(p["val"].get(o))) for o in objectives]
+                for p in points]
+        own_front = nondominated_mask(vals)
+        rows = [{"study_name": study_name, "trial_number": int(trial_number), "point": i,
+                 "weights_json": json.dumps(p["weights"]),
+                 "val_json": json.dumps(_finite_dict(p["val"])),
+                 "test_json": json.dumps(_finite_dict(p.get("test") or {})),
+                 "trial_front": bool(own_front[i])} for i, p in enumerate(points)]
+        t = sweep_points.c
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(sweep_points).where(
+                t.study_name == study_name, t.trial_number == int(trial_number)))
+            if rows:
+                conn.execute(sa.insert(sweep_points), rows)
+
+    def sweeps(self, study_name: str) -> dict[int, list[SweepRow]]:
+        """Trial number -> its sweep points in order (only conditioned trials appear)."""
+        with self.engine.connect() as conn:
+            return self._sweeps(conn, study_name)
+
+    def _sweeps(self, conn: sa.Connection, study_name: str) -> dict[int, list[SweepRow]]:
+        if not sa.inspect(conn).has_table(sweep_points.name):  # opened read-only, never created
+            return {}
+        t = sweep_points.c
+        q = (sa.select(t.trial_number, t.point, t.weights_json, t.val_json, t.test_json,
+                       t.trial_front)
+             .where(t.study_name == study_name).order_by(t.trial_number, t.point))
+        out: dict[int, list[SweepRow]] = {}
+        for n, i, w, v, te, f in conn.execute(q):
+            out.setdefault(n, []).append(SweepRow(n, i, json.loads(w), _nan_dict(json.loads(v)),
+                                                  _nan_dict(json.loads(te)), bool(f)))
+        return out
 
     def front(self, study_name: str) -> list[FrontRow]:
         """The stored front of a study (empty when no trial completed yet)."""
@@ -382,11 +476,60 @@ class Store:
     def delete_study(self, study_name: str) -> None:
         """Remove a study's rows from automtl's tables (Optuna's own rows are untouched)."""
         with self.engine.begin() as conn:
-            for table in (epoch_metrics, pareto_front, front_version, reeval_metrics):
+            for table in (epoch_metrics, pareto_front, front_version, reeval_metrics,
+                          sweep_points):
                 conn.execute(sa.delete(table).where(table.c.study_name == study_name))
 
 
-def _row_from_trial(trial: optuna.trial.FrozenTrial, names: list[str]) -> FrontRow:
+def _finite_dict(d: dict[str, Any]) -> dict[str, float | None]:
+    return {k: _finite_or_none(v) for k, v in d.items()}
+
+
+def _nan_dict(d: dict[str, Any]) -> dict[str, float]:
+    return {k: _nan_if_none(v) for k, v in d.items()}
+
+
+def nondominated_mask(points: list[list[float]]) -> list[bool]:
+    """Per point, whether no other point dominates it (all maximised; non-finite = dominated);
+    equal points do not dominate each other (both kept, as in Optuna's best_trials)."""
+    out = []
+    for i, p in enumerate(points):
+        if not all(math.isfinite(x) for x in p):
+            out.append(False)
+            continue
+        out.append(not any(
+            all(math.isfinite(x) for x in q) and all(a >= b for a, b in zip(q, p))
+            and any(a > b for a, b in zip(q, p)) for j, q in enumerate(points) if j != i))
+    return out
+
+
+def point_row(base: FrontRow, sp: SweepRow, names: list[str]) -> FrontRow:
+    """The front row of one sweep point of a conditioned trial whose own row is `base`: the
+    point's metrics, and the trial's config served at the point's weight vector."""
+    config = json.loads(json.dumps(base.config))
+    config.setdefault("loss", {}).setdefault("weighting", {})["preference"] = dict(sp.weights)
+    return FrontRow(base.trial_number, {n: sp.val.get(n, float("nan")) for n in names},
+                    dict(sp.test), config, dict(base.params), dict(base.attrs),
+                    weights=dict(sp.weights), point=sp.point)
+
+
+def front_points(trials: Iterable[optuna.trial.FrozenTrial], sweeps: dict[int, list[SweepRow]],
+                 names: list[str]) -> list[FrontRow]:
+    """The non-dominated points of completed `trials` over objectives `names` (maximised): one
+    point per ordinary trial, one per sweep point of a conditioned trial; sorted by trial, point.
+    """
+    cands: list[FrontRow] = []
+    for tr in trials:
+        base = row_from_trial(tr, names)
+        if tr.number not in sweeps:
+            cands.append(base)
+            continue
+        cands += [point_row(base, sp, names) for sp in sweeps[tr.number]]
+    keep = nondominated_mask([[c.values[n] for n in names] for c in cands])
+    return [c for c, k in zip(cands, keep) if k]
+
+
+def row_from_trial(trial: optuna.trial.FrozenTrial, names: list[str]) -> FrontRow:
     attrs = trial.user_attrs
     return FrontRow(
         trial_number=trial.number,
@@ -399,6 +542,9 @@ def _row_from_trial(trial: optuna.trial.FrozenTrial, names: list[str]) -> FrontR
 
 
 __all__ = [
-    "DEFAULT_STORAGE", "FRONT_ATTRS", "FrontRow", "Store", "make_storage", "mask_url",
+    "DEFAULT_STORAGE", "FRONT_ATTRS", "FrontRow", "Store", "SweepRow", "front_points",
+    "nondominated_mask", "point_row",
+    "row_from_trial",
+    "make_storage", "mask_url",
     "objective_names", "open_study", "sqlite_path", "study_names",
 ]
