@@ -94,8 +94,13 @@ def test_weight_vector_changes_the_output_and_zero_film_is_unconditioned(
 
 
 def test_site_missing_from_the_arch_is_one_line_error() -> None:
-    with pytest.raises(ConfigError, match="film: arch shared_bottom has no experts"):
-        build_model(small_cfg(arch="shared_bottom"), FEATURES, TASKS[2], _weighting(["experts"]))
+    with pytest.raises(ConfigError, match="film: arch shared_bottom has no experts or gates"):
+        build_model(small_cfg(arch="shared_bottom"), FEATURES, TASKS[2],
+                    _weighting(["experts", "gates"]))
+    # a site the arch lacks is skipped when another one is there
+    model = build_model(small_cfg(arch="shared_bottom"), FEATURES, TASKS[2],
+                        _weighting(["towers", "experts"]))
+    assert conditioner_of(model).sites == ["towers"]
     with pytest.raises(ConfigError, match="film: unknown site"):
         WeightingConfig(film=["nowhere"]).validate()
 
@@ -174,3 +179,27 @@ def test_fit_sweeps_k_points_and_reports_one() -> None:
     again = fit(_trial(head="esmm", sweep_points=5, preference={"ctr": 3, "ctcvr": 1}), ds)
     assert again.sweep_index == 1
     assert conditioner_of(again.model).pref is None
+
+
+@pytest.mark.parametrize("space_name", ["conditioned", "quick"])
+def test_shipped_spaces_sample_buildable_conditioned_models(space_name: str) -> None:
+    import optuna
+
+    from automtl.search import SpaceContext, load_space
+
+    space = load_space(space_name)
+    ctx = SpaceContext(["ctr", "ctcvr"], 1, frozenset({"cascade", "sequences"}))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    built = 0
+    batch = make_batch(16, 2)
+    for _ in range(80):
+        cfg = space.suggest(study.ask(), ctx, {})
+        if cfg.loss.weighting.scheme != "conditioned":
+            continue
+        if cfg.model.bottom != "shared":  # transformer bottoms: other tests build them
+            continue
+        model = build_model(cfg.model, FEATURES, TASKS[2], cfg.loss.weighting)
+        set_preference(model, torch.tensor([0.3, 0.7]))
+        assert model.forward_tensor(batch).shape == (2, 16)
+        built += 1
+    assert built >= 3

@@ -23,7 +23,8 @@ Choices (where the papers leave it open):
               (sigma, mu) per expert and channel (MMoE, PLE);
   ``gates``   the logits of every softmax gate, per gate and choice: r re-weights the experts;
   ``bottom``  the body's input (the bottom's output), per channel: conditions everything.
-  A site the architecture lacks is a one-line `ConfigError` naming the sites it has.
+  Sites the architecture lacks are skipped (so one search space can offer [towers, experts]
+  to every arch); none of them present is a one-line `ConfigError` suggesting ``bottom``.
 - r is set on the conditioner before the forward pass (`set_preference`): ``[T]`` (one vector
   for the batch) or ``[B, T]`` (one per row); without one the `serve` buffer is used (the
   config's serving vector, uniform by default), which is what an exported model bakes in.
@@ -132,11 +133,12 @@ class PreferenceConditioner(nn.Module):
                 gen = self._add(f"gates.{name}", (proj.n, proj.out_dim), hidden)
                 self._handles.append(proj.register_forward_hook(self._stacked_out_hook(gen)))
                 found["gates"] += 1
-        missing = [s for s, n in found.items() if n == 0]
-        if missing:
+        self.sites = [s for s, n in found.items() if n > 0]
+        if not self.sites:
             arch = getattr(getattr(body, "cfg", None), "arch", type(body).__name__)
-            raise ConfigError(f"loss.weighting.film: arch {arch} has no {missing[0]} to condition; "
-                              "use film: [bottom] (works with every arch) or [towers]")
+            raise ConfigError(f"loss.weighting.film: arch {arch} has no "
+                              f"{' or '.join(found)} to condition; use film: [bottom] (works "
+                              "with every arch) or [towers]")
 
     def _bottom_hook(self, gen: FiLMGenerator):  # type: ignore[no-untyped-def]
         def hook(module: nn.Module, args: tuple) -> tuple:
