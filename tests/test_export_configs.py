@@ -173,11 +173,11 @@ def test_fuxictr_other_architectures_are_a_clear_error() -> None:
     for arch in ("aitm", "single", "apem"):
         cfg = TrialConfig(model=ModelConfig(arch=arch))  # type: ignore[arg-type]
         with pytest.raises(AutomtlError, match=rf"--format fuxictr: fuxictr has no '{arch}' "
-                                               r"architecture \(it has SharedBottom, MMoE, PLE\)"):
+                                               r"architecture \(it has ShareBottom, MMoE, PLE\)"):
             fuxictr_config(cfg, data.features, data.tasks)
     sb = fuxictr_config(TrialConfig(model=ModelConfig(arch="shared_bottom", head="esmm",
                                                       bottom="dtrn")), data.features, data.tasks)
-    assert sb.model_config["SharedBottom_automtl"]["bottom_hidden_units"] == [256, 128]
+    assert sb.model_config["ShareBottom_automtl"]["bottom_hidden_units"] == [256, 128]
     assert any("head=esmm" in d for d in sb.dropped) and any("bottom=dtrn" in d for d in sb.dropped)
 
 
@@ -191,7 +191,7 @@ def test_foreign_formats_from_a_searched_study(tmp_path: Path, capsys) -> None:
     exp = yaml.safe_load((tmp_path / "fx" / "model_config.yaml").read_text())
     (expid,) = [k for k in exp if k != "Base"]
     assert exp[expid]["learning_rate"] == knee.config["train"]["lr"]
-    assert exp[expid]["model"] == {"mmoe": "MMoE", "shared_bottom": "SharedBottom"}[
+    assert exp[expid]["model"] == {"mmoe": "MMoE", "shared_bottom": "ShareBottom"}[
         knee.config["model"]["arch"]]
     script = tmp_path / "rh.py"
     rc, _, _ = _export(capsys, "--study", s.name, "--storage", s.url, "--pick", "knee",
@@ -213,7 +213,7 @@ def test_trial_off_the_front_can_be_exported(tmp_path: Path, capsys) -> None:
 
 def test_fuxictr_needs_a_bottom_layer() -> None:
     data = load_dataset(SMALL_DATA)
-    with pytest.raises(AutomtlError, match="fuxictr's SharedBottom needs at least one layer in "
+    with pytest.raises(AutomtlError, match="fuxictr's ShareBottom needs at least one layer in "
                                            "model.bottom_dims"):
         fuxictr_config(TrialConfig(model=ModelConfig(arch="shared_bottom", bottom_dims=[])),
                        data.features, data.tasks)

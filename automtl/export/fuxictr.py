@@ -1,15 +1,23 @@
 """FuxiCTR (v2, `model_zoo/multitask`) configs for a trial: model_config.yaml + dataset_config.yaml.
 
-FuxiCTR's multi-task zoo has SharedBottom, MMoE and PLE; other architectures raise an
-`AutomtlError` naming what is missing. Terms FuxiCTR cannot express (extra loss terms, task
-weighting other than equal, ESMM heads, task-specific bottoms) are listed in a ``# dropped:``
-comment at the top of the model config. Mapping notes:
+FuxiCTR's multi-task zoo has ShareBottom (its spelling of SharedBottom), MMoE and PLE; other
+architectures raise an `AutomtlError` naming what is missing. Terms FuxiCTR cannot express
+(extra loss terms, task weighting other than equal, ESMM heads, task-specific bottoms) are listed
+in a ``# dropped:`` comment at the top of the model config.
+
+The keys are those the zoo's ``config/model_config.yaml`` templates and model READMEs list, plus
+two that FuxiCTR's `MultiTaskModel` reads with defaults automtl does not share:
+``reduce_lr_on_plateau`` (FuxiCTR: True; automtl keeps the lr) and ``max_gradient_norm``
+(`BaseModel.fit` clips at 10 by default; automtl clips only with ``train.grad_clip``, so ``.inf``
+= no clipping). Mapping notes:
 
 - our gates are linear softmax gates -> ``gate_hidden_units: []``; our MLPs have no batch norm;
 - ``weight_decay`` (coupled, Adam) equals an L2 penalty of the same weight on every parameter,
   which is FuxiCTR's ``embedding_regularizer`` / ``net_regularizer``;
 - early stopping: FuxiCTR's ``monitor: AUC`` on a multi-task model is the mean task AUC, like
-  automtl's early stopping on ``mean_auc``.
+  automtl's early stopping on ``mean_auc``;
+- sequences: ``feature_encoder: layers.MaskedAveragePooling()`` (FuxiCTR evaluates the string),
+  automtl's mean pooling over non-padding ids.
 
 The dataset config is a stub for CSV files in the processed layout (see
 `automtl.export.write_processed_csv`): categorical ids, numeric columns, sequences as
@@ -28,7 +36,7 @@ from automtl.config import TrialConfig
 from automtl.data.schema import FeatureSpec, TaskSpec
 from automtl.export._gaps import loss_gaps, model_gaps, require_arch, require_dims, train_gaps
 
-FUXICTR_MODELS = {"shared_bottom": "SharedBottom", "mmoe": "MMoE", "ple": "PLE"}
+FUXICTR_MODELS = {"shared_bottom": "ShareBottom", "mmoe": "MMoE", "ple": "PLE"}
 _ACTIVATIONS = {"relu": "relu", "gelu": "GELU", "silu": "SiLU"}  # FuxiCTR: getattr(nn, name)
 _OPTIMIZERS = {"adam": "adam", "adamw": "AdamW"}
 
@@ -124,6 +132,7 @@ def fuxictr_config(cfg: TrialConfig, features: Sequence[FeatureSpec], tasks: Seq
         "seed": t.seed,
         "monitor": "AUC",
         "monitor_mode": "max",
+        "reduce_lr_on_plateau": False,
     })
     base: dict[str, Any] = {
         "model_root": "./checkpoints/",
@@ -138,9 +147,8 @@ def fuxictr_config(cfg: TrialConfig, features: Sequence[FeatureSpec], tasks: Seq
         "use_features": None,
         "feature_specs": None,
         "feature_config": None,
+        "max_gradient_norm": t.grad_clip if t.grad_clip is not None else float("inf"),
     }
-    if t.grad_clip is not None:
-        base["max_gradient_norm"] = t.grad_clip
     dropped += train_gaps(t, grad_clip=True)
 
     root = data_root.rstrip("/") + "/"
@@ -172,7 +180,7 @@ def _feature_cols(features: Sequence[FeatureSpec]) -> list[dict[str, Any]]:
             continue
         col: dict[str, Any] = {"name": f.name, "active": True, "dtype": "str", "type": "sequence",
                                "splitter": " ", "max_len": f.max_len, "padding": "post",
-                               "encoder": "MaskedAveragePooling"}
+                               "feature_encoder": "layers.MaskedAveragePooling()"}
         if f.shares_with:
             col["share_embedding"] = f.shares_with
         cols.append(col)
