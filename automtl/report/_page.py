@@ -101,7 +101,8 @@ async function renderFigures(payload) {
         const p = ev.points && ev.points[0];
         if (!p || p.customdata === undefined || p.customdata === null) return;
         const n = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
-        if (Number.isInteger(n)) showTrial(n);
+        const pt = Array.isArray(p.customdata) ? p.customdata[1] : undefined;
+        if (Number.isInteger(n)) showTrial(n, Number.isInteger(pt) ? pt : undefined);
       });
       div.dataset.bound = "1";
     }
@@ -148,14 +149,16 @@ function renderTrials() {
   }
 }
 
-async function showTrial(n) {
+async function showTrial(n, point) {
   selected = n;
   document.querySelectorAll("#trials tbody tr").forEach(
     (tr) => tr.classList.toggle("selected", Number(tr.dataset.trial) === n));
   try {
-    const t = await getJSON("api/trial/" + n);
-    document.getElementById("trial-title").textContent =
-      "Trial " + t.number + " (" + t.state + (t.on_front ? ", on the Pareto front" : "") + ")";
+    const t = await getJSON("api/trial/" + n + (point === undefined ? "" : "?point=" + point));
+    const at = t.weights ? " at task weights " + Object.entries(t.weights).map(
+      ([k, v]) => k + "=" + Number(v).toPrecision(3)).join(", ") : "";
+    document.getElementById("trial-title").textContent = "Trial " + t.number + at +
+      " (" + t.state + (t.on_front ? ", on the Pareto front" : "") + ")";
     document.getElementById("trial-hint").textContent = "";
     const meta = document.getElementById("trial-meta");
     meta.replaceChildren();

@@ -39,10 +39,14 @@ def _clean(value: Any) -> Any:
     return str(value)
 
 
-def export_command(study_name: str, number: int, storage_url: str = DEFAULT_STORAGE) -> str:
-    """The shell command that writes trial `number`'s config as YAML (password masked)."""
+def export_command(study_name: str, number: int, storage_url: str = DEFAULT_STORAGE,
+                   weights: dict[str, float] | None = None) -> str:
+    """The shell command that writes trial `number`'s config as YAML (password masked); with
+    `weights`, the point of a conditioned trial served at that task-weight vector."""
     cmd = ["automtl", "export", "--study", study_name, "--trial", str(number),
            "--format", "yaml", "-o", f"trial_{number}.yaml"]
+    if weights:
+        cmd[6:6] = ["--weights", ",".join(f"{k}={v:.6g}" for k, v in weights.items())]
     if storage_url != DEFAULT_STORAGE:
         cmd[2:2] = ["--storage", mask_url(storage_url)]
     return shlex.join(cmd)
@@ -85,11 +89,24 @@ def trials_json(snap: StudySnapshot) -> dict[str, Any]:
     return _clean({"columns": columns, "rows": rows})
 
 
-def trial_json(snap: StudySnapshot, number: int) -> dict[str, Any] | None:
-    """One trial's detail: YAML config, export command, values and reasons."""
+def trial_json(snap: StudySnapshot, number: int,
+               point: int | None = None) -> dict[str, Any] | None:
+    """One trial's detail: YAML config, export command, values and reasons; with `point`, the
+    sweep point of a conditioned trial (its task weights, metrics and export command)."""
     t = snap.trial(number)
     if t is None:
         return None
+    sp = snap.sweep_point(number, point) if point is not None else None
+    if sp is not None:
+        return _clean({
+            "number": t.number, "state": t.state.lower(), "point": sp.point,
+            "weights": sp.weights, "on_front": (number, sp.point) in set(snap.point_front),
+            "values": {o: sp.val.get(o) for o in snap.objectives}, "test": sp.test,
+            "attrs": {k: t.user_attrs[k] for k in ("arch", "bottom", "n_params")
+                      if k in t.user_attrs},
+            "yaml": trial_yaml(t),
+            "export": export_command(snap.name, t.number, snap.storage, sp.weights),
+        })
     attrs = {k: t.user_attrs[k] for k in ("arch", "bottom", "n_params", "epochs_run",
                                           "fail_reason", "prune_reason", "pruned_rung",
                                           "checkpoint") if k in t.user_attrs}
@@ -193,7 +210,9 @@ def create_app(storage_url: str, study_name: str, refresh_s: float = 5.0) -> Any
             number = int(request.path_params["number"])
         except ValueError:
             return JSONResponse({"error": "trial number must be an integer"}, status_code=400)
-        detail = trial_json(data.current()[1], number)
+        point = request.query_params.get("point")
+        detail = trial_json(data.current()[1], number,
+                            int(point) if point and point.lstrip("-").isdigit() else None)
         if detail is None:
             return JSONResponse({"error": f"no trial {number}"}, status_code=404)
         return JSONResponse(detail)

@@ -76,6 +76,8 @@ def pareto_figure(snap: StudySnapshot) -> go.Figure | None:
     title = _title(snap, "Pareto front")
     if not rows:
         return _empty(title, "no completed trials yet")
+    if n == 2 and snap.sweeps:
+        return _points_figure(snap, title)
     if n == 2:
         on = sorted(on, key=lambda t: (t.values[0], t.values[1]))  # type: ignore[index]
         fig = go.Figure()
@@ -113,6 +115,60 @@ def pareto_figure(snap: StudySnapshot) -> go.Figure | None:
     fig.update_layout(title=title, scene=dict(
         xaxis_title=_e(snap.objectives[0]), yaxis_title=_e(snap.objectives[1]),
         zaxis_title=_e(snap.objectives[2])))
+    return fig
+
+
+def _weights_text(weights: dict[str, float]) -> str:
+    return ", ".join(f"{_e(k)}={v:.3g}" for k, v in weights.items())
+
+
+def _points_figure(snap: StudySnapshot, title: str) -> go.Figure:
+    """2 objectives with preference-conditioned trials (issue 16): each such trial is a curve
+    through its sweep points (hover: the task-weight vector); ordinary trials are points; the
+    front is the non-dominated set over all points. customdata = [trial, sweep point or None]."""
+    o0, o1 = snap.objectives[:2]
+    fig = go.Figure()
+    front = set(snap.point_front)
+    plain = [t for t in snap.complete if t.number not in snap.sweeps]
+    off = [t for t in plain if (t.number, None) not in front]
+    fig.add_trace(go.Scatter(
+        name="dominated", mode="markers", opacity=0.35,
+        marker=dict(color=DOMINATED_COLOR, size=8),
+        x=[t.values[0] for t in off], y=[t.values[1] for t in off],  # type: ignore[index]
+        customdata=[[t.number, None] for t in off],
+        hovertext=[_hover(t, snap) for t in off], hoverinfo="text"))
+    done = {t.number: t for t in snap.complete}
+    for number, sweep in sorted(snap.sweeps.items()):
+        t = done.get(number)
+        if t is None:
+            continue
+        pts = [sp for sp in sweep if all(math.isfinite(sp.val.get(o, math.nan)) for o in (o0, o1))]
+        fig.add_trace(go.Scatter(
+            name=f"trial {number} (conditioned)", mode="lines+markers", opacity=0.8,
+            line=dict(dash="dot", width=1.5), marker=dict(size=7, symbol="diamond"),
+            x=[sp.val[o0] for sp in pts], y=[sp.val[o1] for sp in pts],
+            customdata=[[number, sp.point] for sp in pts],
+            hovertext=[f"{_hover(t, snap)}<br><b>task weights</b>: {_weights_text(sp.weights)}"
+                       f"<br>{_e(o0)} here: {_e(sp.val[o0])}<br>{_e(o1)} here: {_e(sp.val[o1])}"
+                       for sp in pts], hoverinfo="text"))
+    on = []  # (x, y, trial, point, hover)
+    for number, point in snap.point_front:
+        t = done.get(number)
+        if t is None:
+            continue
+        sp = snap.sweep_point(number, point) if point is not None else None
+        if sp is not None:
+            on.append((sp.val[o0], sp.val[o1], number, point,
+                       f"<b>trial {number}</b> at task weights {_weights_text(sp.weights)}"))
+        else:
+            on.append((t.values[0], t.values[1], number, None, _hover(t, snap)))  # type: ignore
+    on.sort(key=lambda p: (p[0], p[1]))
+    fig.add_trace(go.Scatter(
+        name="Pareto front (points)", mode="lines+markers",
+        marker=dict(color=FRONT_COLOR, size=11), line=dict(color=FRONT_COLOR, shape="hv"),
+        x=[p[0] for p in on], y=[p[1] for p in on], customdata=[[p[2], p[3]] for p in on],
+        hovertext=[p[4] for p in on], hoverinfo="text"))
+    fig.update_layout(title=title, xaxis_title=_e(o0), yaxis_title=_e(o1), clickmode="event")
     return fig
 
 

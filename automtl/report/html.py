@@ -82,7 +82,31 @@ def summary_html(snap: StudySnapshot) -> str:
             rows.append([t.number, *t.values, *[test.get(o, "-") for o in snap.objectives],
                          t.arch, ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t.params.items()))])
         parts.append(_table(header, rows))
+    if snap.sweeps:
+        parts.append(_points_html(snap))
     return "\n".join(parts)
+
+
+def _points_html(snap: StudySnapshot) -> str:
+    """The front over points: which trial and which task-weight vector each point is."""
+    header = ["trial", "task weights", *snap.objectives, *[f"test {o}" for o in snap.objectives],
+              "arch"]
+    rows = []
+    for number, point in snap.point_front:
+        t = snap.trial(number)
+        if t is None or t.values is None:
+            continue
+        sp = snap.sweep_point(number, point) if point is not None else None
+        if sp is not None:
+            weights = " ".join(f"{k}={v:.3g}" for k, v in sp.weights.items())
+            vals, test = [sp.val.get(o) for o in snap.objectives], sp.test
+        else:
+            weights, vals = "-", list(t.values)
+            test = t.user_attrs.get("test_metrics") or {}
+        rows.append([number, weights, *vals, *[test.get(o, "-") for o in snap.objectives],
+                     t.arch])
+    return (f"<h2>Pareto front over points ({len(rows)} points; a preference-conditioned "
+            "trial contributes one point per task-weight vector)</h2>\n" + _table(header, rows))
 
 
 def _figure_div(name: str, fig: go.Figure) -> str:

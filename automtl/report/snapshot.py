@@ -21,7 +21,9 @@ from sqlalchemy import exc as sa_exc
 from automtl.errors import AutomtlError
 from automtl.search.store import (
     Store,
+    SweepRow,
     epoch_metrics,
+    front_points,
     mask_url,
     objective_names,
     reeval_metrics,
@@ -113,6 +115,17 @@ class StudySnapshot:
     reeval: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     storage: str = ""  # masked storage URL, for display and export commands
     study: optuna.Study | None = None  # kept for Optuna's importance API
+    # preference-conditioned trials (issue 16): trial -> its sweep points, and the study front
+    # over points as (trial, sweep point index or None for an ordinary trial)
+    sweeps: dict[int, list[SweepRow]] = field(default_factory=dict)
+    point_front: list[tuple[int, int | None]] = field(default_factory=list)
+
+    def sweep_point(self, number: int, point: int) -> SweepRow | None:
+        """Sweep point `point` of conditioned trial `number` (None when there is none)."""
+        for sp in self.sweeps.get(number, []):
+            if sp.point == point:
+                return sp
+        return None
 
     @property
     def complete(self) -> list[TrialRow]:
@@ -166,6 +179,7 @@ class StudySnapshot:
         front: list[int] | None = None,
         reeval: dict[int, dict[str, dict[str, float]]] | None = None,
         storage: str = "",
+        sweeps: dict[int, list[SweepRow]] | None = None,
     ) -> StudySnapshot:
         """Snapshot of `study`; the front defaults to Optuna's non-dominated completed trials.
 
@@ -179,6 +193,11 @@ class StudySnapshot:
         trials = [TrialRow.from_frozen(t) for t in frozen]
         if front is None:
             front = _pareto_front(study, frozen)
+        sweeps = dict(sweeps or {})
+        points: list[tuple[int, int | None]] = []
+        if sweeps and study.directions:
+            done = [t for t in frozen if t.state == TrialState.COMPLETE]
+            points = [(r.trial_number, r.point) for r in front_points(done, sweeps, objectives)]
         merged = dict(reeval or {})
         for t in trials:
             own = t.user_attrs.get("reeval")
@@ -196,6 +215,8 @@ class StudySnapshot:
             reeval=merged,
             storage=storage,
             study=study,
+            sweeps=sweeps,
+            point_front=points,
         )
 
 
@@ -295,12 +316,14 @@ class StudyReader:
         histories = _store_read(lambda: self.store.epoch_history(name), {})
         front = [r.trial_number for r in _store_read(lambda: self.store.front(name), [])]
         reeval = _store_read(lambda: self.store.reeval(name), {})
+        sweeps = _store_read(lambda: self.store.sweeps(name), {})
         complete = any(t.state == TrialState.COMPLETE
                        for t in self.study.get_trials(deepcopy=False))
         # A study never refreshed by automtl (plain Optuna) gets Optuna's own front.
         return StudySnapshot.from_study(self.study, histories=histories,
                                         front=front if (front or not complete) else None,
-                                        reeval=reeval, storage=mask_url(self.storage_url))
+                                        reeval=reeval, storage=mask_url(self.storage_url),
+                                        sweeps=sweeps)
 
     def close(self) -> None:
         """Release database connections."""

@@ -1,0 +1,139 @@
+"""The report and dashboard with preference-conditioned trials (issue 16), on a constructed study
+(known values, no training): the front over points, one curve per conditioned trial, points that
+carry their weight vector, and (in Chromium) a click on a curve point showing its weights and
+export command."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+from automtl.config import LossConfig, ModelConfig, TrialConfig, WeightingConfig, to_dict
+from automtl.report import build_report_html, load_snapshot
+from automtl.report.dashboard import create_app, trial_json
+from automtl.report.figures import pareto_figure
+from automtl.search.store import Store
+
+OBJ = ["ctr_auc", "cvr_auc"]
+# ordinary trials: (ctr, cvr)
+PLAIN = {0: (0.70, 0.60), 1: (0.66, 0.655)}
+# conditioned trials: (ctr, cvr) per sweep vector ctr weight 1, .75, .5, .25, 0
+CURVES = {2: [(0.72, 0.55), (0.715, 0.58), (0.705, 0.62), (0.69, 0.64), (0.60, 0.66)],
+          3: [(0.69, 0.50), (0.685, 0.52), (0.68, 0.55), (0.67, 0.57), (0.65, 0.58)]}
+WEIGHTS = [1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def make_study(db: Path) -> str:
+    url = f"sqlite:///{db}"
+    study = optuna.create_study(study_name="cond", storage=url, directions=["maximize"] * 2)
+    study.set_user_attr("objectives", OBJ)
+    store = Store(url)
+    for number in range(4):
+        scheme = "conditioned" if number in CURVES else "fixed"
+        cfg = TrialConfig(model=ModelConfig(arch="mmoe"),
+                          loss=LossConfig(weighting=WeightingConfig(scheme=scheme)))
+        values = PLAIN.get(number) or CURVES[number][2]  # Optuna sees the knee (middle point)
+        attrs = {"config": to_dict(cfg), "arch": "mmoe", "test_metrics": {}}
+        if number in CURVES:
+            attrs["preference"] = {"ctr": 0.5, "ctcvr": 0.5}
+            attrs["weight_names"] = {"ctr": "ctr", "cvr": "ctcvr", "ctcvr": "ctcvr"}
+        study.add_trial(optuna.trial.create_trial(values=list(values), params={},
+                                                  distributions={}, user_attrs=attrs))
+        if number in CURVES:
+            store.record_sweep("cond", number, [
+                {"weights": {"ctr": w, "ctcvr": 1 - w},
+                 "val": {"ctr_auc": a, "cvr_auc": b, "mean_auc": (a + b) / 2},
+                 "test": {"ctr_auc": a - 0.01, "cvr_auc": b - 0.01}}
+                for w, (a, b) in zip(WEIGHTS, CURVES[number])], OBJ)
+    store.refresh_front(study)
+    store.dispose()
+    return url
+
+
+def brute_front() -> set[tuple[int, int | None]]:
+    pts = [(n, None, a, b) for n, (a, b) in PLAIN.items()]
+    pts += [(n, i, a, b) for n, c in CURVES.items() for i, (a, b) in enumerate(c)]
+    return {(n, i) for n, i, a, b in pts
+            if not any(x >= a and y >= b and (x > a or y > b) for _, _, x, y in pts)}
+
+
+def test_front_over_points_and_a_curve_per_conditioned_trial(tmp_path: Path) -> None:
+    url = make_study(tmp_path / "c.db")
+    snap = load_snapshot(url, "cond")
+    assert set(snap.point_front) == brute_front()
+    # trial 0 (0.70, 0.60) is dominated by trial 2's point (0.705, 0.62); trial 3's curve
+    # everywhere; trial 1 (0.66, 0.655) is not (trial 2 ends at (0.60, 0.66))
+    assert {n for n, _ in snap.point_front} == {1, 2}
+    fig = pareto_figure(snap)
+    traces = {t.name: t for t in fig.data}
+    for number, curve in CURVES.items():
+        tr = traces[f"trial {number} (conditioned)"]
+        assert list(tr.x) == [a for a, _ in curve] and list(tr.y) == [b for _, b in curve]
+        assert [list(c) for c in tr.customdata] == [[number, i] for i in range(5)]
+        assert "task weights</b>: ctr=0.75, ctcvr=0.25" in tr.hovertext[1]
+    front = traces["Pareto front (points)"]
+    assert {(c[0], c[1]) for c in front.customdata} == brute_front()
+    assert [c[0] for c in traces["dominated"].customdata] == [0]
+    html_text = build_report_html(snap)
+    assert f"Pareto front over points ({len(brute_front())} points" in html_text
+    assert "ctr=0.25 ctcvr=0.75" in html_text
+
+
+def test_dashboard_detail_of_a_curve_point(tmp_path: Path) -> None:
+    url = make_study(tmp_path / "c.db")
+    snap = load_snapshot(url, "cond")
+    d = trial_json(snap, 2, point=3)
+    assert d["weights"] == {"ctr": 0.25, "ctcvr": 0.75}
+    assert d["values"] == {"ctr_auc": 0.69, "cvr_auc": 0.64} and d["on_front"]
+    assert "--trial 2 --weights ctr=0.25,ctcvr=0.75 --format yaml" in d["export"]
+    assert "weights" not in trial_json(snap, 0)
+
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture()
+def page() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).is_file() and shutil.which("chromium") is None:
+        pytest.fail("chromium missing: run scripts/system_deps.sh (apt-get install chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        ctx = b.new_context(viewport={"width": 1500, "height": 1000})
+        pg = ctx.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        yield pg
+        ctx.close()
+        b.close()
+        assert not errors, f"JavaScript errors: {errors}"
+
+
+def test_browser_click_on_a_curve_point_shows_weights_and_export(tmp_path: Path, page) -> None:
+    from report_study import serve_in_thread
+    from test_dashboard_browser import WAIT_MS, _hover
+
+    url = make_study(tmp_path / "c.db")
+    with serve_in_thread(create_app(url, "cond", refresh_s=0.5)) as base:
+        page.goto(base)
+        page.wait_for_selector("body[data-version]", timeout=WAIT_MS)
+        names = page.evaluate("document.getElementById('fig-pareto').data.map(t => t.name)")
+        idx = names.index("trial 3 (conditioned)")
+        point = page.locator("#fig-pareto .scatterlayer .trace").nth(idx).locator(
+            ".points path").nth(1)
+        x, y = _hover(page, point)
+        page.mouse.click(x, y)
+        page.wait_for_selector("#trial-card[data-trial='3']", timeout=WAIT_MS)
+        page.wait_for_function("document.getElementById('trial-title').textContent"
+                               ".includes('task weights')", timeout=WAIT_MS)
+        assert "Trial 3 at task weights ctr=0.750, ctcvr=0.250" in page.inner_text("#trial-title")
+        assert page.inner_text("#trial-export").strip() == (
+            f"automtl export --storage {url} --study cond --trial 3 --weights "
+            "ctr=0.75,ctcvr=0.25 --format yaml -o trial_3.yaml")
