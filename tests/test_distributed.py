@@ -23,9 +23,10 @@ from optuna.trial import TrialState
 from pg import PG_PASSWORD, pg_server, pg_url  # noqa: F401  (pytest fixtures)
 from rich.console import Console
 
+from automtl.cli._progress import RichWorkersView
 from automtl.search.store import Store, epoch_metrics
 from automtl.search.study_config import load_study_config
-from automtl.search.workers import (
+from automtl.search.distributed import (
     WORKER_ATTR,
     Heartbeat,
     WorkerProcess,
@@ -116,7 +117,8 @@ def test_four_workers_on_postgres_reach_exactly_the_target(pg_url: str, tmp_path
     assert "target 24 trials" in made.stdout and "automtl:***@127.0.0.1" in made.stdout
     assert PG_PASSWORD not in made.stdout + made.stderr
     out = quiet()
-    result = launch_workers(pg_url, "pg4", 4, log_dir=tmp_path / "logs", console=out)
+    result = launch_workers(pg_url, "pg4", 4, log_dir=tmp_path / "logs",
+                            view=RichWorkersView(out))
     logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
     assert result.ok, logs[-2000:]
 
@@ -159,7 +161,7 @@ def test_sigkilled_worker_trial_fails_after_grace_and_is_retried(pg_url: str,  #
     study = optuna.load_study(study_name="kill", storage=pg_url)
     killed_at = _signal_mid_trial(study, killed, signal.SIGKILL)  # no chance to clean up
     _signal_mid_trial(study, stopped, signal.SIGINT)  # Ctrl-C: clean stop
-    result = watch_workers(pg_url, "kill", procs, console=quiet())
+    result = watch_workers(pg_url, "kill", procs, view=RichWorkersView(quiet()))
     assert result.returncodes == [-signal.SIGKILL, 130, 0], procs[2].log.read_text()[-2000:]
 
     study = optuna.load_study(study_name="kill", storage=pg_url)

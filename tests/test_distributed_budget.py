@@ -1,7 +1,7 @@
 """The study's trial budget across workers: slots, retries, interrupted trials, next step.
 
 Built on real Optuna studies (in-memory storage) with hand-made trials in each state, so every
-rule of `automtl.search.workers.budget` is checked without starting workers.
+rule of `automtl.search.distributed.budget` is checked without starting workers.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from automtl.errors import AutomtlError
-from automtl.search.workers import (
+from automtl.search.distributed import (
     Heartbeat,
     budget,
     interrupted,

@@ -15,7 +15,7 @@ from automtl.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
 from automtl.data import DeviceSplit, load_dataset
 from automtl.data.columnar import load_columnar, save_dataset
 from automtl.errors import AutomtlError
-from automtl.search.workers import expand_devices
+from automtl.search.distributed import expand_devices
 from automtl.train import fit, tune_cpu_allocator
 
 

@@ -1,14 +1,29 @@
-"""Rich progress views for training (`automtl train`, `automtl export` retraining).
+"""Rich progress views: training (`automtl train`, `export` retraining), the in-process search
+(`automtl search`) and local worker processes (`automtl search --workers`).
 
-These are `fit` callbacks, so this module imports the training loop (and torch): commands import
-it inside their bodies, never at the top of a CLI module.
+They subclass the library's listener classes (`fit` callbacks, `SearchListener`, `WorkersView`),
+so this module imports the training loop (and torch): commands import it inside their bodies,
+never at the top of a CLI module.
 """
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+import contextlib
+from collections.abc import Sequence
+from typing import Any
 
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from automtl.cli.pareto import fmt, human_count
+from automtl.config import TrialConfig
+from automtl.search.distributed import WORKER_ATTR, Budget, WorkerProcess, WorkersView
+from automtl.search.runner import SearchListener
+from automtl.search.store import FrontRow
 from automtl.train.loop import Callback, EpochRecord
 
 
@@ -65,3 +80,159 @@ class LazyEpochProgress(Callback):
         """Stop the bar if it was shown."""
         if self.progress is not None:
             self.progress.stop()
+
+
+class RichSearchListener(SearchListener):
+    """Rich progress: trial i/N with elapsed/ETA, epoch, current per-task AUCs, front size; one
+    line per finished trial (values, n_params, samples/s, or the prune/fail reason)."""
+
+    def __init__(self, progress: Progress, objectives: list[str], storage: str) -> None:
+        self.progress, self.storage = progress, storage
+        self.objectives = objectives
+        self.task: Any = None
+        self.front_size = 0
+        self.arch = ""
+        self.number = -1
+        self.epoch_text = ""
+        self.auc_text = ""
+
+    def _refresh(self) -> None:
+        parts = [f"trial #{self.number} {self.arch}", self.epoch_text, self.auc_text,
+                 f"front {self.front_size}"]
+        desc = " · ".join(p for p in parts if p)
+        self.progress.update(self.task, description=desc)
+
+    def on_search_start(self, study: optuna.Study, n_trials: int | None, n_existing: int) -> None:
+        from automtl.search.store import Store
+
+        self.objectives = list(study.user_attrs.get("objectives", self.objectives))
+        if n_existing:
+            self.progress.console.print(f"resuming study {study.study_name!r}: {n_existing} "
+                                        "trials already stored", highlight=False)
+        self.front_size = len(Store(self.storage).front(study.study_name)) if n_existing else 0
+        waiting = [t.user_attrs.get("enqueued") for t in study.get_trials(deepcopy=False)
+                   if t.state.name == "WAITING" and t.user_attrs.get("enqueued")]
+        if waiting:
+            self.progress.console.print(f"enqueued first: {', '.join(waiting)}", highlight=False,
+                                        soft_wrap=True)
+        for note in study.user_attrs.get("baselines_skipped", []) if not n_existing else []:
+            self.progress.console.print(f"baseline skipped: {note}", highlight=False,
+                                        soft_wrap=True)
+        self.task = self.progress.add_task("starting", total=n_trials)
+
+    def on_trial_start(self, number: int, index: int, config: TrialConfig) -> None:
+        self.number, self.arch = number, config.model.arch
+        if config.model.head != "plain":
+            self.arch += f"+{config.model.head}"
+        self.epoch_text, self.auc_text = f"epoch 1/{config.train.epochs}", ""
+        self._refresh()
+
+    def on_batch(self, number: int, epoch: int, step: int, n_steps: int) -> None:
+        text = f"epoch {epoch} {100 * step // max(n_steps, 1)}%"
+        if text != self.epoch_text:
+            self.epoch_text = text
+            self._refresh()
+
+    def on_epoch(self, number: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        self.epoch_text = f"epoch {epoch}/{epochs}"
+        self.auc_text = " ".join(f"{o.removesuffix('_auc')} {fmt(metrics.get(o))}"
+                                 for o in self.objectives)
+        self._refresh()
+
+    def on_trial_end(self, trial: FrozenTrial, front: list[FrontRow]) -> None:
+        self.front_size = len(front)
+        a = trial.user_attrs
+        state = trial.state.name
+        arch = str(a.get("arch", "?"))
+        model = (a.get("config") or {}).get("model", {})
+        if model.get("bottom", "shared") != "shared":
+            arch += f"/{model['bottom']}"
+        if model.get("head", "plain") != "plain":
+            arch += f"+{model['head']}"
+        head = f"#{trial.number} {state.lower():8s} {arch:13s}"
+        if state == "COMPLETE":
+            vals = " ".join(f"{o}={fmt(v)}" for o, v in zip(self.objectives, trial.values or []))
+            on_front = " [green]front[/]" if any(r.trial_number == trial.number for r in front) \
+                else ""
+            detail = (f"{vals} · {human_count(a.get('n_params'))} params · "
+                      f"{human_count(a.get('samples_per_s'))} samples/s · "
+                      f"{a.get('epochs_run', '?')} ep · {a.get('seconds', 0):.1f} s{on_front}")
+        elif state == "PRUNED":
+            detail = f"[yellow]{a.get('prune_reason', 'pruned')}[/]"
+        else:
+            detail = f"[red]{a.get('fail_reason', 'failed')}[/]"
+        self.progress.console.print(f"{head} {detail}", highlight=False, soft_wrap=True)
+        self.progress.advance(self.task)
+        self.epoch_text, self.auc_text = "", ""
+        self._refresh()
+
+
+class RichWorkersView(WorkersView):
+    """One line per finished trial, and (on a terminal) a live table of the workers."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live: Live | None = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> RichWorkersView:
+        if self.console.is_terminal:
+            self.live = self._stack.enter_context(
+                Live(console=self.console, auto_refresh=False, transient=True))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+        self.live = None
+
+    def wants_epochs(self) -> bool:
+        return self.live is not None
+
+    def trial_finished(self, trial: FrozenTrial, objectives: Sequence[str]) -> None:
+        who = trial.user_attrs.get(WORKER_ATTR, "?")
+        line = f"trial {trial.number} {trial.state.name} ({who})"
+        if trial.values:
+            line += " " + " ".join(f"{n}={v:.4f}" for n, v in zip(objectives, trial.values))
+        reason = trial.user_attrs.get("fail_reason")
+        if trial.state == TrialState.FAIL:
+            line += "; its worker died, retried" if reason is None else f": {reason}"
+        self.console.print(line, highlight=False)
+
+    def update(self, study: optuna.Study, procs: Sequence[WorkerProcess], budget: Budget,
+               epochs: dict[int, int], elapsed: float) -> None:
+        if self.live is not None:
+            self.live.update(self._table(study, procs, budget, epochs, elapsed), refresh=True)
+
+    def worker_failed(self, proc: WorkerProcess, returncode: int, log_tail: list[str]) -> None:
+        self.console.print(f"worker {proc.index} (pid {proc.process.pid}) exited with code "
+                           f"{returncode}; log {proc.log}: " + " | ".join(log_tail),
+                           highlight=False)
+
+    @staticmethod
+    def _table(study: optuna.Study, procs: Sequence[WorkerProcess], b: Budget,
+               epochs: dict[int, int], elapsed: float) -> Table:
+        done = b.finished
+        eta = ""
+        if b.target and done:
+            eta = f", ETA {max(0.0, elapsed / done * (b.target - done)):.0f} s"
+        target = b.target if b.target is not None else "∞"
+        title = (f"study {study.study_name}: {done}/{target} trials finished "
+                 f"({b.states.get('COMPLETE', 0)} complete, {b.states.get('PRUNED', 0)} pruned, "
+                 f"{b.states.get('FAIL', 0)} failed, {b.retried} retried), "
+                 f"{elapsed:.0f} s{eta}")
+        table = Table(title=title, title_justify="left")
+        for col in ("worker", "pid", "device", "status"):
+            table.add_column(col)
+        running = {t.user_attrs.get(WORKER_ATTR): t
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        for p in procs:
+            rc = p.process.poll()
+            if rc is not None:
+                status = "finished" if rc == 0 else f"exited with code {rc}"
+            elif p.name in running:
+                t = running[p.name]
+                status = f"trial {t.number}, epoch {epochs.get(t.number, 0) + 1} running"
+            else:
+                status = "starting / waiting"
+            table.add_row(str(p.index), str(p.process.pid), p.device or "auto", status)
+        return table

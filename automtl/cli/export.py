@@ -10,7 +10,7 @@ import typer
 
 from automtl.cli._common import console, err_console
 from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP
-from automtl.search.store import DEFAULT_STORAGE
+from automtl.search.defaults import DEFAULT_STORAGE
 
 FORMAT_HELP = ("yaml | json (automtl TrialConfig, for `automtl train --config`), fuxictr (folder "
                "with model_config.yaml + dataset_config.yaml), torch-rechub (training script), "

@@ -7,16 +7,18 @@ import io
 import json
 import math
 from dataclasses import asdict
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.table import Table
 
 from automtl.cli._common import console
-from automtl.search.store import DEFAULT_STORAGE, FrontRow
+from automtl.search.defaults import DEFAULT_STORAGE, STORAGE_ENV
 
-STORAGE_HELP = "Database URL (Optuna RDB storage), e.g. sqlite:///automtl.db (or $AUTOMTL_STORAGE)."
-STORAGE_ENV = "AUTOMTL_STORAGE"
+if TYPE_CHECKING:
+    from automtl.search.store import FrontRow
+
+STORAGE_HELP = f"Database URL (Optuna RDB storage), e.g. {DEFAULT_STORAGE} (or ${STORAGE_ENV})."
 
 # Parameters shown in the "key params" column, in this order (short name = last path part).
 _SKIP = {"model.arch", "model.head"}

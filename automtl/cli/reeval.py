@@ -8,7 +8,7 @@ import typer
 
 from automtl.cli._common import console
 from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP, front_table
-from automtl.search.store import DEFAULT_STORAGE
+from automtl.search.defaults import DEFAULT_STORAGE
 
 
 def reeval_command(

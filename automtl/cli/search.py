@@ -8,106 +8,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from automtl.cli._common import console, err_console
 from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP, fmt, front_table, human_count
-from automtl.data import parse_options
-from automtl.search.runner import SearchListener
-from automtl.search.store import DEFAULT_STORAGE
-
-
-class RichSearchListener(SearchListener):
-    """Rich progress: trial i/N with elapsed/ETA, epoch, current per-task AUCs, front size; one
-    line per finished trial (values, n_params, samples/s, or the prune/fail reason)."""
-
-    def __init__(self, progress: Progress, objectives: list[str], storage: str) -> None:
-        self.progress, self.storage = progress, storage
-        self.objectives = objectives
-        self.task: Any = None
-        self.front_size = 0
-        self.arch = ""
-        self.number = -1
-        self.epoch_text = ""
-        self.auc_text = ""
-
-    def _refresh(self) -> None:
-        parts = [f"trial #{self.number} {self.arch}", self.epoch_text, self.auc_text,
-                 f"front {self.front_size}"]
-        desc = " · ".join(p for p in parts if p)
-        self.progress.update(self.task, description=desc)
-
-    def on_search_start(self, study: Any, n_trials: int | None, n_existing: int) -> None:
-        from automtl.search.store import Store
-
-        self.objectives = list(study.user_attrs.get("objectives", self.objectives))
-        if n_existing:
-            self.progress.console.print(f"resuming study {study.study_name!r}: {n_existing} "
-                                        "trials already stored", highlight=False)
-        self.front_size = len(Store(self.storage).front(study.study_name)) if n_existing else 0
-        waiting = [t.user_attrs.get("enqueued") for t in study.get_trials(deepcopy=False)
-                   if t.state.name == "WAITING" and t.user_attrs.get("enqueued")]
-        if waiting:
-            self.progress.console.print(f"enqueued first: {', '.join(waiting)}", highlight=False,
-                                        soft_wrap=True)
-        for note in study.user_attrs.get("baselines_skipped", []) if not n_existing else []:
-            self.progress.console.print(f"baseline skipped: {note}", highlight=False,
-                                        soft_wrap=True)
-        self.task = self.progress.add_task("starting", total=n_trials)
-
-    def on_trial_start(self, number: int, index: int, config: Any) -> None:
-        self.number, self.arch = number, config.model.arch
-        if config.model.head != "plain":
-            self.arch += f"+{config.model.head}"
-        self.epoch_text, self.auc_text = f"epoch 1/{config.train.epochs}", ""
-        self._refresh()
-
-    def on_batch(self, number: int, epoch: int, step: int, n_steps: int) -> None:
-        text = f"epoch {epoch} {100 * step // max(n_steps, 1)}%"
-        if text != self.epoch_text:
-            self.epoch_text = text
-            self._refresh()
-
-    def on_epoch(self, number: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
-        self.epoch_text = f"epoch {epoch}/{epochs}"
-        self.auc_text = " ".join(f"{o.removesuffix('_auc')} {fmt(metrics.get(o))}"
-                                 for o in self.objectives)
-        self._refresh()
-
-    def on_trial_end(self, trial: Any, front: list[Any]) -> None:
-        self.front_size = len(front)
-        a = trial.user_attrs
-        state = trial.state.name
-        arch = str(a.get("arch", "?"))
-        model = (a.get("config") or {}).get("model", {})
-        if model.get("bottom", "shared") != "shared":
-            arch += f"/{model['bottom']}"
-        if model.get("head", "plain") != "plain":
-            arch += f"+{model['head']}"
-        head = f"#{trial.number} {state.lower():8s} {arch:13s}"
-        if state == "COMPLETE":
-            vals = " ".join(f"{o}={fmt(v)}" for o, v in zip(self.objectives, trial.values or []))
-            on_front = " [green]front[/]" if any(r.trial_number == trial.number for r in front) \
-                else ""
-            detail = (f"{vals} · {human_count(a.get('n_params'))} params · "
-                      f"{human_count(a.get('samples_per_s'))} samples/s · "
-                      f"{a.get('epochs_run', '?')} ep · {a.get('seconds', 0):.1f} s{on_front}")
-        elif state == "PRUNED":
-            detail = f"[yellow]{a.get('prune_reason', 'pruned')}[/]"
-        else:
-            detail = f"[red]{a.get('fail_reason', 'failed')}[/]"
-        self.progress.console.print(f"{head} {detail}", highlight=False, soft_wrap=True)
-        self.progress.advance(self.task)
-        self.epoch_text, self.auc_text = "", ""
-        self._refresh()
+from automtl.search.defaults import DEFAULT_STORAGE
 
 
 def search_command(
@@ -165,8 +69,8 @@ def search_command(
     """Search MTL architectures, losses and task weights; keep the Pareto front in SQL."""
     import optuna
 
+    from automtl.data import parse_options
     from automtl.errors import AutomtlError
-    from automtl.search.runner import reevaluate, run_search
     from automtl.search.store import mask_url
     from automtl.search.study_config import study_for_dataset, study_preset
 
@@ -217,7 +121,8 @@ def search_command(
 
     started = time.perf_counter()
     if workers != 1 or devices or trials_per_device != 1:  # several processes: see workers
-        from automtl.search.workers import search_with_workers
+        from automtl.cli._progress import RichWorkersView
+        from automtl.search.distributed import search_with_workers
 
         if workers < 1:
             raise AutomtlError(f"--workers {workers}: must be >= 1")
@@ -225,7 +130,7 @@ def search_command(
             raise AutomtlError("--save-checkpoints is not supported with --workers; drop one")
         result = search_with_workers(cfg, storage=storage, study_name=name,
                                      n_workers=workers if workers > 1 else None,
-                                     devices=devices, device=device, console=console,
+                                     devices=devices, device=device, view=RichWorkersView(console),
                                      trials_per_device=trials_per_device, warm_start=ws)
     else:
         result = _search_in_process(cfg, storage, name, device, save_checkpoints, ws)
@@ -235,6 +140,17 @@ def search_command(
 
 def _search_in_process(cfg: Any, storage: str, name: str, device: Optional[str],
                        save_checkpoints: bool, warm_start: Any = None) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from automtl.cli._progress import RichSearchListener
     from automtl.search.runner import run_search
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),

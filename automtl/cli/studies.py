@@ -10,7 +10,7 @@ from rich.table import Table
 
 from automtl.cli._common import console
 from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP, fmt
-from automtl.search.store import DEFAULT_STORAGE
+from automtl.search.defaults import DEFAULT_STORAGE
 
 _STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from automtl.cli._common import console
-from automtl.search.workers import STORAGE_ENV
+from automtl.search.defaults import STORAGE_ENV
 
 study_app = typer.Typer(help="Manage studies in a shared database (for `automtl worker`).",
                         no_args_is_help=True)
@@ -29,7 +29,7 @@ def create_command(
     """Create a study (refuses an existing name) with a target trial count for workers."""
     from automtl.search.store import mask_url, objective_names
     from automtl.search.study_config import study_preset
-    from automtl.search.workers import Heartbeat, prepare_shared_study, study_target
+    from automtl.search.distributed import Heartbeat, prepare_shared_study, study_target
 
     if n_trials is not None and n_trials < 1:
         raise typer.BadParameter(f"must be >= 1, got {n_trials}", param_hint="--n-trials")

@@ -7,7 +7,7 @@ import logging
 import typer
 
 from automtl.cli._common import console
-from automtl.search.workers import STORAGE_ENV
+from automtl.search.defaults import STORAGE_ENV
 
 
 def worker_command(
@@ -31,7 +31,7 @@ def worker_command(
     import optuna
 
     from automtl.search.store import mask_url, objective_names
-    from automtl.search.workers import Budget, Heartbeat, run_worker, worker_name
+    from automtl.search.distributed import Budget, Heartbeat, run_worker, worker_name
 
     optuna.logging.set_verbosity(logging.WARNING)
     hb = None

@@ -26,8 +26,7 @@ from automtl.config import TrialConfig, dump_yaml
 from automtl.data.schema import Dataset
 from automtl.errors import AutomtlError
 from automtl.search.selection import Direction, Selection, select
-from automtl.search.store import FrontRow, Store, objective_names, open_study
-from automtl.search.store import row_from_trial  # the front's own row builder
+from automtl.search.store import FrontRow, Store, objective_names, open_study, row_from_trial
 from automtl.train.loop import Callback
 
 FORMATS = ("yaml", "json", "fuxictr", "torch-rechub", "onnx", "torchscript")

@@ -38,7 +38,7 @@ from automtl.search.store import (
     DEFAULT_STORAGE,
     FrontRow,
     Store,
-    _wrap_db_error,
+    db_error,
     make_storage,
     mask_url,
     objective_names,
@@ -56,6 +56,10 @@ class SearchListener:
 
     def on_search_start(self, study: optuna.Study, n_trials: int | None, n_existing: int) -> None:
         """The study is ready; `n_trials` new trials will run (None: until timeout)."""
+
+    def on_trial_created(self, trial: optuna.Trial) -> None:
+        """The trial exists in the storage and its config is sampled (user attributes may be set
+        on it here); `on_trial_start` follows."""
 
     def on_trial_start(self, number: int, index: int, config: TrialConfig) -> None:
         """Trial `number` (the `index`-th of this run, 1-based) starts training `config`."""
@@ -191,7 +195,7 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
                                     directions=["maximize"] * len(objectives),
                                     load_if_exists=True)
     except optuna.exceptions.StorageInternalError as exc:  # e.g. a read-only database file
-        raise _wrap_db_error(storage, exc.__cause__ or exc) from None
+        raise db_error(storage, exc.__cause__ or exc) from None
     data_dict = to_dict(cfg.data)
     if existing:
         attrs = study.user_attrs
@@ -276,6 +280,7 @@ class _Objective:
             trial.set_user_attr("config", to_dict(cfg))
             trial.set_user_attr("arch", cfg.model.arch)
             trial.set_user_attr("bottom", cfg.model.bottom)
+            self.listener.on_trial_created(trial)
             self.listener.on_trial_start(trial.number, self.started, cfg)
             epochs = cfg.train.epochs
 

@@ -34,8 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from automtl.errors import AutomtlError
-
-DEFAULT_STORAGE = "sqlite:///automtl.db"
+from automtl.search.defaults import DEFAULT_STORAGE, STORAGE_ENV
 
 _meta = sa.MetaData()
 
@@ -156,14 +155,15 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
-def _engine_kwargs(url: str) -> dict[str, Any]:
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for `url` (every engine automtl opens on a storage uses them)."""
     # SQLite: wait for other writers (workers, dashboards) instead of failing at once.
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
     return {"pool_pre_ping": True}
 
 
-def _wrap_db_error(url: str, exc: BaseException) -> AutomtlError:
+def db_error(url: str, exc: BaseException) -> AutomtlError:
     """One-line user error for an unusable storage URL (password masked)."""
     masked = mask_url(url)
     if isinstance(exc, (sa_exc.ArgumentError, ValueError)):
@@ -190,11 +190,11 @@ def make_storage(url: str, *, must_exist: bool = False,
         raise AutomtlError(f"--storage {mask_url(url)}: no database file at {path}; run "
                            "`automtl search` first or pass the right --storage")
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **rdb_kwargs)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **rdb_kwargs)
     except AutomtlError:
         raise
     except (sa_exc.SQLAlchemyError, ModuleNotFoundError, ValueError) as exc:
-        raise _wrap_db_error(url, exc) from None
+        raise db_error(url, exc) from None
 
 
 def study_names(storage: str | optuna.storages.BaseStorage) -> list[str]:
@@ -247,11 +247,11 @@ class Store:
     def __init__(self, storage_url: str = DEFAULT_STORAGE, *, create: bool = True) -> None:
         self.url = storage_url
         try:
-            self.engine = sa.create_engine(storage_url, **_engine_kwargs(storage_url))
+            self.engine = sa.create_engine(storage_url, **engine_kwargs(storage_url))
             if create:
                 _meta.create_all(self.engine)
         except (sa_exc.SQLAlchemyError, ModuleNotFoundError, ValueError) as exc:
-            raise _wrap_db_error(storage_url, exc) from None
+            raise db_error(storage_url, exc) from None
 
     def __repr__(self) -> str:
         return f"Store({mask_url(self.url)!r})"
@@ -542,9 +542,7 @@ def row_from_trial(trial: optuna.trial.FrozenTrial, names: list[str]) -> FrontRo
 
 
 __all__ = [
-    "DEFAULT_STORAGE", "FRONT_ATTRS", "FrontRow", "Store", "SweepRow", "front_points",
-    "nondominated_mask", "point_row",
-    "row_from_trial",
-    "make_storage", "mask_url",
-    "objective_names", "open_study", "sqlite_path", "study_names",
+    "DEFAULT_STORAGE", "FRONT_ATTRS", "STORAGE_ENV", "FrontRow", "Store", "SweepRow", "db_error",
+    "engine_kwargs", "front_points", "make_storage", "mask_url", "nondominated_mask",
+    "objective_names", "open_study", "point_row", "row_from_trial", "sqlite_path", "study_names",
 ]

@@ -1,0 +1,90 @@
+"""A study's trial budget: the target count of trial slots and how many are used, by state.
+
+A slot is used by every trial except one superseded by its retry (a dead worker's FAIL) and one
+stopped by Ctrl-C ("interrupted" FAIL): those hand their slot on. See `automtl.search.distributed`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from automtl.errors import AutomtlError
+
+# Study user attribute written by `automtl study create` / `automtl search --workers`.
+TARGET_ATTR = "target_trials"
+
+@dataclass(frozen=True)
+class Budget:
+    """Trial slots of a study: how many are used, by state, against the target."""
+
+    target: int | None
+    states: dict[str, int]  # slot-filling trials by state name (superseded FAILs excluded)
+    retried: int  # FAILed trials of dead workers whose configuration was re-queued
+
+    @property
+    def used(self) -> int:
+        return sum(self.states.values())
+
+    @property
+    def finished(self) -> int:
+        """Slots whose trial reached a final state (COMPLETE, PRUNED or FAIL)."""
+        return sum(self.states.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
+
+    def next_step(self) -> Literal["ask", "wait", "done"]:
+        """ask: create (or pop a retry) now; wait: slots full but trials still running."""
+        if self.states.get("WAITING", 0):
+            return "ask"
+        if self.target is None or self.used < self.target:
+            return "ask"
+        return "wait" if self.states.get("RUNNING", 0) else "done"
+
+
+def superseded_trials(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of trials replaced by a retry (each retry names its predecessor last)."""
+    out: set[int] = set()
+    for t in trials:
+        history = t.system_attrs.get("retry_history")
+        if history:
+            out.add(int(history[-1]))
+    return out
+
+
+def study_target(study: optuna.Study) -> int | None:
+    """The study's target trial count (user attribute `target_trials`), None = unlimited.
+
+    Studies made by a plain `automtl search` have none: workers joining them run until their
+    own `--n-trials` / `--timeout`.
+    """
+    value = study.user_attrs.get(TARGET_ATTR)
+    return int(value) if value is not None else None
+
+
+def interrupted(trial: FrozenTrial) -> bool:
+    """A trial stopped by Ctrl-C (FAIL with an "interrupted ..." reason): it frees its slot."""
+    reason = trial.user_attrs.get("fail_reason")
+    return trial.state == TrialState.FAIL and str(reason or "").startswith("interrupted")
+
+
+def budget(study: optuna.Study, target: int | None = None) -> Budget:
+    """Count the study's trial slots now (target: the study's own unless given)."""
+    trials = study.get_trials(deepcopy=False)
+    gone = superseded_trials(trials)
+    states = Counter(t.state.name for t in trials if t.number not in gone and not interrupted(t))
+    return Budget(target=study_target(study) if target is None else target,
+                  states=dict(states), retried=len(gone))
+
+
+def set_target(study: optuna.Study, target: int) -> None:
+    """Set the study's target trial count (all workers stop when its slots are used)."""
+    if target < 0:
+        raise AutomtlError(f"target trial count must be >= 0, got {target}")
+    study.set_user_attr(TARGET_ATTR, int(target))
+
+
+__all__ = ["TARGET_ATTR", "Budget", "budget", "interrupted", "set_target", "study_target", "superseded_trials"]
