@@ -72,7 +72,7 @@ def weights_text(weights: dict[str, float] | None) -> str:
 
 
 def _is_selected(row: FrontRow, selected: int | FrontRow | None) -> bool:
-    if isinstance(selected, FrontRow):
+    if selected is not None and not isinstance(selected, int):  # a FrontRow (a sweep point)
         return row.trial_number == selected.trial_number and row.point == selected.point
     return selected is not None and selected == row.trial_number
 
@@ -167,7 +167,7 @@ def front_json(study_name: str, storage: str, objectives: list[str],
     """JSON text of a front: study, storage (masked), objectives, rows (FrontRow fields)."""
     doc: dict[str, Any] = {"study": study_name, "storage": storage, "objectives": objectives,
                            "front": [asdict(r) for r in front]}
-    if isinstance(selected, FrontRow):
+    if selected is not None and not isinstance(selected, int):  # a FrontRow (a sweep point)
         doc["selected"] = selected.trial_number
         if selected.weights is not None:
             doc["selected_weights"] = selected.weights
