@@ -69,7 +69,7 @@ class ModelConfig:
     bottom_dims: list[int] = field(default_factory=lambda: [256, 128])
     expert_dims: list[int] = field(default_factory=lambda: [256, 128])
     n_experts: int = 8  # mmoe
-    n_levels: int = 2  # ple (1 = CGC)
+    n_levels: int = 2  # ple (1 = CGC); snr: layers of sub-networks
     n_shared_experts: int = 2  # ple, per level
     n_specific_experts: int = 2  # ple, per task per level
     tower_dims: list[int] = field(default_factory=lambda: [64])
@@ -92,6 +92,14 @@ class ModelConfig:
     apem_gamma_min: float = 1e-3
     # stem bottom
     stem_embedding_dim: int = 16
+    # issue 18 (automtl/models/archs/): dbmtl target DAG {task: [parent tasks]} ({} = the
+    # dataset's cascade, else a chain in task order); snr connection type and L0 penalty weight;
+    # fdn orthogonality and auxiliary-head loss weights
+    dbmtl_parents: dict[str, list[str]] = field(default_factory=dict)
+    snr_variant: Literal["trans", "aver"] = "trans"
+    l0_weight: float = 1e-3
+    fdn_orth_weight: float = 0.1
+    fdn_aux_weight: float = 0.1
 
     def validate(self) -> None:
         _positive("embedding_dim", self.embedding_dim)
@@ -106,6 +114,9 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
         self._validate_bottoms()
+        for name in ("l0_weight", "fdn_orth_weight", "fdn_aux_weight"):
+            if not getattr(self, name) >= 0:  # also rejects NaN
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
 
     def _validate_bottoms(self) -> None:
         # issue 8: DTRN / APEM / STEM settings

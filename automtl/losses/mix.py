@@ -1,8 +1,9 @@
 """The loss mix of one trial: weighted per-task BCE plus the optional cascade terms.
 
-    L = weighting(BCE_1..BCE_T) + lambda * PWiseR + L_D + alpha * L_lc
+    L = weighting(BCE_1..BCE_T) + lambda * PWiseR + L_D + alpha * L_lc + model terms
 
-(see `bce`, `pwiser`, `dependency`, `calibrator`, `weighting` for the papers and equations).
+(see `bce`, `pwiser`, `dependency`, `calibrator`, `weighting` for the papers and equations; the
+model terms are a body's own `aux_losses`, e.g. SNR's L0 penalty, named ``model_<name>``).
 Every term is returned separately as one device tensor, so the trainer can check for NaN/inf
 without a host sync per step and name the failing term afterwards.
 """
@@ -82,6 +83,11 @@ class MTLLoss(nn.Module):
         if cfg.calibrator is not None:
             self.term_names.append("calibrator")
         self.register_buffer("chain_index", torch.tensor(self.chain, dtype=torch.long))
+        # the model's own terms (SNR's L0 penalty, FDN's constraints): a bound method, so the
+        # model's parameters are not registered (and optimised) twice through the loss
+        aux_terms = tuple(getattr(model, "aux_terms", ()))
+        self._model_aux = model.aux_losses if aux_terms else None  # type: ignore[union-attr]
+        self.term_names += [f"model_{n}" for n in aux_terms]
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, epoch: int = 0) -> LossOutput:
         """Loss terms of one batch; `logits`/`labels` [B, T] in the order of `task_names`."""
@@ -106,6 +112,8 @@ class MTLLoss(nn.Module):
                 extras.append(dependency_loss(chain_probs, chain_labels, self.tau))
             if cfg.calibrator is not None:
                 extras.append(calibrator_loss(chain_probs, cfg.calibrator.alpha))
+        if self._model_aux is not None:
+            extras.extend(t.float() for t in self._model_aux(labels))
         if extras:
             extra = torch.stack(extras)
             total = total + extra.sum()

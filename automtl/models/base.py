@@ -41,12 +41,16 @@ def require_layers(cfg: ModelConfig, key: str) -> list[int]:
 class Body(nn.Module):
     """An MTL architecture: input(s) -> raw logits ``[T, B]``; subclasses use `register_arch`.
 
-    Class attributes: `needs_cascade` (the arch only makes sense with `depends_on` tasks) and
-    `independent_inputs` (asks `build_model` for an independent shared-bottom copy per task).
+    Class attributes: `needs_cascade` (the arch only makes sense with `depends_on` tasks),
+    `independent_inputs` (asks `build_model` for an independent shared-bottom copy per task) and
+    `aux_terms` (names of the body's own loss terms, e.g. SNR's L0 penalty: `aux_losses` returns
+    one weighted scalar per name, computed from the last training forward; the trainer's loss adds
+    them as terms ``model_<name>``).
     """
 
     needs_cascade: bool = False
     independent_inputs: bool = False
+    aux_terms: tuple[str, ...] = ()
 
     def __init__(self, cfg: ModelConfig, in_dim: int, tasks: Sequence[TaskSpec]) -> None:
         super().__init__()
@@ -54,6 +58,10 @@ class Body(nn.Module):
         self.in_dim = in_dim
         self.tasks = list(tasks)
         self.n_tasks = len(self.tasks)
+
+    def aux_losses(self, labels: Tensor) -> list[Tensor]:
+        """One weighted scalar per `aux_terms` name for the last forward (labels ``[B, T]``)."""
+        return []
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """The last layer shared by all tasks (GradNorm's W); [] when nothing is shared."""

@@ -35,6 +35,15 @@ class MTLModel(nn.Module):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         return dict(zip(self.task_names, self.forward_tensor(batch).unbind(0)))
 
+    @property
+    def aux_terms(self) -> tuple[str, ...]:
+        """Names of the body's own loss terms (see `Body.aux_terms`)."""
+        return tuple(getattr(self.body, "aux_terms", ()))
+
+    def aux_losses(self, labels: Tensor) -> list[Tensor]:
+        """The body's own loss terms of the last forward, one scalar per `aux_terms` name."""
+        return self.body.aux_losses(labels) if self.aux_terms else []
+
 
 def _needs_cascade(what: str, tasks: Sequence[TaskSpec]) -> None:
     if not has_cascade(tasks):

@@ -47,6 +47,7 @@ class ExtractionLevel(nn.Module):
         branch = [t for t in range(n_tasks) for _ in range(m_k)] + [n_tasks] * m_s
         self.register_buffer("select", torch.tensor(select, dtype=torch.long), persistent=False)
         self.register_buffer("branch", torch.tensor(branch, dtype=torch.long), persistent=False)
+        self.last_experts: Tensor | None = None
 
     def forward(self, tasks_in: Tensor, shared_in: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """tasks_in ``[B, D]`` (all branches equal) or ``[T, B, D]`` with shared_in ``[B, D]``."""
@@ -64,6 +65,8 @@ class ExtractionLevel(nn.Module):
             2, self.select.unsqueeze(1).expand(t, b, m), g
         )
         out = mix_experts(full, experts)
+        if self.training:  # [E, B, H] of this training forward (FDN's constraints read them)
+            self.last_experts = experts
         shared_out = None
         if self.shared_gate is not None:
             shared_out = mix_experts(self.shared_gate(shared_src), experts).squeeze(0)
