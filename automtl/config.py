@@ -246,8 +246,11 @@ class LossConfig:
 class TrainConfig:
     """Optimiser and loop settings of one training run."""
 
-    optimizer: Literal["adam", "adamw"] = "adam"
+    optimizer: Literal["adam", "adamw", "clippy"] = "adam"
     lr: float = 1e-3
+    # clippy (KDD 2023): per-step update bound lambda_rel * |w| + lambda_abs per coordinate
+    clippy_rel: float = 0.5
+    clippy_abs: float = 1e-2
     weight_decay: float = 0.0
     batch_size: int = 2048
     eval_batch_size: int = 16384
@@ -265,6 +268,10 @@ class TrainConfig:
             raise ConfigError(f"patience: must be >= 0, got {self.patience}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay: must be >= 0, got {self.weight_decay}")
+        if not self.clippy_rel >= 0:
+            raise ConfigError(f"clippy_rel: must be >= 0, got {self.clippy_rel}")
+        if not self.clippy_abs > 0:
+            raise ConfigError(f"clippy_abs: must be > 0, got {self.clippy_abs}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"grad_clip: must be > 0 (or null for none), got {self.grad_clip}")
 

@@ -61,6 +61,10 @@ def loss_gaps(loss: LossConfig, weighting: Collection[str]) -> list[str]:
 def train_gaps(train: TrainConfig, *, grad_clip: bool) -> list[str]:
     """Training settings a stack cannot take (gradient clipping when `grad_clip` is False)."""
     out = []
+    if train.optimizer == "clippy":
+        out.append(f"train.optimizer=clippy: plain Adagrad (lr={train.lr:g}) without Clippy's "
+                   f"update clipping (lambda_rel={train.clippy_rel:g}, "
+                   f"lambda_abs={train.clippy_abs:g})")
     if train.grad_clip is not None and not grad_clip:
         out.append(f"train.grad_clip={train.grad_clip:g}: no gradient clipping")
     return out

@@ -38,7 +38,8 @@ from automtl.export._gaps import loss_gaps, model_gaps, require_arch, require_di
 
 FUXICTR_MODELS = {"shared_bottom": "ShareBottom", "mmoe": "MMoE", "ple": "PLE"}
 _ACTIVATIONS = {"relu": "relu", "gelu": "GELU", "silu": "SiLU"}  # FuxiCTR: getattr(nn, name)
-_OPTIMIZERS = {"adam": "adam", "adamw": "AdamW"}
+_OPTIMIZERS = {"adam": "adam", "adamw": "AdamW",
+               "clippy": "Adagrad"}  # clippy: see train_gaps
 
 
 @dataclass

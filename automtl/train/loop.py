@@ -27,6 +27,7 @@ from automtl.data.schema import Dataset
 from automtl.errors import TrialFailedError
 from automtl.losses import MTLLoss, build_loss
 from automtl.train.cache import device_split
+from automtl.train.clippy import Clippy
 from automtl.train.device import (
     autocast,
     resolve_device,
@@ -95,13 +96,16 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module, loss: nn.Module) -> torch.optim.Optimizer:
-    """Adam or AdamW over the model (with weight decay) and the loss's learnable weights (without)."""
+    """Adam, AdamW or Clippy over the model (with weight decay) and the loss's learnable weights
+    (without)."""
     groups: list[dict[str, Any]] = [
         {"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}
     ]
     loss_params = [p for p in loss.parameters() if p.requires_grad]
     if loss_params:
         groups.append({"params": loss_params, "weight_decay": 0.0})
+    if cfg.optimizer == "clippy":
+        return Clippy(groups, lr=cfg.lr, lambda_rel=cfg.clippy_rel, lambda_abs=cfg.clippy_abs)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     try:  # fused kernels: one update for all tensors instead of a Python loop over them
         return cls(groups, lr=cfg.lr, fused=True)
