@@ -293,3 +293,23 @@ def test_task_specific_bottoms_and_bf16_autocast(arch: str, extra: dict, bottom:
     lo.total.backward()
     assert out.shape == (3, 32) and torch.isfinite(lo.terms).all()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("arch,extra", SYSTEMS, ids=IDS)
+def test_preference_conditioning_reaches_the_new_towers(arch: str, extra: dict) -> None:
+    from automtl.config import WeightingConfig
+    from automtl.models.film import conditioner_of, set_preference
+
+    batch = make_batch(32, FLAT)
+    for sites in (["towers"], ["bottom"]):
+        torch.manual_seed(0)
+        weighting = WeightingConfig(scheme="conditioned", film=sites)  # type: ignore[arg-type]
+        model = build_model(small_cfg(arch=arch, **extra), FEATURES, FLAT, weighting).eval()
+        with torch.no_grad():
+            for p in conditioner_of(model).parameters():
+                p.normal_(0, 0.5)
+            set_preference(model, torch.tensor([0.9, 0.1]))
+            a = model.forward_tensor(batch)
+            set_preference(model, torch.tensor([0.1, 0.9]))
+            b = model.forward_tensor(batch)
+        assert not torch.allclose(a, b), (arch, sites)

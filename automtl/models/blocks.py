@@ -138,7 +138,11 @@ def mix_experts(gates: Tensor, experts: Tensor) -> Tensor:
 
 
 class Towers(nn.Module):
-    """One MLP tower per task ending in a logit: ``[B, D]`` or ``[T, B, D]`` -> ``[T, B]``."""
+    """One MLP tower per task ending in a logit: ``[B, D]`` or ``[T, B, D]`` -> ``[T, B]``.
+
+    With ``logit=False`` the towers stop at their last hidden layer, ``[T, B, dims[-1]]`` (for
+    bodies that link towers before the logit, e.g. DBMTL).
+    """
 
     def __init__(
         self,
@@ -147,12 +151,16 @@ class Towers(nn.Module):
         dims: Sequence[int],
         act: str = "relu",
         dropout: float = 0.0,
+        logit: bool = True,
     ) -> None:
         super().__init__()
-        self.net = StackedMLP(n_tasks, in_dim, dims, act, dropout, out_dim=1)
+        self.logit = logit
+        self.net = StackedMLP(n_tasks, in_dim, dims, act, dropout, out_dim=1 if logit else None)
+        self.out_dim = self.net.out_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).squeeze(-1)
+        y = self.net(x)
+        return y.squeeze(-1) if self.logit else y
 
 
 __all__ = [

@@ -30,7 +30,7 @@ from automtl.config import ModelConfig
 from automtl.data.schema import TaskSpec
 from automtl.errors import ConfigError
 from automtl.models.base import Body, BodyInput, as_input, require_layers
-from automtl.models.blocks import StackedLinear, StackedMLP, activation, mlp
+from automtl.models.blocks import StackedLinear, Towers, activation, mlp
 from automtl.models.registry import register_arch
 
 
@@ -75,7 +75,7 @@ class DBMTL(Body):
         dims = require_layers(cfg, "tower_dims")
         self.shared = mlp(in_dim, cfg.bottom_dims, cfg.activation, cfg.dropout)
         width = cfg.bottom_dims[-1] if cfg.bottom_dims else in_dim
-        self.towers = StackedMLP(self.n_tasks, width, dims, cfg.activation, cfg.dropout)
+        self.towers = Towers(self.n_tasks, width, dims, cfg.activation, cfg.dropout, logit=False)
         h = self.towers.out_dim
         self.parents = target_dag(self.tasks, cfg.dbmtl_parents)
         self.order: list[int] = []
