@@ -64,7 +64,8 @@ class ModelConfig:
     head: Head = "plain"  # esmm: p(task i) = p(task i-1) * p(task i | task i-1)
     bottom: Bottom = "shared"
     embedding_dim: int = 16
-    seq_pooling: Literal["mean", "target_attention"] = "mean"
+    seq_pooling: Literal["mean", "sum", "target_attention", "din"] = "mean"
+    wide: bool = False  # add a first-order term (one weight per id / dense value) to every logit
     # shared_bottom / single: the bottom MLP; mmoe / ple: one expert's MLP
     bottom_dims: list[int] = field(default_factory=lambda: [256, 128])
     expert_dims: list[int] = field(default_factory=lambda: [256, 128])

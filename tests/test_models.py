@@ -301,7 +301,7 @@ def test_fused_embedding_shares_rows_and_does_one_lookup(monkeypatch: pytest.Mon
     )
 
 
-@pytest.mark.parametrize("mode", ["mean", "target_attention"])
+@pytest.mark.parametrize("mode", ["mean", "sum", "target_attention", "din"])
 def test_pooling_ignores_padding(mode: str) -> None:
     torch.manual_seed(0)
     emb = FeatureEmbedding(FEATURES, 4)
@@ -323,7 +323,7 @@ def test_pooling_ignores_padding(mode: str) -> None:
     ]
     emb2, pool2 = FeatureEmbedding(feats, 4), SequencePooling(feats, 4, mode)
     emb2.load_state_dict(emb.state_dict())
-    if mode == "target_attention":
+    if mode in ("target_attention", "din"):
         pool2.load_state_dict(pool.state_dict())
     padded = rows(batch, slice(None))
     padded.sequences = dict(

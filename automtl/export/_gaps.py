@@ -30,6 +30,8 @@ def model_gaps(model: ModelConfig) -> list[str]:
                    "model reads the plain concatenation of feature embeddings")
     if model.seq_pooling != "mean":
         out.append(f"model.seq_pooling={model.seq_pooling}: sequences are mean-pooled instead")
+    if model.wide:
+        out.append("model.wide: the first-order (wide) term is dropped")
     return out
 
 

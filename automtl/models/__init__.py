@@ -29,6 +29,7 @@ from automtl.models.registry import (
     register_head,
     registered_names,
 )
+from automtl.models.wide import WideTerm
 
 __all__ = [
     "ARCHS",
@@ -47,6 +48,7 @@ __all__ = [
     "StackedLinear",
     "StackedMLP",
     "Towers",
+    "WideTerm",
     "as_input",
     "build_model",
     "cascade_order",

@@ -17,6 +17,15 @@ weight matrix ``W [B, S, L]`` applied by one `bmm` to all sequences at once:
   leaves mean pooling within a few epochs (measured); the cosine sees an exact match (the target
   item or category in the history) from the first step. A sequence without a shared field gets a
   learned query vector. Padding positions get weight 0.
+- ``sum``: W = valid (sum pooling: the pooled vector grows with the number of items, so a model
+  can count, e.g. how often the target's category occurs in the history).
+- ``din``: DIN's activation unit (Zhou et al., KDD 2018, Sec. 4.3 and Fig. 2): w_j = MLP([q, e_j,
+  q - e_j, q * e_j]) for each history item e_j and the target query q (as above), the weights NOT
+  normalised by a softmax ("the normalization with softmax on the output of a(.) is abandoned",
+  Sec. 4.3), so the pooled vector keeps the intensity of the user's interest (how many items match).
+  Choices where the paper is vague: the difference and product replace the paper's out-product
+  (as in the authors' released code), hidden layers [80, 40] with PReLU (the paper's activation
+  before Dice), one activation unit shared by every sequence field; padding gets weight 0.
 """
 
 from __future__ import annotations
@@ -156,7 +165,7 @@ class SequencePooling(nn.Module):
         self,
         features: Sequence[FeatureSpec],
         dim: int,
-        mode: Literal["mean", "target_attention"] = "mean",
+        mode: Literal["mean", "sum", "target_attention", "din"] = "mean",
     ) -> None:
         super().__init__()
         self.mode = mode
@@ -182,9 +191,19 @@ class SequencePooling(nn.Module):
         self.register_buffer(
             "query_index", torch.tensor(query_index, dtype=torch.long), persistent=False
         )
+        attends = mode in ("target_attention", "din")
         self.free_queries = (
             nn.Parameter(torch.empty(n_free, dim).normal_(0.0, 0.05))
-            if mode == "target_attention" and n_free
+            if attends and n_free
+            else None
+        )
+        # position j of the concatenated sequences -> its sequence's index (DIN's per-item query)
+        self.register_buffer("position_sequence", torch.repeat_interleave(
+            torch.arange(len(seqs)), torch.tensor(lengths, dtype=torch.long)), persistent=False)
+        self.activation_unit = (
+            nn.Sequential(nn.Linear(4 * dim, 80), nn.PReLU(), nn.Linear(80, 40), nn.PReLU(),
+                          nn.Linear(40, 1))
+            if mode == "din" and seqs
             else None
         )
         self.log_temperature = (
@@ -196,14 +215,15 @@ class SequencePooling(nn.Module):
     def weights(self, emb: EmbeddedBatch) -> Tensor:
         """Pooling weights ``[R, S, L]`` (zero off each sequence's segment and on padding)."""
         valid = emb.mask.unsqueeze(1) & self.segments  # [R, S, L]
-        if self.mode == "mean":
+        if self.mode in ("mean", "sum"):
             w = valid.to(emb.sequences.dtype)
-            return w / w.sum(-1, keepdim=True).clamp_min(1.0)
-        queries = emb.sparse
-        if self.free_queries is not None:
-            free = self.free_queries.unsqueeze(0).expand(queries.shape[0], -1, -1)
-            queries = torch.cat([queries, free.to(queries.dtype)], dim=1)
-        q = queries.index_select(1, self.query_index)  # [R, S, d]
+            return w if self.mode == "sum" else w / w.sum(-1, keepdim=True).clamp_min(1.0)
+        q = self._queries(emb)  # [R, S, d]
+        if self.activation_unit is not None:  # din: unnormalised activation weights
+            qj = q.index_select(1, self.position_sequence)  # [R, L, d]: each item's query
+            k = emb.sequences.to(qj.dtype)
+            a = self.activation_unit(torch.cat([qj, k, qj - k, qj * k], dim=-1)).squeeze(-1)
+            return a.unsqueeze(1) * valid  # [R, S, L], zero off-segment and on padding
         q = F.normalize(q, dim=-1) * self.log_temperature.exp().to(q.dtype)  # type: ignore[union-attr]
         keys = F.normalize(emb.sequences, dim=-1)
         scores = torch.bmm(q, keys.transpose(1, 2))  # [R, S, L]: tau_s * cos(q_s, e_j)
@@ -211,8 +231,16 @@ class SequencePooling(nn.Module):
         # the product with `valid` zeroes all-padding rows (softmax over only-masked is uniform)
         return torch.softmax(scores, dim=-1) * valid
 
+    def _queries(self, emb: EmbeddedBatch) -> Tensor:
+        queries = emb.sparse
+        if self.free_queries is not None:
+            free = self.free_queries.unsqueeze(0).expand(queries.shape[0], -1, -1)
+            queries = torch.cat([queries, free.to(queries.dtype)], dim=1)
+        return queries.index_select(1, self.query_index)
+
     def forward(self, emb: EmbeddedBatch) -> Tensor:
-        return torch.bmm(self.weights(emb), emb.sequences)
+        w = self.weights(emb)
+        return torch.bmm(w.to(emb.sequences.dtype), emb.sequences)
 
 
 __all__ = ["EmbeddedBatch", "FeatureEmbedding", "SequencePooling", "embedding_lookup"]

@@ -12,6 +12,7 @@ from automtl.data.schema import FeatureSpec, TaskSpec
 from automtl.errors import ConfigError
 from automtl.models.heads import cascade_order, has_cascade
 from automtl.models.registry import ARCHS, BOTTOMS, HEADS, lookup
+from automtl.models.wide import WideTerm
 
 
 class MTLModel(nn.Module):
@@ -23,10 +24,15 @@ class MTLModel(nn.Module):
         super().__init__()
         self.bottom, self.body, self.head = bottom, body, head
         self.task_names: list[str] = [t.name for t in tasks]
+        self.wide: nn.Module | None = None  # `model.wide`: first-order term (models/wide.py)
 
     def forward_raw(self, batch: Batch) -> Tensor:
-        """The body's raw logits ``[T, B]`` before the head (ESMM: conditional logits)."""
-        return self.body(self.bottom(batch))
+        """The body's raw logits ``[T, B]`` before the head (ESMM: conditional logits), plus
+        the wide term when there is one."""
+        raw = self.body(self.bottom(batch))
+        if self.wide is not None:
+            raw = raw + self.wide(batch).to(raw.dtype)
+        return raw
 
     def forward_tensor(self, batch: Batch) -> Tensor:
         """Task logits stacked as ``[T, B]`` in `task_names` order."""
@@ -82,6 +88,8 @@ def build_model(
     body = body_cls(cfg, bottom.out_dim, tasks)
     head = head_cls(tasks)
     model = MTLModel(bottom, body, head, tasks)
+    if cfg.wide:
+        model.wide = WideTerm(features, len(tasks))  # zero init: draws no random numbers
     if weighting is not None and weighting.scheme == "conditioned":
         from automtl.models.film import PreferenceConditioner
 
