@@ -39,6 +39,22 @@ def metrics_table(result: TrainResult, task_rows: list[tuple[str, bool]],
     return table
 
 
+def sweep_table(result: "TrainResult", metrics: list[str]) -> Table:
+    """The validation/test metrics of a conditioned model at each task-weight vector."""
+    table = Table(title="task-weight sweep (◀ the point reported above)", title_justify="left")
+    table.add_column("task weights")
+    for m in metrics:
+        table.add_column(f"{m.removesuffix('_auc')}\nval", justify="right")
+        table.add_column(f"{m.removesuffix('_auc')}\ntest", justify="right")
+    for i, p in enumerate(result.sweep):
+        mark = " ◀" if i == result.sweep_index else ""
+        cells = [" ".join(f"{k}={v:.3g}" for k, v in p.weights.items()) + mark]
+        for m in metrics:
+            cells += [f"{p.val.get(m, float('nan')):.4f}", f"{p.test.get(m, float('nan')):.4f}"]
+        table.add_row(*cells)
+    return table
+
+
 def train_command(
     config: Path = typer.Option(..., "--config", "-c", help="Trial config YAML (model, loss, train, data)."),
     dataset: str | None = typer.Option(None, "--dataset", help="Dataset name (overrides data.name; "
@@ -72,6 +88,8 @@ def train_command(
     rows = [(t.name, True) for t in data.tasks]
     rows += [(t.cond_name, False) for t in data.tasks if t.depends_on and t.cond_name]
     console.print(metrics_table(result, rows, bayes))
+    if result.sweep:  # preference-conditioned: the curve, and the point reported above
+        console.print(sweep_table(result, [f"{n}_auc" for n, _ in rows]))
     console.print(
         f"training: {result.samples_per_s:,.0f} samples/s on {result.device} ({result.precision}), "
         f"{result.n_params:,} parameters, {result.seconds:.1f} s in all"
