@@ -101,6 +101,8 @@ class ModelConfig:
     l0_weight: float = 1e-3
     fdn_orth_weight: float = 0.1
     fdn_aux_weight: float = 0.1
+    # mfh: first-facet task groups (lists of task names; [] = the task list in two halves)
+    mfh_groups: list[list[str]] = field(default_factory=list)
 
     def validate(self) -> None:
         _positive("embedding_dim", self.embedding_dim)

@@ -30,8 +30,8 @@ CASCADE = [TaskSpec("ctr", "click"), TaskSpec("ctcart", "cart", depends_on="ctr"
 FLAT = [TaskSpec("a", "a"), TaskSpec("b", "b")]
 # (arch, extra config): SNR in both of the paper's variants
 SYSTEMS = [("dbmtl", {}), ("snr", {"snr_variant": "trans"}), ("snr", {"snr_variant": "aver"}),
-           ("fdn", {})]
-IDS = ["dbmtl", "snr-trans", "snr-aver", "fdn"]
+           ("fdn", {}), ("mfh", {})]
+IDS = ["dbmtl", "snr-trans", "snr-aver", "fdn", "mfh"]
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +58,7 @@ def make_batch(n: int, tasks: list[TaskSpec], seed: int = 0) -> Batch:
     dense = g.normal(size=(n, 1)).astype(np.float32)
     eff = np.random.default_rng(7).normal(0, 1.5, 40)
     logits = [eff[item] + dense[:, 0], 1.0 - 1.5 * dense[:, 0] + 0.3 * (hist > 0).sum(1) - 1,
-              eff[item] * 0.5 + 0.5]
+              eff[item] * 0.5 + 0.5, 1.0 - dense[:, 0]]
     labels = np.zeros((n, len(tasks)), np.float32)
     reached = np.ones(n, bool)
     for k in range(len(tasks)):
@@ -94,8 +94,10 @@ def test_short_run_on_synthetic_data_learns_every_task(arch: str, extra: dict) -
     from automtl.data import load_dataset
     from automtl.train import fit
 
+    # MFH is meant for many tasks: the 4-step synthetic funnel (enough rows for its rarest step)
+    n_tasks, rows = (4, 10000) if arch == "mfh" else (2, 6000)
     cfg = TrialConfig(
-        data=DataConfig(options={"rows": 6000, "n_tasks": 2, "seed": 3}),
+        data=DataConfig(options={"rows": rows, "n_tasks": n_tasks, "seed": 3}),
         model=small_cfg(arch=arch, **extra),
         train=TrainConfig(epochs=2, batch_size=256, lr=3e-3, device="cpu", seed=0, patience=2))
     data = load_dataset(cfg.data)
@@ -214,11 +216,11 @@ def test_search_spaces_sample_every_new_architecture() -> None:
         for _ in range(80):
             trial = study.ask()
             cfg = space.suggest(trial, ctx)
-            if cfg.model.arch in ("dbmtl", "snr", "fdn"):
+            if cfg.model.arch in ("dbmtl", "snr", "fdn", "mfh"):
                 build_model(cfg.model, FEATURES, CASCADE)
                 seen.setdefault(cfg.model.arch, set()).add(cfg.model.snr_variant)
             study.tell(trial, 0.5)
-        assert set(seen) == {"dbmtl", "snr", "fdn"}, name
+        assert set(seen) == {"dbmtl", "snr", "fdn", "mfh"}, name
         assert seen["snr"] == {"trans", "aver"}, name
 
 
@@ -229,6 +231,8 @@ def test_search_spaces_sample_every_new_architecture() -> None:
     (dict(arch="snr", l0_weight=-1.0), "l0_weight: must be >= 0"),
     (dict(arch="snr", expert_dims=[]), "model.expert_dims: arch snr needs at least one layer"),
     (dict(arch="fdn", fdn_orth_weight=float("nan")), "fdn_orth_weight: must be >= 0"),
+    (dict(arch="mfh", mfh_groups=[["ctr"], ["ctcvr"]]), "model.mfh_groups: .* exactly one"),
+    (dict(arch="mfh", mfh_groups=[["ctr", "ctcart"], ["ctcvr", "buy"]]), "model.mfh_groups"),
 ])
 def test_bad_configs_are_one_line_errors(cfg: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match) as info:
@@ -313,3 +317,40 @@ def test_preference_conditioning_reaches_the_new_towers(arch: str, extra: dict) 
             set_preference(model, torch.tensor([0.1, 0.9]))
             b = model.forward_tensor(batch)
         assert not torch.allclose(a, b), (arch, sites)
+
+
+FOUR = [TaskSpec("ctr", "click"), TaskSpec("ctcart", "cart", depends_on="ctr"),
+        TaskSpec("ctcvr", "purchase", depends_on="ctcart"),
+        TaskSpec("ctreview", "review", depends_on="ctcvr")]
+
+
+def test_mfh_switchers_share_within_a_group_only() -> None:
+    torch.manual_seed(0)
+    cfg = small_cfg(arch="mfh", mfh_groups=[["ctr", "ctcart"], ["ctcvr", "ctreview"]])
+    model = build_model(cfg, FEATURES, FOUR).eval()
+    body = model.body
+    assert body.groups == [[0, 1], [2, 3]]
+    batch = make_batch(32, FOUR)
+    with torch.no_grad():
+        before = model.forward_tensor(batch)
+        # the late-funnel group's own experts: only ctcvr/ctreview move
+        body.experts.net[0].weight[body.m:].add_(0.5)
+        after = model.forward_tensor(batch)
+        assert torch.equal(after[:2], before[:2]) and (after[2:] - before[2:]).abs().min() > 0
+        # the root experts: every task moves
+        body.root.net[0].weight.add_(0.5)
+        root = model.forward_tensor(batch)
+        assert ((root - after).abs().amax(1) > 1e-4).all()
+    assert build_model(small_cfg(arch="mfh"), FEATURES, FOUR).body.groups == [[0, 1], [2, 3]]
+    assert build_model(small_cfg(arch="mfh"), FEATURES, CASCADE).body.groups == [[0, 1], [2]]
+
+
+def test_synthetic_generator_has_a_four_step_funnel() -> None:
+    from automtl.data.synthetic import generate_synthetic
+
+    ds = generate_synthetic(rows=4000, n_tasks=4, rho=0.5, seed=0)
+    assert [t.name for t in ds.tasks] == ["ctr", "ctcart", "ctcvr", "ctreview"]
+    assert ds.tasks[3].depends_on == "ctcvr" and ds.tasks[3].cond_name == "review"
+    y, truth = ds.splits["train"].labels, ds.splits["train"].truth
+    assert (np.diff(y, axis=1) <= 0).all() and (np.diff(truth, axis=1) <= 1e-12).all()
+    assert y[:, 3].mean() > 0.01

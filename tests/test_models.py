@@ -53,6 +53,12 @@ TASKS = {
         TaskSpec("ctcart", "cart", depends_on="ctr", cond_name="cart"),
         TaskSpec("ctcvr", "purchase", depends_on="ctcart", cond_name="cvr"),
     ],
+    4: [  # synthetic n_tasks=4 (studies/examples/mfh.yaml)
+        TaskSpec("ctr", "click"),
+        TaskSpec("ctcart", "cart", depends_on="ctr", cond_name="cart"),
+        TaskSpec("ctcvr", "purchase", depends_on="ctcart", cond_name="cvr"),
+        TaskSpec("ctreview", "review", depends_on="ctcvr", cond_name="review"),
+    ],
 }
 NO_CASCADE = [TaskSpec("income", "income"), TaskSpec("married", "married")]
 
@@ -90,6 +96,7 @@ def make_batch(n: int, n_tasks: int, seed: int = 0) -> Batch:
         item_eff[item] + 1.5 * overlap + dense[:, 0],
         2.0 * dense[:, 1] + 1.0,
         1.5 * overlap - 2.0 * dense[:, 0] + 1.0,
+        dense[:, 1] + 1.0,
     ]
     labels = np.zeros((n, n_tasks), np.float32)
     reached = np.ones(n, bool)

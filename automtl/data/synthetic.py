@@ -122,7 +122,9 @@ SCHEMAS: dict[str, _Schema] = {"default": _DEFAULT, "ali-ccp": _ALI_CCP}
 
 # Cascade base rates: p(click), p(cart | click), p(purchase | cart) for 3 tasks;
 # p(click), p(purchase | click) for 2 tasks. Rarest task >= 1% of rows (>= 2000 at 200k).
-_RATES = {2: (0.12, 0.12), 3: (0.15, 0.3, 0.3)}
+# 4 tasks (issue 18, >= 4 tasks for MFH and the architecture benchmark): click -> cart ->
+# purchase -> review, p(review | purchase) = 0.5; rarest task ~1.2% of rows.
+_RATES = {2: (0.12, 0.12), 3: (0.15, 0.3, 0.3), 4: (0.2, 0.4, 0.4, 0.4)}
 _LOGIT_SCALE = 1.1  # std of each task logit around its base rate
 _N_SINE = 2
 
@@ -180,7 +182,7 @@ def _check_options(rows: int, n_tasks: int, rho: float, schema: str) -> None:
     if rows < 100:
         raise DataError(f"synthetic: option rows={rows} is too small; use rows >= 100")
     if n_tasks not in _RATES:
-        raise DataError(f"synthetic: option n_tasks={n_tasks} is not supported; use 2 or 3")
+        raise DataError(f"synthetic: option n_tasks={n_tasks} is not supported; use 2, 3 or 4")
     if not 0.0 <= rho <= 1.0:
         raise DataError(f"synthetic: option rho={rho} is out of range; use 0 <= rho <= 1")
     if schema not in SCHEMAS:
@@ -196,11 +198,14 @@ def _task_specs(schema: _Schema, n_tasks: int) -> list[TaskSpec]:
             TaskSpec("ctr", click),
             TaskSpec("ctcvr", purchase, depends_on="ctr", cond_name="cvr"),
         ]
-    return [
+    tasks = [
         TaskSpec("ctr", click),
         TaskSpec("ctcart", cart, depends_on="ctr", cond_name="cart"),
         TaskSpec("ctcvr", purchase, depends_on="ctcart", cond_name="cvr"),
     ]
+    if n_tasks == 4:  # a fourth cascade step after purchase (not an Ali-CCP label)
+        tasks.append(TaskSpec("ctreview", "review", depends_on="ctcvr", cond_name="review"))
+    return tasks
 
 
 def _sparse_ids(sch: _Schema, rng: np.random.Generator, prng: np.random.Generator,

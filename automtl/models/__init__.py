@@ -15,6 +15,7 @@ from automtl.models.blocks import (
     Towers,
     mix_experts,
     mlp,
+    scatter_gates,
 )
 from automtl.models.bottoms.shared import SharedInput
 from automtl.models.embedding import EmbeddedBatch, FeatureEmbedding, SequencePooling
@@ -59,6 +60,7 @@ __all__ = [
     "parent_indices",
     "register_arch",
     "register_bottom",
+    "scatter_gates",
     "register_head",
     "registered_names",
     "require_layers",

@@ -137,6 +137,17 @@ def mix_experts(gates: Tensor, experts: Tensor) -> Tensor:
     return torch.bmm(gates.transpose(0, 1), experts.transpose(0, 1)).transpose(0, 1)
 
 
+def scatter_gates(gates: Tensor, columns: Tensor, n_experts: int) -> Tensor:
+    """Gates over a subset of experts placed into a zero-padded ``[T, B, n_experts]`` matrix.
+
+    gates ``[T, B, m]`` (task t's weights over its m experts); columns ``[T, m]`` (their indices in
+    the full bank). The result goes to `mix_experts` with the whole bank (PLE, MFH): one `bmm`
+    instead of a gather of each task's experts.
+    """
+    t, b, m = gates.shape
+    return gates.new_zeros(t, b, n_experts).scatter(2, columns.unsqueeze(1).expand(t, b, m), gates)
+
+
 class Towers(nn.Module):
     """One MLP tower per task ending in a logit: ``[B, D]`` or ``[T, B, D]`` -> ``[T, B]``.
 
@@ -164,6 +175,7 @@ class Towers(nn.Module):
 
 
 __all__ = [
+    "scatter_gates",
     "SoftmaxGates",
     "StackedLinear",
     "StackedMLP",

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from automtl.config import ModelConfig
 from automtl.data.schema import TaskSpec
 from automtl.models.base import Body, BodyInput, as_input, require_layers
-from automtl.models.blocks import SoftmaxGates, StackedMLP, Towers, mix_experts
+from automtl.models.blocks import SoftmaxGates, StackedMLP, Towers, mix_experts, scatter_gates
 from automtl.models.registry import register_arch
 
 
@@ -60,11 +60,7 @@ class ExtractionLevel(nn.Module):
             experts = self.experts(branches.index_select(0, self.branch))
             shared_src = shared_in
         g = self.task_gates(tasks_in)  # [T, B, m_k + m_s]
-        t, b, m = g.shape
-        full = g.new_zeros(t, b, self.n_experts).scatter(
-            2, self.select.unsqueeze(1).expand(t, b, m), g
-        )
-        out = mix_experts(full, experts)
+        out = mix_experts(scatter_gates(g, self.select, self.n_experts), experts)
         if self.training:  # [E, B, H] of this training forward (FDN's constraints read them)
             self.last_experts = experts
         shared_out = None
