@@ -121,3 +121,23 @@ def test_din_is_invariant_to_padding_and_uses_its_activation_unit():
     a = pool.activation_unit(torch.cat([q, k, q - k, q * k]))
     assert torch.allclose(pool.weights(e)[0, 0, 1], a.squeeze(), atol=1e-6)
     assert torch.all(pool.weights(e)[0, 0, 3:] == 0)
+
+
+def test_plain_head_cvr_auc_with_a_constant_ctcvr_tower_inverts_the_ctr_ranking():
+    """README, cvr_auc of plain heads: p_ctcvr constant => the ratio ranks by 1 / p_ctr."""
+    from sklearn.metrics import roc_auc_score
+
+    from automtl.train import compute_metrics
+
+    g = np.random.default_rng(0)
+    n = 4000
+    ctr_logit = g.normal(size=n)
+    click = g.random(n) < 1 / (1 + np.exp(-ctr_logit))
+    buy = click & (g.random(n) < 1 / (1 + np.exp(-(ctr_logit - 1))))  # correlated with ctr
+    labels = np.column_stack([click, buy]).astype(np.float32)
+    tasks = [TaskSpec("ctr", "click"), TaskSpec("ctcvr", "buy", depends_on="ctr",
+                                                   cond_name="cvr")]
+    logits = np.column_stack([ctr_logit, np.full(n, -3.0)])
+    cvr = compute_metrics(logits, labels, tasks)["cvr_auc"]
+    direct = roc_auc_score(labels[click, 1], ctr_logit[click])
+    assert direct > 0.55 and cvr == pytest.approx(1 - direct)
