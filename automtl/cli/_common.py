@@ -6,6 +6,7 @@ from typing import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from automtl.errors import AutomtlError
 
@@ -20,10 +21,18 @@ def handle_errors(run: Callable[[], object]) -> int:
     try:
         result = run()
     except AutomtlError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)
+        return exc.exit_code
+    except click_exc.UsageError as exc:  # one line, not click's usage + hint + error block
+        ctx = exc.ctx
+        where = ctx.command_path if ctx is not None else "automtl"
+        err_console.print(f"[bold red]error:[/] {escape(where)}: {escape(exc.format_message())} "
+                          f"(see `{escape(where)} --help`)", highlight=False, soft_wrap=True)
         return exc.exit_code
     except click_exc.ClickException as exc:
-        exc.show()
+        err_console.print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False,
+                          soft_wrap=True)
         return exc.exit_code
     except typer.Abort:  # typer.Abort: the vendored click has no Abort
         err_console.print("aborted")

@@ -192,24 +192,24 @@ def pareto_command(
 ) -> None:
     """Print the Pareto front of a study (val AUC per objective, test AUC, seed mean±std)."""
     from automtl.errors import AutomtlError
-    from automtl.search.store import Store, mask_url, objective_names, open_study
+    from automtl.search.dbopen import open_study_readonly
+    from automtl.search.selection import parse_selection, select
+    from automtl.search.store import Store, compute_front, mask_url, objective_names, read_or
 
     if format not in ("table", "csv", "json"):
         raise AutomtlError(f"--format {format}: use table, csv or json")
-    st = open_study(storage, study)
+    rule = parse_selection(trial=trial, pick=pick, weights=weights, minimums=minimum,
+                           maximize=maximize)
+    st = open_study_readonly(storage, study)  # read-only: pareto never writes
     objectives = objective_names(st)
-    store = Store(storage)
-    front = store.front(study)
-    if not front and any(t.state.name == "COMPLETE" for t in st.get_trials(deepcopy=False)):
-        front = store.refresh_front(st)  # a study made before automtl's tables existed
-    points = bool(store.sweeps(study))
+    store = Store.readonly(storage)
+    front = read_or(lambda: store.front(study), [])
+    if not front:  # a study automtl's tables do not know (plain Optuna, older automtl)
+        front = compute_front(st, objectives)
+    points = bool(read_or(lambda: store.sweeps(study), {}))
     if points:  # conditioned trials: the front over points (a trial may give several)
         front = store.point_front(st)
     selected: FrontRow | None = None
-    from automtl.search.selection import parse_selection, select
-
-    rule = parse_selection(trial=trial, pick=pick, weights=weights, minimums=minimum,
-                           maximize=maximize)
     if rule is not None and rule.within is not None:
         from automtl.search.points import choose_within
 

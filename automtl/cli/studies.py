@@ -19,12 +19,13 @@ def study_rows(storage: str) -> list[dict[str, Any]]:
     """One summary dict per study: name, dataset, objectives, state counts, front, best."""
     import optuna
 
-    from automtl.search.store import Store, make_storage, objective_names
+    from automtl.search.dbopen import study_names_readonly
+    from automtl.search.store import Store, compute_front, objective_names, read_or
 
-    rdb = make_storage(storage, must_exist=True)
-    store = Store(storage)
+    rdb, names = study_names_readonly(storage)  # read-only: listing never writes
+    store = Store.readonly(storage)
     rows = []
-    for name in sorted(optuna.get_all_study_names(rdb)):
+    for name in names:
         study = optuna.load_study(study_name=name, storage=rdb)
         trials = study.get_trials(deepcopy=False)
         counts = {s: 0 for s in _STATES}
@@ -36,7 +37,9 @@ def study_rows(storage: str) -> list[dict[str, Any]]:
         dataset = study.user_attrs.get("dataset") or {}
         rows.append({"study": name, "dataset": dataset.get("name", "?"),
                      "objectives": objectives, "trials": len(trials),
-                     "states": counts, "front": len(store.front(name)), "best": best,
+                     "states": counts, "best": best,
+                     "front": len(read_or(lambda: store.front(name), [])
+                                  or compute_front(study, objectives)),
                      "created": min((t.datetime_start for t in trials if t.datetime_start),
                                     default=None)})
     return rows

@@ -26,7 +26,9 @@ from automtl.config import TrialConfig, dump_yaml
 from automtl.data.schema import Dataset
 from automtl.errors import AutomtlError
 from automtl.search.selection import Direction, Selection, select
-from automtl.search.store import FrontRow, Store, objective_names, open_study, row_from_trial
+from automtl.search.dbopen import open_study_readonly
+from automtl.search.store import (FrontRow, Store, compute_front, objective_names, read_or,
+                                  row_from_trial)
 from automtl.train.loop import Callback
 
 FORMATS = ("yaml", "json", "fuxictr", "torch-rechub", "onnx", "torchscript")
@@ -84,9 +86,9 @@ def _directions(study: optuna.Study, objectives: Sequence[str]) -> dict[str, Dir
 
 def choose_trial(storage_url: str, study_name: str, selection: Selection) -> ChosenTrial:
     """Open the study and pick a trial by `selection` (front rules; `--trial` any completed one)."""
-    study = open_study(storage_url, study_name)
+    study = open_study_readonly(storage_url, study_name)  # exporting never writes
     objectives = objective_names(study)
-    store = Store(storage_url)
+    store = Store.readonly(storage_url)
     if selection.within is not None:  # a point inside a conditioned trial
         from automtl.search.points import choose_within
 
@@ -96,9 +98,9 @@ def choose_trial(storage_url: str, study_name: str, selection: Selection) -> Cho
             store.dispose()
         return ChosenTrial(study_name, row, objectives, selection.describe())
     try:
-        rows = store.front(study_name)
-        if not rows:  # e.g. a study whose front was never stored: compute it now
-            rows = store.refresh_front(study)
+        rows = read_or(lambda: store.front(study_name), [])
+        if not rows:  # e.g. a study whose front was never stored: compute it in memory
+            rows = compute_front(study, objectives)
     finally:
         store.dispose()
     if selection.trial is not None and all(r.trial_number != selection.trial for r in rows):

@@ -11,14 +11,13 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, TypeVar
-from urllib.parse import quote
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from automtl.errors import AutomtlError
+from automtl.search.dbopen import open_study_readonly, readonly_storage, readonly_url
 from automtl.search.store import (
     Store,
     SweepRow,
@@ -27,8 +26,6 @@ from automtl.search.store import (
     mask_url,
     objective_names,
     reeval_metrics,
-    sqlite_path,
-    study_names,
 )
 
 T = TypeVar("T")
@@ -229,53 +226,6 @@ def _pareto_front(study: optuna.Study, frozen: list[FrozenTrial]) -> list[int]:
         return []
 
 
-def readonly_url(url: str) -> tuple[str, dict[str, Any]]:
-    """URL and engine kwargs that open `url` without write access: SQLite with mode=ro,
-    PostgreSQL with read-only transactions."""
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        path = sqlite_path(url)
-        if path is None:
-            raise AutomtlError(f"--storage {mask_url(url)}: reports and dashboards need a SQLite "
-                               "file (sqlite:///automtl.db), not an in-memory database")
-        if not path.is_file():
-            raise AutomtlError(f"--storage {mask_url(url)}: no database file at {path}; run "
-                               "`automtl search` first or pass the right --storage")
-        # SQLite URI filename: mode=ro makes every write fail inside SQLite itself. The timeout
-        # lets a read wait while a running search holds its short write lock.
-        kwargs["connect_args"] = {"timeout": 30}
-        return f"sqlite:///file:{quote(path.resolve().as_posix())}?mode=ro&uri=true", kwargs
-    if url.startswith("postgresql"):
-        kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
-    return url, kwargs
-
-
-def readonly_storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage on `url` that cannot write (table creation/migration skipped)."""
-    ro_url, kwargs = readonly_url(url)
-    try:
-        return optuna.storages.RDBStorage(ro_url, engine_kwargs=kwargs, skip_table_creation=True,
-                                          skip_compatibility_check=True)
-    except (sa_exc.SQLAlchemyError, ModuleNotFoundError, ValueError) as exc:
-        raise AutomtlError(f"--storage {mask_url(url)}: cannot open the database "
-                           f"({type(exc).__name__}); check the URL") from None
-
-
-def open_study_readonly(storage_url: str, study_name: str) -> optuna.Study:
-    """Load an existing study without write access; a missing study is a one-line error
-    listing the available ones."""
-    storage = readonly_storage(storage_url)
-    try:
-        names = study_names(storage)
-    except sa_exc.SQLAlchemyError:
-        names = []  # not an Optuna database at all
-    if study_name not in names:
-        avail = ", ".join(names) if names else "none"
-        raise AutomtlError(f"no study named {study_name!r} in {mask_url(storage_url)} "
-                           f"(available: {avail}); pass --study NAME or --storage URL")
-    return optuna.load_study(study_name=study_name, storage=storage)
-
-
 def _store_read(read: Callable[[], T], default: T) -> T:
     # A study written by plain Optuna has no automtl tables: draw it without them.
     try:
@@ -291,8 +241,8 @@ class StudyReader:
         self.storage_url = storage_url
         self.study_name = study_name
         self.study = open_study_readonly(storage_url, study_name)
-        # Only read methods of Store are called; for SQLite the mode=ro URL enforces it.
-        self.store = Store(readonly_url(storage_url)[0], create=False)
+        # Only read methods of Store are called; the read-only engine enforces it.
+        self.store = Store.readonly(storage_url)
 
     def fingerprint(self) -> str:
         """Changes whenever a trial, an epoch record, the front or a re-evaluation changes."""

@@ -12,6 +12,10 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
+    "automtl.search.dbopen": (
+        "check_database", "open_study_readonly", "readonly_storage", "require_automtl_study",
+    ),
+    "automtl.search.dburl": ("scrub",),
     "automtl.search.defaults": ("DEFAULT_STORAGE", "STORAGE_ENV"),
     "automtl.search.distributed": (
         "Budget", "Heartbeat", "WorkersView", "launch_workers", "prepare_shared_study",
@@ -32,7 +36,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "list_spaces", "load_space", "parse_space",
     ),
     "automtl.search.store": (
-        "FrontRow", "Store", "SweepRow", "front_points", "make_storage", "mask_url",
+        "FrontRow", "Store", "SweepRow", "compute_front", "front_points", "make_storage",
+        "mask_url", "read_or",
         "objective_names", "open_study", "sqlite_path", "study_names",
     ),
     "automtl.search.study_config": (

@@ -34,6 +34,7 @@ from automtl.search.enqueue import (
 )
 from automtl.search.pruner import EpochRecorder, ParetoPruner
 from automtl.search.space import SearchSpace, SpaceContext, load_space_doc, parse_space
+from automtl.search.dbopen import require_automtl_study
 from automtl.search.store import (
     DEFAULT_STORAGE,
     FrontRow,
@@ -188,6 +189,8 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
         if warm_start is not None else []
     rdb = make_storage(storage, **(rdb_kwargs or {}))
     existing = name in optuna.get_all_study_names(rdb)
+    if existing:  # never write into a study automtl did not create
+        require_automtl_study(optuna.load_study(study_name=name, storage=rdb), storage)
     sampler = make_sampler(cfg.sampler, cfg.seed if sampler_seed is None else sampler_seed,
                            cfg.n_trials)
     try:
@@ -401,7 +404,9 @@ def run_search(cfg: StudyConfig, *, storage: str = DEFAULT_STORAGE, study_name: 
     rdb = make_storage(storage)
     n_existing = 0
     if name in optuna.get_all_study_names(rdb):
-        n_existing = len(optuna.load_study(study_name=name, storage=rdb).get_trials(deepcopy=False))
+        old = optuna.load_study(study_name=name, storage=rdb)
+        require_automtl_study(old, storage)
+        n_existing = len(old.get_trials(deepcopy=False))
     # A resumed study gets a fresh sampler seed, so a random sampler does not repeat itself.
     study = prepare_study(cfg, storage, name, sampler_seed=cfg.seed + n_existing,
                           warm_start=warm_start)
@@ -427,6 +432,7 @@ def reevaluate(storage_url: str, study_name: str, top_k: int, seeds: int, *,
         raise AutomtlError(f"--reeval-top {top_k} --seeds {seeds}: both must be >= 1")
     listener = listener or SearchListener()
     study = open_study(storage_url, study_name)
+    require_automtl_study(study, storage_url)
     store = Store(storage_url)
     front = store.refresh_front(study)
     if not front:

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import optuna
 import sqlalchemy as sa
@@ -35,6 +33,7 @@ from sqlalchemy import exc as sa_exc
 
 from automtl.errors import AutomtlError
 from automtl.search.defaults import DEFAULT_STORAGE, STORAGE_ENV
+from automtl.search.dburl import mask_url, scrub, sqlite_path
 
 _meta = sa.MetaData()
 
@@ -136,25 +135,6 @@ class SweepRow:
     trial_front: bool
 
 
-def mask_url(url: str) -> str:
-    """`url` with any password replaced by ``***`` (safe to print or log)."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # malformed URL: mask anything that looks like user:password@
-        return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URL (None for other backends or in-memory)."""
-    try:
-        u = sa.engine.make_url(url)
-    except Exception:
-        return None
-    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
-        return None
-    return Path(u.database)
-
-
 def engine_kwargs(url: str) -> dict[str, Any]:
     """SQLAlchemy engine options for `url` (every engine automtl opens on a storage uses them)."""
     # SQLite: wait for other writers (workers, dashboards) instead of failing at once.
@@ -169,11 +149,12 @@ def db_error(url: str, exc: BaseException) -> AutomtlError:
     if isinstance(exc, (sa_exc.ArgumentError, ValueError)):
         return AutomtlError(f"--storage {masked}: malformed database URL; use e.g. "
                             "sqlite:///automtl.db or postgresql+psycopg://user@host/db")
-    if isinstance(exc, ModuleNotFoundError):
-        return AutomtlError(f"--storage {masked}: database driver {exc.name!r} is not installed; "
-                            "pip install 'automtl[postgres]' for PostgreSQL")
+    if isinstance(exc, ImportError):
+        from automtl.search.dbopen import missing_driver
+
+        return missing_driver(url, exc)
     detail = str(getattr(exc, "orig", exc)).splitlines()[0] if str(exc) else type(exc).__name__
-    detail = detail.replace(url, masked)
+    detail = scrub(detail, url)
     return AutomtlError(f"--storage {masked}: cannot use the database ({detail}); check the URL, "
                         "that the server is reachable and the file is writable")
 
@@ -182,18 +163,25 @@ def make_storage(url: str, *, must_exist: bool = False,
                  **rdb_kwargs: Any) -> optuna.storages.RDBStorage:
     """Optuna RDB storage for `url` with automtl's engine settings; errors are one line.
 
+    The database is looked at read-only first (`dbopen.check_database`): a corrupt file, another
+    application's database or an incompatible Optuna schema is refused before Optuna writes.
     `must_exist`: a SQLite URL whose file is missing is an error instead of a new database.
     Extra keyword arguments (heartbeat_interval, grace_period, ...) go to `RDBStorage`.
     """
+    from automtl.search.dbopen import check_database, schema_error
+
     path = sqlite_path(url)
     if must_exist and path is not None and not path.is_file():
         raise AutomtlError(f"--storage {mask_url(url)}: no database file at {path}; run "
                            "`automtl search` first or pass the right --storage")
+    check_database(url)
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **rdb_kwargs)
     except AutomtlError:
         raise
-    except (sa_exc.SQLAlchemyError, ModuleNotFoundError, ValueError) as exc:
+    except RuntimeError as exc:  # Optuna's schema-version mismatch
+        raise schema_error(url, exc) from None
+    except (sa_exc.SQLAlchemyError, ImportError, ValueError) as exc:
         raise db_error(url, exc) from None
 
 
@@ -250,8 +238,24 @@ class Store:
             self.engine = sa.create_engine(storage_url, **engine_kwargs(storage_url))
             if create:
                 _meta.create_all(self.engine)
-        except (sa_exc.SQLAlchemyError, ModuleNotFoundError, ValueError) as exc:
+        except (sa_exc.SQLAlchemyError, ImportError, ValueError) as exc:
             raise db_error(storage_url, exc) from None
+
+    @classmethod
+    def readonly(cls, storage_url: str) -> "Store":
+        """A Store whose engine cannot write (SQLite mode=ro, PostgreSQL read-only); for the
+        read methods of `studies`, `pareto`, `report` and `dashboard`. Tables are not created:
+        read through `read_or` where a plain-Optuna database may lack them."""
+        from automtl.search.dbopen import readonly_url
+
+        ro, kwargs = readonly_url(storage_url)
+        store = cls.__new__(cls)
+        store.url = storage_url
+        try:
+            store.engine = sa.create_engine(ro, **kwargs)
+        except (sa_exc.SQLAlchemyError, ImportError, ValueError) as exc:
+            raise db_error(storage_url, exc) from None
+        return store
 
     def __repr__(self) -> str:
         return f"Store({mask_url(self.url)!r})"
@@ -529,6 +533,30 @@ def front_points(trials: Iterable[optuna.trial.FrozenTrial], sweeps: dict[int, l
     return [c for c, k in zip(cands, keep) if k]
 
 
+def compute_front(study: optuna.Study, names: list[str] | None = None) -> list[FrontRow]:
+    """The study's Pareto front from Optuna's stored values, computed in memory (no write)."""
+    names = objective_names(study) if names is None else names
+    complete = any(t.state == optuna.trial.TrialState.COMPLETE
+                   for t in study.get_trials(deepcopy=False))
+    best = study.best_trials if study.directions and complete else []
+    return sorted((row_from_trial(tr, names) for tr in best), key=lambda r: r.trial_number)
+
+
+T = TypeVar("T")
+
+
+def read_or(read: Callable[[], T], default: T) -> T:
+    """`read()`, or `default` where automtl's tables are missing (a plain-Optuna database)."""
+    try:
+        return read()
+    except sa_exc.OperationalError as exc:
+        if "no such table" in str(exc) or "does not exist" in str(exc):
+            return default
+        raise
+    except sa_exc.ProgrammingError:  # PostgreSQL: undefined table
+        return default
+
+
 def row_from_trial(trial: optuna.trial.FrozenTrial, names: list[str]) -> FrontRow:
     attrs = trial.user_attrs
     return FrontRow(
@@ -543,6 +571,6 @@ def row_from_trial(trial: optuna.trial.FrozenTrial, names: list[str]) -> FrontRo
 
 __all__ = [
     "DEFAULT_STORAGE", "FRONT_ATTRS", "STORAGE_ENV", "FrontRow", "Store", "SweepRow", "db_error",
-    "engine_kwargs", "front_points", "make_storage", "mask_url", "nondominated_mask",
-    "objective_names", "open_study", "point_row", "row_from_trial", "sqlite_path", "study_names",
+    "compute_front", "engine_kwargs", "front_points", "make_storage", "mask_url", "nondominated_mask",
+    "objective_names", "open_study", "point_row", "read_or", "row_from_trial", "sqlite_path", "study_names",
 ]
