@@ -8,6 +8,7 @@ keys and types recursively and raises `ConfigError` naming the exact path
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -115,20 +116,44 @@ def _convert(tp: Any, value: Any, path: str, where: str) -> Any:
         _fail(where, path, f"expected true/false, got {_describe(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            return check_int(value, path, where)
         _fail(where, path, f"expected an integer, got {_describe(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return check_float(value, path, where)
         if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
             # PyYAML (YAML 1.1) reads `1e-5` (no dot) as a string; accept it as the number meant
-            return float(value)
+            return check_float(float(value), path, where)
         _fail(where, path, f"expected a number, got {_describe(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
         _fail(where, path, f"expected a string, got {_describe(value)}")
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug, not user input
+
+
+SEED_MAX = 2**32 - 1  # numpy's RandomState and Optuna's samplers take seeds below 2^32
+
+
+def check_int(value: int, path: str = "", where: str = "") -> int:
+    """`value` if it fits a 64-bit integer (and, for a key named seed, the RNG's 0..2^32-1)."""
+    key = path.rsplit(".", 1)[-1]
+    if key == "seed" and not 0 <= value <= SEED_MAX:
+        _fail(where, path, f"a seed must be an integer in 0..{SEED_MAX}, got {_describe(value)}")
+    if not -(2**63) <= value < 2**63:
+        _fail(where, path, f"{_describe(value)} does not fit a 64-bit integer; use a smaller one")
+    return value
+
+
+def check_float(value: float, path: str = "", where: str = "") -> float:
+    """`value` as a float if it is finite (NaN and infinity are never a valid setting)."""
+    try:
+        out = float(value)
+    except OverflowError:
+        out = math.inf
+    if not math.isfinite(out):
+        _fail(where, path, f"must be a finite number, got {_describe(value)}")
+    return out
 
 
 def _type_name(tp: Any) -> str:

@@ -289,21 +289,55 @@ class TrialConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (YAML says keys are
+    unique; PyYAML would silently keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # an unhashable key: PyYAML's own error follows
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first at line {first.line + 1}); "
+                    "keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """A YAML document from text (strict: duplicate keys refused); errors name `where`."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{where}: invalid YAML{at}: {problem}; fix the syntax") from None
+
+
 def load_yaml(path: str | Path) -> Any:
-    """Read a YAML document, turning I/O and syntax problems into one-line `ConfigError`s."""
+    """Read a YAML document, turning I/O and syntax problems into one-line `ConfigError`s.
+
+    An empty document (empty file, only comments) is refused: it would silently mean
+    "all defaults", which is never what a file given on purpose means.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: file not found; check the path")
     try:
-        with p.open("r", encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{p}: invalid YAML{where}: {problem}; fix the syntax") from None
+        text = p.read_text(encoding="utf-8-sig")  # -sig: a UTF-8 BOM is accepted
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read file ({exc.__class__.__name__}); check permissions/encoding") from None
+        raise ConfigError(f"{p}: cannot read file ({exc.__class__.__name__}); check "
+                          "permissions/encoding") from None
+    doc = parse_yaml(text, str(p))
+    if doc is None:
+        raise ConfigError(f"{p}: the file is empty; write the settings into it (see "
+                          "studies/examples/ for complete files)")
+    return doc
 
 
 def load_trial_config(path: str | Path) -> TrialConfig:
@@ -324,5 +358,5 @@ def save_trial_config(cfg: TrialConfig, path: str | Path) -> None:
 __all__ = [
     "Arch", "Bottom", "CalibratorConfig", "FILM_SITES", "DataConfig", "DependencyConfig", "Head", "LossConfig",
     "ModelConfig", "PWiseRConfig", "TrainConfig", "TrialConfig", "WeightingConfig", "dump_yaml",
-    "from_dict", "load_trial_config", "load_yaml", "save_trial_config", "to_dict",
+    "from_dict", "load_trial_config", "load_yaml", "parse_yaml", "save_trial_config", "to_dict",
 ]

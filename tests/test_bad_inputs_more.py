@@ -174,6 +174,169 @@ ROWS: list[Row] = [
 ]
 
 
+def _opt(*extra: str) -> Callable[[Path, str], list[str]]:
+    """A search on the real study database with extra options."""
+    return lambda d, u: _search(d, u, _preset(d), *extra)
+
+
+def _with(**changes: object) -> Callable[[Path, str], list[str]]:
+    """A search whose preset has `changes`."""
+    return lambda d, u: _search(d, u, _preset(d, **changes))
+
+
+def _text_preset(text: str) -> Callable[[Path, str], list[str]]:
+    """A search whose preset file is exactly `text`."""
+    def make(d: Path, u: str) -> list[str]:
+        _preset(d)
+        return _search(d, u, _write(d / "preset.yaml", text))
+    return make
+
+
+def _space(text: str) -> Callable[[Path, str], list[str]]:
+    """A search whose space file is exactly `text`."""
+    def make(d: Path, u: str) -> list[str]:
+        preset = _preset(d)
+        _write(d / "space.yaml", text)
+        return _search(d, u, preset)
+    return make
+
+
+def _trial(text: str) -> Callable[[Path, str], list[str]]:
+    """`automtl train` on a trial config file that is exactly `text`."""
+    return lambda d, u: ["train", "--config", str(_write(d / "trial.yaml", text))]
+
+
+_TRIAL = "data: {name: synthetic, options: {rows: 3000, n_tasks: 2}}\ntrain: {epochs: 1}\n"
+_LR = "  model.embedding_dim: 4\n  model.tower_dims: {choices: [[4]]}\n"
+_ARCH = "name: s\nparams:\n  model.arch: {choices: [shared_bottom]}\n"
+
+ROWS += [
+    # -- every option checked before any side effect (typer ranges + one check pass) ------------
+    Row("search_timeout_negative", _opt("--timeout", "-5"), ("--timeout", "> 0")),
+    Row("search_timeout_nan", _opt("--timeout", "nan"), ("--timeout", "finite")),
+    Row("search_timeout_inf", _opt("--timeout", "inf"), ("--timeout", "finite")),
+    Row("search_reeval_top_negative", _opt("--reeval-top", "-1"), ("--reeval-top", "greater than or equal to 0")),
+    Row("search_seed_negative", _opt("--seed", "-1"), ("--seed",)),
+    Row("search_seed_beyond_rng", _opt("--seed", str(2**32)), ("--seed", "4294967295")),
+    Row("search_seeds_zero", _opt("--seeds", "0"), ("--seeds",)),
+    Row("search_epochs_zero", _opt("--epochs", "0"), ("--epochs",)),
+    Row("search_workers_zero", _opt("--workers", "0"), ("--workers",)),
+    Row("search_trials_per_device_zero", _opt("--trials-per-device", "0"),
+        ("--trials-per-device",)),
+    Row("search_n_trials_not_a_number", _opt("--n-trials", "many"), ("--n-trials", "integer")),
+    Row("search_unknown_option", _opt("--trails", "5"), ("--trails", "automtl search")),
+    Row("search_empty_study_name", lambda d, u: [*_search(d, u, _preset(d))[:-3],
+                                                 "--study-name", "", "--no-report"],
+        ("--study-name", "empty")),
+    Row("search_blank_study_name", lambda d, u: [*_search(d, u, _preset(d))[:-3],
+                                                 "--study-name", "   ", "--no-report"],
+        ("--study-name", "empty")),
+    Row("search_study_name_with_newline",
+        lambda d, u: [*_search(d, u, _preset(d))[:-3], "--study-name", "a\nb", "--no-report"],
+        ("--study-name", "control characters")),
+    Row("search_study_name_too_long",
+        lambda d, u: [*_search(d, u, _preset(d))[:-3], "--study-name", "x" * 300,
+                      "--no-report"], ("--study-name", "at most")),
+    Row("search_report_and_no_report", _opt("--report", "r.html"), ("--report", "--no-report")),
+    Row("data_option_rows_in_e_notation", _opt("--data-option", "rows=1e5"),
+        ("rows", "whole number")),
+    Row("data_option_rows_negative", _opt("--data-option", "rows=-5"), ("rows", ">= 0")),
+    Row("data_option_rho_nan", _opt("--data-option", "rho=.nan"), ("rho", "finite")),
+    Row("data_option_seed_beyond_rng", _opt("--data-option", "seed=99999999999"),
+        ("seed", "4294967295")),
+    Row("data_option_rows_as_text", _opt("--data-option", "rows=lots"),
+        ("rows", "whole number")),
+    Row("data_option_without_value", _opt("--data-option", "rows"), ("KEY=VALUE",)),
+    Row("data_option_unknown", _opt("--data-option", "colour=red"), ("colour", "allowed")),
+    Row("dashboard_port_beyond_65535", lambda d, u: ["dashboard", *_STUDY, "--storage", u,
+                                                     "--port", "99999"], ("--port", "65535")),
+    Row("dashboard_port_negative", lambda d, u: ["dashboard", *_STUDY, "--storage", u,
+                                                 "--port", "-1"], ("--port",)),
+    Row("dashboard_refresh_nan", lambda d, u: ["dashboard", *_STUDY, "--storage", u,
+                                               "--refresh", "nan"], ("--refresh",)),
+    Row("dashboard_unresolvable_host",
+        lambda d, u: ["dashboard", *_STUDY, "--storage", u, "--host", "no-such-host.invalid",
+                      "--port", "0"], ("--host", "cannot listen")),
+    Row("reeval_top_zero", lambda d, u: ["reeval", *_STUDY, "--storage", u, "--top", "0"],
+        ("--top",)),
+    Row("reeval_seeds_zero", lambda d, u: ["reeval", *_STUDY, "--storage", u, "--seeds", "0"],
+        ("--seeds",)),
+    Row("worker_timeout_negative",
+        lambda d, u: ["worker", *_STUDY, "--storage", u, "--timeout", "-1"], ("--timeout",)),
+    Row("worker_n_trials_zero",
+        lambda d, u: ["worker", *_STUDY, "--storage", u, "--n-trials", "0"], ("--n-trials",)),
+    Row("study_create_empty_name",
+        lambda d, u: ["study", "create", "--study-config", str(_preset(d)), "--storage", u,
+                      "--study-name", ""], ("--study-name", "empty")),
+    Row("pareto_trial_negative",
+        lambda d, u: ["pareto", *_STUDY, "--storage", u, "--trial", "-1"], ("--trial",)),
+    Row("pareto_duplicate_weights",
+        lambda d, u: ["pareto", *_STUDY, "--storage", u, "--weights", "ctr=0.5,ctr=0.7"],
+        ("--weights", "twice")),
+    Row("pareto_duplicate_weights_two_spellings",
+        lambda d, u: ["pareto", *_STUDY, "--storage", u, "--weights", "ctr=0.5",
+                      "--weights", "ctr_auc=0.7"], ("--weights", "twice")),
+    Row("pareto_weight_nan",
+        lambda d, u: ["pareto", *_STUDY, "--storage", u, "--weights", "ctr=nan"],
+        ("--weights", "finite")),
+    Row("pareto_duplicate_min",
+        lambda d, u: ["pareto", *_STUDY, "--storage", u, "--min", "ctr=0.5,ctr=0.6",
+                      "--maximize", "cvr"], ("--min", "twice")),
+    Row("studies_unknown_format", lambda d, u: ["studies", "--storage", u, "-f", "xml"],
+        ("--format",)),
+    Row("unknown_command", lambda d, u: ["serch"], ("serch",)),
+    Row("data_prepare_val_fraction_nan",
+        lambda d, u: ["data", "prepare", "ali-ccp", "--raw", str(d), "--val-fraction", "nan"],
+        ("--val-fraction",)),
+    # -- every number in presets, trial configs and spaces: finite, in range ---------------------
+    Row("preset_lr_nan", _with(train={"batch_size": 512, "device": "cpu", "lr": float("nan")}),
+        ("preset.yaml", "lr", "finite")),
+    Row("preset_weight_decay_nan",
+        _with(train={"batch_size": 512, "device": "cpu", "weight_decay": float("nan")}),
+        ("preset.yaml", "weight_decay", "finite")),
+    Row("preset_seed_10_to_the_30", _with(seed=10**30), ("preset.yaml", "seed", "4294967295")),
+    Row("preset_seed_negative", _with(seed=-1), ("preset.yaml", "seed")),
+    Row("preset_timeout_inf", _with(timeout=float("inf")), ("preset.yaml", "timeout", "finite")),
+    Row("preset_epochs_beyond_int64", _with(epochs=10**30), ("preset.yaml", "epochs", "64-bit")),
+    Row("preset_reduction_factor_nan",
+        _with(pruner={"kind": "pareto", "reduction_factor": float("nan")}),
+        ("preset.yaml", "reduction_factor", "finite")),
+    Row("preset_objectives_empty_list", _with(objectives=[]), ("preset.yaml", "objectives",
+                                                               "empty")),
+    Row("preset_empty_file", _text_preset(""), ("preset.yaml", "empty")),
+    Row("preset_only_comments", _text_preset("# nothing here\n"), ("preset.yaml", "empty")),
+    Row("preset_duplicate_key", _text_preset(_yaml(PRESET) + "epochs: 5\n"),
+        ("preset.yaml", "epochs", "twice")),
+    Row("preset_data_option_seed_huge",
+        _with(data={"name": "synthetic", "options": {"rows": 3000, "seed": 2**40}}),
+        ("seed", "4294967295")),
+    Row("space_nan_bound", _space(SPACE + "  train.lr: {float: [.nan, 0.1], log: true}\n"),
+        ("space.yaml", "finite")),
+    Row("space_log_range_to_inf", _space(SPACE + "  train.lr: {float: [1.0e-5, .inf], log: true}\n"),
+        ("space.yaml", "finite")),
+    Row("space_int_bound_beyond_2_53",
+        _space(SPACE.replace("[2, 3]", f"[2, {10**20}]")), ("space.yaml", "finite")),
+    Row("space_step_nan", _space(SPACE + "  train.lr: {float: [0.01, 0.1], step: .nan}\n"),
+        ("space.yaml", "step")),
+    Row("space_duplicate_key", _space(SPACE + "  model.embedding_dim: 8\n"),
+        ("space.yaml", "twice")),
+    Row("space_empty_file", _space(""), ("space.yaml", "empty")),
+    Row("trial_lr_nan", _trial(_TRIAL.replace("epochs: 1", "epochs: 1, lr: .nan")),
+        ("trial.yaml", "lr", "finite")),
+    Row("trial_weight_decay_nan",
+        _trial(_TRIAL.replace("epochs: 1", "epochs: 1, weight_decay: .nan")),
+        ("trial.yaml", "weight_decay", "finite")),
+    Row("trial_seed_10_to_the_30",
+        _trial(_TRIAL.replace("epochs: 1", f"epochs: 1, seed: {10**30}")),
+        ("trial.yaml", "seed", "4294967295")),
+    Row("trial_empty_file", _trial(""), ("trial.yaml", "empty")),
+    Row("trial_duplicate_key", _trial(_TRIAL + "train: {epochs: 2}\n"),
+        ("trial.yaml", "train", "twice")),
+    Row("trial_data_rows_e_notation",
+        _trial(_TRIAL.replace("rows: 3000", "rows: 1e5")), ("rows", "whole number")),
+]
+
+
 def _tree(folder: Path) -> dict[str, str]:
     """SHA-256 of every file under `folder` except the data cache."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()

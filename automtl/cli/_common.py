@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import typer
@@ -12,6 +13,13 @@ from automtl.errors import AutomtlError
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def check_seconds(value: float, option: str) -> float:
+    """A duration option: a finite number of seconds > 0 (click's ranges let NaN through)."""
+    if not math.isfinite(value) or value <= 0:
+        raise AutomtlError(f"{option} {value}: must be a finite number of seconds > 0")
+    return value
 
 
 def handle_errors(run: Callable[[], object]) -> int:

@@ -140,14 +140,17 @@ def prepare_command(
                              "common_features_{train,test}.csv (Tianchi dataset 408)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default "
                                        "$AUTOMTL_DATA/ali-ccp or ~/.cache/automtl/ali-ccp)."),
-    max_len: int = typer.Option(20, "--max-len", help="Keep this many behaviour ids per field "
-                                "(each costs 4 bytes per row)."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train rows for val."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the val split."),
+    max_len: int = typer.Option(20, "--max-len", min=1, help="Keep this many behaviour ids per "
+                                "field (each costs 4 bytes per row)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=0.9,
+                                       help="Share of train rows for val."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the val split."),
 ) -> None:
     """Convert raw Tianchi Ali-CCP files in one streaming pass (bounded memory)."""
     from automtl.data.ali_ccp_raw import prepare_ali_ccp, raw_files
 
+    if not math.isfinite(val_fraction):
+        raise DataError(f"--val-fraction {val_fraction}: must be a number in 0 .. 0.9")
     if name != "ali-ccp":
         raise DataError(f"prepare {name!r}: only ali-ccp has a raw format to prepare; "
                         "the other datasets load their CSV files directly")

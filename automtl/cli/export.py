@@ -23,7 +23,7 @@ def export_command(
                                 help=STORAGE_HELP),
     format: str = typer.Option(..., "--format", "-f", help=FORMAT_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Output file (fuxictr: output folder)."),
-    trial: Optional[int] = typer.Option(None, "--trial", help="Export this completed trial "
+    trial: Optional[int] = typer.Option(None, "--trial", min=0, help="Export this completed trial "
                                         "(with --weights/--pick/--min: a point inside this "
                                         "preference-conditioned trial)."),
     pick: Optional[str] = typer.Option(None, "--pick", help="Choose by rule: knee (of the "

@@ -181,7 +181,7 @@ def pareto_command(
     storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
                                 help=STORAGE_HELP),
     format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
-    trial: Optional[int] = typer.Option(None, "--trial", help="Mark this front trial."),
+    trial: Optional[int] = typer.Option(None, "--trial", min=0, help="Mark this front trial."),
     pick: Optional[str] = typer.Option(None, "--pick", help="Mark a point by rule: knee."),
     weights: Optional[list[str]] = typer.Option(None, "--weights", help="Mark the best weighted "
                                                 "sum, e.g. ctr=0.7,cvr=0.3."),

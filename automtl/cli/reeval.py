@@ -15,8 +15,8 @@ def reeval_command(
     study: str = typer.Option(..., "--study", help="Study name (see `automtl studies`)."),
     storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
                                 help=STORAGE_HELP),
-    top: int = typer.Option(3, "--top", help="How many front configs (best mean objective)."),
-    seeds: int = typer.Option(3, "--seeds", help="New seeds per config (stored seeds are "
+    top: int = typer.Option(3, "--top", min=1, help="How many front configs (best mean objective)."),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="New seeds per config (stored seeds are "
                                                  "skipped, so a rerun resumes)."),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:

@@ -9,7 +9,8 @@ from typing import Any, Optional
 
 import typer
 
-from automtl.cli._common import console, err_console
+from automtl._typed import SEED_MAX
+from automtl.cli._common import check_seconds, console, err_console
 from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP, fmt, front_table, human_count
 from automtl.search.defaults import DEFAULT_STORAGE
 
@@ -21,7 +22,7 @@ def search_command(
                                                "file (or a preset name)."),
     space: Optional[str] = typer.Option(None, "--space", help="Search space name (default, mmoe, "
                                         "ple, losses) or YAML file."),
-    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="New trials to run "
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="New trials to run "
                                            "(default: the preset's)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after "
                                             "this many seconds."),
@@ -31,26 +32,27 @@ def search_command(
                                              "the preset's); an existing name resumes."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="tpe, nsga2, gp or random."),
     pruner: Optional[str] = typer.Option(None, "--pruner", help="pareto (default) or none."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per trial."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs per trial."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Sampler and training seed."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=SEED_MAX,
+                                       help="Sampler and training seed (0 .. 2^32-1)."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder with the dataset's "
                                            "files (default: $AUTOMTL_DATA/<name> or the cache)."),
     data_option: Optional[list[str]] = typer.Option(None, "--data-option", help="Dataset option "
                                                     "KEY=VALUE (repeatable), e.g. rows=20000."),
     save_checkpoints: bool = typer.Option(False, "--save-checkpoints", help="Save each completed "
                                           "trial's best-epoch weights next to the database."),
-    reeval_top: int = typer.Option(0, "--reeval-top", help="Afterwards retrain the K best front "
+    reeval_top: int = typer.Option(0, "--reeval-top", min=0, help="Afterwards retrain the K best front "
                                    "configs with --seeds seeds (mean ± std per task)."),
-    seeds: int = typer.Option(3, "--seeds", help="Seeds per re-evaluated config."),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds per re-evaluated config."),
     report: Optional[Path] = typer.Option(None, "--report", help="HTML report path (default "
                                           "reports/<study>.html)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML report."),
-    workers: int = typer.Option(1, "--workers", help="Local worker processes sharing the study "
+    workers: int = typer.Option(1, "--workers", min=1, help="Local worker processes sharing the study "
                                 "(see `automtl worker`; one per --devices entry by default)."),
     devices: Optional[str] = typer.Option(None, "--devices", help="Devices of the workers, "
                                           "e.g. 0,1 (= cuda:0,cuda:1), assigned round-robin."),
-    trials_per_device: int = typer.Option(1, "--trials-per-device", help="Concurrent trials "
+    trials_per_device: int = typer.Option(1, "--trials-per-device", min=1, help="Concurrent trials "
                                           "(worker processes) per GPU of --devices, for models "
                                           "too small to fill one; CUDA only."),
     warm_start: Optional[str] = typer.Option(None, "--warm-start", help="Enqueue this study's "
@@ -72,13 +74,18 @@ def search_command(
     from automtl.data import parse_options
     from automtl.errors import AutomtlError
     from automtl.search.store import mask_url
+    from automtl.search.naming import check_study_name
     from automtl.search.study_config import study_for_dataset, study_preset
 
+    # Every option is checked here, before the preset, the data or the database is touched.
     if dataset and study_config:
         raise AutomtlError("give --dataset or --study-config, not both")
-    for name, value in (("--n-trials", n_trials), ("--epochs", epochs)):
-        if value is not None and value < 1:
-            raise AutomtlError(f"{name} {value}: must be >= 1")
+    if timeout is not None:
+        check_seconds(timeout, "--timeout")
+    if study_name is not None:
+        check_study_name(study_name)
+    if no_report and report is not None:
+        raise AutomtlError("give --report PATH or --no-report, not both")
     if sampler is not None and sampler not in ("tpe", "nsga2", "gp", "random"):
         raise AutomtlError(f"--sampler {sampler}: use tpe, nsga2, gp or random")
     if pruner is not None and pruner not in ("pareto", "none"):
@@ -112,6 +119,9 @@ def search_command(
     from automtl.search.enqueue import WarmStart
 
     ws = WarmStart(warm_start, warm_start_storage or storage) if warm_start else None
+    from automtl.data import get_info, resolve_options
+
+    resolve_options(get_info(cfg.data.name), dict(cfg.data.options))  # typed, finite, in range
     name = study_name or cfg.name
     optuna.logging.set_verbosity(logging.WARNING)
     console.print(f"study {name!r} in {mask_url(storage)}: dataset {cfg.data.name} "
@@ -156,7 +166,7 @@ def _search_in_process(cfg: Any, storage: str, name: str, device: Optional[str],
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
                   MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                   TimeRemainingColumn(), console=console, transient=True) as progress:
-        listener = RichSearchListener(progress, list(cfg.objectives), storage)
+        listener = RichSearchListener(progress, list(cfg.objectives or []), storage)
         return run_search(cfg, storage=storage, study_name=name, device=device,
                           save_checkpoints=save_checkpoints, listener=listener,
                           warm_start=warm_start)
@@ -187,7 +197,10 @@ def _print_result(result: Any, name: str, storage: str, elapsed: float, device: 
         console.print(front_table(front, result.objectives, f"Pareto front of {name!r} with "
                                   f"seed re-evaluation"))
     if not no_report and result.front:
-        out = report or Path("reports") / f"{name}.html"
+        from automtl.search.naming import confined_path
+
+        # the study name is text, not a path: sanitised and kept inside reports/
+        out = report or confined_path(Path("reports"), name, ".html")
         try:
             from automtl.report import write_report
 

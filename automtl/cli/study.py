@@ -19,20 +19,21 @@ def create_command(
                                 help="Database URL the workers will share (or $AUTOMTL_STORAGE)."),
     study_name: str | None = typer.Option(None, "--study-name", help="Default: the preset's "
                                              "name."),
-    n_trials: int | None = typer.Option(None, "--n-trials", help="Target trial count "
+    n_trials: int | None = typer.Option(None, "--n-trials", min=1, help="Target trial count "
                                            "(default: the preset's n_trials)."),
-    heartbeat_interval: int = typer.Option(10, "--heartbeat-interval", help="Seconds between a "
+    heartbeat_interval: int = typer.Option(10, "--heartbeat-interval", min=1, help="Seconds between a "
                                            "running trial's heartbeats."),
-    grace_period: int = typer.Option(60, "--grace-period", help="Seconds without a heartbeat "
+    grace_period: int = typer.Option(60, "--grace-period", min=1, help="Seconds without a heartbeat "
                                      "after which a trial's worker counts as dead."),
 ) -> None:
     """Create a study (refuses an existing name) with a target trial count for workers."""
     from automtl.search.store import mask_url, objective_names
+    from automtl.search.naming import check_study_name
     from automtl.search.study_config import study_preset
     from automtl.search.distributed import Heartbeat, prepare_shared_study, study_target
 
-    if n_trials is not None and n_trials < 1:
-        raise typer.BadParameter(f"must be >= 1, got {n_trials}", param_hint="--n-trials")
+    if study_name is not None:
+        check_study_name(study_name)
     hb = Heartbeat(heartbeat_interval, grace_period)
     cfg = study_preset(study_config)
     study = prepare_shared_study(cfg, storage, study_name, n_trials=n_trials, heartbeat=hb,

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from automtl.cli._common import console
+from automtl.cli._common import check_seconds, console
 from automtl.search.defaults import STORAGE_ENV
 
 
@@ -15,16 +15,16 @@ def worker_command(
     storage: str = typer.Option(..., "--storage", envvar=STORAGE_ENV,
                                 help="Database URL shared by all workers, e.g. "
                                 "postgresql+psycopg://user:pass@host/db (or $AUTOMTL_STORAGE)."),
-    n_trials: int | None = typer.Option(None, "--n-trials", help="Stop after this many trials "
+    n_trials: int | None = typer.Option(None, "--n-trials", min=1, help="Stop after this many trials "
                                            "of this worker (default: until the study's target)."),
     timeout: float | None = typer.Option(None, "--timeout", help="Stop starting new trials "
                                             "after this many seconds."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
     heartbeat_interval: int | None = typer.Option(
-        None, "--heartbeat-interval", help="Seconds between a running trial's heartbeats "
+        None, "--heartbeat-interval", min=1, help="Seconds between a running trial's heartbeats "
         "(default: the study's setting, else 10)."),
     grace_period: int | None = typer.Option(
-        None, "--grace-period", help="Seconds without a heartbeat after which a trial's worker "
+        None, "--grace-period", min=1, help="Seconds without a heartbeat after which a trial's worker "
         "counts as dead and the trial is retried (default: the study's setting, else 60)."),
 ) -> None:
     """Join a study in a shared database and run trials until its target count is reached."""
@@ -33,6 +33,8 @@ def worker_command(
     from automtl.search.store import mask_url, objective_names
     from automtl.search.distributed import Budget, Heartbeat, run_worker, worker_name
 
+    if timeout is not None:
+        check_seconds(timeout, "--timeout")
     optuna.logging.set_verbosity(logging.WARNING)
     hb = None
     if heartbeat_interval is not None or grace_period is not None:

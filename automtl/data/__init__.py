@@ -15,6 +15,7 @@ from automtl.data.registry import (
     parse_options,
     register_dataset,
     resolve_data_dir,
+    resolve_options,
 )
 from automtl.data.schema import Dataset, FeatureSpec, Split, TaskSpec
 from automtl.data.synthetic import generate_synthetic
@@ -34,7 +35,7 @@ __all__ = [
     "clear_memo",
     "files_present",
     "generate_synthetic",
-    "get_info",
+    "get_info", "resolve_options",
     "iter_batches",
     "load_dataset",
     "parse_options",

@@ -94,7 +94,42 @@ def resolve_options(info: DatasetInfo, options: dict[str, Any]) -> dict[str, Any
         raise DataError(
             f"dataset {info.name!r}: unknown option(s) {', '.join(unknown)}; allowed: {allowed}"
         )
-    return {**info.options, **options}
+    return {**info.options, **{k: _typed_option(info, k, v) for k, v in options.items()}}
+
+
+def _typed_option(info: DatasetInfo, key: str, value: Any) -> Any:
+    """An option value of its default's type, finite and in range (seeds fit the RNG)."""
+    from automtl._typed import check_float, check_int
+    from automtl.errors import ConfigError
+
+    default = info.options[key]
+    where = f"dataset {info.name!r} option"
+    try:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key}: expected true/false, got {value!r}")
+            return value
+        if isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{key}: expected a whole number (e.g. {key}={default}), "
+                                  f"got {value!r}")
+            if value < 0:
+                raise ConfigError(f"{key}: must be >= 0, got {value}")
+            return check_int(value, key)
+        if isinstance(default, float):
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{key}: expected a number, got {value!r}")
+            return check_float(value, key)
+        if isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"{key}: expected text, got {value!r}")
+    except ConfigError as exc:
+        raise DataError(f"{where} {exc}") from None
+    return value
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:

@@ -159,8 +159,12 @@ class DashboardData:
         self.reader.close()
 
 
-def create_app(storage_url: str, study_name: str, refresh_s: float = 5.0) -> Any:
-    """The Starlette application for one study (raises AutomtlError if it cannot be opened)."""
+def create_app(storage_url: str, study_name: str, refresh_s: float = 5.0,
+               host: str | None = None) -> Any:
+    """The Starlette application for one study (raises AutomtlError if it cannot be opened).
+
+    `host`: the address the server binds; requests naming another host are refused (400).
+    """
     try:
         from starlette.applications import Starlette
         from starlette.requests import Request
@@ -227,19 +231,86 @@ def create_app(storage_url: str, study_name: str, refresh_s: float = 5.0) -> Any
         Route("/api/trials", trials),
         Route("/api/trial/{number}", trial),
     ], lifespan=lifespan)
-    return app
+    allowed = allowed_hosts(host) if host is not None else None
+    return HostCheck(app, allowed) if allowed is not None else app
+
+
+_ANY_HOST = ("0.0.0.0", "::", "")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def allowed_hosts(host: str) -> set[str] | None:
+    """Host-header names accepted for a server bound to `host` (None: any, for 0.0.0.0/::).
+
+    A loopback bind accepts only loopback names: a page on another site whose DNS name is
+    re-bound to 127.0.0.1 sends its own name and is refused (DNS rebinding).
+    """
+    if host in _ANY_HOST:
+        return None
+    names = {host.strip("[]").lower()}
+    if names & set(_LOOPBACK):
+        names |= set(_LOOPBACK)
+    return names
+
+
+def _host_name(header: str) -> str:
+    header = header.strip().lower()
+    if header.startswith("["):  # [::1]:8080
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostCheck:
+    """ASGI middleware: 400 for a request whose Host header names another host."""
+
+    def __init__(self, app: Any, allowed: set[str]) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = dict(scope.get("headers") or [])
+            name = _host_name(headers.get(b"host", b"").decode("latin-1"))
+            if name not in self.allowed:
+                from starlette.responses import PlainTextResponse
+
+                await PlainTextResponse("invalid Host header", status_code=400)(
+                    scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def listen(host: str, port: int) -> Any:
+    """A bound socket on host:port (port 0: a free one), or a one-line error."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host or None, port,
+                                                          type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise AutomtlError(f"--host {host} --port {port}: cannot listen ({reason}); pick "
+                           "another --port (0 = any free port) or --host") from None
+    return sock
 
 
 def serve(storage_url: str, study_name: str, host: str = "127.0.0.1", port: int = 8080,
           refresh_s: float = 5.0, announce: Callable[[str], None] | None = None) -> None:
-    """Run the dashboard until interrupted; `announce` gets the URL once the study is open."""
-    app = create_app(storage_url, study_name, refresh_s)
+    """Run the dashboard until interrupted; `announce` gets the URL (with the real port, also
+    for port 0) once the study is open and the port is bound."""
+    app = create_app(storage_url, study_name, refresh_s, host=host)
     import uvicorn
 
+    sock = listen(host, port)
+    real_port = sock.getsockname()[1]
     if announce is not None:
-        announce(f"http://{host}:{port}/")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+        shown = f"[{host}]" if ":" in host else host
+        announce(f"http://{shown}:{real_port}/")
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=real_port, log_level="warning"))
+    server.run(sockets=[sock])
 
 
-__all__ = ["DashboardData", "create_app", "export_command", "serve", "summary_json",
+__all__ = ["DashboardData", "HostCheck", "allowed_hosts", "create_app", "listen", "export_command", "serve", "summary_json",
            "trial_json", "trial_yaml", "trials_json"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 import traceback
 import warnings
@@ -35,6 +34,7 @@ from automtl.search.enqueue import (
 from automtl.search.pruner import EpochRecorder, ParetoPruner
 from automtl.search.space import SearchSpace, SpaceContext, load_space_doc, parse_space
 from automtl.search.dbopen import require_automtl_study
+from automtl.search.naming import confined_path
 from automtl.search.store import (
     DEFAULT_STORAGE,
     FrontRow,
@@ -122,10 +122,9 @@ def make_sampler(kind: str, seed: int, n_trials: int) -> optuna.samplers.BaseSam
 
 def checkpoint_dir(storage_url: str, study_name: str) -> Path:
     """Folder for a study's trial checkpoints: next to a SQLite file, else ./automtl_checkpoints."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name)
     db = sqlite_path(storage_url)
     base = db.parent / f"{db.stem}_checkpoints" if db is not None else Path("automtl_checkpoints")
-    return (base / safe).resolve()
+    return confined_path(base, study_name)
 
 
 def _space_for(cfg: StudyConfig) -> tuple[SearchSpace, dict[str, Any]]:

@@ -102,6 +102,9 @@ def _pairs(option: str, texts: Sequence[str] | str | None) -> dict[str, float]:
                                    f"got {part!r}") from None
             if not math.isfinite(value):
                 raise AutomtlError(f"{option}: {name.strip()}={num.strip()} is not a finite number")
+            if name.strip() in out:  # the last one would silently win
+                raise AutomtlError(f"{option}: {name.strip()!r} is given twice; give each "
+                                   "objective once")
             out[name.strip()] = value
     return out
 
@@ -135,6 +138,19 @@ def parse_selection(trial: int | None = None, pick: str | None = None,
         raise AutomtlError("--weights: at least one weight must be > 0")
     return Selection(trial=trial, pick=pick if pick else None,  # type: ignore[arg-type]
                      weights=w, minimums=mins, maximize=maximize or None, within=within)
+
+
+def _resolved(pairs: dict[str, float], objectives: Sequence[str],
+              option: str) -> dict[str, float]:
+    """Pairs keyed by full objective names; two spellings of one objective are refused."""
+    out: dict[str, float] = {}
+    for name, value in pairs.items():
+        full = resolve_name(name, objectives, option)
+        if full in out:
+            raise AutomtlError(f"{option}: {full!r} is given twice ({name!r} names it too); "
+                               "give each objective once")
+        out[full] = value
+    return out
 
 
 def resolve_name(name: str, objectives: Sequence[str], option: str = "name") -> str:
@@ -239,12 +255,12 @@ def select(cands: Sequence[C], objectives: Sequence[str], rule: Selection,
         scores = knee_scores(cands, objectives, dirs)
         return max(zip(cands, scores), key=lambda cs: (cs[1], -cs[0].trial_number))[0]
     if rule.weights:
-        weights = {resolve_name(n, objectives, "--weights"): w for n, w in rule.weights.items()}
+        weights = _resolved(rule.weights, objectives, "--weights")
         score = {id(c): sum(_sign(dirs[o]) * w * c.values[o] for o, w in weights.items())
                  for c in cands}
         return _best(cands, score)
     if rule.minimums or rule.maximize:
-        bounds = {resolve_name(n, objectives, "--min"): v for n, v in rule.minimums.items()}
+        bounds = _resolved(rule.minimums, objectives, "--min")
         if rule.maximize:
             target = resolve_name(rule.maximize, objectives, "--maximize")
         else:

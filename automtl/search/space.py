@@ -12,6 +12,8 @@ errors name the file and YAML path.
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import json
 import types
@@ -380,6 +382,9 @@ class _Parser:
                 or any(isinstance(b, bool) or not isinstance(b, ok_type) for b in bounds)):
             self.fail(f"{ypath}.{kind}", f"expected [low, high] of {kind}s, got {bounds!r}")
         low, high = bounds
+        if not all(math.isfinite(b) for b in bounds) or any(abs(b) > 2**53 for b in bounds):
+            self.fail(f"{ypath}.{kind}", f"bounds must be finite numbers within ±2^53, got "
+                      f"{bounds!r}")
         if low > high:
             self.fail(f"{ypath}.{kind}", f"low {low} > high {high}")
         log = spec.get("log", False)
@@ -389,7 +394,8 @@ class _Parser:
             self.fail(f"{ypath}.{kind}", "a log range needs low > 0")
         step = spec.get("step")
         if step is not None:
-            if isinstance(step, bool) or not isinstance(step, ok_type) or step <= 0:
+            if (isinstance(step, bool) or not isinstance(step, ok_type) or not step > 0
+                    or not math.isfinite(step)):
                 self.fail(f"{ypath}.step", f"expected a positive {kind}, got {step!r}")
             if log:
                 self.fail(f"{ypath}.step", "step and log cannot be combined")

@@ -45,8 +45,9 @@ class StudyConfig:
     name: str = "synthetic"  # default study name (`--study-name` overrides)
     description: str = ""
     data: DataConfig = field(default_factory=DataConfig)
-    # validation metrics to maximise, e.g. [ctr_auc, cvr_auc]; empty = every `{task}_auc`
-    objectives: list[str] = field(default_factory=list)
+    # validation metrics to maximise, e.g. [ctr_auc, cvr_auc]; None (key omitted) = every
+    # `{task}_auc`; an empty list is refused (it would silently mean the default)
+    objectives: list[str] | None = None
     space: str = "default"  # a shipped space name or a YAML path (relative to the preset file)
     epochs: int = 3  # per trial (early stopping may end sooner)
     n_trials: int = 20
@@ -65,7 +66,10 @@ class StudyConfig:
     def validate(self) -> None:
         if not self.name.strip():
             raise ConfigError("name: must not be empty")
-        if len(set(self.objectives)) != len(self.objectives):
+        if self.objectives is not None and not self.objectives:
+            raise ConfigError("objectives: the list is empty; name the metrics to maximise "
+                              "(e.g. [ctr_auc, cvr_auc]) or omit the key for every task's AUC")
+        if len(set(self.objectives or [])) != len(self.objectives or []):
             raise ConfigError(f"objectives: duplicates in {self.objectives}")
         for name in ("epochs", "n_trials"):
             if getattr(self, name) <= 0:
