@@ -91,6 +91,11 @@ def test_dashboard_detail_of_a_curve_point(tmp_path: Path) -> None:
     assert d["values"] == {"ctr_auc": 0.69, "cvr_auc": 0.64} and d["on_front"]
     assert "--trial 2 --weights ctr=0.25,ctcvr=0.75 --format yaml" in d["export"]
     assert "weights" not in trial_json(snap, 0)
+    from automtl.report.dashboard import summary_json
+
+    points = summary_json(snap)["point_front"]
+    assert {(p["trial"], None if p["weights"] is None else p["weights"]["ctr"])
+            for p in points} == {(n, None if i is None else WEIGHTS[i]) for n, i in brute_front()}
 
 
 CHROMIUM = "/usr/bin/chromium"

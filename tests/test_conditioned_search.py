@@ -80,6 +80,11 @@ def test_sweep_table_has_k_rows_per_conditioned_trial(study):
         vals = [json.loads(r[3]) for r in mine]
         assert [t.values[0], t.values[1]] in [[v["ctr_auc"], v["cvr_auc"]] for v in vals]
         assert t.user_attrs["preference"] in weights
+        # the pruner reads the per-epoch table: there, too, each epoch's value is a sweep point
+        # (the same knee rule), and at the best epoch it is what Optuna got
+        hist = Store(url).epoch_history("cond")[t.number]
+        assert [hist[t.user_attrs["best_epoch"] - 1][o] for o in ("ctr_auc", "cvr_auc")] \
+            == t.values
         assert t.user_attrs["config"]["loss"]["weighting"]["select_on"] == ["ctr_auc", "cvr_auc"]
 
 

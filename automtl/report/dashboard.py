@@ -69,6 +69,10 @@ def summary_json(snap: StudySnapshot) -> dict[str, Any]:
         "objectives": snap.objectives, "directions": snap.directions,
         "states": snap.state_counts(), "best": best, "front": snap.front,
         "running": snap.running, "space": snap.user_attrs.get("space"),
+        # with conditioned trials: which trial and task-weight vector each front point is
+        "point_front": [{"trial": n, "weights": (snap.sweep_point(n, p).weights  # type: ignore
+                                                 if p is not None else None)}
+                        for n, p in snap.point_front],
     })
 
 
