@@ -61,7 +61,7 @@ class ModelConfig:
     """Architecture and sizes. Fields not used by the chosen `arch`/`bottom` are ignored."""
 
     arch: Arch = "mmoe"
-    head: Head = "plain"  # esmm: p(task i) = p(task i-1) * p(task i | task i-1)
+    head: Head = "plain"  # esmm: p(task i) = p(task i-1) * p(task i | task i-1); esm2, escm2_*, dcmt
     bottom: Bottom = "shared"
     embedding_dim: int = 16
     seq_pooling: Literal["mean", "sum", "target_attention", "din"] = "mean"
@@ -74,6 +74,7 @@ class ModelConfig:
     n_shared_experts: int = 2  # ple, per level
     n_specific_experts: int = 2  # ple, per task per level
     tower_dims: list[int] = field(default_factory=lambda: [64])
+    imputation_dims: list[int] = field(default_factory=list)  # escm2_dr: the imputation tower
     dropout: float = 0.0
     activation: Literal["relu", "gelu", "silu"] = "relu"
     # aitm: dimension of the information-transfer attention
@@ -112,7 +113,7 @@ class ModelConfig:
             _positive(name, getattr(self, name))
         if self.n_specific_experts < 0:
             raise ConfigError(f"n_specific_experts: must be >= 0, got {self.n_specific_experts}")
-        for name in ("bottom_dims", "expert_dims", "tower_dims"):
+        for name in ("bottom_dims", "expert_dims", "tower_dims", "imputation_dims"):
             _dims(name, getattr(self, name))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
@@ -175,6 +176,43 @@ class CalibratorConfig:
 
 
 FILM_SITES = ("towers", "experts", "gates", "bottom")
+
+
+def _propensity_clip(clip: float) -> None:
+    if not 0.0 < clip < 0.5:
+        raise ConfigError(f"clip: the propensity floor must be in (0, 0.5), got {clip}")
+
+
+@dataclass
+class ESCM2Config:
+    """ESCM2 (head escm2_ips / escm2_dr): L = L_ctr + lambda_c R_cvr + lambda_g L_ctcvr."""
+
+    lambda_c: float = 0.1  # weight of the counterfactual CVR risk (IPS or DR)
+    lambda_g: float = 1.0  # weight of the CTCVR (global) loss
+    clip: float = 0.05  # propensity floor: p_ctr is clipped to [clip, 1] before 1 / p_ctr
+    self_normalize: bool = False  # divide by sum of 1 / p_ctr over clicks instead of N (SNIPS)
+
+    def validate(self) -> None:
+        for name in ("lambda_c", "lambda_g"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        _propensity_clip(self.clip)
+
+
+@dataclass
+class DCMTConfig:
+    """DCMT (head dcmt): IPW factual + counterfactual CVR losses and the soft constraint."""
+
+    lambda_c: float = 1.0  # weight of the twin (factual + counterfactual) CVR loss
+    lambda_s: float = 0.01  # weight of the soft constraint |1 - (r + r*)|
+    clip: float = 0.05  # propensity clipped to [clip, 1 - clip]
+    self_normalize: bool = False
+
+    def validate(self) -> None:
+        for name in ("lambda_c", "lambda_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        _propensity_clip(self.clip)
 
 
 @dataclass
@@ -242,6 +280,8 @@ class LossConfig:
     pwiser: PWiseRConfig | None = None
     dependency: DependencyConfig | None = None
     calibrator: CalibratorConfig | None = None
+    escm2: ESCM2Config | None = None  # settings of head escm2_*; defaults when null
+    dcmt: DCMTConfig | None = None  # settings of head dcmt; defaults when null
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
 
 
@@ -356,7 +396,8 @@ def save_trial_config(cfg: TrialConfig, path: str | Path) -> None:
 
 
 __all__ = [
-    "Arch", "Bottom", "CalibratorConfig", "FILM_SITES", "DataConfig", "DependencyConfig", "Head", "LossConfig",
+    "Arch", "Bottom", "CalibratorConfig", "DCMTConfig", "DataConfig", "DependencyConfig",
+    "ESCM2Config", "FILM_SITES", "Head", "LossConfig",
     "ModelConfig", "PWiseRConfig", "TrainConfig", "TrialConfig", "WeightingConfig", "dump_yaml",
     "from_dict", "load_trial_config", "load_yaml", "parse_yaml", "save_trial_config", "to_dict",
 ]

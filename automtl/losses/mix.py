@@ -1,9 +1,12 @@
 """The loss mix of one trial: weighted per-task BCE plus the optional cascade terms.
 
-    L = weighting(BCE_1..BCE_T) + lambda * PWiseR + L_D + alpha * L_lc + model terms
+    L = weighting(BCE_1..BCE_T) + lambda * PWiseR + L_D + alpha * L_lc + model terms + head terms
 
 (see `bce`, `pwiser`, `dependency`, `calibrator`, `weighting` for the papers and equations; the
 model terms are a body's own `aux_losses`, e.g. SNR's L0 penalty, named ``model_<name>``).
+Heads escm2_ips / escm2_dr / dcmt add their counterfactual CVR terms (`counterfactual`), read
+from the tensors the model's head hands over (`head_outputs`); ESCM2's lambda_g scales the BCE
+of the cascade leaf (CTCVR) before weighting.
 Every term is returned separately as one device tensor, so the trainer can check for NaN/inf
 without a host sync per step and name the failing term afterwards.
 """
@@ -16,12 +19,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from automtl.config import LossConfig
+from automtl.config import DCMTConfig, ESCM2Config, LossConfig
 from automtl.data.schema import TaskSpec
 from automtl.errors import ConfigError
 from automtl.losses._cascade import require_cascade
 from automtl.losses.bce import task_bce, task_bce_rows
 from automtl.losses.calibrator import calibrator_loss
+from automtl.losses.counterfactual import dcmt_losses, dr_risk, ips_risk, propensity
 from automtl.losses.dependency import dependency_loss
 from automtl.losses.pwiser import pwiser_loss
 from automtl.losses.weighting import Weighting, build_weighting
@@ -88,16 +92,59 @@ class MTLLoss(nn.Module):
         aux_terms = tuple(getattr(model, "aux_terms", ()))
         self._model_aux = model.aux_losses if aux_terms else None  # type: ignore[union-attr]
         self.term_names += [f"model_{n}" for n in aux_terms]
+        self._init_head_terms(cfg, getattr(model, "head", None))
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor, epoch: int = 0) -> LossOutput:
-        """Loss terms of one batch; `logits`/`labels` [B, T] in the order of `task_names`."""
+    def _init_head_terms(self, cfg: LossConfig, head: nn.Module | None) -> None:
+        kind = str(getattr(head, "kind", ""))
+        for section, heads in (("escm2", ("escm2_ips", "escm2_dr")), ("dcmt", ("dcmt",))):
+            if getattr(cfg, section) is not None and kind not in heads:
+                raise ConfigError(f"loss.{section}: only applies to model.head {' / '.join(heads)}"
+                                  f" (the head is {kind or 'plain/esmm'}); set the head or remove "
+                                  f"loss.{section}")
+        self.head_kind = kind
+        self.escm2 = cfg.escm2 or ESCM2Config() if kind.startswith("escm2") else None
+        self.dcmt = cfg.dcmt or DCMTConfig() if kind == "dcmt" else None
+        self.root = int(getattr(head, "root", 0))
+        self.leaf = int(getattr(head, "leaf", 0))
+        scale = torch.ones(len(self.task_names))
+        if self.escm2 is not None:
+            scale[self.leaf] = self.escm2.lambda_g
+            self.term_names.append("escm2_cvr")
+            if kind == "escm2_dr":
+                self.term_names.append("escm2_imputation")
+        if self.dcmt is not None:
+            self.term_names += ["dcmt_cvr", "dcmt_soft"]
+        self.register_buffer("task_scale", scale)
+
+    def _head_terms(self, labels: torch.Tensor, extras: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        if self.escm2 is None and self.dcmt is None:
+            return []
+        click, conv = labels[:, self.root], labels[:, self.leaf]
+        if self.escm2 is not None:
+            c = self.escm2
+            prop = propensity(extras["ctr_logit"], c.clip)
+            if self.head_kind == "escm2_dr":
+                risk, imp = dr_risk(extras["cvr_logit"], extras["imputation_logit"], click, conv,
+                                    prop, c.self_normalize)
+                return [c.lambda_c * risk, imp]
+            return [c.lambda_c * ips_risk(extras["cvr_logit"], click, conv, prop, c.self_normalize)]
+        d = self.dcmt
+        assert d is not None
+        cvr, soft = dcmt_losses(extras["cvr_logit"], extras["cvr_cf_logit"], click, conv,
+                                extras["ctr_logit"], d.clip, d.self_normalize)
+        return [d.lambda_c * cvr, d.lambda_s * soft]
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, epoch: int = 0,
+                head_outputs: dict[str, torch.Tensor] | None = None) -> LossOutput:
+        """Loss terms of one batch; `logits`/`labels` [B, T] in the order of `task_names`;
+        `head_outputs`: the model head's extra tensors (`MTLModel.forward_outputs`)."""
         if self.weighting.per_row:
             rows = task_bce_rows(logits, labels)
             task_losses = rows.mean(dim=0)
-            total = self.weighting.combine_rows(rows, epoch)
+            total = self.weighting.combine_rows(rows * self.task_scale, epoch)
         else:
             task_losses = task_bce(logits, labels)
-            total = self.weighting.combine(task_losses, epoch)
+            total = self.weighting.combine(task_losses * self.task_scale, epoch)
         extras: list[torch.Tensor] = []
         if self.chain:
             probs = torch.sigmoid(logits.float())
@@ -114,6 +161,10 @@ class MTLLoss(nn.Module):
                 extras.append(calibrator_loss(chain_probs, cfg.calibrator.alpha))
         if self._model_aux is not None:
             extras.extend(t.float() for t in self._model_aux(labels))
+        if self.escm2 is not None or self.dcmt is not None:  # after the chain terms (term_names)
+            if head_outputs is None:
+                raise ValueError(f"head {self.head_kind}: the loss needs the model's head outputs")
+            extras += self._head_terms(labels.float(), head_outputs)
         if extras:
             extra = torch.stack(extras)
             total = total + extra.sum()

@@ -7,6 +7,7 @@ heads, so the registries (the `model.arch` / `model.bottom` / `model.head` vocab
 
 from automtl.models import archs as _archs  # registers the architectures
 from automtl.models import bottoms as _bottoms  # registers the bottoms
+from automtl.models import cascade_heads as _cascade_heads  # registers esm2/escm2_*/dcmt
 from automtl.models.base import Body, BodyInput, as_input, require_layers
 from automtl.models.blocks import (
     SoftmaxGates,
@@ -65,4 +66,4 @@ __all__ = [
     "registered_names",
     "require_layers",
 ]
-del _archs, _bottoms
+del _archs, _bottoms, _cascade_heads

@@ -70,11 +70,19 @@ def log1mexp(x: Tensor) -> Tensor:
     return torch.where(x > _LOG_HALF, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
+def logp_to_logit(lp: Tensor) -> Tensor:
+    """The logit log p - log(1 - p) of a probability given as log p (stable for tiny p)."""
+    # p == 1 in float would give an infinite logit; clamp just below log 1
+    lp_c = lp.clamp(max=-1e-7)
+    return lp_c - log1mexp(lp_c)
+
+
 @register_head("plain")
 class PlainHead(nn.Module):
     """Identity head: the body's raw logits are the task logits."""
 
     needs_cascade = False
+    extra_tasks: tuple[str, ...] = ()  # pseudo-tasks the body predicts for this head (none)
 
     def __init__(self, tasks: Sequence[TaskSpec] = ()) -> None:
         super().__init__()
@@ -82,10 +90,20 @@ class PlainHead(nn.Module):
     def forward(self, raw: Tensor) -> Tensor:
         return raw
 
+    def outputs(self, raw: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Task logits ``[T, B]`` and the tensors a head's loss terms read (none here)."""
+        return self.forward(raw), {}
+
 
 @register_head("esmm")
-class ESMMHead(nn.Module):
-    """ESMM cascade head (SIGIR 2018) for any body; see module docstring."""
+class ESMMHead(PlainHead):
+    """ESMM cascade head (SIGIR 2018) for any body and any cascade depth; see module docstring.
+
+    Airbnb's journey cascade (Tan et al., "Optimizing Airbnb Search Journey with Multi-task
+    Learning", KDD 2023, sec. 3, the base module) is this head on an N-step milestone chain: each
+    milestone's unconditional probability is the product of the step probabilities before it, each
+    milestone keeps its own BCE and weight (`loss.weighting.weights`).
+    """
 
     needs_cascade = True
 
@@ -94,23 +112,28 @@ class ESMMHead(nn.Module):
         self.order = cascade_order(tasks)
         self.parents = parent_indices(tasks)
 
-    def forward(self, raw: Tensor) -> Tensor:
+    def log_probs(self, raw: Tensor) -> list[Tensor]:
+        """log p(task = 1 | x) per task (fp32), from raw conditional logits ``[>= T, B]``."""
         # fp32 even under bf16 autocast: log p of a deep cascade step needs the mantissa bits
         raw = raw.float()
-        logp: list[Tensor | None] = [None] * raw.shape[0]
-        out: list[Tensor | None] = [None] * raw.shape[0]
-        for i in self.order:  # T is 2-3: a loop over cascade steps, not over samples
+        logp: list[Tensor | None] = [None] * len(self.parents)
+        for i in self.order:  # T is 2-4: a loop over cascade steps, not over samples
             parent = self.parents[i]
-            if parent is None:
-                logp[i] = nn.functional.logsigmoid(raw[i])
-                out[i] = raw[i]
-            else:
-                lp = logp[parent] + nn.functional.logsigmoid(raw[i])  # type: ignore[operator]
-                logp[i] = lp
-                # p == 1 in float would give an infinite logit; clamp just below log 1
-                lp_c = lp.clamp(max=-1e-7)
-                out[i] = lp_c - log1mexp(lp_c)
-        return torch.stack(out, dim=0)  # type: ignore[arg-type]
+            step = nn.functional.logsigmoid(raw[i])
+            logp[i] = step if parent is None else logp[parent] + step  # type: ignore[operator]
+        return logp  # type: ignore[return-value]
+
+    def logits_from(self, raw: Tensor, logp: Sequence[Tensor]) -> Tensor:
+        """Task logits ``[T, B]``: roots keep their raw logit, dependants the logit of log p."""
+        raw = raw.float()
+        return torch.stack([raw[i] if self.parents[i] is None else logp_to_logit(logp[i])
+                            for i in range(len(self.parents))], dim=0)
+
+    def forward(self, raw: Tensor) -> Tensor:
+        return self.logits_from(raw, self.log_probs(raw))
 
 
-__all__ = ["ESMMHead", "PlainHead", "cascade_order", "has_cascade", "log1mexp", "parent_indices"]
+__all__ = [
+    "ESMMHead", "PlainHead", "cascade_order", "has_cascade", "log1mexp", "logp_to_logit",
+    "parent_indices",
+]

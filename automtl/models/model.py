@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from automtl.config import ModelConfig, WeightingConfig
 from automtl.data.batching import Batch
 from automtl.data.schema import FeatureSpec, TaskSpec
 from automtl.errors import ConfigError
+from automtl.models.blocks import mlp
 from automtl.models.heads import cascade_order, has_cascade
 from automtl.models.registry import ARCHS, BOTTOMS, HEADS, lookup
 from automtl.models.wide import WideTerm
@@ -25,14 +27,16 @@ class MTLModel(nn.Module):
         self.bottom, self.body, self.head = bottom, body, head
         self.task_names: list[str] = [t.name for t in tasks]
         self.wide: nn.Module | None = None  # `model.wide`: first-order term (models/wide.py)
+        self.imputation: nn.Module | None = None  # ESCM2-DR's imputation tower (training only)
+        self.imputation_task = 0  # which per-task bottom output the imputation tower reads
 
     def forward_raw(self, batch: Batch) -> Tensor:
         """The body's raw logits ``[T, B]`` before the head (ESMM: conditional logits), plus
         the wide term when there is one."""
-        raw = self.body(self.bottom(batch))
-        if self.wide is not None:
-            raw = raw + self.wide(batch).to(raw.dtype)
-        return raw
+        return self._add_wide(self.body(self.bottom(batch)), batch)
+
+    def _add_wide(self, raw: Tensor, batch: Batch) -> Tensor:
+        return raw if self.wide is None else raw + self.wide(batch).to(raw.dtype)
 
     def forward_tensor(self, batch: Batch) -> Tensor:
         """Task logits stacked as ``[T, B]`` in `task_names` order."""
@@ -49,6 +53,17 @@ class MTLModel(nn.Module):
     def aux_losses(self, labels: Tensor) -> list[Tensor]:
         """The body's own loss terms of the last forward, one scalar per `aux_terms` name."""
         return self.body.aux_losses(labels) if self.aux_terms else []
+
+    def forward_outputs(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Task logits ``[T, B]`` and the named tensors the head's loss terms read (training)."""
+        x = self.bottom(batch)
+        logits, extras = self.head.outputs(self._add_wide(self.body(x), batch))
+        if self.imputation is not None:
+            xi = x if isinstance(x, Tensor) else torch.stack(list(x), dim=0)
+            if xi.dim() == 3:
+                xi = xi[self.imputation_task]
+            extras["imputation_logit"] = self.imputation(xi).squeeze(-1).float()
+        return logits, extras
 
 
 def _needs_cascade(what: str, tasks: Sequence[TaskSpec]) -> None:
@@ -81,15 +96,30 @@ def build_model(
         _needs_cascade(f"model.arch: {cfg.arch}", tasks)
     if getattr(head_cls, "needs_cascade", False):
         _needs_cascade(f"model.head: {cfg.head}", tasks)
-    if getattr(body_cls, "independent_inputs", False) and cfg.bottom == "shared" and len(tasks) > 1:
-        bottom = bottom_cls(cfg, features, tasks, copies=len(tasks))
-    else:
-        bottom = bottom_cls(cfg, features, tasks)
-    body = body_cls(cfg, bottom.out_dim, tasks)
     head = head_cls(tasks)
+    if cfg.head == "escm2_dr" and not cfg.imputation_dims:
+        raise ConfigError("model.imputation_dims: head escm2_dr needs an imputation tower; set "
+                          "its layer sizes, e.g. [64], or use head escm2_ips")
+    # a head's extra towers (DCMT's counterfactual twin, ESM2's other-action path) are extra
+    # body tasks hanging off the cascade root, so every body treats them like a real task
+    root = getattr(head, "root", None)
+    all_tasks = list(tasks) + [
+        TaskSpec(f"aux_{name}", label="", depends_on=tasks[root].name if root is not None else None)
+        for name in head.extra_tasks
+    ]
+    if getattr(body_cls, "independent_inputs", False) and cfg.bottom == "shared" and len(all_tasks) > 1:
+        bottom = bottom_cls(cfg, features, all_tasks, copies=len(all_tasks))
+    else:
+        bottom = bottom_cls(cfg, features, all_tasks)
+    body = body_cls(cfg, bottom.out_dim, all_tasks)
     model = MTLModel(bottom, body, head, tasks)
     if cfg.wide:
-        model.wide = WideTerm(features, len(tasks))  # zero init: draws no random numbers
+        model.wide = WideTerm(features, len(all_tasks))  # zero init: draws no random numbers
+    if cfg.head == "escm2_dr":
+        model.imputation = nn.Sequential(
+            mlp(bottom.out_dim, cfg.imputation_dims, cfg.activation, cfg.dropout),
+            nn.Linear(cfg.imputation_dims[-1], 1))
+        model.imputation_task = head.leaf
     if weighting is not None and weighting.scheme == "conditioned":
         from automtl.models.film import PreferenceConditioner
 

@@ -5,7 +5,8 @@ The format is documented in ``search_spaces/README.md``. In short: ``params`` ma
 log: true}``), a categorical (``{choices: [a, b]}``), a conditional categorical whose choices carry
 their own parameters (``{choices: {mmoe: {model.n_experts: ...}, ple: {...}}}``), or an optional
 section (``{optional: {loss.pwiser.lam: ...}}``). ``requires: cascade`` (or ``sequences``) on a
-choice or optional section drops it on datasets without that capability. ``{task}`` in a path
+choice or optional section drops it on datasets without that capability (``deep_cascade``: a
+chain of at least three steps, e.g. click -> cart -> purchase, as ESM2 needs). ``{task}`` in a path
 expands to every task of the dataset. Everything is checked on load against `TrialConfig`, and
 errors name the file and YAML path.
 """
@@ -30,7 +31,7 @@ from automtl.errors import ConfigError
 from automtl.resources import find_named_yaml, list_named_yaml
 
 TASK = "{task}"
-CAPABILITIES = ("cascade", "sequences")
+CAPABILITIES = ("cascade", "deep_cascade", "sequences")
 REPEATS = ("tasks", "pairs")
 _KINDS = ("choices", "int", "float", "optional", "fixed")
 
@@ -105,9 +106,24 @@ class SpaceContext:
         n_pairs = sum(1 for t in dataset.tasks if t.depends_on)
         if n_pairs:
             caps.add("cascade")
+        if _longest_chain(dataset.tasks) >= 3:
+            caps.add("deep_cascade")
         if any(f.kind == "sequence" for f in dataset.features):
             caps.add("sequences")
         return cls([t.name for t in dataset.tasks], n_pairs, frozenset(caps))
+
+
+def _longest_chain(tasks: Any) -> int:
+    """Number of tasks on the longest `depends_on` chain (1 without a cascade)."""
+    parent = {t.name: t.depends_on for t in tasks}
+    best = 0
+    for name in parent:
+        seen = {name}
+        while parent.get(name) is not None and parent[name] not in seen:
+            name = parent[name]
+            seen.add(name)
+        best = max(best, len(seen))
+    return best
 
 
 @dataclass

@@ -35,7 +35,7 @@ from automtl.train.device import (
     synchronize,
     tune_cpu_allocator,
 )
-from automtl.train.metrics import evaluate, task_logits_fn
+from automtl.train.metrics import evaluate, train_outputs_fn
 from automtl.train.sweep import SweepPoint, Sweeper
 
 
@@ -211,8 +211,8 @@ def _train_epoch(run: _Run, train: Any, epoch: int) -> tuple[float, float]:
                                               generator=run.generator)):
         loss_fn.weighting.before_forward(batch.labels.shape[0])
         with autocast(run.dev, run.precision):
-            logits = run.forward(batch)
-        lo = loss_fn(logits.float(), batch.labels, epoch - 1)
+            logits, head_outputs = run.forward(batch)
+        lo = loss_fn(logits.float(), batch.labels, epoch - 1, head_outputs)
         run.optimizer.zero_grad(set_to_none=True)
         loss_fn.weighting.before_backward(lo.task_losses)
         lo.total.backward()
@@ -259,7 +259,7 @@ def fit(
     run = _Run(
         cfg=tc, dev=dev, precision=precision, model=model, loss_fn=loss_fn,
         optimizer=make_optimizer(tc, model, loss_fn),
-        forward=task_logits_fn(model, task_names),
+        forward=train_outputs_fn(model, task_names),
         guard=_NonFiniteGuard(loss_fn.term_names + ["total"], dev),
         clip_params=[p for p in model.parameters() if p.requires_grad],
         generator=torch.Generator().manual_seed(tc.seed),

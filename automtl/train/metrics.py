@@ -28,6 +28,21 @@ def task_logits_fn(model: torch.nn.Module, task_names: Sequence[str]) -> Callabl
     return lambda batch: _stack_dict(model(batch), names)
 
 
+def train_outputs_fn(
+    model: torch.nn.Module, task_names: Sequence[str]
+) -> Callable[[Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """A function batch -> (logits [B, T], head outputs for the loss): the model's
+    `forward_outputs` when it has one (heads escm2_*/dcmt/esm2 need it), else no head outputs."""
+    outputs = getattr(model, "forward_outputs", None)
+    if callable(outputs) and list(getattr(model, "task_names", [])) == list(task_names):
+        def run(batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            logits, extras = outputs(batch)
+            return logits.t(), extras
+        return run
+    plain = task_logits_fn(model, task_names)
+    return lambda batch: (plain(batch), {})
+
+
 def _stack_dict(out: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
     return torch.stack([out[t] for t in names], dim=1)
 
