@@ -4,6 +4,7 @@ values, gradient routing, ESM2's decomposition, cascade monotonicity, training, 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -268,3 +269,42 @@ def test_example_configs_load_and_build(data2, data3) -> None:
         data = data3 if cfg.data.options["n_tasks"] == 3 else data2
         build_model(cfg.model, data.features, data.tasks)
         build_loss(cfg.loss, data.tasks, build_model(cfg.model, data.features, data.tasks))
+
+
+@pytest.mark.parametrize("head,n_tasks", [("esm2", 3), ("escm2_dr", 2), ("dcmt", 2)])
+def test_cascade_heads_export(head: str, n_tasks: int, data2, data3, tmp_path: Path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    from automtl.config import dump_yaml, from_dict
+    from automtl.export import (TensorModel, example_inputs, export_onnx, export_torchscript,
+                                fuxictr_config, rechub_script)
+
+    data = data3 if n_tasks == 3 else data2
+    torch.manual_seed(0)
+    cfg = TrialConfig(model=small(head, bottom_dims=[8], imputation_dims=[8]),
+                      loss=LossConfig(escm2=ESCM2Config() if head.startswith("escm2") else None))
+    # yaml / json: the config round-trips
+    import yaml
+
+    assert from_dict(TrialConfig, yaml.safe_load(dump_yaml(cfg))) == cfg
+    model = build_model(cfg.model, data.features, data.tasks).eval()
+    example = example_inputs(data.splits["val"], data.features, rows=16)
+    inputs = example_inputs(data.splits["val"], data.features, rows=40, start=16)
+    with torch.no_grad():
+        ref = np.stack([t.numpy() for t in TensorModel(model, data.features)(*inputs)])
+    assert ref.shape == (n_tasks, 40)  # the extra towers are not outputs
+    sess = ort.InferenceSession(str(export_onnx(model, data.features, data.tasks, example,
+                                                tmp_path / "m.onnx")))
+    got = np.stack(sess.run(None, {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs)}))
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    path = export_torchscript(model, data.features, data.tasks, example, tmp_path / "m.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load's notice
+        ts = torch.jit.load(str(path))
+    with torch.no_grad():
+        np.testing.assert_allclose(np.stack([t.numpy() for t in ts(*inputs)]), ref, atol=1e-6)
+    # foreign stacks list what they lack
+    for dropped in (rechub_script(cfg, data.features, data.tasks).dropped,
+                    fuxictr_config(cfg, data.features, data.tasks).dropped):
+        assert any(d.startswith(f"model.head={head}:") for d in dropped), dropped

@@ -22,9 +22,22 @@ def require_arch(model: ModelConfig, tool: str, supported: dict[str, str]) -> st
         "export this trial with --format yaml (automtl train) or onnx/torchscript instead")
 
 
+# the cascade heads after ESMM (automtl/models/cascade_heads.py): no supported stack has them
+_HEAD_TERMS = {
+    "esm2": "ESM2's post-click decomposition (D-action / other-action paths and their products)",
+    "escm2_ips": "ESCM2-IPS's counterfactual CVR risk (CVR loss weighted by 1 / predicted CTR)",
+    "escm2_dr": "ESCM2-DR's doubly robust CVR risk and its imputation tower",
+    "dcmt": "DCMT's counterfactual twin CVR tower, IPW losses and soft constraint",
+}
+
+
 def model_gaps(model: ModelConfig) -> list[str]:
-    """Model terms no supported foreign stack has (task-specific bottoms, target attention)."""
+    """Model terms no supported foreign stack has (task-specific bottoms, target attention,
+    the ESM2 / ESCM2 / DCMT heads and their loss settings)."""
     out = []
+    if model.head in _HEAD_TERMS:
+        out.append(f"model.head={model.head}: {_HEAD_TERMS[model.head]} is dropped (with its "
+                   "loss.escm2 / loss.dcmt settings); each task is predicted directly")
     if model.bottom != "shared":
         out.append(f"model.bottom={model.bottom}: the task-specific bottom is dropped; the "
                    "model reads the plain concatenation of feature embeddings")
