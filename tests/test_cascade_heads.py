@@ -305,3 +305,63 @@ def test_cascade_heads_export(head: str, n_tasks: int, data2, data3, tmp_path: P
     for dropped in (rechub_script(cfg, data.features, data.tasks).dropped,
                     fuxictr_config(cfg, data.features, data.tasks).dropped):
         assert any(d.startswith(f"model.head={head}:") for d in dropped), dropped
+
+
+def test_selection_bias_option() -> None:
+    import numpy as np
+
+    from automtl.data import do_click_truth, generate_synthetic
+    from automtl.errors import DataError
+
+    plain = generate_synthetic(rows=4000, seed=3)
+    same = generate_synthetic(rows=4000, seed=3, selection_bias=0)
+    biased = generate_synthetic(rows=4000, seed=3, selection_bias=2.0)
+    tr, trb = plain.splits["train"], biased.splits["train"]
+    # selection_bias = 0 is the unbiased data, bit for bit; the bias moves only the click
+    np.testing.assert_array_equal(tr.labels, same.splits["train"].labels)
+    np.testing.assert_array_equal(tr.sparse, trb.sparse)
+    assert "selection_bias" not in plain.meta["options"]
+    assert biased.meta["options"]["selection_bias"] == 2.0
+    # the true post-click conversion is unchanged (the bias acts on the click only)...
+    np.testing.assert_allclose(do_click_truth(tr), do_click_truth(trb), rtol=1e-5)
+    cvr = do_click_truth(trb)
+    assert ((cvr > 0) & (cvr <= 1)).all()
+    # ...but clicks now land where conversion is likely: the clicked rows are a biased sample
+    def gap(split):
+        c = split.labels[:, 0] > 0.5
+        return do_click_truth(split)[c].mean() / do_click_truth(split)[~c].mean()
+
+    assert gap(trb) > gap(tr) + 0.2
+    assert abs(trb.labels[:, 0].mean() - tr.labels[:, 0].mean()) < 0.02  # CTR kept
+    for bad in (-1, float("nan"), 11):
+        with pytest.raises(DataError, match="option selection_bias=.* is out of range"):
+            generate_synthetic(rows=400, selection_bias=bad)
+
+
+@pytest.mark.parametrize("space", ["cascade", "default"])
+def test_search_samples_cascade_heads_only_where_required(space: str, data2, data3) -> None:
+    import optuna
+
+    from automtl.search.space import SpaceContext, load_space
+
+    sp = load_space(space)
+    for data, expect in ((data3, {"esmm", "esm2", "escm2_ips", "escm2_dr", "dcmt"}),
+                         (data2, {"esmm", "escm2_ips", "escm2_dr", "dcmt"})):
+        ctx = SpaceContext.from_dataset(data)
+        assert ("deep_cascade" in ctx.capabilities) == (len(data.tasks) == 3)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        heads = set()
+        for _ in range(80):
+            trial = study.ask()
+            cfg = sp.suggest(trial, ctx, {"data": {"options": {"n_tasks": len(data.tasks)}}})
+            heads.add(cfg.model.head)
+            if cfg.model.head == "escm2_dr":
+                assert cfg.model.imputation_dims and cfg.loss.escm2 is not None
+            if cfg.model.head == "dcmt":
+                assert cfg.loss.dcmt is not None and cfg.loss.escm2 is None
+            study.tell(trial, 0.0)
+        assert expect <= heads and ("esm2" in heads) == (len(data.tasks) == 3)
+    with pytest.raises(ConfigError, match="deep_cascade"):
+        from automtl.search.space import parse_space
+
+        parse_space({"params": {"model.head": {"choices": {"esm2": {"requires": "deep"}}}}}, "x")

@@ -18,7 +18,7 @@ from automtl.data.registry import (
     resolve_options,
 )
 from automtl.data.schema import Dataset, FeatureSpec, Split, TaskSpec
-from automtl.data.synthetic import generate_synthetic
+from automtl.data.synthetic import do_click_truth, generate_synthetic
 
 from automtl.data import datasets as _datasets  # noqa: E402,F401  (fills DATASETS)
 
@@ -33,6 +33,7 @@ __all__ = [
     "TaskSpec",
     "bayes_auc",
     "clear_memo",
+    "do_click_truth",
     "files_present",
     "generate_synthetic",
     "get_info", "resolve_options",

@@ -33,8 +33,11 @@ SYNTHETIC_CACHE_ROWS = 100_000  # smaller synthetic sets are faster to generate 
 def _load_synthetic(_: Path | None, opts: dict[str, Any]) -> Dataset:
     if int(opts["rows"]) < SYNTHETIC_CACHE_ROWS:
         return generate_synthetic(**opts)
-    # the generator version is part of the key: a changed generator never serves stale arrays
+    # the generator version is part of the key: a changed generator never serves stale arrays;
+    # selection_bias = 0 is the data from before the option existed, cached under the same key
     key_opts = {**opts, "generator_version": GENERATOR_VERSION}
+    if key_opts.get("selection_bias") in (0, 0.0):
+        del key_opts["selection_bias"]
     return cached("synthetic", key_opts, [], lambda: generate_synthetic(**opts))
 
 
@@ -44,7 +47,8 @@ register_dataset(DatasetInfo(
     tasks=("ctr", "ctcvr (cvr)", "n_tasks=3: ctcart (cart)"),
     source="generated in memory (deterministic from seed)",
     loader=_load_synthetic,
-    options={"rows": 200_000, "n_tasks": 2, "rho": 0.5, "seed": 0, "schema": "default"},
+    options={"rows": 200_000, "n_tasks": 2, "rho": 0.5, "seed": 0, "schema": "default",
+             "selection_bias": 0.0},
     needs_files=False,
 ))
 

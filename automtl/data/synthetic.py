@@ -18,6 +18,13 @@ dense fields, and the overlap between behaviour sequences and the target (how of
 category/shop/... appears in the user's history), so sequence content carries part of the signal.
 For three or more tasks every pair of task directions has cosine ``rho``
 (``w_k = sqrt(rho) u_0 + sqrt(1 - rho) u_k`` with orthonormal ``u``), so ``rho`` is in [0, 1].
+
+Selection bias (option ``selection_bias = s >= 0``, default 0 = the data above, unchanged): the
+click logit gets ``s * LOGIT_SCALE * standardise(sum of the post-click step logits)`` added
+(before the click rate is recalibrated), so users click where they would also convert, and the
+clicked rows are a biased sample of the impressions a CVR model must rank. The conversion
+mechanism does not depend on why a click happened (no unobserved confounder), so the true
+p(purchase | do(click), x) of every row is ``truth[:, -1] / truth[:, 0]`` (`do_click_truth`).
 """
 
 from __future__ import annotations
@@ -178,7 +185,11 @@ def _task_directions(rng: np.random.Generator, n_tasks: int, rho: float) -> np.n
     return np.sqrt(rho) * u0[:, None] + np.sqrt(1.0 - rho) * rest  # [D, n_tasks], unit columns
 
 
-def _check_options(rows: int, n_tasks: int, rho: float, schema: str) -> None:
+def _check_options(rows: int, n_tasks: int, rho: float, schema: str,
+                   selection_bias: float = 0.0) -> None:
+    if not 0.0 <= selection_bias <= 10.0:
+        raise DataError(f"synthetic: option selection_bias={selection_bias} is out of range; "
+                        "use 0 <= selection_bias <= 10 (0 = none)")
     if rows < 100:
         raise DataError(f"synthetic: option rows={rows} is too small; use rows >= 100")
     if n_tasks not in _RATES:
@@ -284,9 +295,11 @@ def _dense_fields(sch: _Schema, rng: np.random.Generator, prng: np.random.Genera
 
 
 def _cascade_labels(rng: np.random.Generator, prng: np.random.Generator, z: np.ndarray,
-                    n_tasks: int, rho: float) -> tuple[np.ndarray, np.ndarray]:
+                    n_tasks: int, rho: float, selection_bias: float = 0.0
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Task logits by the MMoE construction, then (truth, labels) along the cascade: truth[:, k]
-    is the unconditional p(task k | x); a step's label needs the previous step's."""
+    is the unconditional p(task k | x); a step's label needs the previous step's. A non-zero
+    `selection_bias` adds the post-click logits to the click logit (module docstring)."""
     n = z.shape[0]
     z = _standardise(z)
     w = _task_directions(prng, n_tasks, rho)
@@ -295,6 +308,8 @@ def _cascade_labels(rng: np.random.Generator, prng: np.random.Generator, z: np.n
     t = z @ w  # [n, n_tasks], corr(t_a, t_b) ~= rho
     y = t + np.sin(alpha[None, None, :] * t[..., None] + beta[None, None, :]).sum(axis=-1)
     y = _standardise(y) * _LOGIT_SCALE
+    if selection_bias:  # no random draws: the other arrays stay those of selection_bias = 0
+        y[:, 0] += selection_bias * _LOGIT_SCALE * _standardise(y[:, 1:].sum(axis=1))
     rates = _RATES[n_tasks]
     step_p = np.empty_like(y)
     for k in range(n_tasks):
@@ -341,16 +356,18 @@ def generate_synthetic(
     rho: float = 0.5,
     seed: int = 0,
     schema: str = "default",
+    selection_bias: float = 0.0,
 ) -> Dataset:
     """A deterministic synthetic cascade dataset (80/10/10 split); `Split.truth` is p(task|x)."""
     try:
         rows, n_tasks, rho, seed = int(rows), int(n_tasks), float(rho), int(seed)
+        selection_bias = float(selection_bias)
     except (TypeError, ValueError):
         raise DataError(
-            f"synthetic: options rows={rows!r}, n_tasks={n_tasks!r}, rho={rho!r}, seed={seed!r} "
-            "must be numbers; fix the option values"
+            f"synthetic: options rows={rows!r}, n_tasks={n_tasks!r}, rho={rho!r}, seed={seed!r}, "
+            f"selection_bias={selection_bias!r} must be numbers; fix the option values"
         ) from None
-    _check_options(rows, n_tasks, rho, schema)
+    _check_options(rows, n_tasks, rho, schema, selection_bias)
     sch = SCHEMAS[schema]
     rng = np.random.default_rng(seed)
     # Model parameters come from their own stream so that `rows` does not change the mapping
@@ -360,9 +377,12 @@ def generate_synthetic(
     ids, z = _sparse_ids(sch, rng, prng, rows)
     seqs, lengths = _behaviour_sequences(sch, rng, prng, ids, z)
     dense = _dense_fields(sch, rng, prng, lengths, z)
-    truth, labels = _cascade_labels(rng, prng, z, n_tasks, rho)
+    truth, labels = _cascade_labels(rng, prng, z, n_tasks, rho, selection_bias)
     sparse = np.stack([ids[f.name] for f in sch.sparse], axis=1).astype(np.int32)
-    options = {"rows": rows, "n_tasks": n_tasks, "rho": rho, "seed": seed, "schema": schema}
+    options: dict[str, object] = {"rows": rows, "n_tasks": n_tasks, "rho": rho, "seed": seed,
+                                  "schema": schema}
+    if selection_bias:
+        options["selection_bias"] = selection_bias
     meta: dict[str, object] = {
         "source": "synthetic (generated)",
         "options": options,
@@ -370,3 +390,10 @@ def generate_synthetic(
     }
     return Dataset(name="synthetic", features=_feature_specs(sch), tasks=_task_specs(sch, n_tasks),
                    splits=_split(sparse, dense, seqs, labels, truth), meta=meta)
+
+
+def do_click_truth(split: Split) -> np.ndarray:
+    """True p(purchase | do(click), x) per row of a synthetic split: the last task's truth over
+    the click's (no unobserved confounder links the click to the purchase; module docstring)."""
+    truth = np.asarray(split.truth, dtype=np.float64)
+    return truth[:, -1] / truth[:, 0]
