@@ -202,6 +202,31 @@ def test_three_step_journey_cascade_is_monotone(data3) -> None:
         assert torch.all(p[1] <= p[0] + 1e-7) and torch.all(p[2] <= p[1] + 1e-7)
 
 
+def test_journey_cascade_of_any_depth(data3) -> None:
+    """Airbnb-style milestones: a 5-step chain, each milestone the product of its steps, and a
+    conditional AUC per step."""
+    import numpy as np
+
+    from automtl.data.schema import TaskSpec
+    from automtl.train.metrics import compute_metrics
+
+    names = ["impression_click", "listing_view", "contact", "request", "booking"]
+    tasks = [TaskSpec(names[0], "l0")] + [
+        TaskSpec(n, f"l{i}", depends_on=names[i - 1], cond_name=f"{n}_step")
+        for i, n in enumerate(names[1:], start=1)]
+    torch.manual_seed(0)
+    model = build_model(small("esmm"), data3.features, tasks)
+    batch = DeviceSplit.from_split(data3.splits["val"]).slice(0, 300)
+    with torch.no_grad():
+        raw = model.forward_raw(batch).double()
+        p = torch.sigmoid(model.forward_tensor(batch).double())
+    torch.testing.assert_close(p, torch.cumprod(torch.sigmoid(raw), dim=0), rtol=1e-6, atol=1e-12)
+    assert torch.all(p[1:] <= p[:-1] + 1e-12)
+    labels = np.cumprod(np.random.default_rng(0).random((300, 5)) < 0.7, axis=1).astype(float)
+    metrics = compute_metrics(model.forward_tensor(batch).detach().t().numpy(), labels, tasks)
+    assert all(np.isfinite(metrics[f"{n}_step_auc"]) for n in names[1:])
+
+
 @pytest.mark.parametrize("head,n_tasks", [("esm2", 3), ("escm2_ips", 2), ("escm2_dr", 2),
                                           ("dcmt", 2), ("dcmt", 3), ("esmm", 3)])
 def test_every_cascade_head_trains(head: str, n_tasks: int, data2, data3) -> None:
