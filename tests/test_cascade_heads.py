@@ -390,3 +390,22 @@ def test_search_samples_cascade_heads_only_where_required(space: str, data2, dat
         from automtl.search.space import parse_space
 
         parse_space({"params": {"model.head": {"choices": {"esm2": {"requires": "deep"}}}}}, "x")
+
+
+def test_cascade_heads_on_every_registered_arch(data3) -> None:
+    """Extra towers are extra body tasks: every body (incl. those with their own label-reading
+    loss terms) trains with them."""
+    from automtl.models import ARCHS
+
+    split = DeviceSplit.from_split(data3.splits["train"]).slice(0, 256)
+    for arch in sorted(ARCHS):
+        for head in ("dcmt", "esm2", "escm2_dr"):
+            torch.manual_seed(0)
+            cfg = ModelConfig(arch=arch, head=head, embedding_dim=4, expert_dims=[8],
+                              bottom_dims=[8], tower_dims=[8], n_experts=2, imputation_dims=[8])
+            model = build_model(cfg, data3.features, data3.tasks)
+            loss_fn = build_loss(LossConfig(), data3.tasks, model)
+            logits, extras = model.forward_outputs(split)
+            out = loss_fn(logits.t(), split.labels, 0, extras)
+            out.total.backward()
+            assert torch.isfinite(out.terms).all(), (arch, head)

@@ -69,8 +69,11 @@ class FDN(Body):
         gram = torch.bmm(specific.transpose(1, 2), shared) / specific.shape[1]  # [n, H, H]
         orth = gram.pow(2).sum()
         aux_logits = self.aux_heads(specific).squeeze(-1).float()  # [n, B]
-        targets = labels.float().t().index_select(0, self.pair_task)
-        aux = F.binary_cross_entropy_with_logits(aux_logits, targets)
+        # pairs of labelled tasks only: a head's extra towers (DCMT's twin, ESM2's other-action
+        # path) come last among the body's tasks and have no label column
+        k = labels.shape[1] * self.m
+        targets = labels.float().t().index_select(0, self.pair_task[:k])
+        aux = F.binary_cross_entropy_with_logits(aux_logits[:k], targets)
         return [self.orth_weight * orth, self.aux_weight * aux]
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
