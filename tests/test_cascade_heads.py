@@ -402,7 +402,8 @@ def test_cascade_heads_on_every_registered_arch(data3) -> None:
         for head in ("dcmt", "esm2", "escm2_dr"):
             torch.manual_seed(0)
             cfg = ModelConfig(arch=arch, head=head, embedding_dim=4, expert_dims=[8],
-                              bottom_dims=[8], tower_dims=[8], n_experts=2, imputation_dims=[8])
+                              bottom_dims=[8], tower_dims=[8], n_experts=2, imputation_dims=[8],
+                              wide=arch == "mmoe")
             model = build_model(cfg, data3.features, data3.tasks)
             loss_fn = build_loss(LossConfig(), data3.tasks, model)
             logits, extras = model.forward_outputs(split)

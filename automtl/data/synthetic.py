@@ -24,7 +24,8 @@ click logit gets ``s * LOGIT_SCALE * standardise(sum of the post-click step logi
 (before the click rate is recalibrated), so users click where they would also convert, and the
 clicked rows are a biased sample of the impressions a CVR model must rank. The conversion
 mechanism does not depend on why a click happened (no unobserved confounder), so the true
-p(purchase | do(click), x) of every row is ``truth[:, -1] / truth[:, 0]`` (`do_click_truth`).
+p(leaf | do(click), x) of every row (the last task: purchase for 2-3 tasks, review for 4) is
+``truth[:, -1] / truth[:, 0]`` (`do_click_truth`).
 """
 
 from __future__ import annotations
@@ -393,7 +394,7 @@ def generate_synthetic(
 
 
 def do_click_truth(split: Split) -> np.ndarray:
-    """True p(purchase | do(click), x) per row of a synthetic split: the last task's truth over
+    """True p(last task | do(click), x) per row of a synthetic split: the last task's truth over
     the click's (no unobserved confounder links the click to the purchase; module docstring)."""
     truth = np.asarray(split.truth, dtype=np.float64)
     return truth[:, -1] / truth[:, 0]

@@ -10,7 +10,9 @@ All three keep ESMM's entire-space products (`ESMMHead`) and add what their pape
   Outputs: pCTR = y1, pCTAVR = y1 y2 and pCTCVR = y1 (y2 y3 + (1 - y2) y4), every product
   supervised by its own BCE over all impressions (sec. 3.4: L = sum of the weighted losses). Our
   datasets label purchase only after the D-action (ctcvr depends_on ctcart); ESM2 still models
-  the O path, which then learns y4 -> 0. `extras["esm2_paths"]` holds log(y1 y2 y3) and
+  the O path, which then learns y4 -> 0 (pCTCVR <= pCTR always, but not <= pCTAVR: a purchase
+  may come through O). Steps after the purchase (synthetic n_tasks=4) multiply pCTCVR as in ESMM.
+  `extras["esm2_paths"]` holds log(y1 y2 y3) and
   log(y1 (1 - y2) y4), whose sum of exps is the modelled purchase probability.
 - `escm2_ips` / `escm2_dr` -- ESCM2 (Wang et al., "ESCM2: Entire Space Counterfactual Multi-Task
   Model for Post-Click Conversion Rate Estimation", SIGIR 2022), sec. 4: the ESMM network plus a
