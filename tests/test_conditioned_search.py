@@ -141,6 +141,20 @@ def test_yaml_export_of_a_point_reproduces_its_val_auc(study, tmp_path, capsys):
         assert result.val[name] == pytest.approx(stored[name], abs=1e-4), name
 
 
+def test_study_level_rules_choose_among_points(study, tmp_path, capsys):
+    root, url, st, done = study
+    front = Store(url).point_front(st)
+    best_ctr = max(front, key=lambda r: (r.values["ctr_auc"], -r.trial_number))
+    path = tmp_path / "w.yaml"
+    capsys.readouterr()
+    assert main(["export", "--study", "cond", "--storage", url, "--weights", "ctr=1",
+                 "-f", "yaml", "-o", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"trial {best_ctr.trial_number} " in out
+    cfg = load_trial_config(path)
+    assert cfg.loss.weighting.preference == (best_ctr.weights or {})
+
+
 def test_unconditioned_trial_refuses_inner_rule(study, capsys):
     root, url, st, done = study
     plain = next(t for t in done if t not in _conditioned(done))

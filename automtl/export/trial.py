@@ -101,6 +101,10 @@ def choose_trial(storage_url: str, study_name: str, selection: Selection) -> Cho
         rows = read_or(lambda: store.front(study_name), [])
         if not rows:  # e.g. a study whose front was never stored: compute it in memory
             rows = compute_front(study, objectives)
+        if selection.trial is None and read_or(lambda: store.sweeps(study_name), {}):
+            # conditioned trials: the rules choose among points (a point's row carries its
+            # task-weight vector as loss.weighting.preference)
+            rows = store.point_front(study)
     finally:
         store.dispose()
     if selection.trial is not None and all(r.trial_number != selection.trial for r in rows):
