@@ -31,6 +31,7 @@ from automtl.search.enqueue import (
     enqueue_seeds,
     warm_start_seeds,
 )
+from automtl.search.history_cap import DEFAULT_HISTORY_CAP, HistoryCappedSampler
 from automtl.search.pruner import EpochRecorder, ParetoPruner
 from automtl.search.space import SearchSpace, SpaceContext, load_space_doc, parse_space
 from automtl.search.dbopen import require_automtl_study
@@ -101,20 +102,26 @@ def weight_names(tasks: Sequence[Any]) -> dict[str, str]:
     return out
 
 
-def make_sampler(kind: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler `kind` (tpe | nsga2 | gp | random), seeded."""
+def make_sampler(kind: str, seed: int, n_trials: int,
+                 history_cap: int = DEFAULT_HISTORY_CAP) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler `kind` (tpe | nsga2 | gp | random), seeded.
+
+    TPE and GP read at most `history_cap` trials per ask (`HistoryCappedSampler`): their ask
+    time grows with the study, NSGA-II's and random's do not (benchmarks/sampler_cost.py).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if kind == "tpe":
             # Multivariate TPE with groups models the conditional (per-architecture) subspaces.
-            return optuna.samplers.TPESampler(
+            return HistoryCappedSampler(optuna.samplers.TPESampler(
                 seed=seed, multivariate=True, group=True, constant_liar=True,
-                n_startup_trials=min(10, max(4, n_trials // 3)))
+                n_startup_trials=min(10, max(4, n_trials // 3))), history_cap)
         if kind == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=seed,
                                                  population_size=max(4, min(50, n_trials // 3)))
         if kind == "gp":
-            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(4, n_trials // 3)))
+            return HistoryCappedSampler(optuna.samplers.GPSampler(
+                seed=seed, n_startup_trials=min(10, max(4, n_trials // 3))), history_cap)
         if kind == "random":
             return optuna.samplers.RandomSampler(seed=seed)
     raise ConfigError(f"--sampler {kind}: unknown sampler; use tpe, nsga2, gp or random")
