@@ -54,8 +54,9 @@ def _free_port() -> int:
 class PostgresServer:
     """One PostgreSQL cluster in a temp dir; `url(db)` gives a SQLAlchemy URL (psycopg 3)."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, max_connections: int = 100) -> None:
         self.bin = bin_dir
+        self.max_connections = max_connections
         self.port = _free_port()
         self.root = Path(tempfile.mkdtemp(prefix="automtl-pg-"))
         self.data = self.root / "data"
@@ -79,9 +80,9 @@ class PostgresServer:
                       "--no-instructions")
         if r.returncode != 0:
             raise RuntimeError(f"initdb failed: {r.stderr.strip() or r.stdout.strip()}")
-        # Small, fast, local-only: fsync off (throwaway data), enough connections for 4+ workers.
+        # Small, fast, local-only: fsync off (throwaway data); 100 connections unless asked for more.
         opts = (f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+                f"-c synchronous_commit=off -c full_page_writes=off -c max_connections={self.max_connections}")
         r = self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
                       "-o", opts, "-w", "-t", "60", "start")
         if r.returncode != 0:

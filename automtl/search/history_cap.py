@@ -61,26 +61,36 @@ def select_history(trials: list[FrozenTrial], cap: int,
 
 
 class _CappedStudyView:
-    """The study as the wrapped sampler sees it: everything delegated but the trial list."""
+    """The study as the wrapped sampler sees it while it samples trial `number`: everything
+    delegated but the trial list, which is selected once per sampled trial (a sampler reads it
+    dozens of times per ask: once per parameter group and filter)."""
 
-    def __init__(self, study: optuna.Study, cap: int, memo: dict[Any, list[FrozenTrial]]) -> None:
+    def __init__(self, study: optuna.Study, cap: int, number: int,
+                 memo: dict[Any, list[FrozenTrial]]) -> None:
         self._study = study
         self._cap = cap
-        self._memo = memo  # one entry: a sampler asks for the same list many times per trial
+        self._number = number
+        self._memo = memo
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
 
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
                     use_cache: bool = False) -> list[FrozenTrial]:
-        trials = self._study._get_trials(deepcopy=False, states=states, use_cache=use_cache)
-        if len(trials) > self._cap:
-            key = tuple((t.number, t.state) for t in trials)
-            if key not in self._memo:
-                self._memo.clear()
-                self._memo[key] = select_history(trials, self._cap, self._study.directions)
-            trials = self._memo[key]
-        return copy.deepcopy(trials) if deepcopy else trials
+        key = (self._number, None if states is None else tuple(states), use_cache)
+        if key not in self._memo:
+            if not any(k[0] == self._number for k in self._memo):
+                self._memo.clear()  # a new trial: forget the previous one's lists
+            trials = self._study._get_trials(deepcopy=False, states=None, use_cache=use_cache)
+            if len(trials) > self._cap:
+                kept = {t.number for t in select_history(trials, self._cap,
+                                                         self._study.directions)}
+                trials = [t for t in trials if t.number in kept]
+            if states is not None:
+                trials = [t for t in trials if t.state in states]
+            self._memo[key] = trials
+        trials = self._memo[key]
+        return copy.deepcopy(trials) if deepcopy else list(trials)
 
     def get_trials(self, deepcopy: bool = True,
                    states: Container[TrialState] | None = None) -> list[FrozenTrial]:
@@ -101,28 +111,28 @@ class HistoryCappedSampler(optuna.samplers.BaseSampler):
         self.cap = cap
         self._memo: dict[Any, list[FrozenTrial]] = {}
 
-    def _view(self, study: optuna.Study) -> Any:
-        return _CappedStudyView(study, self.cap, self._memo)
+    def _view(self, study: optuna.Study, trial: FrozenTrial) -> Any:
+        return _CappedStudyView(study, self.cap, trial.number, self._memo)
 
     def infer_relative_search_space(self, study: optuna.Study,
                                     trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self.base.infer_relative_search_space(self._view(study), trial)
+        return self.base.infer_relative_search_space(self._view(study, trial), trial)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return self.base.sample_relative(self._view(study), trial, search_space)
+        return self.base.sample_relative(self._view(study, trial), trial, search_space)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        return self.base.sample_independent(self._view(study), trial, param_name,
+        return self.base.sample_independent(self._view(study, trial), trial, param_name,
                                             param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.base.before_trial(self._view(study), trial)
+        self.base.before_trial(self._view(study, trial), trial)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
-        self.base.after_trial(self._view(study), trial, state, values)
+        self.base.after_trial(self._view(study, trial), trial, state, values)
 
     def reseed_rng(self) -> None:
         self.base.reseed_rng()

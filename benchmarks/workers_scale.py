@@ -1,0 +1,260 @@
+"""Many workers under chaos on one PostgreSQL study: correctness checks and throughput.
+
+N real `automtl worker` processes (tiny synthetic data, 1 epoch, trials of about a second) share
+one study with a fixed target on a throwaway PostgreSQL server (tests/pg.py). A chaos loop
+SIGKILLs a random worker that is running a trial every `--kill-every` seconds (bounded in count
+and time; only first attempts, since a retry killed again is not retried: max_retry 1) and starts
+a replacement. Afterwards the run is checked:
+
+- exactly the target number of COMPLETE trials; trial numbers 0..n-1 with no gap or duplicate;
+- every killed trial FAIL, and retried exactly once (Optuna's `retry_history`);
+- automtl's Pareto table equal to a brute-force non-dominated filter of Optuna's stored values;
+- no connection error or traceback in any worker log;
+
+and measured: trials/s, peak PostgreSQL connections (pg_stat_activity, polled), wall time.
+
+    python benchmarks/workers_scale.py --workers 8 32 64 --target 200 --kills 10
+    python benchmarks/workers_scale.py --workers 8 --target 24 --kills 3   # what the suite runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY = "import sys; from automtl.cli import main; sys.exit(main(sys.argv[1:]))"
+
+TINY_SPACE = """\
+name: tiny
+description: two small architectures for fast worker tests
+params:
+  model.arch:
+    choices:
+      shared_bottom: {model.bottom_dims: {choices: [[8], [16]]}}
+      mmoe: {model.n_experts: {int: [2, 3]}, model.expert_dims: {choices: [[8]]}}
+  model.embedding_dim: 4
+  model.tower_dims: {choices: [[4]]}
+  train.lr: {float: [1.0e-3, 1.0e-2], log: true}
+"""
+
+STUDY = """\
+name: {name}
+data: {{name: synthetic, options: {{rows: 2000, n_tasks: 2, rho: 0.5, seed: 0}}}}
+objectives: [ctr_auc, cvr_auc]
+space: tiny.yaml
+epochs: 1
+n_trials: {target}
+sampler: random
+pruner: {{kind: none}}
+train: {{batch_size: 512, device: cpu}}
+"""
+
+# A log line with one of these means a worker lost its database, which must never happen.
+BAD_LOG = ("Traceback", "OperationalError", "connection failed", "too many clients",
+           "server closed the connection")
+
+
+@dataclass
+class ChaosResult:
+    """What one chaos run did and measured; `problems` is empty when every check held."""
+
+    workers: int
+    target: int
+    seconds: float
+    complete: int
+    failed: int
+    killed: list[int]
+    peak_connections: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def trials_per_s(self) -> float:
+        return self.complete / self.seconds if self.seconds else 0.0
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", ENTRY, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, check=False, env=_env())
+
+
+def _start_worker(url: str, study: str, log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    fh = log.open("wb")
+    proc = subprocess.Popen([sys.executable, "-c", ENTRY, "worker", "--study", study,
+                             "--storage", url], cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                            env=_env())
+    fh.close()
+    return proc
+
+
+def _connections(url: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"))
+                .scalar_one()) - 1  # this probe's own connection
+    finally:
+        engine.dispose()
+
+
+def _non_dominated(points: dict[int, tuple[float, ...]]) -> set[int]:
+    def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+    return {n for n, v in points.items()
+            if not any(dominates(w, v) for m, w in points.items() if m != n)}
+
+
+def check(url: str, study_name: str, target: int, killed: list[int], logs: list[Path]) -> list[str]:
+    """The run's invariants; returns what failed (empty when all hold)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from automtl.search.store import Store
+
+    problems: list[str] = []
+    study = optuna.load_study(study_name=study_name, storage=url)
+    trials = study.get_trials(deepcopy=False)
+    numbers = sorted(t.number for t in trials)
+    if numbers != list(range(len(trials))):
+        problems.append(f"trial numbers not 0..{len(trials) - 1} without gaps: {numbers}")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if len(complete) != target:
+        problems.append(f"{len(complete)} COMPLETE trials, target {target}")
+    stuck = [t.number for t in trials if t.state == TrialState.RUNNING]
+    if stuck:
+        problems.append(f"trials still RUNNING: {stuck}")
+    by_number = {t.number: t for t in trials}
+    for n in killed:
+        if by_number.get(n) is None or by_number[n].state != TrialState.FAIL:
+            problems.append(f"killed trial {n} is not FAIL")
+        retries = [t.number for t in trials if t.system_attrs.get("retry_history", [None])[-1:]
+                   == [n]]
+        if len(retries) != 1:
+            problems.append(f"killed trial {n} retried {len(retries)} times, not once")
+    front = {r.trial_number for r in Store(url).front(study_name)}
+    brute = _non_dominated({t.number: tuple(t.values) for t in complete})
+    if front != brute:
+        problems.append(f"Pareto table {sorted(front)} != brute-force front {sorted(brute)}")
+    for log in logs:
+        text = log.read_text(errors="replace")
+        bad = [b for b in BAD_LOG if b in text]
+        if bad:
+            problems.append(f"{log.name}: {bad[0]!r} in the log: {text[-600:]}")
+    return problems
+
+
+def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float,
+              folder: Path, deadline_s: float = 900, seed: int = 0) -> ChaosResult:
+    """One chaos run on the (empty) database `url`; see the module docstring."""
+    import optuna
+    from optuna.trial import TrialState
+
+    rng = random.Random(seed)
+    name = f"chaos{workers}"
+    (folder / "tiny.yaml").write_text(TINY_SPACE)
+    preset = folder / f"{name}.yaml"
+    preset.write_text(STUDY.format(name=name, target=target))
+    made = _cli("study", "create", "--study-config", str(preset), "--storage", url,
+                "--heartbeat-interval", "1", "--grace-period", "4", cwd=folder)
+    if made.returncode != 0:
+        raise RuntimeError(f"study create failed: {made.stdout[-800:]}{made.stderr[-800:]}")
+    logs: list[Path] = []
+    procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def spawn() -> None:
+        log = folder / f"worker{len(logs)}.log"
+        logs.append(log)
+        p = _start_worker(url, name, log, folder)
+        procs[p.pid] = p
+
+    for _ in range(workers):
+        spawn()
+    study = optuna.load_study(study_name=name, storage=url)
+    killed: list[int] = []
+    peak, t0 = 0, time.monotonic()
+    next_kill = t0 + kill_every
+    while any(p.poll() is None for p in procs.values()):
+        now = time.monotonic()
+        if now - t0 > deadline_s:
+            for p in procs.values():
+                p.kill()
+            break
+        peak = max(peak, _connections(url))
+        if len(killed) < kills and now >= next_kill:
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            mine = [(t, int(str(t.user_attrs.get("worker", ":-1")).rsplit(":", 1)[1]))
+                    for t in running]
+            # first attempts only: a retry killed again is not retried (max_retry is 1)
+            mine = [(t, pid) for t, pid in mine if pid in procs and procs[pid].poll() is None
+                    and not t.system_attrs.get("retry_history")]
+            if mine:
+                trial, pid = rng.choice(mine)
+                os.kill(pid, signal.SIGKILL)
+                procs[pid].wait()
+                killed.append(trial.number)
+                spawn()  # a replacement, as a cluster scheduler would start
+                next_kill = now + kill_every
+        time.sleep(0.3)
+    seconds = time.monotonic() - t0
+    trials = study.get_trials(deepcopy=False)
+    result = ChaosResult(workers, target, seconds,
+                         sum(t.state == TrialState.COMPLETE for t in trials),
+                         sum(t.state == TrialState.FAIL for t in trials), killed, peak)
+    killed_logs = {p.pid for p in procs.values() if p.returncode == -signal.SIGKILL}
+    live_logs = [log for log, p in zip(logs, procs.values()) if p.pid not in killed_logs]
+    result.problems = check(url, name, target, killed, live_logs)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workers", type=int, nargs="+", default=[8, 32, 64])
+    ap.add_argument("--target", type=int, default=200)
+    ap.add_argument("--kills", type=int, default=10)
+    ap.add_argument("--kill-every", type=float, default=3.0)
+    ap.add_argument("--max-connections", type=int, default=400)
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pg import PostgresServer, _pg_bin  # the suite's throwaway server
+
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        sys.exit("PostgreSQL binaries not found (apt-get install postgresql)")
+    server = PostgresServer(bin_dir, max_connections=args.max_connections)
+    server.start()
+    print(f"{os.cpu_count()} cores; target {args.target} trials of 1 epoch on 2k rows; "
+          f"SIGKILL every {args.kill_every:.0f} s (at most {args.kills})")
+    print(f"{'workers':>7} {'trials/s':>9} {'wall s':>7} {'complete':>8} {'killed':>6} "
+          f"{'peak conns':>10}  checks")
+    try:
+        for n in args.workers:
+            with tempfile.TemporaryDirectory() as tmp:
+                r = run_chaos(server.create_database(), n, args.target, args.kills,
+                              args.kill_every, Path(tmp))
+            status = "ok" if not r.problems else "; ".join(r.problems)[:300]
+            print(f"{n:7d} {r.trials_per_s:9.2f} {r.seconds:7.0f} {r.complete:8d} "
+                  f"{len(r.killed):6d} {r.peak_connections:10d}  {status}", flush=True)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

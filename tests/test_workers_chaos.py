@@ -1,0 +1,32 @@
+"""Eight real workers on one PostgreSQL study while a chaos loop SIGKILLs some of them.
+
+The driver and its checks live in benchmarks/workers_scale.py (which runs 8/32/64 workers);
+this is its suite-sized run: every invariant it checks must hold.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from pg import pg_server, pg_url  # noqa: F401  (pytest fixtures)
+
+pytestmark = pytest.mark.timeout(900)
+
+_SPEC = importlib.util.spec_from_file_location(
+    "workers_scale", Path(__file__).resolve().parents[1] / "benchmarks" / "workers_scale.py")
+assert _SPEC is not None and _SPEC.loader is not None
+workers_scale = importlib.util.module_from_spec(_SPEC)
+sys.modules["workers_scale"] = workers_scale  # dataclasses look their module up there
+_SPEC.loader.exec_module(workers_scale)
+
+
+def test_eight_workers_under_sigkill_chaos_reach_exactly_the_target(  # noqa: F811
+        pg_url: str, tmp_path: Path) -> None:
+    r = workers_scale.run_chaos(pg_url, workers=8, target=24, kills=3, kill_every=2.0,
+                                folder=tmp_path, deadline_s=600)
+    assert r.problems == []
+    assert r.complete == 24 and len(r.killed) == 3 and r.failed == 3
+    assert 0 < r.peak_connections < 100
