@@ -162,8 +162,11 @@ def check(url: str, study_name: str, target: int, killed: list[int], logs: list[
 
 
 def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float,
-              folder: Path, deadline_s: float = 900, seed: int = 0) -> ChaosResult:
-    """One chaos run on the (empty) database `url`; see the module docstring."""
+              folder: Path, deadline_s: float = 900, seed: int = 0,
+              heartbeat: tuple[int, int] = (2, 10)) -> ChaosResult:
+    """One chaos run on the (empty) database `url`; see the module docstring. `heartbeat` is
+    (interval, grace) in seconds: a grace well above the interval keeps a starved but live
+    worker's trial from being failed as dead on a loaded machine."""
     import optuna
     from optuna.trial import TrialState
 
@@ -173,7 +176,8 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
     preset = folder / f"{name}.yaml"
     preset.write_text(STUDY.format(name=name, target=target))
     made = _cli("study", "create", "--study-config", str(preset), "--storage", url,
-                "--heartbeat-interval", "1", "--grace-period", "4", cwd=folder)
+                "--heartbeat-interval", str(heartbeat[0]), "--grace-period", str(heartbeat[1]),
+                cwd=folder)
     if made.returncode != 0:
         raise RuntimeError(f"study create failed: {made.stdout[-800:]}{made.stderr[-800:]}")
     logs: list[Path] = []

@@ -5,6 +5,7 @@ Heartbeats and the retry of a dead worker's trial are Optuna's (see `automtl.sea
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -218,8 +219,19 @@ def run_worker(
                     lock.release()
                     time.sleep(min(2.0, hb.interval))
                     continue
-                run = optimize_study(study, storage_url=storage_url, n_trials=1, device=device,
-                                     listener=listener)
+                try:
+                    run = optimize_study(study, storage_url=storage_url, n_trials=1,
+                                         device=device, listener=listener)
+                except ValueError as exc:
+                    if not str(exc).startswith("Cannot tell a"):
+                        raise
+                    # This worker's heartbeat went stale for longer than the grace period (a
+                    # starved machine), so another worker FAILed the trial and queued its retry.
+                    logging.getLogger("automtl.worker").warning(
+                        "a trial of %s was failed by another worker after missing heartbeats "
+                        "for %d s (its retry runs elsewhere); on a loaded machine raise "
+                        "--grace-period", me, hb.grace)
+                    continue
             finally:
                 lock.release()
             if run.interrupted:
