@@ -193,13 +193,14 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
         spawn()
     study = optuna.load_study(study_name=name, storage=url)
     killed: list[int] = []
-    peak, t0 = 0, time.monotonic()
+    peak, t0, timed_out = 0, time.monotonic(), False
     next_kill = t0 + kill_every
     while any(p.poll() is None for p in procs.values()):
         now = time.monotonic()
         if now - t0 > deadline_s:
             for p in procs.values():
                 p.kill()
+            timed_out = True
             break
         peak = max(peak, _connections(url))
         if len(killed) < kills and now >= next_kill:
@@ -225,6 +226,8 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
     killed_logs = {p.pid for p in procs.values() if p.returncode == -signal.SIGKILL}
     live_logs = [log for log, p in zip(logs, procs.values()) if p.pid not in killed_logs]
     result.problems = check(url, name, target, killed, live_logs)
+    if timed_out:
+        result.problems.insert(0, f"deadline of {deadline_s:.0f} s reached: workers killed")
     return result
 
 
