@@ -141,3 +141,17 @@ def test_plain_head_cvr_auc_with_a_constant_ctcvr_tower_inverts_the_ctr_ranking(
     cvr = compute_metrics(logits, labels, tasks)["cvr_auc"]
     direct = roc_auc_score(labels[click, 1], ctr_logit[click])
     assert direct > 0.55 and cvr == pytest.approx(1 - direct)
+
+
+def test_synthetic_additive_option_keeps_the_inputs_and_changes_the_truth():
+    from automtl.data import generate_synthetic
+
+    plain = generate_synthetic(rows=2000, seed=1)
+    data = generate_synthetic(rows=2000, seed=1, additive=True)
+    a, b = plain.splits["train"], data.splits["train"]
+    assert np.array_equal(a.sparse, b.sparse) and np.array_equal(a.dense, b.dense)
+    assert data.meta["options"]["additive"] is True and "additive" not in plain.meta["options"]
+    assert not np.allclose(a.truth, b.truth)
+    assert abs(float(b.truth[:, 0].mean()) - 0.12) < 0.02  # calibrated to the click base rate
+    again = generate_synthetic(rows=2000, seed=1, additive=True)
+    assert np.array_equal(again.splits["train"].truth, b.truth)

@@ -48,7 +48,7 @@ register_dataset(DatasetInfo(
     source="generated in memory (deterministic from seed)",
     loader=_load_synthetic,
     options={"rows": 200_000, "n_tasks": 2, "rho": 0.5, "seed": 0, "schema": "default",
-             "selection_bias": 0.0},
+             "selection_bias": 0.0, "additive": False},
     needs_files=False,
 ))
 

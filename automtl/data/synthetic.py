@@ -26,6 +26,12 @@ clicked rows are a biased sample of the impressions a CVR model must rank. The c
 mechanism does not depend on why a click happened (no unobserved confounder), so the true
 p(leaf | do(click), x) of every row (the last task: purchase for 2-3 tasks, review for 4) is
 ``truth[:, -1] / truth[:, 0]`` (`do_click_truth`).
+
+Option ``additive=true`` keeps every input array but replaces the step logits by a sum of per-id
+and per-dense-value effects, ``l_k = sum_f a_{f,k}[id_f] + sum_j b_{j,k} x_j`` (effects of task k
+= sqrt(rho) shared + sqrt(1 - rho) own draws, from a separate stream), so each cascade step is
+exactly a logistic regression on one-hot ids and dense values: a well-specified model exists
+(benchmarks/search_value.py compares the search with it).
 """
 
 from __future__ import annotations
@@ -296,11 +302,12 @@ def _dense_fields(sch: _Schema, rng: np.random.Generator, prng: np.random.Genera
 
 
 def _cascade_labels(rng: np.random.Generator, prng: np.random.Generator, z: np.ndarray,
-                    n_tasks: int, rho: float, selection_bias: float = 0.0
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Task logits by the MMoE construction, then (truth, labels) along the cascade: truth[:, k]
-    is the unconditional p(task k | x); a step's label needs the previous step's. A non-zero
-    `selection_bias` adds the post-click logits to the click logit (module docstring)."""
+                    n_tasks: int, rho: float, selection_bias: float = 0.0,
+                    logits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Task logits by the MMoE construction (or the given `logits`), then (truth, labels) along
+    the cascade: truth[:, k] is the unconditional p(task k | x); a step's label needs the
+    previous step's. A non-zero `selection_bias` adds the post-click logits to the click logit
+    (module docstring)."""
     n = z.shape[0]
     z = _standardise(z)
     w = _task_directions(prng, n_tasks, rho)
@@ -308,7 +315,7 @@ def _cascade_labels(rng: np.random.Generator, prng: np.random.Generator, z: np.n
     beta = prng.standard_normal(_N_SINE)
     t = z @ w  # [n, n_tasks], corr(t_a, t_b) ~= rho
     y = t + np.sin(alpha[None, None, :] * t[..., None] + beta[None, None, :]).sum(axis=-1)
-    y = _standardise(y) * _LOGIT_SCALE
+    y = _standardise(y if logits is None else logits) * _LOGIT_SCALE
     if selection_bias:  # no random draws: the other arrays stay those of selection_bias = 0
         y[:, 0] += selection_bias * _LOGIT_SCALE * _standardise(y[:, 1:].sum(axis=1))
     rates = _RATES[n_tasks]
@@ -319,6 +326,25 @@ def _cascade_labels(rng: np.random.Generator, prng: np.random.Generator, z: np.n
     u = rng.random((n, n_tasks))
     labels = np.cumprod(u < step_p, axis=1).astype(np.float32)  # cascade: step k needs k-1
     return truth, labels
+
+
+def _additive_logits(seed: int, ids: dict[str, np.ndarray], dense: np.ndarray, sch: _Schema,
+                     n_tasks: int, rho: float) -> np.ndarray:
+    """Step logits [n, n_tasks] that are sums of per-id and per-dense-value effects."""
+    g = np.random.default_rng([seed, 104729])  # own stream: the other arrays stay unchanged
+
+    def effects(size: int) -> np.ndarray:
+        shared = g.standard_normal(size)
+        return np.stack([np.sqrt(rho) * shared + np.sqrt(1 - rho) * g.standard_normal(size)
+                         for _ in range(n_tasks)], axis=1)  # [size, n_tasks]
+
+    n = dense.shape[0]
+    y = np.zeros((n, n_tasks))
+    for f in sch.sparse:
+        contrib = effects(f.vocab + 1)[ids[f.name]]
+        y += f.weight * contrib / (contrib.std(axis=0) + 1e-12)
+    y += dense.astype(np.float64) @ (0.8 * effects(dense.shape[1]))
+    return y
 
 
 def _feature_specs(sch: _Schema) -> list[FeatureSpec]:
@@ -358,8 +384,11 @@ def generate_synthetic(
     seed: int = 0,
     schema: str = "default",
     selection_bias: float = 0.0,
+    additive: bool = False,
 ) -> Dataset:
     """A deterministic synthetic cascade dataset (80/10/10 split); `Split.truth` is p(task|x)."""
+    if not isinstance(additive, bool):
+        raise DataError(f"synthetic: option additive={additive!r} must be true or false")
     try:
         rows, n_tasks, rho, seed = int(rows), int(n_tasks), float(rho), int(seed)
         selection_bias = float(selection_bias)
@@ -378,12 +407,15 @@ def generate_synthetic(
     ids, z = _sparse_ids(sch, rng, prng, rows)
     seqs, lengths = _behaviour_sequences(sch, rng, prng, ids, z)
     dense = _dense_fields(sch, rng, prng, lengths, z)
-    truth, labels = _cascade_labels(rng, prng, z, n_tasks, rho, selection_bias)
+    logits = _additive_logits(seed, ids, dense, sch, n_tasks, rho) if additive else None
+    truth, labels = _cascade_labels(rng, prng, z, n_tasks, rho, selection_bias, logits)
     sparse = np.stack([ids[f.name] for f in sch.sparse], axis=1).astype(np.int32)
     options: dict[str, object] = {"rows": rows, "n_tasks": n_tasks, "rho": rho, "seed": seed,
                                   "schema": schema}
     if selection_bias:
         options["selection_bias"] = selection_bias
+    if additive:
+        options["additive"] = True
     meta: dict[str, object] = {
         "source": "synthetic (generated)",
         "options": options,
