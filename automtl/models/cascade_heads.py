@@ -26,6 +26,10 @@ All three keep ESMM's entire-space products (`ESMMHead`) and add what their pape
   ESMM product (it is the served CVR) and a counterfactual one (`extra_tasks`: `cvr_cf`) for the
   counterfactual space; the IPW losses and the soft constraint are loss terms.
 
+Section numbers refer to the arXiv versions (ESM2 1910.07099, ESCM2 2204.05125, DCMT 2302.06141);
+the formulas are written out here and in `automtl.losses.counterfactual`, since equation numbers
+differ between the arXiv and proceedings versions.
+
 Extra towers are extra body tasks, so every body (SharedBottom, MMoE, PLE, AITM, ...) gives them
 the same kind of tower/gate as a real task; they are never model outputs (export sees T tasks).
 """
