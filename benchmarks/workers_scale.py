@@ -11,7 +11,8 @@ a replacement. Afterwards the run is checked:
 - automtl's Pareto table equal to a brute-force non-dominated filter of Optuna's stored values;
 - no connection error or traceback in any worker log;
 
-and measured: trials/s, peak PostgreSQL connections (pg_stat_activity, polled), wall time.
+and measured: trials/s, peak PostgreSQL connections (pg_stat_activity, polled), the largest
+worker's resident memory, wall time.
 
     python benchmarks/workers_scale.py --workers 8 32 64 --target 200 --kills 10
     python benchmarks/workers_scale.py --workers 8 --target 24 --kills 3   # what the suite runs
@@ -74,6 +75,7 @@ class ChaosResult:
     failed: int
     killed: list[int]
     peak_connections: int
+    peak_worker_rss_mb: float = 0.0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -112,6 +114,15 @@ def _connections(url: str) -> int:
                 .scalar_one()) - 1  # this probe's own connection
     finally:
         engine.dispose()
+
+
+def _rss_mb(pid: int) -> float:
+    import psutil
+
+    try:
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except psutil.Error:  # exited between poll and read
+        return 0.0
 
 
 def _non_dominated(points: dict[int, tuple[float, ...]]) -> set[int]:
@@ -193,7 +204,7 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
         spawn()
     study = optuna.load_study(study_name=name, storage=url)
     killed: list[int] = []
-    peak, t0, timed_out = 0, time.monotonic(), False
+    peak, rss, t0, timed_out = 0, 0.0, time.monotonic(), False
     next_kill = t0 + kill_every
     while any(p.poll() is None for p in procs.values()):
         now = time.monotonic()
@@ -203,6 +214,8 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
             timed_out = True
             break
         peak = max(peak, _connections(url))
+        rss = max(rss, max((_rss_mb(p.pid) for p in procs.values() if p.poll() is None),
+                           default=0.0))
         if len(killed) < kills and now >= next_kill:
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             mine = [(t, int(str(t.user_attrs.get("worker", ":-1")).rsplit(":", 1)[1]))
@@ -222,7 +235,7 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
     trials = study.get_trials(deepcopy=False)
     result = ChaosResult(workers, target, seconds,
                          sum(t.state == TrialState.COMPLETE for t in trials),
-                         sum(t.state == TrialState.FAIL for t in trials), killed, peak)
+                         sum(t.state == TrialState.FAIL for t in trials), killed, peak, rss)
     killed_logs = {p.pid for p in procs.values() if p.returncode == -signal.SIGKILL}
     live_logs = [log for log, p in zip(logs, procs.values()) if p.pid not in killed_logs]
     result.problems = check(url, name, target, killed, live_logs)
@@ -250,7 +263,7 @@ def main() -> None:
     print(f"{os.cpu_count()} cores; target {args.target} trials of 1 epoch on 2k rows; "
           f"SIGKILL every {args.kill_every:.0f} s (at most {args.kills})")
     print(f"{'workers':>7} {'trials/s':>9} {'wall s':>7} {'complete':>8} {'killed':>6} "
-          f"{'peak conns':>10}  checks")
+          f"{'peak conns':>10} {'worker MB':>9}  checks")
     try:
         for n in args.workers:
             with tempfile.TemporaryDirectory() as tmp:
@@ -258,7 +271,8 @@ def main() -> None:
                               args.kill_every, Path(tmp))
             status = "ok" if not r.problems else "; ".join(r.problems)[:300]
             print(f"{n:7d} {r.trials_per_s:9.2f} {r.seconds:7.0f} {r.complete:8d} "
-                  f"{len(r.killed):6d} {r.peak_connections:10d}  {status}", flush=True)
+                  f"{len(r.killed):6d} {r.peak_connections:10d} {r.peak_worker_rss_mb:9.0f}  "
+                  f"{status}", flush=True)
     finally:
         server.stop()
 
