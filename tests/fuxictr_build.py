@@ -1,4 +1,4 @@
-"""Run FuxiCTR's own data pipeline on an automtl FuxiCTR export (a subprocess of test_export_fuxictr).
+"""Run FuxiCTR's own data pipeline on an automtl FuxiCTR export (subprocess of test_export_fuxictr).
 
 Usage: python fuxictr_build.py CONFIG_DIR EXPID RAY_TEMP_DIR
 

@@ -28,3 +28,8 @@ __all__ = [
     "rechub_script", "split_table", "trained_model", "write_fuxictr", "write_processed_csv",
     "write_rechub",
 ]
+
+# `automtl.export(...)` calls automtl.api.export (this subpackage shares the name)
+from automtl.api import call_through  # noqa: E402
+
+call_through(__name__, "export")

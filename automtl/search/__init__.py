@@ -59,3 +59,9 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+# `automtl.search(...)` calls automtl.api.search (this subpackage shares the name)
+from automtl.api import call_through  # noqa: E402
+
+call_through(__name__, "search")

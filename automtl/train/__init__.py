@@ -24,3 +24,8 @@ __all__ = [
     "resolve_precision", "save_trained", "seed_everything", "tune_cpu_allocator",
     "SweepPoint", "knee_index", "pick_point", "sweep_eval",
 ]
+
+# `automtl.train(...)` calls automtl.api.train (this subpackage shares the name)
+from automtl.api import call_through  # noqa: E402
+
+call_through(__name__, "train")
