@@ -93,11 +93,14 @@ def search(dataset: str | None = None, *, study_config: str | Path | None = None
     """
     from automtl._typed import from_dict, to_dict
     from automtl.errors import AutomtlError
+    from automtl.search.naming import check_study_name
     from automtl.search.runner import run_search
     from automtl.search.study_config import StudyConfig, study_for_dataset, study_preset
 
     if dataset and study_config:
         raise AutomtlError("automtl.search: give dataset or study_config, not both")
+    if study_name is not None:
+        check_study_name(study_name)
     cfg = (study_preset(str(study_config)) if study_config
            else study_for_dataset(dataset or "synthetic"))
     doc = to_dict(cfg)
@@ -118,7 +121,8 @@ def search(dataset: str | None = None, *, study_config: str | Path | None = None
 
 
 def load_front(study: str, *, storage: str | None = None) -> list[FrontRow]:
-    """The Pareto front of `study`, as ``automtl pareto`` lists it: one `FrontRow` per trial
+    """The Pareto front of `study`, as ``automtl pareto`` lists it (read-only: the database is
+    not written): one `FrontRow` per trial
     (validation `values` per objective, `test` metrics, the trial's `config` and `params`); a
     study with conditioned trials gives one row per front point of their sweeps.
 
@@ -133,16 +137,17 @@ def load_front(study: str, *, storage: str | None = None) -> list[FrontRow]:
     (0, ['ctr_auc', 'cvr_auc'], True)
     >>> shutil.rmtree(tmp)
     """
-    from automtl.search.store import Store, open_study
+    from automtl.search.dbopen import open_study_readonly
+    from automtl.search.store import Store, compute_front, objective_names, read_or
 
     url = _storage(storage)
-    st = open_study(url, study)  # one clear error (with the available names) when missing
-    store = Store(url)
+    st = open_study_readonly(url, study)  # read-only, one clear error when missing
+    store = Store.readonly(url)
     try:
-        front = store.front(study)
-        if not front and any(t.state.name == "COMPLETE" for t in st.get_trials(deepcopy=False)):
-            front = store.refresh_front(st)  # a study made before automtl's tables existed
-        if store.sweeps(study):
+        front = read_or(lambda: store.front(study), [])
+        if not front:  # a study automtl's tables do not know (plain Optuna, older automtl)
+            front = compute_front(st, objective_names(st))
+        if read_or(lambda: store.sweeps(study), {}):
             front = store.point_front(st)
     finally:
         store.dispose()

@@ -78,6 +78,8 @@ def test_bad_input_is_one_error_before_any_database(tmp_path: Path) -> None:
     url = f"sqlite:///{db}"
     with pytest.raises(AutomtlError, match="give dataset or study_config, not both"):
         automtl.search("synthetic", study_config="synthetic", storage=url)
+    with pytest.raises(AutomtlError, match="must not be empty"):
+        automtl.search("synthetic", study_name=" ", storage=url)
     with pytest.raises(AutomtlError, match="n_trials"):
         automtl.search("synthetic", n_trials=0, storage=url)
     with pytest.raises(AutomtlError, match="no_such_field"):
