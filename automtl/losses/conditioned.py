@@ -1,13 +1,14 @@
 """Preference-conditioned (loss-conditional) task weighting: one network for every weighting.
 
-YOTO (Dosovitskiy & Djolonga, ICLR 2020), sec. 3, eq. (2): instead of one loss with fixed
-weights, minimise the expected loss over a distribution of weight vectors r, the network being
-conditioned on r, min_theta E_{r ~ P} E_{x,y} L(y, f_theta(x, r), r). Here L is the weighted
-task loss T * sum_k r_k L_k and P is a Dirichlet on the task simplex, the preference
-distribution of Pareto HyperNetworks (Navon et al., ICLR 2021, sec. 4: rays drawn from
-Dir(alpha) each step) and COSMOS (Ruchte & Grabocka, ICDM 2021, sec. IV); Controllable Pareto
-MTL (Lin et al., 2020, sec. 4) draws them uniformly, i.e. Dir(1). The model side (FiLM) is
-`automtl.models.film`.
+YOTO (Dosovitskiy & Djolonga, ICLR 2020), sec. 3 (loss-conditional training): instead of one
+loss with fixed weights, minimise the expected loss over a distribution of weight vectors r, the
+network being conditioned on r, min_theta E_{r ~ P} E_{x,y} L(y, f_theta(x, r), r). Here L is
+the weighted task loss T * sum_k r_k L_k and P is a Dirichlet on the task simplex, the
+preference distribution of Pareto HyperNetworks (Navon et al., ICLR 2021: a ray drawn from
+Dir(alpha) at every step, linear-scalarisation variant PHN-LS) and of COSMOS (Ruchte & Grabocka,
+ICDM 2021); Controllable Pareto MTL (Lin et al., 2020) draws preferences uniformly from the
+simplex, i.e. Dir(1). The model side (FiLM) is `automtl.models.film`. Section numbers are left
+out where we could not check them against the papers' text.
 
 Options (`loss.weighting`):
 

@@ -4,8 +4,8 @@ YOTO (Dosovitskiy & Djolonga, "You Only Train Once: Loss-Conditional Training of
 ICLR 2020), sec. 3: the network receives the loss-weight vector as an extra input through
 feature-wise linear modulation (FiLM, Perez et al., AAAI 2018): a small MLP maps r to a scale
 sigma(r) and a shift mu(r) per channel, and a conditioned activation f becomes sigma * f + mu.
-COSMOS (Ruchte & Grabocka, ICDM 2021), sec. IV, conditions on r by concatenating it to the
-input features; Pareto HyperNetworks (Navon et al., ICLR 2021) and Controllable Pareto MTL
+COSMOS (Ruchte & Grabocka, ICDM 2021) conditions on r by concatenating it to the input
+features (its method section; the loss is its eq. (5)); Pareto HyperNetworks (Navon et al., ICLR 2021) and Controllable Pareto MTL
 (Lin et al., 2020) generate (part of) the weights from r with a hypernetwork. FiLM sits between
 the two: a per-channel affine map generated from r at chosen places, cheap enough to put on every
 architecture.
