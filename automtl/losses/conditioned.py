@@ -20,7 +20,8 @@ Options (`loss.weighting`):
   loss vector towards the ray r and spreads the front (per row in row mode).
 
 Choice: the weighted loss is scaled by T so the uniform vector r = (1/T, ...) gives the loss
-(and gradient scale) of the default fixed weighting (every w_k = 1); r is a plain mixture.
+(and gradient scale) of the default fixed weighting (every w_k = 1); r is a plain mixture. The
+cosine term is not scaled, so relative to the linear term our lambda is T times COSMOS's.
 """
 
 from __future__ import annotations
