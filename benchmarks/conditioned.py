@@ -63,7 +63,8 @@ def base_config(arch: str, rows: int, epochs: int, options: dict, small: bool) -
     return cfg
 
 
-def run(setting: str, arch: str, rows: int, epochs: int, k: int, small: bool = False) -> dict:
+def run(setting: str, arch: str, rows: int, epochs: int, k: int, small: bool = False,
+        film: str = "towers") -> dict:
     cfg = base_config(arch, rows, epochs, SETTINGS[setting], small)
     ds = load_dataset(cfg.data)
     tasks = [t.name for t in ds.tasks]
@@ -73,6 +74,7 @@ def run(setting: str, arch: str, rows: int, epochs: int, k: int, small: bool = F
     cond.loss.weighting.scheme = "conditioned"
     cond.loss.weighting.sweep_points = k
     cond.loss.weighting.select_on = list(OBJ)
+    cond.loss.weighting.film = film.split("+")
     t0 = time.perf_counter()
     res = fit(cond, ds)
     cond_s = time.perf_counter() - t0
@@ -111,17 +113,18 @@ def main() -> int:
     ap.add_argument("--settings", default="rho0.2,rho0.8,ali-ccp-schema")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--small", action="store_true", help="4 experts of [128, 64], batch 1024")
+    ap.add_argument("--film", default="towers", help="FiLM sites joined by +, e.g. towers+experts")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"rows {args.rows}, epochs {args.epochs}, K {args.k}, threads {args.threads}, "
-          f"{'small models' if args.small else 'example configs'}; "
+          f"{'small models' if args.small else 'example configs'}, FiLM on {args.film}; "
           f"objectives {', '.join(OBJ)}; HV ratio = conditioned / K fixed", flush=True)
     print("| setting | arch | split | HV ratio (ref 0.5) | HV ratio (tight ref) | best ctr/cvr "
           "cond | best ctr/cvr fixed | cond s | K fixed s | cond / one fixed |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for setting in args.settings.split(","):
         for arch in args.archs.split(","):
-            r = run(setting, arch, args.rows, args.epochs, args.k, args.small)
+            r = run(setting, arch, args.rows, args.epochs, args.k, args.small, args.film)
             for split in ("val", "test"):
                 b = r[f"{split}_best"]
                 print(f"| {setting} | {arch} | {split} | {r[f'{split}_rand'][2]:.3f} | "
