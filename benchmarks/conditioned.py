@@ -76,7 +76,9 @@ def run(setting: str, arch: str, rows: int, epochs: int, k: int, small: bool = F
     cond.loss.weighting.scheme = "conditioned"
     cond.loss.weighting.sweep_points = k
     cond.loss.weighting.select_on = list(OBJ)
-    cond.loss.weighting.film = film.split("+")
+    sites, _, draw = film.partition(":")
+    cond.loss.weighting.film = sites.split("+")
+    cond.loss.weighting.draw = draw or "batch"  # type: ignore[assignment]
     t0 = time.perf_counter()
     res = fit(cond, ds)
     cond_s = time.perf_counter() - t0
@@ -124,7 +126,8 @@ def main() -> int:
     ap.add_argument("--settings", default="rho0.2,rho0.8,ali-ccp-schema")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--small", action="store_true", help="4 experts of [128, 64], batch 1024")
-    ap.add_argument("--film", default="towers", help="FiLM sites joined by +, e.g. towers+experts")
+    ap.add_argument("--film", default="towers", help="FiLM sites joined by +, optionally :row for "
+                    "per-row draws, e.g. towers+experts:row")
     ap.add_argument("--fixed-cache", default=None, help="JSON file reusing the K fixed fits")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
