@@ -66,7 +66,8 @@ def base_config(arch: str, rows: int, epochs: int, options: dict, small: bool) -
 
 
 def run(setting: str, arch: str, rows: int, epochs: int, k: int, small: bool = False,
-        film: str = "towers", fixed_cache: str | None = None) -> dict:
+        film: str = "towers", fixed_cache: str | None = None,
+        cond_epochs: int | None = None) -> dict:
     cfg = base_config(arch, rows, epochs, SETTINGS[setting], small)
     ds = load_dataset(cfg.data)
     tasks = [t.name for t in ds.tasks]
@@ -76,6 +77,7 @@ def run(setting: str, arch: str, rows: int, epochs: int, k: int, small: bool = F
     cond.loss.weighting.scheme = "conditioned"
     cond.loss.weighting.sweep_points = k
     cond.loss.weighting.select_on = list(OBJ)
+    cond.train.epochs = cond.train.patience = cond_epochs or epochs
     sites, _, draw = film.partition(":")
     cond.loss.weighting.film = sites.split("+")
     cond.loss.weighting.draw = draw or "batch"  # type: ignore[assignment]
@@ -129,6 +131,8 @@ def main() -> int:
     ap.add_argument("--film", default="towers", help="FiLM sites joined by +, optionally :row for "
                     "per-row draws, e.g. towers+experts:row")
     ap.add_argument("--fixed-cache", default=None, help="JSON file reusing the K fixed fits")
+    ap.add_argument("--cond-epochs", type=int, default=None, help="epochs of the conditioned "
+                    "trial (default: --epochs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"rows {args.rows}, epochs {args.epochs}, K {args.k}, threads {args.threads}, "
@@ -140,7 +144,7 @@ def main() -> int:
     for setting in args.settings.split(","):
         for arch in args.archs.split(","):
             r = run(setting, arch, args.rows, args.epochs, args.k, args.small, args.film,
-                    args.fixed_cache)
+                    args.fixed_cache, args.cond_epochs)
             for split in ("val", "test"):
                 b = r[f"{split}_best"]
                 print(f"| {setting} | {arch} | {split} | {r[f'{split}_rand'][2]:.3f} | "
