@@ -36,8 +36,10 @@ def model_gaps(model: ModelConfig) -> list[str]:
     the ESM2 / ESCM2 / DCMT heads and their loss settings)."""
     out = []
     if model.head in _HEAD_TERMS:
-        out.append(f"model.head={model.head}: {_HEAD_TERMS[model.head]} is dropped (with its "
-                   "loss.escm2 / loss.dcmt settings); each task is predicted directly")
+        section = {"escm2_ips": " and loss.escm2", "escm2_dr": " and loss.escm2",
+                   "dcmt": " and loss.dcmt"}.get(model.head, "")
+        out.append(f"model.head={model.head} ({_HEAD_TERMS[model.head]}){section}: no "
+                   "equivalent, each task is predicted directly")
     if model.bottom != "shared":
         out.append(f"model.bottom={model.bottom}: the task-specific bottom is dropped; the "
                    "model reads the plain concatenation of feature embeddings")
