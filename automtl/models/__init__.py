@@ -20,6 +20,7 @@ from automtl.models.blocks import (
 )
 from automtl.models.bottoms.shared import SharedInput
 from automtl.models.embedding import EmbeddedBatch, FeatureEmbedding, SequencePooling
+from automtl.models.hard_concrete import HardConcreteGates
 from automtl.models.heads import ESMMHead, PlainHead, cascade_order, has_cascade, parent_indices
 from automtl.models.model import MTLModel, build_model, count_parameters
 from automtl.models.registry import (
@@ -42,6 +43,7 @@ __all__ = [
     "ESMMHead",
     "EmbeddedBatch",
     "FeatureEmbedding",
+    "HardConcreteGates",
     "MTLModel",
     "PlainHead",
     "SequencePooling",
