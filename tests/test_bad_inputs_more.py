@@ -20,7 +20,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from test_bad_inputs import PRESET, SECRET, SPACE, STUDY, _preset, _search, _yaml, study_db
+from test_bad_inputs import (PRESET, SECRET, SPACE, STUDY, _csv_case, _edit_cell, _preset, _search,
+                             _yaml, study_db)
 
 from automtl.cli import main
 from automtl.data import clear_memo
@@ -334,6 +335,20 @@ ROWS += [
         ("trial.yaml", "train", "twice")),
     Row("trial_data_rows_e_notation",
         _trial(_TRIAL.replace("rows: 3000", "rows: 1e5")), ("rows", "whole number")),
+    # -- sizes refused with the numbers before anything is allocated ---------------------------
+    Row("trial_huge_embedding_dim",
+        _trial(_TRIAL + "model: {arch: mmoe, embedding_dim: 100000000}\n"),
+        ("parameters", "GiB", "embedding_dim")),
+    Row("trial_huge_n_experts", _trial(_TRIAL + "model: {arch: mmoe, n_experts: 100000000}\n"),
+        ("parameters", "GiB", "n_experts")),
+    Row("trial_huge_synthetic_rows", _trial(_TRIAL.replace("rows: 3000", f"rows: {10**11}")),
+        ("rows=100,000,000,000", "GiB")),
+    Row("search_huge_synthetic_rows", _opt("--data-option", f"rows={10**11}"), ("rows", "GiB")),
+    # -- data files ----------------------------------------------------------------------------
+    Row("csv_dense_beyond_float32", _csv_case(_edit_cell("D509", "1e308")),
+        ("train.csv", "D509", "float32")),
+    Row("csv_non_integer_id", _csv_case(_edit_cell("205", "3.5")),
+        ("train.csv", "205", "non-integer id")),
 ]
 
 
@@ -408,3 +423,20 @@ def test_read_only_commands_never_write_a_plain_optuna_database(
     assert OTHER in out or argv[0] == "report"
     assert hashlib.sha256((tmp_path / "plain.db").read_bytes()).hexdigest() == before
     assert sorted(p.name for p in tmp_path.glob("plain.db*")) == ["plain.db"]
+
+
+def test_utf8_bom_header_and_text_ids_in_one_split_are_accepted(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A CSV saved by Excel (UTF-8 BOM) loads; an id column that is text in one split only
+    (an 'abc' id) is re-indexed as text instead of crashing."""
+    from datagen import write_processed
+
+    paths = write_processed(tmp_path / "data", "ali-ccp", {"train": 40, "val": 10, "test": 10})
+    paths["train"].write_bytes(b"\xef\xbb\xbf" + paths["train"].read_bytes())
+    _edit_cell("205", "abc")(paths["val"])
+    trial = _write(tmp_path / "t.yaml", _yaml({"data": {"name": "ali-ccp",
+                                                        "data_dir": str(tmp_path / "data")},
+                                               "train": {"epochs": 1, "device": "cpu"}}))
+    rc, out, err = run_cli(capfd, ["train", "--config", str(trial)])
+    assert rc == 0, err
+    assert "parameters" in out

@@ -209,6 +209,20 @@ def _check_options(rows: int, n_tasks: int, rho: float, schema: str,
         )
 
 
+# Peak bytes while generating, per stored byte (float64 latents, per-field temporaries).
+_GENERATOR_PEAK = 4
+
+
+def _check_rows_fit(sch: _Schema, rows: int, n_tasks: int) -> None:
+    """Refuse `rows` whose columns cannot fit in RAM, before any array is allocated."""
+    from automtl.memory_guard import check_fits
+
+    per_row = (4 * len(sch.sparse) + 8 * sum(s.max_len for s in sch.sequences)
+               + 4 * (len(sch.sequences) + 4) + 8 * (_LATENT_DIM + 2 * n_tasks))
+    check_fits(f"synthetic: rows={rows:,}", rows * per_row * _GENERATOR_PEAK, "cpu",
+               "lower the rows option")
+
+
 def _task_specs(schema: _Schema, n_tasks: int) -> list[TaskSpec]:
     click, cart, purchase = schema.labels
     if n_tasks == 2:
@@ -399,6 +413,7 @@ def generate_synthetic(
         ) from None
     _check_options(rows, n_tasks, rho, schema, selection_bias)
     sch = SCHEMAS[schema]
+    _check_rows_fit(sch, rows, n_tasks)
     rng = np.random.default_rng(seed)
     # Model parameters come from their own stream so that `rows` does not change the mapping
     # from inputs to probabilities (only the normalisation constants). The parts below draw from

@@ -61,7 +61,7 @@ def _first_bad_line(path: Path, n_cols: int) -> tuple[int, int] | None:
 
 def _read_header(path: Path) -> list[str]:
     try:
-        with path.open("r", encoding="utf-8", newline="") as fh:
+        with path.open("r", encoding="utf-8-sig", newline="") as fh:  # a BOM is accepted
             line = fh.readline()
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text CSV file; export it as plain CSV") from None
@@ -71,6 +71,9 @@ def _read_header(path: Path) -> list[str]:
     if not line.strip():
         raise DataError(f"{path}: empty file (no header line); write the CSV header and rows")
     return next(csv.reader([line]))
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def read_table(path: Path, layout: TableLayout) -> dict[str, np.ndarray]:
@@ -125,8 +128,12 @@ def read_table(path: Path, layout: TableLayout) -> dict[str, np.ndarray]:
                 raise DataError(f"{path}: line {int(big[0]) + 2}, column {name!r} has id "
                                 f"{arr[big[0]]:.0f} beyond the 64-bit integer range; re-map "
                                 "the ids to integers below 2^63 (or to strings)")
-            if np.array_equal(arr, np.floor(arr)):  # ids written as 3.0
-                arr = arr.astype(np.int64)
+            frac = np.flatnonzero(arr != np.floor(arr))
+            if frac.size:  # 3.5 is no id: a shifted column or a dense value in the wrong place
+                raise DataError(f"{path}: line {int(frac[0]) + 2}, column {name!r} has "
+                                f"non-integer id {arr[frac[0]]:g}; ids must be whole numbers "
+                                "(or text): check the column order")
+            arr = arr.astype(np.int64)  # ids written as 3.0
         if name in layout.dense or name in {t.label for t in layout.tasks}:
             conv = layout.label_maps.get(name)
             if conv is not None:
@@ -140,6 +147,11 @@ def read_table(path: Path, layout: TableLayout) -> dict[str, np.ndarray]:
                 row = int(np.flatnonzero(~np.isfinite(arr))[0])
                 raise DataError(f"{path}: line {row + 2}, column {name!r} is NaN/inf; "
                                 "fill the missing values")
+            big = np.flatnonzero(np.abs(arr) > _FLOAT32_MAX) if name in layout.dense else []
+            if len(big):  # training is float32: 1e308 would become inf and the loss NaN
+                raise DataError(f"{path}: line {int(big[0]) + 2}, column {name!r} has value "
+                                f"{arr[big[0]]:g} beyond the float32 range (±3.4e38); scale "
+                                "or clip the column")
         out[name] = arr
     for task in layout.tasks:
         y = out[task.label]
@@ -162,9 +174,13 @@ def _first_non_numeric(arr: np.ndarray) -> int:
 
 def _reindex(train: np.ndarray, others: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     """Map raw ids to 1..V by the train vocabulary; ids unseen in train -> 0 (OOV)."""
+    cols = [train, *others]
+    if len({c.dtype.kind in "iub" for c in cols}) > 1:  # text ids in one split, numbers in another
+        cols = [c.astype(str) for c in cols]
+    train = cols[0]
     vocab = np.unique(train)
     out = []
-    for col in [train, *others]:
+    for col in cols:
         pos = np.searchsorted(vocab, col)
         pos_c = np.minimum(pos, len(vocab) - 1)
         hit = vocab[pos_c] == col

@@ -199,7 +199,8 @@ class SequencePooling(nn.Module):
         )
         # position j of the concatenated sequences -> its sequence's index (DIN's per-item query)
         self.register_buffer("position_sequence", torch.repeat_interleave(
-            torch.arange(len(seqs)), torch.tensor(lengths, dtype=torch.long)), persistent=False)
+            torch.arange(len(seqs)), torch.tensor(lengths, dtype=torch.long),
+            output_size=int(sum(lengths))), persistent=False)  # output_size: buildable on meta
         self.activation_unit = (
             nn.Sequential(nn.Linear(4 * dim, 80), nn.PReLU(), nn.Linear(80, 40), nn.PReLU(),
                           nn.Linear(40, 1))

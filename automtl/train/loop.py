@@ -240,6 +240,7 @@ def fit(
     device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train one model of `cfg` on `dataset`; raises `TrialFailedError` on a non-finite loss."""
+    from automtl.memory_guard import check_model_fits
     from automtl.models import build_model, count_parameters  # models import data/config only
 
     callbacks = _check_callbacks(callbacks)
@@ -250,6 +251,7 @@ def fit(
     if dev.type == "cpu":
         tune_cpu_allocator()
     seed_everything(tc.seed)
+    check_model_fits(cfg, dataset, dev)  # a size that cannot fit: one line, before allocating
     model = build_model(cfg.model, dataset.features, dataset.tasks, cfg.loss.weighting).to(dev)
     loss_fn: MTLLoss = build_loss(cfg.loss, dataset.tasks, model, dataset.name).to(dev)
     task_names = [t.name for t in dataset.tasks]
