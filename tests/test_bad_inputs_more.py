@@ -440,3 +440,181 @@ def test_utf8_bom_header_and_text_ids_in_one_split_are_accepted(
     rc, out, err = run_cli(capfd, ["train", "--config", str(trial)])
     assert rc == 0, err
     assert "parameters" in out
+
+
+# -- stale RUNNING trials: shown with their heartbeat age, repaired on request ----------------
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+def _add_running(url: str, owner: str, heartbeat: str | None = None) -> int:
+    """A RUNNING trial of STUDY owned by `owner`, optionally with an old heartbeat row."""
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    trial_id = storage.create_new_trial(study._study_id)
+    storage.set_trial_user_attr(trial_id, "worker", owner)
+    number = storage.get_trial(trial_id).number
+    storage.engine.dispose()
+    if heartbeat is not None:
+        con = sqlite3.connect(url.removeprefix("sqlite:///"))
+        con.execute("INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (?, ?)",
+                    (trial_id, heartbeat))
+        con.commit()
+        con.close()
+    return number
+
+
+def _state(url: str, number: int) -> str:
+    study = optuna.load_study(study_name=STUDY, storage=url)
+    return study.trials[number].state.name
+
+
+def test_stale_running_trials_are_shown_read_only_then_repaired(
+        study_db: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    import json
+    import socket
+
+    from automtl.report import load_snapshot
+
+    db = tmp_path / "study.db"
+    shutil.copy(study_db, db)
+    url = _sqlite(tmp_path, "study.db")
+    gone = _add_running(url, f"{socket.gethostname()}:{_dead_pid()}")
+    silent = _add_running(url, "elsewhere:1", heartbeat="2000-01-01 00:00:00")
+    before = _tree(tmp_path)
+
+    rc, out, err = run_cli(capfd, ["studies", "--storage", url])
+    assert rc == 0, err
+    assert "2 stale" in out and "heartbeat" in out and "s ago" in out
+    rc, out, err = run_cli(capfd, ["studies", "--storage", url, "-f", "json"])
+    stale = {s["trial"]: s for s in json.loads(out)[0]["stale"]}
+    assert "is gone" in stale[gone]["reason"]
+    assert stale[silent]["heartbeat_age_s"] > 3600
+    snap = load_snapshot(url, STUDY)  # what the dashboard's /api/state reports
+    assert not snap.running and set(snap.stale) == {gone, silent}
+    assert _tree(tmp_path) == before  # showing them wrote nothing
+
+    rc, out, err = run_cli(capfd, ["studies", "--storage", url, "--repair"])
+    assert rc == 0, err
+    assert f"trial {gone} marked FAIL" in out and f"trial {silent} marked FAIL" in out
+    assert _state(url, gone) == _state(url, silent) == "FAIL"
+
+
+def test_a_live_running_trial_is_not_stale(study_db: Path, tmp_path: Path,
+                                           capfd: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    shutil.copy(study_db, tmp_path / "study.db")
+    url = _sqlite(tmp_path, "study.db")
+    alive = _add_running(url, f"{socket.gethostname()}:{os.getpid()}")
+    rc, out, err = run_cli(capfd, ["studies", "--storage", url, "--repair"])
+    assert rc == 0 and "stale" not in out and "marked" not in out
+    assert _state(url, alive) == "RUNNING"
+
+
+def test_resuming_search_fails_the_trials_of_a_killed_run_and_confines_its_report(
+        study_db: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A resumed study without heartbeats marks the SIGKILLed run's trial FAIL by itself; a
+    study name that looks like a path still writes its report inside reports/."""
+    import socket
+
+    shutil.copy(study_db, tmp_path / "study.db")
+    url = _sqlite(tmp_path, "study.db")
+    gone = _add_running(url, f"{socket.gethostname()}:{_dead_pid()}")
+    rc, out, err = run_cli(capfd, _search(tmp_path, url, _preset(tmp_path)))
+    assert rc == 0, err
+    assert _state(url, gone) == "FAIL"
+
+    work = tmp_path / "deep" / "work"
+    work.mkdir(parents=True)
+    os.chdir(work)
+    rc, out, err = run_cli(capfd, ["search", "--study-config", str(_preset(tmp_path)),
+                                   "--storage", _sqlite(tmp_path, "new.db"),
+                                   "--study-name", "../../escaped"])
+    assert rc == 0, err
+    html = sorted(tmp_path.rglob("*.html"))
+    assert [p.parent for p in html] == [work / "reports"], html
+    assert not list(tmp_path.glob("escaped*")) and not list(work.parent.glob("escaped*"))
+
+
+# -- dashboard: Host header checked against the bound host, real port, loud 0.0.0.0 ------------
+
+def _status(app: object, host: str, path: str = "/api/state") -> int:
+    """HTTP status of one GET through the ASGI app, with this Host header."""
+    import asyncio
+
+    sent: list[dict] = []
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+             "headers": [(b"host", host.encode())], "server": ("127.0.0.1", 8080),
+             "client": ("127.0.0.1", 5000)}
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))  # type: ignore[operator]
+    return int(sent[0]["status"])
+
+
+def test_dashboard_refuses_a_foreign_host_header(study_db: Path) -> None:
+    """DNS rebinding: a page on evil.example re-bound to 127.0.0.1 sends Host: evil.example."""
+    from automtl.report.dashboard import create_app
+
+    url = f"sqlite:///{study_db}"
+    app = create_app(url, STUDY, host="127.0.0.1")
+    assert _status(app, "127.0.0.1:8080") == 200
+    assert _status(app, "localhost:8080") == 200
+    assert _status(app, "[::1]:8080") == 200
+    assert _status(app, "evil.example:8080") == 400
+    assert _status(app, "127.0.0.1.evil.example", "/") == 400
+    assert _status(app, "") == 400
+    assert _status(create_app(url, STUDY, host="0.0.0.0"), "evil.example") == 200  # warned
+
+
+def test_dashboard_port_0_prints_the_real_port_and_0000_warns(
+        study_db: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    import re
+    import socket
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    entry = "import sys; from automtl.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", entry, "dashboard", "--study", STUDY,
+                             "--storage", f"sqlite:///{study_db}", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line)[1])  # type: ignore[index]
+        assert port != 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=60) as r:
+            assert r.status == 200
+        forged = urllib.request.Request(f"http://127.0.0.1:{port}/api/state",
+                                        headers={"Host": "evil.example"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(forged, timeout=60)
+        assert refused.value.code == 400
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+    with socket.socket() as busy:  # a taken port: the warning, then one error line
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        rc, out, err = run_cli(capfd, ["dashboard", "--study", STUDY, "--storage",
+                                       f"sqlite:///{study_db}", "--host", "0.0.0.0",
+                                       "--port", str(busy.getsockname()[1])])
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 2, err
+    assert "WARNING" in lines[0] and "0.0.0.0" in lines[0] and "without a password" in lines[0]
+    assert "cannot listen" in lines[1]

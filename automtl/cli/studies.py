@@ -20,6 +20,7 @@ def study_rows(storage: str) -> list[dict[str, Any]]:
     import optuna
 
     from automtl.search.dbopen import study_names_readonly
+    from automtl.search.stale import running_trials
     from automtl.search.store import Store, compute_front, objective_names, read_or
 
     rdb, names = study_names_readonly(storage)  # read-only: listing never writes
@@ -35,7 +36,10 @@ def study_rows(storage: str) -> list[dict[str, Any]]:
         best = {o: max((t.values[i] for t in trials if t.values), default=None)
                 for i, o in enumerate(objectives)}
         dataset = study.user_attrs.get("dataset") or {}
-        rows.append({"study": name, "dataset": dataset.get("name", "?"),
+        stale = [{"trial": r.number, "owner": r.owner, "heartbeat_age_s": r.heartbeat_age_s,
+                  "reason": r.reason}
+                 for r in running_trials(study, store.engine) if r.stale]
+        rows.append({"stale": stale, "study": name, "dataset": dataset.get("name", "?"),
                      "objectives": objectives, "trials": len(trials),
                      "states": counts, "best": best,
                      "front": len(read_or(lambda: store.front(name), [])
@@ -49,6 +53,9 @@ def studies_command(
     storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
                                 help=STORAGE_HELP),
     format: str = typer.Option("table", "--format", "-f", help="table or json."),
+    repair: bool = typer.Option(False, "--repair", help="Mark stale RUNNING trials (heartbeat "
+                                "older than the grace period, or their process gone on this "
+                                "machine) FAIL; the only option of this command that writes."),
 ) -> None:
     """List the studies in a database: dataset, objectives, trials by state, front size."""
     from automtl.errors import AutomtlError
@@ -56,6 +63,8 @@ def studies_command(
 
     if format not in ("table", "json"):
         raise AutomtlError(f"--format {format}: use table or json")
+    if repair:
+        _repair(storage)
     rows = study_rows(storage)
     if format == "json":
         typer.echo(json.dumps(rows, indent=2, default=str))
@@ -74,11 +83,38 @@ def studies_command(
     table.add_column("best val", overflow="fold")
     for r in rows:
         s = r["states"]
+        running = str(s["RUNNING"])
+        if r["stale"]:
+            ages = [x["heartbeat_age_s"] for x in r["stale"] if x["heartbeat_age_s"] is not None]
+            beat = f", heartbeat {max(ages):.0f} s ago" if ages else ""
+            running += f" ({len(r['stale'])} stale{beat}; --repair)"
         table.add_row(r["study"], r["dataset"], " ".join(r["objectives"]), str(r["trials"]),
-                      f"{s['COMPLETE']}/{s['PRUNED']}/{s['FAIL']}/{s['RUNNING']}",
+                      f"{s['COMPLETE']}/{s['PRUNED']}/{s['FAIL']}/{running}",
                       str(r["front"]),
                       " ".join(f"{k.removesuffix('_auc')}={fmt(v)}" for k, v in r["best"].items()))
     console.print(table)
+
+
+def _repair(storage: str) -> None:
+    """Mark the stale RUNNING trials of automtl's studies FAIL (others' studies untouched)."""
+    import optuna
+
+    from automtl.search.dbopen import is_automtl_study, study_names_readonly
+    from automtl.search.stale import mark_stale_failed
+    from automtl.search.store import make_storage
+
+    study_names_readonly(storage)  # refuses foreign, corrupt and empty databases first
+    rdb = make_storage(storage, must_exist=True)
+    try:
+        for name in sorted(optuna.get_all_study_names(rdb)):
+            study = optuna.load_study(study_name=name, storage=rdb)
+            if not is_automtl_study(study):
+                continue
+            for r in mark_stale_failed(study, rdb.engine):
+                console.print(f"study {name!r}: trial {r.number} marked FAIL ({r.reason})",
+                              highlight=False, soft_wrap=True)
+    finally:
+        rdb.engine.dispose()
 
 
 def register(app: typer.Typer) -> None:

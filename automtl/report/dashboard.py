@@ -73,6 +73,7 @@ def summary_json(snap: StudySnapshot) -> dict[str, Any]:
         "point_front": [{"trial": n, "weights": (snap.sweep_point(n, p).weights  # type: ignore
                                                  if p is not None else None)}
                         for n, p in snap.point_front],
+        "stale": {str(k): v for k, v in snap.stale.items()},
     })
 
 
@@ -201,7 +202,8 @@ def create_app(storage_url: str, study_name: str, refresh_s: float = 5.0,
     def state(request: Request) -> JSONResponse:
         version, snap = data.current()
         return JSONResponse({"version": version, "running": snap.running,
-                             "trials": len(snap.trials)})
+                             "trials": len(snap.trials),
+                             "stale": {str(k): v for k, v in snap.stale.items()}})
 
     def summary(request: Request) -> JSONResponse:
         return JSONResponse(summary_json(data.current()[1]))
@@ -287,13 +289,17 @@ def listen(host: str, port: int) -> Any:
     """A bound socket on host:port (port 0: a free one), or a one-line error."""
     import socket
 
+    sock = None
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(host or None, port,
                                                           type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
+        sock.listen(128)  # connections wait in the backlog until the server accepts them
     except OSError as exc:
+        if sock is not None:
+            sock.close()
         reason = exc.strerror or str(exc)
         raise AutomtlError(f"--host {host} --port {port}: cannot listen ({reason}); pick "
                            "another --port (0 = any free port) or --host") from None

@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+from automtl.search.stale import running_trials
 from automtl.search.dbopen import open_study_readonly, readonly_storage, readonly_url
 from automtl.search.store import (
     Store,
@@ -116,6 +117,8 @@ class StudySnapshot:
     # over points as (trial, sweep point index or None for an ordinary trial)
     sweeps: dict[int, list[SweepRow]] = field(default_factory=dict)
     point_front: list[tuple[int, int | None]] = field(default_factory=list)
+    # RUNNING trials whose process is gone (stale heartbeat / dead local owner) -> why
+    stale: dict[int, str] = field(default_factory=dict)
 
     def sweep_point(self, number: int, point: int) -> SweepRow | None:
         """Sweep point `point` of conditioned trial `number` (None when there is none)."""
@@ -166,7 +169,7 @@ class StudySnapshot:
     @property
     def running(self) -> bool:
         """True while some trial is still running (a search is writing to the study)."""
-        return any(t.state == "RUNNING" for t in self.trials)
+        return any(t.state == "RUNNING" and t.number not in self.stale for t in self.trials)
 
     @classmethod
     def from_study(
@@ -270,10 +273,13 @@ class StudyReader:
         complete = any(t.state == TrialState.COMPLETE
                        for t in self.study.get_trials(deepcopy=False))
         # A study never refreshed by automtl (plain Optuna) gets Optuna's own front.
-        return StudySnapshot.from_study(self.study, histories=histories,
+        snap = StudySnapshot.from_study(self.study, histories=histories,
                                         front=front if (front or not complete) else None,
                                         reeval=reeval, storage=mask_url(self.storage_url),
                                         sweeps=sweeps)
+        snap.stale = {r.number: r.reason for r in running_trials(self.study, self.store.engine)
+                      if r.stale}
+        return snap
 
     def close(self) -> None:
         """Release database connections."""

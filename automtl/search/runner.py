@@ -36,6 +36,7 @@ from automtl.search.pruner import EpochRecorder, ParetoPruner
 from automtl.search.space import SearchSpace, SpaceContext, load_space_doc, parse_space
 from automtl.search.dbopen import require_automtl_study
 from automtl.search.naming import confined_path
+from automtl.search.stale import HEARTBEAT_ATTR, OWNER_ATTR, mark_stale_failed, owner_name
 from automtl.search.store import (
     DEFAULT_STORAGE,
     FrontRow,
@@ -289,6 +290,7 @@ class _Objective:
             trial.set_user_attr("config", to_dict(cfg))
             trial.set_user_attr("arch", cfg.model.arch)
             trial.set_user_attr("bottom", cfg.model.bottom)
+            trial.set_user_attr(OWNER_ATTR, owner_name())  # lets a later run see it is gone
             self.listener.on_trial_created(trial)
             self.listener.on_trial_start(trial.number, self.started, cfg)
             epochs = cfg.train.epochs
@@ -412,6 +414,8 @@ def run_search(cfg: StudyConfig, *, storage: str = DEFAULT_STORAGE, study_name: 
     if name in optuna.get_all_study_names(rdb):
         old = optuna.load_study(study_name=name, storage=rdb)
         require_automtl_study(old, storage)
+        if HEARTBEAT_ATTR not in old.user_attrs:  # no heartbeats: a gone local run's trials
+            mark_stale_failed(old, rdb.engine, only_gone_owners=True)
         n_existing = len(old.get_trials(deepcopy=False))
     # A resumed study gets a fresh sampler seed, so a random sampler does not repeat itself.
     study = prepare_study(cfg, storage, name, sampler_seed=cfg.seed + n_existing,

@@ -33,10 +33,11 @@ from automtl.search.store import (
 )
 from automtl.search.study_config import StudyConfig
 
-# Study user attribute of the heartbeat settings: {"interval": s, "grace": s}.
-HEARTBEAT_ATTR = "heartbeat"
-# Trial user attribute naming the worker running it ("host:pid"), shown in the progress view.
-WORKER_ATTR = "worker"
+# Study user attribute of the heartbeat settings: {"interval": s, "grace": s}; trial user
+# attribute naming the worker running it ("host:pid"), shown in the progress view. Both are
+# defined once, beside the stale-trial check that reads them.
+from automtl.search.stale import HEARTBEAT_ATTR  # noqa: E402
+from automtl.search.stale import OWNER_ATTR as WORKER_ATTR  # noqa: E402
 
 
 @dataclass(frozen=True)

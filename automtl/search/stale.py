@@ -1,0 +1,132 @@
+"""RUNNING trials whose process is gone: found (heartbeat age, owner process) and marked FAIL.
+
+A SIGKILLed search leaves its trial RUNNING forever. A trial is *stale* when
+
+- it has an Optuna heartbeat (workers) older than the study's grace period, or
+- it has no heartbeat and its owner ("host:pid", stored when the trial starts) ran on this
+  machine and that process no longer exists (or the pid now belongs to a younger process).
+
+`automtl studies` shows stale trials (read-only); `automtl studies --repair` marks them FAIL;
+`automtl search` resuming a study without heartbeats marks those of gone local processes FAIL
+before it starts (with heartbeats, Optuna's own stale-trial handling retries them).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from optuna.trial import TrialState
+
+# Trial user attribute naming the process that runs it, "host:pid" (same key as the workers').
+OWNER_ATTR = "worker"
+# Study user attribute of heartbeat settings (written by `automtl study create` / workers).
+HEARTBEAT_ATTR = "heartbeat"
+DEFAULT_GRACE_S = 60
+
+
+def owner_name() -> str:
+    """This process as a trial owner, "host:pid"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class RunningTrial:
+    """One RUNNING trial and whether its process is known to be gone."""
+
+    number: int
+    trial_id: int
+    owner: str | None
+    heartbeat_age_s: float | None  # None: the trial has no heartbeat record
+    stale: bool
+    reason: str  # why it is stale ("" when it is not)
+
+
+def _owner_gone(owner: str | None, started: datetime | None) -> bool:
+    """True only when `owner` ran on this machine and its process is gone for sure."""
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine: only a heartbeat can tell
+    import psutil
+
+    try:
+        proc = psutil.Process(int(pid))
+        created = proc.create_time()
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+    # the pid was reused by a process younger than the trial
+    return started is not None and created > started.timestamp() + 1.0
+
+
+def _heartbeats(engine: sa.Engine, trial_ids: list[int]) -> dict[int, float]:
+    """Trial id -> seconds since its last heartbeat (database clock)."""
+    if not trial_ids:
+        return {}
+    hb = sa.table("trial_heartbeats", sa.column("trial_id"), sa.column("heartbeat"))
+    try:
+        with engine.connect() as conn:
+            now = conn.execute(sa.select(sa.func.current_timestamp())).scalar()
+            rows = conn.execute(sa.select(hb.c.trial_id, hb.c.heartbeat)
+                                .where(hb.c.trial_id.in_(trial_ids))).all()
+    except sa.exc.SQLAlchemyError:
+        return {}
+    out = {}
+    for trial_id, beat in rows:
+        if isinstance(now, str):
+            now = datetime.fromisoformat(now)
+        if isinstance(beat, str):
+            beat = datetime.fromisoformat(beat)
+        out[int(trial_id)] = (now.replace(tzinfo=None) - beat.replace(tzinfo=None)).total_seconds()
+    return out
+
+
+def running_trials(study: optuna.Study, engine: sa.Engine) -> list[RunningTrial]:
+    """The study's RUNNING trials with heartbeat age and staleness (reads only)."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    ages = _heartbeats(engine, [t._trial_id for t in trials])
+    grace = float((study.user_attrs.get(HEARTBEAT_ATTR) or {}).get("grace", DEFAULT_GRACE_S))
+    out = []
+    for t in trials:
+        owner = t.user_attrs.get(OWNER_ATTR)
+        age = ages.get(t._trial_id)
+        if age is not None:
+            stale = age > grace
+            reason = f"no heartbeat for {age:.0f} s (grace {grace:.0f} s)" if stale else ""
+        else:
+            stale = _owner_gone(owner, t.datetime_start)
+            reason = f"its process {owner} is gone" if stale else ""
+        out.append(RunningTrial(t.number, t._trial_id, owner, age, stale, reason))
+    return out
+
+
+def mark_stale_failed(study: optuna.Study, engine: sa.Engine, *,
+                      only_gone_owners: bool = False) -> list[RunningTrial]:
+    """Mark the study's stale RUNNING trials FAIL (reason in user attr fail_reason).
+
+    `only_gone_owners`: only trials without heartbeat whose local process is gone (what a
+    resuming search does by itself)."""
+    storage: Any = study._storage
+    done = []
+    for r in running_trials(study, engine):
+        if not r.stale or (only_gone_owners and r.heartbeat_age_s is not None):
+            continue
+        try:
+            storage.set_trial_user_attr(r.trial_id, "fail_reason", f"stale: {r.reason}")
+            storage.set_trial_state_values(r.trial_id, TrialState.FAIL)
+        except RuntimeError:  # finished meanwhile (its process was alive after all)
+            continue
+        done.append(r)
+    return done
+
+
+__all__ = ["DEFAULT_GRACE_S", "OWNER_ATTR", "RunningTrial", "mark_stale_failed", "owner_name",
+           "running_trials"]
