@@ -15,8 +15,9 @@ def worker_command(
     storage: str = typer.Option(..., "--storage", envvar=STORAGE_ENV,
                                 help="Database URL shared by all workers, e.g. "
                                 "postgresql+psycopg://user:pass@host/db (or $AUTOMTL_STORAGE)."),
-    n_trials: int | None = typer.Option(None, "--n-trials", min=1, help="Stop after this many trials "
-                                           "of this worker (default: until the study's target)."),
+    n_trials: int | None = typer.Option(None, "--n-trials", min=1, help="Stop after this many "
+                                        "trials of this worker (default: until the study's "
+                                        "target)."),
     timeout: float | None = typer.Option(None, "--timeout", help="Stop starting new trials "
                                             "after this many seconds."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
@@ -24,8 +25,8 @@ def worker_command(
         None, "--heartbeat-interval", min=1, help="Seconds between a running trial's heartbeats "
         "(default: the study's setting, else 10)."),
     grace_period: int | None = typer.Option(
-        None, "--grace-period", min=1, help="Seconds without a heartbeat after which a trial's worker "
-        "counts as dead and the trial is retried (default: the study's setting, else 60)."),
+        None, "--grace-period", min=1, help="Seconds without a heartbeat after which a trial's "
+        "worker counts as dead and the trial is retried (default: the study's setting, else 60)."),
 ) -> None:
     """Join a study in a shared database and run trials until its target count is reached."""
     import optuna

@@ -322,5 +322,5 @@ def serve(storage_url: str, study_name: str, host: str = "127.0.0.1", port: int 
     server.run(sockets=[sock])
 
 
-__all__ = ["DashboardData", "HostCheck", "allowed_hosts", "create_app", "listen", "export_command", "serve", "summary_json",
-           "trial_json", "trial_yaml", "trials_json"]
+__all__ = ["DashboardData", "HostCheck", "allowed_hosts", "create_app", "export_command", "listen",
+           "serve", "summary_json", "trial_json", "trial_yaml", "trials_json"]
