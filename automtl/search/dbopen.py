@@ -84,6 +84,8 @@ def database_tables(url: str) -> set[str]:
     """Table names of the database at `url`, looked at read-only (one-line errors for a file
     that is not SQLite, a corrupt/truncated one, an unreachable server or a missing driver)."""
     path = sqlite_path(url)
+    if path is None and url.startswith("sqlite"):
+        return set()  # in-memory: nothing exists before this process creates it
     if path is not None:
         if not path.exists():
             return set()
@@ -140,11 +142,11 @@ def schema_error(url: str, exc: BaseException) -> AutomtlError:
 
 def readonly_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage on an existing automtl/Optuna database that cannot write."""
+    ro, kwargs = readonly_url(url)  # a missing file or an in-memory URL: its own message
     tables = check_database(url)
     if not tables:
         raise _fail(url, "the database is empty (no study in it)",
                     "run `automtl search` first or pass the right --storage")
-    ro, kwargs = readonly_url(url)
     try:
         storage = optuna.storages.RDBStorage(ro, engine_kwargs=kwargs, skip_table_creation=True,
                                              skip_compatibility_check=True)
