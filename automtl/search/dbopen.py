@@ -50,6 +50,8 @@ def readonly_url(url: str) -> tuple[str, dict[str, Any]]:
         if path is None:
             raise _fail(url, "an in-memory database has nothing to read",
                         "pass a SQLite file (sqlite:///automtl.db)")
+        if path.exists() and not path.is_file():
+            raise _fail(url, f"{path} is not a file", "pass a SQLite database file")
         if not path.is_file():
             raise _fail(url, f"no database file at {path}",
                         "run `automtl search` first or pass the right --storage")
