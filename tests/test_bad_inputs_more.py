@@ -497,8 +497,11 @@ def _add_running(url: str, owner: str, heartbeat: str | None = None) -> int:
 
 
 def _state(url: str, number: int) -> str:
-    study = optuna.load_study(study_name=STUDY, storage=url)
-    return study.trials[number].state.name
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        return optuna.load_study(study_name=STUDY, storage=storage).trials[number].state.name
+    finally:
+        storage.engine.dispose()
 
 
 def test_stale_running_trials_are_shown_read_only_then_repaired(
@@ -632,7 +635,7 @@ def test_dashboard_port_0_prints_the_real_port_and_0000_warns(
         assert refused.value.code == 400
     finally:
         proc.terminate()
-        proc.wait(timeout=60)
+        proc.communicate(timeout=60)  # also closes the pipes (no ResourceWarning later)
 
     with socket.socket() as busy:  # a taken port: the warning, then one error line
         busy.bind(("0.0.0.0", 0))
