@@ -8,6 +8,7 @@ keys and types recursively and raises `ConfigError` naming the exact path
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import types
@@ -42,6 +43,7 @@ class OneOf:
     names: Callable[[], Iterable[str]]
 
 
+@functools.lru_cache(maxsize=None)
 def type_hints(cls: type) -> dict[str, Any]:
     """The field types of dataclass `cls`, `Annotated` markers kept."""
     return get_type_hints(cls, include_extras=True)

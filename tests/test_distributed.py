@@ -24,10 +24,10 @@ from pg import PG_PASSWORD, pg_server, pg_url  # noqa: F401  (pytest fixtures)
 from rich.console import Console
 
 from automtl.cli._progress import RichWorkersView
+from automtl.search.meta import TrialMeta
 from automtl.search.store import Store, epoch_metrics
 from automtl.search.study_config import load_study_config
 from automtl.search.distributed import (
-    WORKER_ATTR,
     Heartbeat,
     WorkerProcess,
     budget,
@@ -128,7 +128,7 @@ def test_four_workers_on_postgres_reach_exactly_the_target(pg_url: str, tmp_path
     assert len(trials) == 24 and sorted(numbers) == list(range(24))  # no gaps, no duplicates
     assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
     assert budget(study).finished == 24 and result.budget.finished == 24
-    workers = {t.user_attrs[WORKER_ATTR] for t in trials}
+    workers = {TrialMeta.read(t).worker for t in trials}
     assert len(workers) >= 2  # the work was really shared
     assert_front_matches_optuna(pg_url, study)
     assert_epochs_recorded(pg_url, study)
@@ -143,7 +143,7 @@ def _signal_mid_trial(study: optuna.Study, worker: WorkerProcess, sig: int) -> d
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if any(t.user_attrs.get(WORKER_ATTR) == worker.name for t in running):
+        if any(TrialMeta.read(t).worker == worker.name for t in running):
             os.kill(worker.process.pid, sig)
             return datetime.now()
         time.sleep(0.05)
@@ -168,8 +168,8 @@ def test_sigkilled_worker_trial_fails_after_grace_and_is_retried(pg_url: str,  #
     trials = study.get_trials()
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(failed) == 2
-    (dead,) = [t for t in failed if t.user_attrs.get(WORKER_ATTR) == killed.name]
-    (stop,) = [t for t in failed if t.user_attrs.get(WORKER_ATTR) == stopped.name]
+    (dead,) = [t for t in failed if TrialMeta.read(t).worker == killed.name]
+    (stop,) = [t for t in failed if TrialMeta.read(t).worker == stopped.name]
     # the killed worker's trial: FAILed by another worker only after the grace period ...
     assert dead.user_attrs.get("fail_reason") is None
     assert (dead.datetime_complete - killed_at).total_seconds() >= hb.grace - hb.interval - 0.5
@@ -178,7 +178,7 @@ def test_sigkilled_worker_trial_fails_after_grace_and_is_retried(pg_url: str,  #
     assert len(retries) == 1
     retry = retries[0]
     assert retry.state == TrialState.COMPLETE and retry.params == dead.params
-    assert retry.user_attrs[WORKER_ATTR] == procs[2].name
+    assert TrialMeta.read(retry).worker == procs[2].name
     # the Ctrl-C'd trial says so, is not retried, and hands its slot back
     assert str(stop.user_attrs["fail_reason"]).startswith("interrupted")
     assert not any(t.system_attrs.get("retry_history") == [stop.number] for t in trials)
@@ -200,7 +200,7 @@ def test_two_workers_share_one_sqlite_file(tmp_path: Path) -> None:
     trials = study.get_trials()
     assert sorted(t.number for t in trials) == list(range(6))  # none lost, none duplicated
     assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert len({t.user_attrs[WORKER_ATTR] for t in trials}) == 2
+    assert len({TrialMeta.read(t).worker for t in trials}) == 2
     assert_front_matches_optuna(url, study)
     assert_epochs_recorded(url, study)
     engine = sa.create_engine(url)

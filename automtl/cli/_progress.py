@@ -21,7 +21,8 @@ from rich.table import Table
 
 from automtl.cli.pareto import fmt, human_count
 from automtl.config import TrialConfig
-from automtl.search.distributed import WORKER_ATTR, Budget, WorkerProcess, WorkersView
+from automtl.search.distributed import Budget, WorkerProcess, WorkersView
+from automtl.search.meta import StudyMeta, TrialMeta, arch_label
 from automtl.search.runner import SearchListener
 from automtl.search.store import FrontRow
 from automtl.train.loop import Callback, EpochRecord
@@ -105,25 +106,25 @@ class RichSearchListener(SearchListener):
     def on_search_start(self, study: optuna.Study, n_trials: int | None, n_existing: int) -> None:
         from automtl.search.store import Store
 
-        self.objectives = list(study.user_attrs.get("objectives", self.objectives))
+        meta = StudyMeta.read(study)
+        self.objectives = list(meta.objectives or self.objectives)
         if n_existing:
             self.progress.console.print(f"resuming study {study.study_name!r}: {n_existing} "
                                         "trials already stored", highlight=False)
         self.front_size = len(Store(self.storage).front(study.study_name)) if n_existing else 0
-        waiting = [t.user_attrs.get("enqueued") for t in study.get_trials(deepcopy=False)
-                   if t.state.name == "WAITING" and t.user_attrs.get("enqueued")]
+        waiting = [str(TrialMeta.read(t).enqueued) for t in study.get_trials(deepcopy=False)
+                   if t.state.name == "WAITING" and TrialMeta.read(t).enqueued]
         if waiting:
             self.progress.console.print(f"enqueued first: {', '.join(waiting)}", highlight=False,
                                         soft_wrap=True)
-        for note in study.user_attrs.get("baselines_skipped", []) if not n_existing else []:
+        for note in meta.baselines_skipped if not n_existing else []:
             self.progress.console.print(f"baseline skipped: {note}", highlight=False,
                                         soft_wrap=True)
         self.task = self.progress.add_task("starting", total=n_trials)
 
     def on_trial_start(self, number: int, index: int, config: TrialConfig) -> None:
-        self.number, self.arch = number, config.model.arch
-        if config.model.head != "plain":
-            self.arch += f"+{config.model.head}"
+        m = config.model
+        self.number, self.arch = number, arch_label(m.arch, m.bottom, m.head)
         self.epoch_text, self.auc_text = f"epoch 1/{config.train.epochs}", ""
         self._refresh()
 
@@ -141,26 +142,21 @@ class RichSearchListener(SearchListener):
 
     def on_trial_end(self, trial: FrozenTrial, front: list[FrontRow]) -> None:
         self.front_size = len(front)
-        a = trial.user_attrs
+        a = TrialMeta.read(trial)
         state = trial.state.name
-        arch = str(a.get("arch", "?"))
-        model = (a.get("config") or {}).get("model", {})
-        if model.get("bottom", "shared") != "shared":
-            arch += f"/{model['bottom']}"
-        if model.get("head", "plain") != "plain":
-            arch += f"+{model['head']}"
-        head = f"#{trial.number} {state.lower():8s} {arch:13s}"
+        head = f"#{trial.number} {state.lower():8s} {a.label():13s}"
         if state == "COMPLETE":
             vals = " ".join(f"{o}={fmt(v)}" for o, v in zip(self.objectives, trial.values or []))
             on_front = " [green]front[/]" if any(r.trial_number == trial.number for r in front) \
                 else ""
-            detail = (f"{vals} · {human_count(a.get('n_params'))} params · "
-                      f"{human_count(a.get('samples_per_s'))} samples/s · "
-                      f"{a.get('epochs_run', '?')} ep · {a.get('seconds', 0):.1f} s{on_front}")
+            epochs = a.epochs_run if a.epochs_run is not None else "?"
+            detail = (f"{vals} · {human_count(a.n_params)} params · "
+                      f"{human_count(a.samples_per_s)} samples/s · "
+                      f"{epochs} ep · {a.seconds or 0:.1f} s{on_front}")
         elif state == "PRUNED":
-            detail = f"[yellow]{a.get('prune_reason', 'pruned')}[/]"
+            detail = f"[yellow]{a.prune_reason or 'pruned'}[/]"
         else:
-            detail = f"[red]{a.get('fail_reason', 'failed')}[/]"
+            detail = f"[red]{a.fail_reason or 'failed'}[/]"
         self.progress.console.print(f"{head} {detail}", highlight=False, soft_wrap=True)
         self.progress.advance(self.task)
         self.epoch_text, self.auc_text = "", ""
@@ -189,12 +185,13 @@ class RichWorkersView(WorkersView):
         return self.live is not None
 
     def trial_finished(self, trial: FrozenTrial, objectives: Sequence[str]) -> None:
-        who = trial.user_attrs.get(WORKER_ATTR, "?")
+        meta = TrialMeta.read(trial)
+        who = meta.worker or "?"
         line = f"trial {trial.number} {trial.state.name} ({who})"
         if trial.values:
             line += " " + " ".join(f"{n}={v:.4f}" for n, v in zip(objectives, trial.values))
-        reason = trial.user_attrs.get("fail_reason")
         if trial.state == TrialState.FAIL:
+            reason = meta.fail_reason
             line += "; its worker died, retried" if reason is None else f": {reason}"
         self.console.print(line, highlight=False)
 
@@ -223,7 +220,7 @@ class RichWorkersView(WorkersView):
         table = Table(title=title, title_justify="left")
         for col in ("worker", "pid", "device", "status"):
             table.add_column(col)
-        running = {t.user_attrs.get(WORKER_ATTR): t
+        running = {TrialMeta.read(t).worker: t
                    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         for p in procs:
             rc = p.process.poll()

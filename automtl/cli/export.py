@@ -75,7 +75,7 @@ def export_command(
         vec = " ".join(f"{k}={v:.4g}" for k, v in chosen.row.weights.items())
         console.print(f"task weights: {vec}", highlight=False)
     if result.model_source == "checkpoint":
-        console.print(f"model: the trial's checkpoint {chosen.row.attrs.get('checkpoint')}",
+        console.print(f"model: the trial's checkpoint {chosen.row.meta.checkpoint}",
                       highlight=False, soft_wrap=True)
     elif result.model_source == "retrained":
         again = ", ".join(f"{k} {result.retrain_val[k]:.4f}" for k in chosen.row.values

@@ -105,13 +105,8 @@ def front_table(front: list[FrontRow], objectives: list[str], title: str = "Pare
         table.add_column("params", justify="right", no_wrap=True)
         table.add_column("smp/s", justify="right", no_wrap=True)
     for r in sorted(front, key=lambda r: [-r.values.get(o, 0.0) for o in objectives]):
-        arch = str(r.attrs.get("arch", r.config.get("model", {}).get("arch", "?")))
-        bottom = r.attrs.get("bottom")
-        if bottom and bottom != "shared":
-            arch += f"/{bottom}"
-        head = r.config.get("model", {}).get("head")
-        if head and head != "plain":
-            arch += f"+{head}"
+        meta = r.meta
+        arch = meta.label()
         mark = " ◀" if _is_selected(r, selected) else ""
         cells = [f"{r.trial_number}{mark}", arch, key_params(r.params, 6 if wide else 3)]
         if has_weights:
@@ -121,10 +116,13 @@ def front_table(front: list[FrontRow], objectives: list[str], title: str = "Pare
         if has_reeval:
             cells += [_reeval_cell(r, "val", o) for o in objectives]
         if cost:
-            cells += [human_count(r.attrs.get("n_params")),
-                      human_count(r.attrs.get("samples_per_s"))]
+            cells += [human_count(meta.n_params), human_count(meta.samples_per_s)]
         table.add_row(*cells)
     return table
+
+
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
 
 
 def front_csv(front: list[FrontRow], objectives: list[str]) -> str:
@@ -144,18 +142,18 @@ def front_csv(front: list[FrontRow], objectives: list[str]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     for r in front:
-        model = r.config.get("model", {})
-        row: list[Any] = [r.trial_number, r.attrs.get("arch", model.get("arch", "")),
-                          r.attrs.get("bottom", model.get("bottom", "")), model.get("head", "")]
+        meta = r.meta
+        model = meta.model
+        row: list[Any] = [r.trial_number, meta.arch or model.get("arch", ""),
+                          meta.bottom or model.get("bottom", ""), model.get("head", "")]
         row += [r.values.get(o, "") for o in objectives] + [r.test.get(o, "") for o in objectives]
         if has_reeval:
             for split in ("val", "test"):
                 for o in objectives:
                     stats = (r.reeval or {}).get(f"{split}/{o}") or {}
                     row += [stats.get(s, "") for s in ("mean", "std", "n")]
-        row += [r.attrs.get("n_params", ""), r.attrs.get("samples_per_s", ""),
-                r.attrs.get("epochs_run", ""), r.attrs.get("checkpoint", ""),
-                json.dumps(r.params, sort_keys=True)]
+        row += [_blank(meta.n_params), _blank(meta.samples_per_s), _blank(meta.epochs_run),
+                _blank(meta.checkpoint), json.dumps(r.params, sort_keys=True)]
         if has_weights:
             row += [json.dumps(r.weights) if r.weights else ""]
         w.writerow(row)

@@ -20,6 +20,7 @@ def study_rows(storage: str) -> list[dict[str, Any]]:
     import optuna
 
     from automtl.search.dbopen import study_names_readonly
+    from automtl.search.meta import StudyMeta
     from automtl.search.stale import running_trials
     from automtl.search.store import Store, compute_front, objective_names, read_or
 
@@ -35,7 +36,7 @@ def study_rows(storage: str) -> list[dict[str, Any]]:
         objectives = objective_names(study)
         best = {o: max((t.values[i] for t in trials if t.values), default=None)
                 for i, o in enumerate(objectives)}
-        dataset = study.user_attrs.get("dataset") or {}
+        dataset = StudyMeta.read(study).dataset or {}
         stale = [{"trial": r.number, "owner": r.owner, "heartbeat_age_s": r.heartbeat_age_s,
                   "reason": r.reason}
                  for r in running_trials(study, store.engine) if r.stale]

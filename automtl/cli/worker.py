@@ -31,6 +31,7 @@ def worker_command(
     """Join a study in a shared database and run trials until its target count is reached."""
     import optuna
 
+    from automtl.search.meta import TrialMeta
     from automtl.search.store import mask_url, objective_names
     from automtl.search.distributed import Budget, Heartbeat, run_worker, worker_name
 
@@ -47,7 +48,8 @@ def worker_command(
         if not names:
             names.extend(objective_names(optuna.load_study(study_name=study, storage=storage)))
         values = " ".join(f"{n}={v:.4f}" for n, v in zip(names, t.values or []))
-        reason = t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason") or ""
+        meta = TrialMeta.read(t)
+        reason = meta.fail_reason or meta.prune_reason or ""
         target = b.target if b.target is not None else "-"
         console.print(f"trial {t.number} {t.state.name} {values or reason} "
                       f"[{b.finished}/{target} finished]", highlight=False, soft_wrap=True)

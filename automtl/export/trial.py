@@ -160,7 +160,7 @@ def trained_model(chosen: ChosenTrial, cfg: TrialConfig, dataset: Dataset, *,
     from automtl.train import fit
 
     notes: list[str] = []
-    ckpt = chosen.row.attrs.get("checkpoint")
+    ckpt = chosen.row.meta.checkpoint
     if ckpt and not retrain:
         if Path(ckpt).is_file():
             model = build_model(cfg.model, dataset.features, dataset.tasks, cfg.loss.weighting)

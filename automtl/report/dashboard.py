@@ -23,6 +23,7 @@ from automtl.report._page import PAGE
 from automtl.report.figures import build_figures, figure_json, param_importances
 from automtl.report.html import dataset_label
 from automtl.report.snapshot import StudyReader, StudySnapshot, TrialRow
+from automtl.search.meta import DETAIL_FIELDS, POINT_FIELDS, TrialMeta
 from automtl.search.store import DEFAULT_STORAGE, mask_url
 
 
@@ -68,7 +69,7 @@ def summary_json(snap: StudySnapshot) -> dict[str, Any]:
         "study": snap.name, "storage": snap.storage, "dataset": dataset_label(snap),
         "objectives": snap.objectives, "directions": snap.directions,
         "states": snap.state_counts(), "best": best, "front": snap.front,
-        "running": snap.running, "space": snap.user_attrs.get("space"),
+        "running": snap.running, "space": snap.meta.space,
         # with conditioned trials: which trial and task-weight vector each front point is
         "point_front": [{"trial": n, "weights": (snap.sweep_point(n, p).weights  # type: ignore
                                                  if p is not None else None)}
@@ -86,9 +87,11 @@ def trials_json(snap: StudySnapshot) -> dict[str, Any]:
     rows = []
     for t in snap.trials:
         values = t.values if t.values is not None else [None] * len(snap.objectives)
+        meta = t.meta
+        epochs = meta.epochs_run if meta.epochs_run is not None else \
+            len(snap.histories.get(t.number, []))
         rows.append([t.number, t.state.lower(), *values, "yes" if t.number in front else "",
-                     t.arch, t.user_attrs.get("epochs_run", len(snap.histories.get(t.number, []))),
-                     t.user_attrs.get("n_params"),
+                     t.arch, epochs, meta.n_params,
                      None if t.duration_s is None else round(t.duration_s, 1),
                      *[t.params.get(p) for p in params]])
     return _clean({"columns": columns, "rows": rows})
@@ -107,18 +110,15 @@ def trial_json(snap: StudySnapshot, number: int,
             "number": t.number, "state": t.state.lower(), "point": sp.point,
             "weights": sp.weights, "on_front": (number, sp.point) in set(snap.point_front),
             "values": {o: sp.val.get(o) for o in snap.objectives}, "test": sp.test,
-            "attrs": {k: t.user_attrs[k] for k in ("arch", "bottom", "n_params")
-                      if k in t.user_attrs},
+            "attrs": TrialMeta.pick(t.user_attrs, POINT_FIELDS),
             "yaml": trial_yaml(t),
             "export": export_command(snap.name, t.number, snap.storage, sp.weights),
         })
-    attrs = {k: t.user_attrs[k] for k in ("arch", "bottom", "n_params", "epochs_run",
-                                          "fail_reason", "prune_reason", "pruned_rung",
-                                          "checkpoint") if k in t.user_attrs}
+    attrs = TrialMeta.pick(t.user_attrs, DETAIL_FIELDS)
     return _clean({
         "number": t.number, "state": t.state.lower(), "on_front": t.number in snap.front_set,
         "values": dict(zip(snap.objectives, t.values or [])),
-        "test": t.user_attrs.get("test_metrics") or {}, "attrs": attrs,
+        "test": t.meta.test_metrics, "attrs": attrs,
         "yaml": trial_yaml(t), "export": export_command(snap.name, t.number, snap.storage),
     })
 

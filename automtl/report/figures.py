@@ -345,7 +345,7 @@ def val_test_figure(snap: StudySnapshot) -> go.Figure | None:
     front = [t for t in snap.complete if t.number in snap.front_set]
     pts: list[tuple[str, TrialRow, float, float]] = []
     for t in front:
-        test = t.user_attrs.get("test_metrics") or {}
+        test = t.meta.test_metrics
         for i, name in enumerate(snap.objectives):
             v = test.get(name)
             if isinstance(v, (int, float)) and math.isfinite(v):

@@ -42,7 +42,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 def dataset_label(snap: StudySnapshot) -> str:
     """Short description of the study's dataset from study user_attr "dataset"."""
-    ds = snap.user_attrs.get("dataset")
+    ds = snap.meta.dataset
     if isinstance(ds, dict):
         opts = ds.get("options") or {}
         extra = ", ".join(f"{k}={v}" for k, v in opts.items())
@@ -58,7 +58,7 @@ def summary_html(snap: StudySnapshot) -> str:
         ["storage", snap.storage or "-"],
         ["dataset", dataset_label(snap)],
         ["objectives", ", ".join(f"{o} ({d})" for o, d in zip(snap.objectives, snap.directions))],
-        ["search space", snap.user_attrs.get("space", "-")],
+        ["search space", snap.meta.space or "-"],
         ["trials", ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
          or "none yet"],
     ]
@@ -78,7 +78,7 @@ def summary_html(snap: StudySnapshot) -> str:
                   *[f"test {o}" for o in snap.objectives], "arch", "params"]
         rows = []
         for t in sorted(front_rows, key=lambda t: t.number):
-            test = t.user_attrs.get("test_metrics") or {}
+            test = t.meta.test_metrics
             rows.append([t.number, *t.values, *[test.get(o, "-") for o in snap.objectives],
                          t.arch, ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t.params.items()))])
         parts.append(_table(header, rows))
@@ -102,7 +102,7 @@ def _points_html(snap: StudySnapshot) -> str:
             vals, test = [sp.val.get(o) for o in snap.objectives], sp.test
         else:
             weights, vals = "-", list(t.values)
-            test = t.user_attrs.get("test_metrics") or {}
+            test = t.meta.test_metrics
         rows.append([number, weights, *vals, *[test.get(o, "-") for o in snap.objectives],
                      t.arch])
     return (f"<h2>Pareto front over points ({len(rows)} points; a preference-conditioned "

@@ -19,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 
 from automtl.search.stale import running_trials
 from automtl.search.dbopen import open_study_readonly, readonly_storage, readonly_url
+from automtl.search.meta import StudyMeta, TrialMeta
 from automtl.search.store import (
     Store,
     SweepRow,
@@ -55,23 +56,24 @@ class TrialRow:
         return (self.datetime_complete - self.datetime_start).total_seconds()
 
     @property
+    def meta(self) -> TrialMeta:
+        """automtl's record of the trial (config, metrics, reasons)."""
+        return TrialMeta.read(self.user_attrs)
+
+    @property
     def config(self) -> dict[str, Any] | None:
-        """The TrialConfig dict recorded by search (user_attr "config"), if any."""
-        cfg = self.user_attrs.get("config")
-        return cfg if isinstance(cfg, dict) else None
+        """The TrialConfig dict recorded by search, if any."""
+        return self.meta.config
 
     @property
     def arch(self) -> str:
-        """Architecture name (user_attr "arch", else config model.arch, else param "arch"),
-        with "+head" for a non-plain head, as `automtl search` prints it (e.g. "ple+esmm")."""
-        model = (self.config or {}).get("model") or {}
-        arch = self.user_attrs.get("arch", model.get("arch"))
-        if arch is None:
+        """The architecture label (`arch_label`, as `automtl search` prints it, e.g.
+        "ple+esmm"); the sampled "arch" parameter for trials without a record."""
+        meta = self.meta
+        if meta.arch is None and not meta.model.get("arch"):
             arch = self.params.get("arch", self.params.get("model.arch"))
-        if arch is None:
-            return "?"
-        head = model.get("head")
-        return f"{arch}+{head}" if head and head != "plain" else str(arch)
+            return "?" if arch is None else str(arch)
+        return meta.label()
 
     @property
     def loss_terms(self) -> list[str]:
@@ -119,6 +121,11 @@ class StudySnapshot:
     point_front: list[tuple[int, int | None]] = field(default_factory=list)
     # RUNNING trials whose process is gone (stale heartbeat / dead local owner) -> why
     stale: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def meta(self) -> StudyMeta:
+        """automtl's record of the study (dataset, space, objectives ...)."""
+        return StudyMeta.read(self.user_attrs)
 
     def sweep_point(self, number: int, point: int) -> SweepRow | None:
         """Sweep point `point` of conditioned trial `number` (None when there is none)."""
@@ -200,7 +207,7 @@ class StudySnapshot:
             points = [(r.trial_number, r.point) for r in front_points(done, sweeps, objectives)]
         merged = dict(reeval or {})
         for t in trials:
-            own = t.user_attrs.get("reeval")
+            own = t.meta.reeval
             if isinstance(own, dict) and t.number not in merged:
                 merged[t.number] = {(k if "/" in k else f"val/{k}"): v for k, v in own.items()
                                     if isinstance(v, dict)}

@@ -17,6 +17,7 @@ from typing import Any
 
 import optuna
 
+from automtl.search.meta import TrialMeta
 from automtl.train.loop import Callback
 
 CONSTRAINT_KEYS = {"max_params": "n_params", "max_latency_ms": "latency_ms"}
@@ -45,8 +46,8 @@ class ServingCost(Callback):
                  "latency_ms": inference_latency_ms(
                      model, val, [t.name for t in self.dataset.tasks],
                      precision=resolve_precision(self.precision, device))}
-        self.trial.set_user_attr("n_params", int(costs["n_params"]))
-        self.trial.set_user_attr("latency_ms", costs["latency_ms"])
+        TrialMeta.write(self.trial, n_params=int(costs["n_params"]),
+                        latency_ms=float(costs["latency_ms"]))
         values = constraint_values(self.limits, costs)
         for name, value in values.items():
             self.trial.set_constraint(name, value)
@@ -54,7 +55,7 @@ class ServingCost(Callback):
                 f"{self.limits[n]:.4g}" for n, v in values.items() if v > 0]
         if over:
             reason = "infeasible: " + ", ".join(over)
-            self.trial.set_user_attr("prune_reason", reason)
+            TrialMeta.write(self.trial, prune_reason=reason)
             raise optuna.TrialPruned(reason)
 
 

@@ -23,12 +23,12 @@ from sqlalchemy import exc as sa_exc
 
 from automtl.errors import AutomtlError
 from automtl.search.dburl import mask_url, scrub, sqlite_path
+from automtl.search.meta import StudyMeta
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # Tables every Optuna RDB storage has; automtl's own tables start with "automtl_".
 _OPTUNA_TABLES = {"studies", "trials", "version_info"}
 # User attributes that only automtl writes on a study (any one marks it as ours).
-AUTOMTL_STUDY_ATTRS = ("study_config", "automtl_version")
 
 
 def _fail(url: str, what: str, fix: str) -> AutomtlError:
@@ -186,8 +186,7 @@ def open_study_readonly(storage_url: str, study_name: str) -> optuna.Study:
 
 def is_automtl_study(study: optuna.Study) -> bool:
     """Whether automtl created `study` (it carries automtl's study attributes)."""
-    attrs = study.user_attrs
-    return any(k in attrs for k in AUTOMTL_STUDY_ATTRS)
+    return StudyMeta.read(study).made_by_automtl
 
 
 def require_automtl_study(study: optuna.Study, storage_url: str) -> None:
@@ -198,6 +197,6 @@ def require_automtl_study(study: optuna.Study, storage_url: str) -> None:
                            "another --study-name / --study")
 
 
-__all__ = ["AUTOMTL_STUDY_ATTRS", "check_database", "database_tables", "is_automtl_study",
+__all__ = ["check_database", "database_tables", "is_automtl_study",
            "open_study_readonly", "readonly_storage", "readonly_url", "require_automtl_study",
            "study_names_readonly"]

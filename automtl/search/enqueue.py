@@ -21,6 +21,7 @@ import optuna
 from automtl._typed import from_dict, to_dict
 from automtl.config import TrialConfig
 from automtl.errors import ConfigError
+from automtl.search.meta import TrialMeta
 from automtl.search.space import (
     Choice,
     Fixed,
@@ -33,7 +34,6 @@ from automtl.search.space import (
     option_allowed,
 )
 
-ENQUEUED_ATTR = "enqueued"  # trial user attribute: where an enqueued configuration came from
 _WEIGHTS = "loss.weighting.weights."
 
 
@@ -185,7 +185,7 @@ def warm_start_seeds(source: WarmStart, space: SearchSpace, ctx: SpaceContext,
     seeds = []
     for trial in front[:max(1, math.ceil(n_trials / 2))]:
         where = f"--warm-start {source.study} trial #{trial.number}"
-        config = trial.user_attrs.get("config")
+        config = TrialMeta.read(trial).config
         if not isinstance(config, dict):
             raise ConfigError(f"{where}: no automtl config stored with the trial; warm-start "
                               "from a study made by `automtl search`")
@@ -197,9 +197,9 @@ def warm_start_seeds(source: WarmStart, space: SearchSpace, ctx: SpaceContext,
 def enqueue_seeds(study: optuna.Study, seeds: list[Seed]) -> None:
     """Enqueue `seeds` in order (ones whose parameters the study already holds are skipped)."""
     for seed in seeds:
-        study.enqueue_trial(seed.params, user_attrs={ENQUEUED_ATTR: seed.source},
+        study.enqueue_trial(seed.params, user_attrs=TrialMeta.attrs(enqueued=seed.source),
                             skip_if_exists=True)
 
 
-__all__ = ["ENQUEUED_ATTR", "Seed", "WarmStart", "config_params", "enqueue_seeds",
+__all__ = ["Seed", "WarmStart", "config_params", "enqueue_seeds",
            "warm_start_seeds"]

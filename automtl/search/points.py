@@ -22,6 +22,7 @@ import math
 import optuna
 
 from automtl.errors import AutomtlError
+from automtl.search.meta import TrialMeta
 from automtl.search.selection import Direction, Selection, select
 from automtl.search.store import (
     FrontRow,
@@ -93,7 +94,7 @@ def choose_within(study: optuna.Study, store: Store, rule: Selection,
 def _aliases(study: optuna.Study, number: int) -> dict[str, str]:
     for t in study.get_trials(deepcopy=False):
         if t.number == number:
-            return dict(t.user_attrs.get("weight_names") or {})
+            return dict(TrialMeta.read(t).weight_names or {})
     return {}
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import optuna
 
 from automtl.train.loop import Callback, EpochRecord
+from automtl.search.meta import TrialMeta
 from automtl.search.store import Store
 from automtl.search.study_config import PrunerConfig
 
@@ -142,8 +143,7 @@ class ParetoPruner(Callback):
                  if number != self.trial.number and all(o in vals for o in self.objectives)]
         decision = decide(own, peers, epoch, self.cfg)
         if decision.prune:
-            self.trial.set_user_attr("pruned_rung", epoch)
-            self.trial.set_user_attr("prune_reason", decision.reason)
+            TrialMeta.write(self.trial, pruned_rung=epoch, prune_reason=decision.reason)
             raise optuna.TrialPruned(decision.reason)
 
 

@@ -1,8 +1,8 @@
 """The search loop behind `automtl search`: create or resume a multi-objective Optuna study, train
 one `TrialConfig` per trial, record per-epoch metrics, prune, keep the Pareto front current.
 
-Every setting a worker needs lives in the study's user attributes ("study_config", "space_doc",
-"objectives", "dataset"), so `optimize_study` can join a study created elsewhere.
+Every setting a worker needs lives in the study's record (`StudyMeta`: study config, space
+document, objectives, dataset), so `optimize_study` can join a study created elsewhere.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from automtl.config import DataConfig, TrialConfig, load_trial_config
 from automtl.errors import AutomtlError, ConfigError, TrialFailedError
 from automtl.search.constraints import ServingCost
 from automtl.search.enqueue import (
-    ENQUEUED_ATTR,
     Seed,
     WarmStart,
     config_params,
@@ -32,11 +31,12 @@ from automtl.search.enqueue import (
     warm_start_seeds,
 )
 from automtl.search.history_cap import DEFAULT_HISTORY_CAP, HistoryCappedSampler
+from automtl.search.meta import META_VERSION, StudyMeta, TrialMeta
 from automtl.search.pruner import EpochRecorder, ParetoPruner
 from automtl.search.space import SearchSpace, SpaceContext, load_space_doc, parse_space
 from automtl.search.dbopen import require_automtl_study
 from automtl.search.naming import confined_path
-from automtl.search.stale import HEARTBEAT_ATTR, OWNER_ATTR, mark_stale_failed, owner_name
+from automtl.search.stale import mark_stale_failed, owner_name
 from automtl.search.store import (
     DEFAULT_STORAGE,
     FrontRow,
@@ -208,37 +208,35 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
         raise db_error(storage, exc.__cause__ or exc) from None
     data_dict = to_dict(cfg.data)
     if existing:
-        attrs = study.user_attrs
+        meta = StudyMeta.read(study)
         hint = "; pass another --study-name to start a new study"
-        if attrs.get("objectives", objectives) != objectives:
-            raise AutomtlError(f"study {name!r} optimises {attrs.get('objectives')}, not "
+        if (meta.objectives or objectives) != objectives:
+            raise AutomtlError(f"study {name!r} optimises {meta.objectives}, not "
                                f"{objectives}{hint}")
-        if attrs.get("dataset", data_dict) != data_dict:
-            raise AutomtlError(f"study {name!r} was made on dataset {attrs.get('dataset')}, not "
+        if (meta.dataset if meta.dataset is not None else data_dict) != data_dict:
+            raise AutomtlError(f"study {name!r} was made on dataset {meta.dataset}, not "
                                f"{data_dict}{hint}")
-        if attrs.get("space", space.name) != space.name:
+        if (meta.space if meta.space is not None else space.name) != space.name:
             raise AutomtlError(f"study {name!r} was made with search space "
-                               f"{attrs.get('space')!r}, not {space.name!r}{hint}")
-        # Same space name: the study keeps sampling its stored space document ("space_doc"),
+                               f"{meta.space!r}, not {space.name!r}{hint}")
+        # Same space name: the study keeps sampling its stored space document (`space_doc`),
         # so edits to a shipped space file never change the space of an existing study.
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(objectives)
-        for key, value in {"objectives": objectives, "dataset": data_dict,
-                           "space": space.name, "space_doc": space_doc, "preset": cfg.name,
-                           "automtl_version": automtl.__version__,
-                           "baselines": [s.source for s in baselines],
-                           "baselines_skipped": skipped}.items():
-            study.set_user_attr(key, value)
+        StudyMeta.write(study, objectives=objectives, dataset=data_dict, space=space.name,
+                        space_doc=space_doc, preset=cfg.name,
+                        automtl_version=automtl.__version__,
+                        baselines=[s.source for s in baselines], baselines_skipped=skipped,
+                        meta_version=META_VERSION)
         enqueue_seeds(study, baselines)
     if transfer:
         enqueue_seeds(study, transfer)
-        study.set_user_attr("warm_start", {"study": warm_start.study,  # type: ignore[union-attr]
+        StudyMeta.write(study, warm_start={"study": warm_start.study,  # type: ignore[union-attr]
                                            "trials": [s.source for s in transfer]})
     # The latest run's settings (epochs, pruner ...) are what workers joining later use.
-    study.set_user_attr("study_config", to_dict(cfg))
-    study.set_user_attr("n_trials", cfg.n_trials)
+    StudyMeta.write(study, study_config=to_dict(cfg), n_trials=cfg.n_trials)
     return study
 
 
@@ -265,10 +263,10 @@ class _Objective:
     def __init__(self, study: optuna.Study, store: Store, dataset: Any, storage_url: str,
                  device: str | None, save_checkpoints: bool, listener: SearchListener,
                  extra_callbacks: Sequence[Callback] = ()) -> None:
-        attrs = study.user_attrs
-        self.cfg = from_dict(StudyConfig, attrs["study_config"], where=f"study {study.study_name}")
-        self.space = parse_space(attrs["space_doc"], where=f"study {study.study_name} space",
-                                 name=attrs.get("space"))
+        meta = StudyMeta.read(study)
+        self.cfg = from_dict(StudyConfig, meta.study_config, where=f"study {study.study_name}")
+        self.space = parse_space(meta.space_doc, where=f"study {study.study_name} space",
+                                 name=meta.space)
         self.objectives = objective_names(study)
         self.ctx = SpaceContext.from_dataset(dataset)
         self.study, self.store, self.dataset = study, store, dataset
@@ -287,10 +285,9 @@ class _Objective:
             if cfg.loss.weighting.scheme == "conditioned":
                 # the point Optuna and the pruner see: the knee over the study's objectives
                 cfg.loss.weighting.select_on = list(self.objectives)
-            trial.set_user_attr("config", to_dict(cfg))
-            trial.set_user_attr("arch", cfg.model.arch)
-            trial.set_user_attr("bottom", cfg.model.bottom)
-            trial.set_user_attr(OWNER_ATTR, owner_name())  # lets a later run see it is gone
+            # the owner (host:pid) lets a later run see that a RUNNING trial's process is gone
+            TrialMeta.write(trial, config=to_dict(cfg), arch=cfg.model.arch,
+                            bottom=cfg.model.bottom, worker=owner_name())
             self.listener.on_trial_created(trial)
             self.listener.on_trial_start(trial.number, self.started, cfg)
             epochs = cfg.train.epochs
@@ -301,7 +298,7 @@ class _Objective:
             callbacks: list[Callback] = [
                 EpochRecorder(self.store, self.study.study_name, trial.number, on_metrics),
                 ParetoPruner(self.store, trial, self.objectives, self.cfg.pruner, epochs,
-                             protected=ENQUEUED_ATTR in trial.user_attrs),
+                             protected=TrialMeta.read(trial).enqueued is not None),
                 _BatchForwarder(self.listener, trial.number),
                 ServingCost(trial, self.dataset, {"max_params": self.cfg.max_params,
                                                   "max_latency_ms": self.cfg.max_latency_ms},
@@ -317,15 +314,12 @@ class _Objective:
             if result.sweep:
                 self.store.record_sweep(self.study.study_name, trial.number,
                                         [to_dict(p) for p in result.sweep], self.objectives)
-                trial.set_user_attr("preference", result.sweep[result.sweep_index].weights)
-                trial.set_user_attr("weight_names", weight_names(self.dataset.tasks))
-            for key, value in {
-                "val_metrics": result.val, "test_metrics": result.test,
-                "n_params": result.n_params, "samples_per_s": result.samples_per_s,
-                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                "seconds": result.seconds, "device": result.device,
-            }.items():
-                trial.set_user_attr(key, value)
+                TrialMeta.write(trial, preference=result.sweep[result.sweep_index].weights,
+                                weight_names=weight_names(self.dataset.tasks))
+            TrialMeta.write(trial, val_metrics=result.val, test_metrics=result.test,
+                            n_params=result.n_params, samples_per_s=result.samples_per_s,
+                            epochs_run=result.epochs_run, best_epoch=result.best_epoch,
+                            seconds=result.seconds, device=result.device)
             if self.save_checkpoints:
                 import torch
 
@@ -333,18 +327,18 @@ class _Objective:
                 folder.mkdir(parents=True, exist_ok=True)
                 path = folder / f"trial_{trial.number:05d}.pt"
                 torch.save(result.model.state_dict(), path)
-                trial.set_user_attr("checkpoint", str(path))
+                TrialMeta.write(trial, checkpoint=str(path))
             return values
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C)")
+            TrialMeta.write(trial, fail_reason="interrupted by the user (Ctrl-C)")
             raise
         except Exception as exc:
-            trial.set_user_attr("fail_reason", _fail_reason(exc))
+            TrialMeta.write(trial, fail_reason=_fail_reason(exc))
             if not isinstance(exc, (TrialFailedError, AutomtlError)) \
                     and "out of memory" not in str(exc).lower():
-                trial.set_user_attr("fail_traceback", traceback.format_exc()[-4000:])
+                TrialMeta.write(trial, fail_traceback=traceback.format_exc()[-4000:])
             raise
 
 
@@ -354,14 +348,14 @@ def optimize_study(study: optuna.Study, *, storage_url: str, n_trials: int | Non
                    extra_callbacks: Sequence[Callback] = ()) -> SearchResult:
     """Run `n_trials` more trials of a prepared study (settings from its user attributes).
 
-    Failing trials are stored FAIL with "fail_reason" and the loop goes on; Ctrl-C marks the
+    Failing trials are stored FAIL with a `TrialMeta.fail_reason` and the loop goes on; Ctrl-C marks the
     running trial FAIL, keeps the database consistent and returns with `interrupted=True`.
     """
     from automtl.data import load_dataset
 
     listener = listener or SearchListener()
     store = Store(storage_url)
-    data_cfg = from_dict(DataConfig, study.user_attrs["dataset"])
+    data_cfg = from_dict(DataConfig, StudyMeta.read(study).dataset)
     dataset = load_dataset(data_cfg)
     objective = _Objective(study, store, dataset, storage_url, device, save_checkpoints, listener,
                            extra_callbacks)
@@ -414,7 +408,7 @@ def run_search(cfg: StudyConfig, *, storage: str = DEFAULT_STORAGE, study_name: 
     if name in optuna.get_all_study_names(rdb):
         old = optuna.load_study(study_name=name, storage=rdb)
         require_automtl_study(old, storage)
-        if HEARTBEAT_ATTR not in old.user_attrs:  # no heartbeats: a gone local run's trials
+        if StudyMeta.read(old).heartbeat is None:  # no heartbeats: a gone local run's trials
             mark_stale_failed(old, rdb.engine, only_gone_owners=True)
         n_existing = len(old.get_trials(deepcopy=False))
     # A resumed study gets a fresh sampler seed, so a random sampler does not repeat itself.

@@ -23,10 +23,9 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-# Trial user attribute naming the process that runs it, "host:pid" (same key as the workers').
-OWNER_ATTR = "worker"
-# Study user attribute of heartbeat settings (written by `automtl study create` / workers).
-HEARTBEAT_ATTR = "heartbeat"
+from automtl.search.meta import StudyMeta, TrialMeta
+
+# The owner ("host:pid") is `TrialMeta.worker`; heartbeat settings are `StudyMeta.heartbeat`.
 DEFAULT_GRACE_S = 60
 
 
@@ -93,10 +92,10 @@ def running_trials(study: optuna.Study, engine: sa.Engine) -> list[RunningTrial]
     """The study's RUNNING trials with heartbeat age and staleness (reads only)."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     ages = _heartbeats(engine, [t._trial_id for t in trials])
-    grace = float((study.user_attrs.get(HEARTBEAT_ATTR) or {}).get("grace", DEFAULT_GRACE_S))
+    grace = float((StudyMeta.read(study).heartbeat or {}).get("grace", DEFAULT_GRACE_S))
     out = []
     for t in trials:
-        owner = t.user_attrs.get(OWNER_ATTR)
+        owner = TrialMeta.read(t).worker
         age = ages.get(t._trial_id)
         if age is not None:
             stale = age > grace
@@ -110,7 +109,7 @@ def running_trials(study: optuna.Study, engine: sa.Engine) -> list[RunningTrial]
 
 def mark_stale_failed(study: optuna.Study, engine: sa.Engine, *,
                       only_gone_owners: bool = False) -> list[RunningTrial]:
-    """Mark the study's stale RUNNING trials FAIL (reason in user attr fail_reason).
+    """Mark the study's stale RUNNING trials FAIL (reason in `TrialMeta.fail_reason`).
 
     `only_gone_owners`: only trials without heartbeat whose local process is gone (what a
     resuming search does by itself)."""
@@ -120,7 +119,8 @@ def mark_stale_failed(study: optuna.Study, engine: sa.Engine, *,
         if not r.stale or (only_gone_owners and r.heartbeat_age_s is not None):
             continue
         try:
-            storage.set_trial_user_attr(r.trial_id, "fail_reason", f"stale: {r.reason}")
+            for key, value in TrialMeta.attrs(fail_reason=f"stale: {r.reason}").items():
+                storage.set_trial_user_attr(r.trial_id, key, value)
             storage.set_trial_state_values(r.trial_id, TrialState.FAIL)
         except RuntimeError:  # finished meanwhile (its process was alive after all)
             continue
@@ -128,5 +128,5 @@ def mark_stale_failed(study: optuna.Study, engine: sa.Engine, *,
     return done
 
 
-__all__ = ["DEFAULT_GRACE_S", "OWNER_ATTR", "RunningTrial", "mark_stale_failed", "owner_name",
+__all__ = ["DEFAULT_GRACE_S", "RunningTrial", "mark_stale_failed", "owner_name",
            "running_trials"]

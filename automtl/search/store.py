@@ -34,6 +34,7 @@ from sqlalchemy import exc as sa_exc
 from automtl.errors import AutomtlError
 from automtl.search.defaults import DEFAULT_STORAGE, STORAGE_ENV
 from automtl.search.dburl import mask_url, scrub, sqlite_path
+from automtl.search.meta import FRONT_FIELDS, StudyMeta, TrialMeta
 
 _meta = sa.MetaData()
 
@@ -102,9 +103,8 @@ sweep_points = sa.Table(
     sa.UniqueConstraint("study_name", "trial_number", "point", name="uq_automtl_sweep_point"),
 )
 
-# Trial user attributes copied into the front table's attrs column (for tables and exports).
-FRONT_ATTRS = ("arch", "bottom", "n_params", "latency_ms", "samples_per_s", "epochs_run",
-               "checkpoint", "preference")
+# Trial fields copied into the front table's attrs column (for tables and exports).
+FRONT_ATTRS = FRONT_FIELDS
 
 
 @dataclass
@@ -121,6 +121,11 @@ class FrontRow:
     # a point of a conditioned trial: its task-weight vector and index in the trial's sweep
     weights: dict[str, float] | None = None
     point: int | None = None
+
+    @property
+    def meta(self) -> TrialMeta:
+        """The trial's record, as far as the front table keeps it (`FRONT_FIELDS`, config)."""
+        return TrialMeta.read({**self.attrs, "config": self.config})
 
 
 @dataclass
@@ -204,9 +209,9 @@ def open_study(storage_url: str, study_name: str) -> optuna.Study:
 
 
 def objective_names(study: optuna.Study) -> list[str]:
-    """Objective (metric) names of a study: user attr "objectives", else Optuna's metric names."""
-    names = study.user_attrs.get("objectives")
-    if isinstance(names, list) and len(names) == len(study.directions):
+    """Objective (metric) names of a study: its record's, else Optuna's metric names."""
+    names = StudyMeta.read(study).objectives
+    if names and len(names) == len(study.directions):
         return [str(n) for n in names]
     if study.metric_names is not None:
         return list(study.metric_names)
@@ -558,14 +563,15 @@ def read_or(read: Callable[[], T], default: T) -> T:
 
 
 def row_from_trial(trial: optuna.trial.FrozenTrial, names: list[str]) -> FrontRow:
-    attrs = trial.user_attrs
+    """The front-table row of a finished trial (`names`: the study's objectives)."""
+    meta = TrialMeta.read(trial)
     return FrontRow(
         trial_number=trial.number,
         values={n: float(v) for n, v in zip(names, trial.values or [])},
-        test={k: float(v) for k, v in (attrs.get("test_metrics") or {}).items()},
-        config=dict(attrs.get("config") or {}),
+        test={k: float(v) for k, v in meta.test_metrics.items()},
+        config=dict(meta.config or {}),
         params=dict(trial.params),
-        attrs={k: attrs[k] for k in FRONT_ATTRS if k in attrs},
+        attrs=TrialMeta.pick(trial.user_attrs, FRONT_FIELDS),
     )
 
 

@@ -29,7 +29,6 @@ refresh); this module only decides when a trial may start.
 """
 
 from automtl.search.distributed._budget import (
-    TARGET_ATTR,
     Budget,
     budget,
     interrupted,
@@ -51,8 +50,6 @@ from automtl.search.distributed._launcher import (
 )
 from automtl.search.distributed._lock import StudyLock, study_lock
 from automtl.search.distributed._worker import (
-    HEARTBEAT_ATTR,
-    WORKER_ATTR,
     Heartbeat,
     WorkerResult,
     enable_sqlite_wal,
@@ -65,7 +62,7 @@ from automtl.search.distributed._worker import (
 from automtl.search.defaults import STORAGE_ENV
 
 __all__ = [
-    "HEARTBEAT_ATTR", "STORAGE_ENV", "TARGET_ATTR", "WORKER_ATTR", "Budget", "Heartbeat",
+    "STORAGE_ENV", "Budget", "Heartbeat",
     "LaunchResult", "StudyLock", "WorkerProcess", "WorkerResult", "WorkersView", "budget",
     "enable_sqlite_wal", "expand_devices", "interrupted", "join_study", "launch_workers",
     "parse_devices", "prepare_shared_study", "run_worker", "running_epochs", "search_with_workers",

@@ -15,9 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automtl.errors import AutomtlError
-
-# Study user attribute written by `automtl study create` / `automtl search --workers`.
-TARGET_ATTR = "target_trials"
+from automtl.search.meta import StudyMeta, TrialMeta
 
 @dataclass(frozen=True)
 class Budget:
@@ -61,14 +59,12 @@ def study_target(study: optuna.Study) -> int | None:
     Studies made by a plain `automtl search` have none: workers joining them run until their
     own `--n-trials` / `--timeout`.
     """
-    value = study.user_attrs.get(TARGET_ATTR)
-    return int(value) if value is not None else None
+    return StudyMeta.read(study).target_trials
 
 
 def interrupted(trial: FrozenTrial) -> bool:
     """A trial stopped by Ctrl-C (FAIL with an "interrupted ..." reason): it frees its slot."""
-    reason = trial.user_attrs.get("fail_reason")
-    return trial.state == TrialState.FAIL and str(reason or "").startswith("interrupted")
+    return trial.state == TrialState.FAIL and TrialMeta.read(trial).interrupted
 
 
 def budget(study: optuna.Study, target: int | None = None) -> Budget:
@@ -84,7 +80,7 @@ def set_target(study: optuna.Study, target: int) -> None:
     """Set the study's target trial count (all workers stop when its slots are used)."""
     if target < 0:
         raise AutomtlError(f"target trial count must be >= 0, got {target}")
-    study.set_user_attr(TARGET_ATTR, int(target))
+    StudyMeta.write(study, target_trials=int(target))
 
 
-__all__ = ["TARGET_ATTR", "Budget", "budget", "interrupted", "set_target", "study_target", "superseded_trials"]
+__all__ = ["Budget", "budget", "interrupted", "set_target", "study_target", "superseded_trials"]

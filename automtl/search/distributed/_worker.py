@@ -20,7 +20,8 @@ from optuna.trial import FrozenTrial, TrialState
 from automtl.errors import AutomtlError
 from automtl.search.distributed._budget import Budget, budget, set_target, study_target
 from automtl.search.distributed._lock import StudyLock, study_lock
-from automtl.search.enqueue import ENQUEUED_ATTR, WarmStart
+from automtl.search.enqueue import WarmStart
+from automtl.search.meta import StudyMeta, TrialMeta
 from automtl.search.runner import SearchListener, make_sampler, optimize_study, prepare_study
 from automtl.search.store import (
     FrontRow,
@@ -33,11 +34,6 @@ from automtl.search.store import (
 )
 from automtl.search.study_config import StudyConfig
 
-# Study user attribute of the heartbeat settings: {"interval": s, "grace": s}; trial user
-# attribute naming the worker running it ("host:pid"), shown in the progress view. Both are
-# defined once, beside the stale-trial check that reads them.
-from automtl.search.stale import HEARTBEAT_ATTR  # noqa: E402
-from automtl.search.stale import OWNER_ATTR as WORKER_ATTR  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,7 @@ class Heartbeat:
     @classmethod
     def of_study(cls, study: optuna.Study) -> Heartbeat:
         """The settings stored with the study, else the defaults."""
-        raw = study.user_attrs.get(HEARTBEAT_ATTR) or {}
+        raw = StudyMeta.read(study).heartbeat or {}
         default = cls()
         return cls(int(raw.get("interval", default.interval)), int(raw.get("grace", default.grace)))
 
@@ -125,7 +121,7 @@ class _WorkerListener(SearchListener):
         # The lock was taken before Optuna's stale-trial check and ask(); the trial now exists
         # (or a retry was popped), so other workers may count slots again.
         self.lock.release()
-        trial.set_user_attr(WORKER_ATTR, self.me)
+        TrialMeta.write(trial, worker=self.me)
 
     def on_trial_end(self, trial: FrozenTrial, front: list[FrontRow]) -> None:
         self.lock.release()  # the trial failed before training started
@@ -137,7 +133,7 @@ class _WorkerListener(SearchListener):
 
 def _worker_sampler(study: optuna.Study) -> optuna.samplers.BaseSampler:
     """The study's sampler kind, seeded per process (equal seeds would repeat configurations)."""
-    cfg = study.user_attrs.get("study_config") or {}
+    cfg = StudyMeta.read(study).study_config or {}
     seed = (int(cfg.get("seed", 0)) * 7919 + os.getpid()) % (2**31)
     return make_sampler(str(cfg.get("sampler", "tpe")), seed, int(cfg.get("n_trials", 20)))
 
@@ -158,7 +154,7 @@ def join_study(storage_url: str, study_name: str,
         probe.engine.dispose()
     storage = worker_storage(storage_url, hb)
     study = optuna.load_study(study_name=study_name, storage=storage)
-    if "study_config" not in study.user_attrs:
+    if not StudyMeta.read(study).made_by_automtl:
         raise AutomtlError(f"study {study_name!r} in {mask_url(storage_url)} was not made by "
                            "automtl (no study_config); create it with `automtl study create`")
     study.sampler = _worker_sampler(study)
@@ -268,8 +264,8 @@ def prepare_shared_study(cfg: StudyConfig, storage_url: str, study_name: str | N
     extra = cfg.n_trials if n_trials is None else n_trials
     # enqueued baselines / warm-start points are among the `extra` new trials, as in-process
     seeded = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                 if ENQUEUED_ATTR in t.user_attrs)
+                 if TrialMeta.read(t).enqueued is not None)
     set_target(study, budget(study, target=0).used - seeded + extra)
     hb = heartbeat or Heartbeat.of_study(study)
-    study.set_user_attr(HEARTBEAT_ATTR, {"interval": hb.interval, "grace": hb.grace})
+    StudyMeta.write(study, heartbeat={"interval": hb.interval, "grace": hb.grace})
     return study
