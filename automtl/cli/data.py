@@ -8,14 +8,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
-from rich.progress import (BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
 from automtl.cli._common import console
-from automtl.config import DataConfig
 from automtl.errors import DataError
 
 data_app = typer.Typer(help="Datasets: list them, describe one, prepare raw files.",
@@ -57,6 +53,9 @@ def info_command(
         help="Dataset option KEY=VALUE (repeatable), e.g. -o rows=20000 -o n_tasks=3."),
 ) -> None:
     """Rows per split, fields by kind, per-task positive rates, load time (+ Bayes AUC)."""
+    import numpy as np
+
+    from automtl.config import DataConfig
     from automtl.data import bayes_auc, load_dataset, parse_options
 
     cfg = DataConfig(name=name, data_dir=data_dir, options=parse_options(option or []))
@@ -126,13 +125,6 @@ def info_command(
     console.print(f"load time: {seconds:.3f} s")
 
 
-class _RateColumn(TextColumn):
-    """Rows per second of the current file."""
-
-    def __init__(self) -> None:
-        super().__init__("{task.fields[rate]}")
-
-
 @data_app.command("prepare")
 def prepare_command(
     name: str = typer.Argument(..., help="Dataset to prepare (ali-ccp)."),
@@ -147,6 +139,9 @@ def prepare_command(
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the val split."),
 ) -> None:
     """Convert raw Tianchi Ali-CCP files in one streaming pass (bounded memory)."""
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TaskProgressColumn,
+                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+
     from automtl.data.ali_ccp_raw import prepare_ali_ccp, raw_files
 
     if not math.isfinite(val_fraction):
@@ -162,7 +157,8 @@ def prepare_command(
     files = raw_files(raw)
     total = sum(p.stat().st_size for pair in files.values() for p in pair)
     columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-               DownloadColumn(), _RateColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+               DownloadColumn(), TextColumn("{task.fields[rate]}"),  # rows/s of the file
+               TimeElapsedColumn(), TimeRemainingColumn()]
     state = {"desc": "", "lines": 0, "t0": time.perf_counter()}
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("reading", total=total, rate="")

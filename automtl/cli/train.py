@@ -10,10 +10,10 @@ import typer
 from rich.table import Table
 
 from automtl.cli._common import console
-from automtl.config import TrialConfig, load_trial_config
 from automtl.errors import AutomtlError, TrialFailedError
 
 if TYPE_CHECKING:
+    from automtl.config import TrialConfig
     from automtl.train.loop import TrainResult
 
 
@@ -67,6 +67,7 @@ def train_command(
     from rich.progress import Progress
 
     from automtl.cli._progress import EpochProgress, epoch_columns
+    from automtl.config import load_trial_config
     from automtl.data import bayes_auc, load_dataset
     from automtl.train import fit, save_trained
 
