@@ -11,8 +11,9 @@ import typer
 
 from automtl._typed import SEED_MAX
 from automtl.cli._common import check_seconds, console, err_console
-from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP, fmt, front_table, human_count
-from automtl.search.defaults import DEFAULT_STORAGE
+from automtl.cli._options import DEFAULT_STORAGE, Storage
+from automtl.cli.pareto import fmt, front_table, human_count
+from automtl.search.samplers import sampler_names
 
 
 def search_command(
@@ -26,11 +27,11 @@ def search_command(
                                            "(default: the preset's)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after "
                                             "this many seconds."),
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
-                                help=STORAGE_HELP),
+    storage: Storage = DEFAULT_STORAGE,
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: "
                                              "the preset's); an existing name resumes."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="tpe, nsga2, gp or random."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Optuna sampler: "
+                                          f"{', '.join(sampler_names())}."),
     pruner: Optional[str] = typer.Option(None, "--pruner", help="pareto (default) or none."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs per trial."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
@@ -86,8 +87,8 @@ def search_command(
         check_study_name(study_name)
     if no_report and report is not None:
         raise AutomtlError("give --report PATH or --no-report, not both")
-    if sampler is not None and sampler not in ("tpe", "nsga2", "gp", "random"):
-        raise AutomtlError(f"--sampler {sampler}: use tpe, nsga2, gp or random")
+    if sampler is not None and sampler not in sampler_names():
+        raise AutomtlError(f"--sampler {sampler}: use {', '.join(sampler_names())}")
     if pruner is not None and pruner not in ("pareto", "none"):
         raise AutomtlError(f"--pruner {pruner}: use pareto or none")
     cfg = study_preset(study_config) if study_config else study_for_dataset(dataset or "synthetic")

@@ -25,9 +25,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "EpochRecorder", "ParetoPruner", "PruneDecision", "decide", "is_rung", "nondominated_ranks",
     ),
     "automtl.search.runner": (
-        "SearchListener", "SearchResult", "checkpoint_dir", "make_sampler", "optimize_study",
+        "SearchListener", "SearchResult", "checkpoint_dir", "optimize_study",
         "prepare_study", "reevaluate", "run_search", "top_front", "weight_names",
     ),
+    "automtl.search.samplers": ("SAMPLERS", "make_sampler", "sampler_names"),
     "automtl.search.selection": (
         "Selection", "knee_scores", "parse_selection", "resolve_name", "select",
     ),

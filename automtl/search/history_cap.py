@@ -28,7 +28,7 @@ from optuna.distributions import BaseDistribution
 from optuna.study._multi_objective import _fast_non_domination_rank
 from optuna.trial import FrozenTrial, TrialState
 
-DEFAULT_HISTORY_CAP = 2000
+from automtl.search.samplers import DEFAULT_HISTORY_CAP  # defined with the samplers that use it
 
 
 def _rank(trials: Sequence[FrozenTrial], directions: Sequence[Any], n_below: int) -> np.ndarray:

@@ -30,9 +30,9 @@ from automtl.search.enqueue import (
     enqueue_seeds,
     warm_start_seeds,
 )
-from automtl.search.history_cap import DEFAULT_HISTORY_CAP, HistoryCappedSampler
-from automtl.search.meta import META_VERSION, StudyMeta, TrialMeta
+from automtl.search.meta import META_VERSION, StudyMeta, TrialMeta, count_states
 from automtl.search.pruner import EpochRecorder, ParetoPruner
+from automtl.search.samplers import make_sampler
 from automtl.search.space import SearchSpace, SpaceContext, load_space_doc, parse_space
 from automtl.search.dbopen import require_automtl_study
 from automtl.search.naming import confined_path
@@ -101,31 +101,6 @@ def weight_names(tasks: Sequence[Any]) -> dict[str, str]:
             if alias:
                 out[alias] = out[f"{alias}_auc"] = t.name
     return out
-
-
-def make_sampler(kind: str, seed: int, n_trials: int,
-                 history_cap: int = DEFAULT_HISTORY_CAP) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler `kind` (tpe | nsga2 | gp | random), seeded.
-
-    TPE and GP read at most `history_cap` trials per ask (`HistoryCappedSampler`): their ask
-    time grows with the study, NSGA-II's and random's do not (benchmarks/sampler_cost.py).
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if kind == "tpe":
-            # Multivariate TPE with groups models the conditional (per-architecture) subspaces.
-            return HistoryCappedSampler(optuna.samplers.TPESampler(
-                seed=seed, multivariate=True, group=True, constant_liar=True,
-                n_startup_trials=min(10, max(4, n_trials // 3))), history_cap)
-        if kind == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed,
-                                                 population_size=max(4, min(50, n_trials // 3)))
-        if kind == "gp":
-            return HistoryCappedSampler(optuna.samplers.GPSampler(
-                seed=seed, n_startup_trials=min(10, max(4, n_trials // 3))), history_cap)
-        if kind == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-    raise ConfigError(f"--sampler {kind}: unknown sampler; use tpe, nsga2, gp or random")
 
 
 def checkpoint_dir(storage_url: str, study_name: str) -> Path:
@@ -381,12 +356,9 @@ def optimize_study(study: optuna.Study, *, storage_url: str, n_trials: int | Non
     finally:
         optuna.logging.set_verbosity(level)
     front = store.refresh_front(study)
-    states: dict[str, int] = {}
-    numbers = []
-    for t in study.get_trials(deepcopy=False):
-        states[t.state.name] = states.get(t.state.name, 0) + 1
-        if t.number not in before:
-            numbers.append(t.number)
+    trials = study.get_trials(deepcopy=False)
+    states = count_states(trials)
+    numbers = [t.number for t in trials if t.number not in before]
     return SearchResult(study.study_name, mask_url(storage_url), objective.objectives, front,
                         len(finished), states, time.perf_counter() - started, interrupted,
                         sorted(numbers))
@@ -458,6 +430,6 @@ def reevaluate(storage_url: str, study_name: str, top_k: int, seeds: int, *,
 
 
 __all__ = [
-    "SearchListener", "SearchResult", "checkpoint_dir", "make_sampler", "optimize_study",
+    "SearchListener", "SearchResult", "checkpoint_dir", "optimize_study",
     "prepare_study", "reevaluate", "run_search", "top_front", "trial_base", "weight_names",
 ]

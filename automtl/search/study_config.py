@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from automtl._typed import from_dict
+from automtl._typed import OneOf, from_dict
 from automtl.config import DataConfig, TrainConfig, load_yaml
 from automtl.errors import ConfigError
 from automtl.resources import find_named_yaml, list_named_yaml
+from automtl.search.samplers import sampler_names
 
-Sampler = Literal["tpe", "nsga2", "gp", "random"]
+Sampler = Annotated[str, OneOf(sampler_names)]  # a name of `automtl.search.samplers.SAMPLERS`
 
 
 @dataclass

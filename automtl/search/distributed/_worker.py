@@ -21,8 +21,9 @@ from automtl.errors import AutomtlError
 from automtl.search.distributed._budget import Budget, budget, set_target, study_target
 from automtl.search.distributed._lock import StudyLock, study_lock
 from automtl.search.enqueue import WarmStart
-from automtl.search.meta import StudyMeta, TrialMeta
-from automtl.search.runner import SearchListener, make_sampler, optimize_study, prepare_study
+from automtl.search.meta import StudyMeta, TrialMeta, count_states
+from automtl.search.runner import SearchListener, optimize_study, prepare_study
+from automtl.search.samplers import make_sampler
 from automtl.search.store import (
     FrontRow,
     db_error,
@@ -116,6 +117,7 @@ class _WorkerListener(SearchListener):
                  result: WorkerResult) -> None:
         self.study, self.lock, self.me = study, lock, me
         self.on_trial, self.result = on_trial, result
+        self.finished: list[FrozenTrial] = []
 
     def on_trial_created(self, trial: optuna.Trial) -> None:
         # The lock was taken before Optuna's stale-trial check and ask(); the trial now exists
@@ -126,7 +128,8 @@ class _WorkerListener(SearchListener):
     def on_trial_end(self, trial: FrozenTrial, front: list[FrontRow]) -> None:
         self.lock.release()  # the trial failed before training started
         self.result.trials.append(trial.number)
-        self.result.states[trial.state.name] = self.result.states.get(trial.state.name, 0) + 1
+        self.finished.append(trial)
+        self.result.states = count_states(self.finished)
         if self.on_trial is not None:
             self.on_trial(trial, budget(self.study))
 
