@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from automtl.cli._common import console
-from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP, fmt
-from automtl.search.defaults import DEFAULT_STORAGE
+from automtl.cli._options import DEFAULT_STORAGE, Storage
+from automtl.cli.pareto import fmt
 
 _STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
@@ -20,7 +20,7 @@ def study_rows(storage: str) -> list[dict[str, Any]]:
     import optuna
 
     from automtl.search.dbopen import study_names_readonly
-    from automtl.search.meta import StudyMeta
+    from automtl.search.meta import StudyMeta, count_states
     from automtl.search.stale import running_trials
     from automtl.search.store import Store, compute_front, objective_names, read_or
 
@@ -30,9 +30,7 @@ def study_rows(storage: str) -> list[dict[str, Any]]:
     for name in names:
         study = optuna.load_study(study_name=name, storage=rdb)
         trials = study.get_trials(deepcopy=False)
-        counts = {s: 0 for s in _STATES}
-        for t in trials:
-            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+        counts = count_states(trials, first=_STATES)
         objectives = objective_names(study)
         best = {o: max((t.values[i] for t in trials if t.values), default=None)
                 for i, o in enumerate(objectives)}
@@ -51,8 +49,7 @@ def study_rows(storage: str) -> list[dict[str, Any]]:
 
 
 def studies_command(
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
-                                help=STORAGE_HELP),
+    storage: Storage = DEFAULT_STORAGE,
     format: str = typer.Option("table", "--format", "-f", help="table or json."),
     repair: bool = typer.Option(False, "--repair", help="Mark stale RUNNING trials (heartbeat "
                                 "older than the grace period, or their process gone on this "

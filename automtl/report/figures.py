@@ -33,31 +33,35 @@ FRONT_COLOR = "#d62728"
 DOMINATED_COLOR = "#1f77b4"
 
 
-def _e(value: Any) -> str:
-    """HTML-escaped text of any value (plotly interprets a subset of HTML in labels)."""
-    if isinstance(value, float):
-        value = f"{value:.5g}"
-    return html.escape(str(value), quote=True)
+def plain_text(value: Any) -> str:
+    """Display text of a value: floats to 5 significant digits."""
+    return f"{value:.5g}" if isinstance(value, float) else str(value)
+
+
+def escape_html(value: Any) -> str:
+    """HTML-escaped display text of any value (plotly interprets a subset of HTML in labels;
+    the static report is HTML): the one escaping helper of the reports."""
+    return html.escape(plain_text(value), quote=True)
 
 
 def _hover(t: TrialRow, snap: StudySnapshot) -> str:
-    lines = [f"<b>trial {t.number}</b> ({_e(t.state.lower())})", f"arch: {_e(t.arch)}"]
+    lines = [f"<b>trial {t.number}</b> ({escape_html(t.state.lower())})", f"arch: {escape_html(t.arch)}"]
     if t.values is not None:
-        lines += [f"{_e(n)}: {_e(v)}" for n, v in zip(snap.objectives, t.values)]
+        lines += [f"{escape_html(n)}: {escape_html(v)}" for n, v in zip(snap.objectives, t.values)]
     for k, v in list(sorted(t.params.items()))[:_HOVER_PARAMS]:
-        lines.append(f"{_e(k)} = {_e(v)}")
+        lines.append(f"{escape_html(k)} = {escape_html(v)}")
     return "<br>".join(lines)
 
 
 def _title(snap: StudySnapshot, what: str) -> str:
-    return f"{what} — {_e(snap.name)}"
+    return f"{what} — {escape_html(snap.name)}"
 
 
 def _empty(title: str, note: str) -> go.Figure:
     fig = go.Figure()
     fig.update_layout(
         title=title, xaxis_visible=False, yaxis_visible=False,
-        annotations=[dict(text=_e(note), showarrow=False, x=0.5, y=0.5, xref="paper",
+        annotations=[dict(text=escape_html(note), showarrow=False, x=0.5, y=0.5, xref="paper",
                           yref="paper", font=dict(size=14))],
     )
     return fig
@@ -97,8 +101,8 @@ def pareto_figure(snap: StudySnapshot) -> go.Figure | None:
                 hoverinfo="text",
                 **style,
             ))
-        fig.update_layout(title=title, xaxis_title=_e(snap.objectives[0]),
-                          yaxis_title=_e(snap.objectives[1]), clickmode="event")
+        fig.update_layout(title=title, xaxis_title=escape_html(snap.objectives[0]),
+                          yaxis_title=escape_html(snap.objectives[1]), clickmode="event")
         return fig
     fig = go.Figure()
     for name, group, color, opacity in (("dominated", off, DOMINATED_COLOR, 0.35),
@@ -113,13 +117,13 @@ def pareto_figure(snap: StudySnapshot) -> go.Figure | None:
             marker=dict(color=color, size=5 if name == "dominated" else 7),
         ))
     fig.update_layout(title=title, scene=dict(
-        xaxis_title=_e(snap.objectives[0]), yaxis_title=_e(snap.objectives[1]),
-        zaxis_title=_e(snap.objectives[2])))
+        xaxis_title=escape_html(snap.objectives[0]), yaxis_title=escape_html(snap.objectives[1]),
+        zaxis_title=escape_html(snap.objectives[2])))
     return fig
 
 
 def _weights_text(weights: dict[str, float]) -> str:
-    return ", ".join(f"{_e(k)}={v:.3g}" for k, v in weights.items())
+    return ", ".join(f"{escape_html(k)}={v:.3g}" for k, v in weights.items())
 
 
 def _points_figure(snap: StudySnapshot, title: str) -> go.Figure:
@@ -149,7 +153,7 @@ def _points_figure(snap: StudySnapshot, title: str) -> go.Figure:
             x=[sp.val[o0] for sp in pts], y=[sp.val[o1] for sp in pts],
             customdata=[[number, sp.point] for sp in pts],
             hovertext=[f"{_hover(t, snap)}<br><b>task weights</b>: {_weights_text(sp.weights)}"
-                       f"<br>{_e(o0)} here: {_e(sp.val[o0])}<br>{_e(o1)} here: {_e(sp.val[o1])}"
+                       f"<br>{escape_html(o0)} here: {escape_html(sp.val[o0])}<br>{escape_html(o1)} here: {escape_html(sp.val[o1])}"
                        for sp in pts], hoverinfo="text"))
     on = []  # (x, y, trial, point, hover)
     for number, point in snap.point_front:
@@ -168,7 +172,7 @@ def _points_figure(snap: StudySnapshot, title: str) -> go.Figure:
         marker=dict(color=FRONT_COLOR, size=11), line=dict(color=FRONT_COLOR, shape="hv"),
         x=[p[0] for p in on], y=[p[1] for p in on], customdata=[[p[2], p[3]] for p in on],
         hovertext=[p[4] for p in on], hoverinfo="text"))
-    fig.update_layout(title=title, xaxis_title=_e(o0), yaxis_title=_e(o1), clickmode="event")
+    fig.update_layout(title=title, xaxis_title=escape_html(o0), yaxis_title=escape_html(o1), clickmode="event")
     return fig
 
 
@@ -181,7 +185,7 @@ def parallel_figure(snap: StudySnapshot) -> go.Figure | None:
     if not rows:
         return _empty(title, "no completed trials yet")
     front = snap.front_set
-    dims = [dict(label=_e(name), values=[t.values[i] for t in rows])  # type: ignore[index]
+    dims = [dict(label=escape_html(name), values=[t.values[i] for t in rows])  # type: ignore[index]
             for i, name in enumerate(snap.objectives)]
     dims.insert(0, dict(label="trial", values=[t.number for t in rows]))
     color = [1 if t.number in front else 0 for t in rows]
@@ -198,7 +202,7 @@ def history_figure(snap: StudySnapshot) -> go.Figure:
     """One panel per objective: value of each completed trial and the best so far."""
     n = len(snap.objectives)
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True,
-                        subplot_titles=[_e(o) for o in snap.objectives])
+                        subplot_titles=[escape_html(o) for o in snap.objectives])
     rows = sorted(snap.complete, key=lambda t: t.number)
     for i, name in enumerate(snap.objectives):
         ys = [t.values[i] for t in rows]  # type: ignore[index]
@@ -208,12 +212,12 @@ def history_figure(snap: StudySnapshot) -> go.Figure:
         for y in ys:
             best.append(y if not best else better(best[-1], y))
         fig.add_trace(go.Scatter(
-            name=f"{_e(name)}", mode="markers", x=[t.number for t in rows], y=ys,
+            name=f"{escape_html(name)}", mode="markers", x=[t.number for t in rows], y=ys,
             customdata=[[t.number] for t in rows],
             hovertext=[_hover(t, snap) for t in rows], hoverinfo="text",
             marker=dict(color=DOMINATED_COLOR), showlegend=False), row=i + 1, col=1)
         fig.add_trace(go.Scatter(
-            name=f"best {_e(name)}", mode="lines", x=[t.number for t in rows], y=best,
+            name=f"best {escape_html(name)}", mode="lines", x=[t.number for t in rows], y=best,
             line=dict(color=FRONT_COLOR, shape="hv"), showlegend=False), row=i + 1, col=1)
     fig.update_xaxes(title_text="trial", row=n, col=1)
     fig.update_layout(title=_title(snap, "Optimisation history"), height=260 * n + 80)
@@ -228,7 +232,7 @@ def learning_curves_figure(snap: StudySnapshot) -> go.Figure:
     """
     n = len(snap.objectives)
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True,
-                        subplot_titles=[_e(o) for o in snap.objectives])
+                        subplot_titles=[escape_html(o) for o in snap.objectives])
     states = {t.number: t.state for t in snap.trials}
     front = snap.front_set
     styles = {
@@ -256,7 +260,7 @@ def learning_curves_figure(snap: StudySnapshot) -> go.Figure:
                 x=[r["epoch"] for r in recs], y=[r[metric] for r in recs],
                 customdata=[[number] for _ in recs],
                 hovertemplate=f"trial {number} ({state.lower()})<br>epoch %{{x}}<br>"
-                              f"{_e(metric)} %{{y:.4f}}<extra></extra>",
+                              f"{escape_html(metric)} %{{y:.4f}}<extra></extra>",
                 line=style["line"], marker=marker,
             ), row=i + 1, col=1)
     fig.update_xaxes(title_text="epoch", row=n, col=1)
@@ -307,7 +311,7 @@ def importance_figure(snap: StudySnapshot,
                     key=lambda p: sum(d.get(p, 0.0) for d in imp.values()))
     fig = go.Figure()
     for name, d in imp.items():
-        fig.add_trace(go.Bar(name=_e(name), orientation="h", y=[_e(p) for p in params],
+        fig.add_trace(go.Bar(name=escape_html(name), orientation="h", y=[escape_html(p) for p in params],
                              x=[d.get(p, 0.0) for p in params]))
     fig.update_layout(title=title, barmode="group", xaxis_title="importance",
                       yaxis=dict(automargin=True),
@@ -328,7 +332,7 @@ def breakdown_figure(snap: StudySnapshot) -> go.Figure:
                                             ("Pareto front", cats_front, len(front), FRONT_COLOR)):
             fig.add_trace(go.Bar(
                 name=label, legendgroup=label, showlegend=(col == 1), marker_color=color,
-                x=[_e(c) for c in cats],
+                x=[escape_html(c) for c in cats],
                 y=[100.0 * counts.get(c, 0) / total if total else 0.0 for c in cats],
                 customdata=[[counts.get(c, 0), total] for c in cats],
                 hovertemplate="%{x}: %{customdata[0]} of %{customdata[1]} (%{y:.0f}%)"
@@ -358,9 +362,9 @@ def val_test_figure(snap: StudySnapshot) -> go.Figure | None:
         if not mine:
             continue
         fig.add_trace(go.Scatter(
-            name=_e(name), mode="markers", x=[p[2] for p in mine], y=[p[3] for p in mine],
+            name=escape_html(name), mode="markers", x=[p[2] for p in mine], y=[p[3] for p in mine],
             customdata=[[p[1].number] for p in mine],
-            hovertext=[f"trial {p[1].number} ({_e(p[1].arch)})<br>{_e(name)} val {p[2]:.4f}"
+            hovertext=[f"trial {p[1].number} ({escape_html(p[1].arch)})<br>{escape_html(name)} val {p[2]:.4f}"
                        f" test {p[3]:.4f}" for p in mine], hoverinfo="text",
             marker=dict(size=10)))
     lo = min(min(p[2], p[3]) for p in pts)
@@ -388,19 +392,19 @@ def reeval_figure(snap: StudySnapshot) -> go.Figure | None:
                 continue
             stats = [snap.reeval[n][f"{split}/{name}"] for n in have]
             fig.add_trace(go.Scatter(
-                name=f"{_e(name)} {split} re-eval mean ± std", mode="markers",
+                name=f"{escape_html(name)} {split} re-eval mean ± std", mode="markers",
                 x=[f"trial {n}" for n in have], y=[s.get("mean") for s in stats],
                 error_y=dict(type="data", array=[s.get("std", 0.0) for s in stats],
                              visible=True),
                 customdata=[[n] for n in have],
-                hovertext=[f"trial {n}: {split} {_e(name)} {s.get('mean', float('nan')):.4f} ± "
-                           f"{s.get('std', 0.0):.4f} (n={_e(s.get('n', '?'))})"
+                hovertext=[f"trial {n}: {split} {escape_html(name)} {s.get('mean', float('nan')):.4f} ± "
+                           f"{s.get('std', 0.0):.4f} (n={escape_html(s.get('n', '?'))})"
                            for n, s in zip(have, stats)], hoverinfo="text",
                 marker=dict(size=10, symbol=symbol)))
         runs = [t for t in (snap.trial(n) for n in numbers) if t is not None and t.values]
         if runs:
             fig.add_trace(go.Scatter(
-                name=f"{_e(name)} search run (val)", mode="markers",
+                name=f"{escape_html(name)} search run (val)", mode="markers",
                 x=[f"trial {t.number}" for t in runs],
                 y=[t.values[i] for t in runs],  # type: ignore[index]
                 marker=dict(symbol="diamond-open", size=11),
@@ -446,7 +450,8 @@ def figure_json(fig: go.Figure) -> dict[str, Any]:
 
 
 __all__ = [
-    "FIGURES", "MIN_IMPORTANCE_TRIALS", "breakdown_figure", "build_figures", "figure_json",
+    "FIGURES", "MIN_IMPORTANCE_TRIALS", "breakdown_figure", "build_figures", "escape_html",
+    "figure_json",
     "history_figure", "importance_figure", "learning_curves_figure", "param_importances",
-    "parallel_figure", "pareto_figure", "reeval_figure", "val_test_figure",
+    "parallel_figure", "pareto_figure", "plain_text", "reeval_figure", "val_test_figure",
 ]

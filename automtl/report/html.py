@@ -3,7 +3,6 @@ summary table and every figure of a study."""
 
 from __future__ import annotations
 
-import html
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from plotly.offline import get_plotlyjs
 
 from automtl import __version__
 from automtl.errors import AutomtlError
-from automtl.report.figures import build_figures
+from automtl.report.figures import build_figures, escape_html, plain_text
 from automtl.report.snapshot import StudySnapshot, load_snapshot
 
 _CSS = """
@@ -26,17 +25,9 @@ code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:0.9em}
 """
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.5g}" if isinstance(value, float) else str(value)
-
-
-def _e(value: Any) -> str:
-    return html.escape(_fmt(value), quote=True)
-
-
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    head = "".join(f"<th>{escape_html(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape_html(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -80,7 +71,7 @@ def summary_html(snap: StudySnapshot) -> str:
         for t in sorted(front_rows, key=lambda t: t.number):
             test = t.meta.test_metrics
             rows.append([t.number, *t.values, *[test.get(o, "-") for o in snap.objectives],
-                         t.arch, ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t.params.items()))])
+                         t.arch, ", ".join(f"{k}={plain_text(v)}" for k, v in sorted(t.params.items()))])
         parts.append(_table(header, rows))
     if snap.sweeps:
         parts.append(_points_html(snap))
@@ -113,7 +104,7 @@ def _figure_div(name: str, fig: go.Figure) -> str:
     # to_html escapes "<" and "/" inside its JSON, so user strings cannot close the script tag.
     body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",
                        config={"displaylogo": False, "responsive": True})
-    return f'<div class="fig" id="section-{_e(name)}">{body}</div>'
+    return f'<div class="fig" id="section-{escape_html(name)}">{body}</div>'
 
 
 def build_report_html(snap: StudySnapshot) -> str:
@@ -123,13 +114,13 @@ def build_report_html(snap: StudySnapshot) -> str:
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>automtl report: {_e(snap.name)}</title>",
+        f"<title>automtl report: {escape_html(snap.name)}</title>",
         f"<style>{_CSS}</style>",
         f'<script type="text/javascript">{get_plotlyjs()}</script>',
         "</head><body>",
-        f"<h1>automtl study <code>{_e(snap.name)}</code></h1>",
-        f'<p class="muted">generated {_e(now)} by automtl {_e(__version__)}; open a trial with '
-        f"<code>automtl export --study {_e(snap.name)} --trial N --format yaml</code></p>",
+        f"<h1>automtl study <code>{escape_html(snap.name)}</code></h1>",
+        f'<p class="muted">generated {escape_html(now)} by automtl {escape_html(__version__)}; open a trial with '
+        f"<code>automtl export --study {escape_html(snap.name)} --trial N --format yaml</code></p>",
         "<h2>Summary</h2>",
         summary_html(snap),
         *[_figure_div(name, fig) for name, fig in figs.items()],

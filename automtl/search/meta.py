@@ -12,7 +12,7 @@ same fields. No torch, no sqlalchemy: `automtl studies` and `pareto` read these.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -152,6 +152,15 @@ def arch_label(arch: str | None, bottom: str | None = None, head: str | None = N
     return text
 
 
+def count_states(trials: Iterable[Any], first: Sequence[str] = ()) -> dict[str, int]:
+    """Trials by state name ("COMPLETE", "PRUNED" ...); the names in `first` come first, with 0
+    when no trial has them."""
+    counts = {name: 0 for name in first}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return counts
+
+
 # Trial fields copied into the Pareto-front table (for tables and exports without Optuna).
 FRONT_FIELDS = ("arch", "bottom", "n_params", "latency_ms", "samples_per_s", "epochs_run",
                 "checkpoint", "preference")
@@ -161,4 +170,5 @@ DETAIL_FIELDS = ("arch", "bottom", "n_params", "epochs_run", "fail_reason", "pru
                  "pruned_rung", "checkpoint")
 POINT_FIELDS = ("arch", "bottom", "n_params")
 
-__all__ = ["DETAIL_FIELDS", "FRONT_FIELDS", "POINT_FIELDS", "META_VERSION", "StudyMeta", "TrialMeta", "arch_label"]
+__all__ = ["DETAIL_FIELDS", "FRONT_FIELDS", "POINT_FIELDS", "META_VERSION", "StudyMeta", "TrialMeta", "arch_label",
+           "count_states"]

@@ -6,7 +6,6 @@ stopped by Ctrl-C ("interrupted" FAIL): those hand their slot on. See `automtl.s
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -15,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automtl.errors import AutomtlError
-from automtl.search.meta import StudyMeta, TrialMeta
+from automtl.search.meta import StudyMeta, TrialMeta, count_states
 
 @dataclass(frozen=True)
 class Budget:
@@ -71,9 +70,9 @@ def budget(study: optuna.Study, target: int | None = None) -> Budget:
     """Count the study's trial slots now (target: the study's own unless given)."""
     trials = study.get_trials(deepcopy=False)
     gone = superseded_trials(trials)
-    states = Counter(t.state.name for t in trials if t.number not in gone and not interrupted(t))
+    states = count_states(t for t in trials if t.number not in gone and not interrupted(t))
     return Budget(target=study_target(study) if target is None else target,
-                  states=dict(states), retried=len(gone))
+                  states=states, retried=len(gone))
 
 
 def set_target(study: optuna.Study, target: int) -> None:

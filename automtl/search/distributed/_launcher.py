@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from automtl.search.defaults import STORAGE_ENV
 from automtl.search.distributed._budget import Budget, budget
 from automtl.search.distributed._worker import Heartbeat, enable_sqlite_wal, prepare_shared_study
 from automtl.search.enqueue import WarmStart
+from automtl.search.meta import count_states
 from automtl.search.runner import SearchResult
 from automtl.search.store import Store, engine_kwargs, make_storage, mask_url, objective_names
 from automtl.search.study_config import StudyConfig
@@ -291,7 +291,7 @@ def search_with_workers(
                            "resume")
     study = optuna.load_study(study_name=study.study_name, storage=storage)
     trials = study.get_trials(deepcopy=False)
-    states = dict(Counter(t.state.name for t in trials))
+    states = count_states(trials)
     new = sorted(t.number for t in trials if t.number not in before)
     front = Store(storage).refresh_front(study)
     return SearchResult(study.study_name, mask_url(storage), objective_names(study), front,

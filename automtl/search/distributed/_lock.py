@@ -30,16 +30,12 @@ class StudyLock(Protocol):
     def close(self) -> None: ...
 
 
-class _FileLock:
-    """A lock file beside the SQLite database; `release` is idempotent."""
+class _HeldLock:
+    """A process-level lock (a `filelock.FileLock`, a `threading.Lock`) whose `release` is
+    idempotent: the worker releases early once its trial exists, and again when it ends."""
 
-    def __init__(self, path: Path) -> None:
-        try:  # fail now, with the fix, rather than at the first trial
-            path.touch(exist_ok=True)
-        except OSError as exc:
-            raise AutomtlError(f"{path}: cannot create the workers' lock file beside the SQLite "
-                               f"database ({exc.strerror}); make the folder writable") from None
-        self._lock = filelock.FileLock(path, thread_local=False)
+    def __init__(self, lock: filelock.BaseFileLock | threading.Lock) -> None:
+        self._lock = lock
         self._held = False
 
     def acquire(self) -> None:
@@ -53,6 +49,17 @@ class _FileLock:
 
     def close(self) -> None:
         self.release()
+
+
+def _file_lock(path: Path) -> _HeldLock:
+    """A lock file beside the SQLite database (processes on one machine)."""
+    try:  # fail now, with the fix, rather than at the first trial
+        path.touch(exist_ok=True)
+    except OSError as exc:
+        raise AutomtlError(f"{path}: cannot create the workers' lock file beside the SQLite "
+                           f"database ({exc.strerror}); make the folder writable") from None
+    return _HeldLock(filelock.FileLock(path, thread_local=False))
+
 
 class _AdvisoryLock:
     """A PostgreSQL session advisory lock (freed by the server when a worker's connection dies)."""
@@ -85,36 +92,17 @@ class _AdvisoryLock:
         self._engine.dispose()
 
 
-class _ThreadLock:
-    """Fallback for other backends: serialises this process only (documented limitation)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held = False
-
-    def acquire(self) -> None:
-        self._lock.acquire()
-        self._held = True
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._lock.release()
-
-    def close(self) -> None:
-        self.release()
-
-
 def study_lock(url: str, study_name: str) -> StudyLock:
     """The cross-process lock of one study in the storage at `url`."""
     path = sqlite_path(url)
     if path is not None:
-        return _FileLock(path.with_name(path.name + "-lock"))
+        return _file_lock(path.with_name(path.name + "-lock"))
     backend = sa.engine.make_url(url).get_backend_name()
     if backend == "postgresql":
         digest = hashlib.sha1(f"automtl-study:{study_name}".encode()).digest()
         return _AdvisoryLock(url, int.from_bytes(digest[:8], "big", signed=True))
-    return _ThreadLock()
+    # other backends: serialises this process only (documented limitation)
+    return _HeldLock(threading.Lock())
 
 
 __all__ = ["StudyLock", "study_lock"]
