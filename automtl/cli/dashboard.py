@@ -7,15 +7,13 @@ import math
 import typer
 
 from automtl.cli._common import console, err_console
+from automtl.cli._options import DEFAULT_STORAGE, Storage, Study
 from automtl.errors import AutomtlError
-from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP
-from automtl.search.defaults import DEFAULT_STORAGE
 
 
 def dashboard(
-    study: str = typer.Option(..., "--study", help="Study name (see `automtl studies`)."),
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
-                                help=STORAGE_HELP),
+    study: Study,
+    storage: Storage = DEFAULT_STORAGE,
     host: str = typer.Option("127.0.0.1", "--host",
                              help="Interface to bind; keep 127.0.0.1 unless you mean to share."),
     port: int = typer.Option(8080, "--port", min=0, max=65535,

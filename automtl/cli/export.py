@@ -9,8 +9,7 @@ from typing import Optional
 import typer
 
 from automtl.cli._common import console, err_console
-from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP
-from automtl.search.defaults import DEFAULT_STORAGE
+from automtl.cli._options import DEFAULT_STORAGE, Storage, Study
 
 FORMAT_HELP = ("yaml | json (automtl TrialConfig, for `automtl train --config`), fuxictr (folder "
                "with model_config.yaml + dataset_config.yaml), torch-rechub (training script), "
@@ -18,9 +17,8 @@ FORMAT_HELP = ("yaml | json (automtl TrialConfig, for `automtl train --config`),
 
 
 def export_command(
-    study: str = typer.Option(..., "--study", help="Study name (see `automtl studies`)."),
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
-                                help=STORAGE_HELP),
+    study: Study,
+    storage: Storage = DEFAULT_STORAGE,
     format: str = typer.Option(..., "--format", "-f", help=FORMAT_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Output file (fuxictr: output folder)."),
     trial: Optional[int] = typer.Option(None, "--trial", min=0, help="Export this completed trial "

@@ -13,12 +13,11 @@ import typer
 from rich.table import Table
 
 from automtl.cli._common import console
-from automtl.search.defaults import DEFAULT_STORAGE, STORAGE_ENV
+from automtl.cli._options import DEFAULT_STORAGE, Storage, Study
 
 if TYPE_CHECKING:
     from automtl.search.store import FrontRow
 
-STORAGE_HELP = f"Database URL (Optuna RDB storage), e.g. {DEFAULT_STORAGE} (or ${STORAGE_ENV})."
 
 # Parameters shown in the "key params" column, in this order (short name = last path part).
 _SKIP = {"model.arch", "model.head"}
@@ -175,9 +174,8 @@ def front_json(study_name: str, storage: str, objectives: list[str],
 
 
 def pareto_command(
-    study: str = typer.Option(..., "--study", help="Study name (see `automtl studies`)."),
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
-                                help=STORAGE_HELP),
+    study: Study,
+    storage: Storage = DEFAULT_STORAGE,
     format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
     trial: Optional[int] = typer.Option(None, "--trial", min=0, help="Mark this front trial."),
     pick: Optional[str] = typer.Option(None, "--pick", help="Mark a point by rule: knee."),

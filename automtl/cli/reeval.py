@@ -7,14 +7,13 @@ import logging
 import typer
 
 from automtl.cli._common import console
-from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP, front_table
-from automtl.search.defaults import DEFAULT_STORAGE
+from automtl.cli._options import DEFAULT_STORAGE, Storage, Study
+from automtl.cli.pareto import front_table
 
 
 def reeval_command(
-    study: str = typer.Option(..., "--study", help="Study name (see `automtl studies`)."),
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
-                                help=STORAGE_HELP),
+    study: Study,
+    storage: Storage = DEFAULT_STORAGE,
     top: int = typer.Option(3, "--top", min=1, help="How many front configs (best mean objective)."),
     seeds: int = typer.Option(3, "--seeds", min=1, help="New seeds per config (stored seeds are "
                                                  "skipped, so a rerun resumes)."),

@@ -7,14 +7,12 @@ from pathlib import Path
 import typer
 
 from automtl.cli._common import console
-from automtl.cli.pareto import STORAGE_ENV, STORAGE_HELP
-from automtl.search.defaults import DEFAULT_STORAGE
+from automtl.cli._options import DEFAULT_STORAGE, Storage, Study
 
 
 def report(
-    study: str = typer.Option(..., "--study", help="Study name (see `automtl studies`)."),
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", envvar=STORAGE_ENV,
-                                help=STORAGE_HELP),
+    study: Study,
+    storage: Storage = DEFAULT_STORAGE,
     output: Path = typer.Option(Path("report.html"), "-o", "--output",
                                 help="HTML file to write (self-contained, works offline)."),
 ) -> None:
