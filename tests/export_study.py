@@ -1,16 +1,12 @@
-"""A real `automtl search` study for the export tests, made once per test process.
+"""A real `automtl search` study for the export tests, made once per test session.
 
 Tiny synthetic data (4000 rows), a tiny space (shared bottom or MMoE, 4-d embeddings, 16-unit
 layers), 2 trials x 2 epochs on CPU, with `--save-checkpoints`. Shared by the export test files
-through an in-process memo so the search runs once however many of them pytest collects.
+through the session fixture `searched_study` (conftest.py): the search runs once.
 """
 
 from __future__ import annotations
 
-import atexit
-import functools
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,11 +53,9 @@ class SearchedStudy:
                 if t.state == optuna.trial.TrialState.COMPLETE]
 
 
-@functools.lru_cache(maxsize=None)
-def searched_study() -> SearchedStudy:
-    """Run the search (first call only) and return the study."""
-    folder = Path(tempfile.mkdtemp(prefix="automtl-export-"))
-    atexit.register(shutil.rmtree, folder, True)
+def run_searched_study(folder: Path) -> SearchedStudy:
+    """Run the search into `folder` and return the study (the session fixture
+    `searched_study` of conftest.py calls this once)."""
     (folder / "space.yaml").write_text(SPACE, encoding="utf-8")
     url = f"sqlite:///{folder / 'study.db'}"
     rc = main(["search", "--dataset", "synthetic", "--space", str(folder / "space.yaml"),

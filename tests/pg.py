@@ -5,10 +5,7 @@
 tests can check that passwords never reach the output), and is stopped and deleted afterwards.
 PostgreSQL refuses to run as root, so as root the server runs as the `postgres` system user.
 
-Use the fixtures by importing them into a test module::
-
-    from pg import pg_server, pg_url  # noqa: F401  (pytest fixtures)
-
+The session fixtures `pg_server` / `pg_url` live in `conftest.py` (tests marked `postgres`).
 When the binaries are missing the tests are skipped on a developer machine but FAIL under
 `CI=true`: CI installs Debian's `postgresql` (scripts/system_deps.sh) and must run them.
 """
@@ -22,7 +19,6 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +28,7 @@ PG_USER = "automtl"
 PG_PASSWORD = "s3cr3t-Pw.9"
 
 
-def _pg_bin() -> Path | None:
+def pg_bin() -> Path | None:
     """Folder of initdb/pg_ctl: $PG_BIN, the newest /usr/lib/postgresql/*/bin, or $PATH."""
     env = os.environ.get("PG_BIN")
     if env and (Path(env) / "initdb").exists():
@@ -113,36 +109,9 @@ class PostgresServer:
         return self.url(name)
 
 
-def _missing(reason: str) -> None:
+def missing(reason: str) -> None:
+    """Skip (fail under CI=true) because PostgreSQL cannot run here."""
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"PostgreSQL is required in CI: {reason} (run scripts/system_deps.sh)",
                     pytrace=False)
     pytest.skip(f"PostgreSQL not available: {reason}")
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    """A running throwaway PostgreSQL server for the whole test session."""
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        _missing("initdb not found (apt-get install postgresql)")
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        _missing("the psycopg driver is not installed (pip install 'psycopg[binary]')")
-    server = PostgresServer(bin_dir)  # type: ignore[arg-type]
-    try:
-        server.start()
-    except Exception as exc:
-        server.stop()
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            raise
-        _missing(str(exc))
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def pg_url(pg_server: PostgresServer) -> str:
-    """URL of a fresh, empty database on the session's PostgreSQL server."""
-    return pg_server.create_database()

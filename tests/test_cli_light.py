@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-FIXTURE = Path(__file__).parent / "fixtures" / "study_main_60f8d82.sql"
 PROBE = """
 import json, sys
 from automtl.cli import main
@@ -23,14 +20,6 @@ except SystemExit as exc:
 heavy = sorted(m for m in ("torch", "sklearn") if m in sys.modules)
 print("PROBE" + json.dumps({"rc": rc, "heavy": heavy}))
 """
-
-
-def restore(sql: Path, db: Path) -> str:
-    """A SQLite database rebuilt from a text dump; returns its URL."""
-    conn = sqlite3.connect(db)
-    conn.executescript(sql.read_text(encoding="utf-8"))
-    conn.close()
-    return f"sqlite:///{db}"
 
 
 def probe(*argv: str, cwd: Path) -> tuple[dict, str]:
@@ -47,9 +36,9 @@ def probe(*argv: str, cwd: Path) -> tuple[dict, str]:
     ["pareto", "--study", "old", "--storage", "{url}"],
     ["pareto", "--study", "old", "--storage", "{url}", "--format", "json"],
 ])
-def test_light_commands_import_neither_torch_nor_sklearn(argv: list[str], tmp_path: Path) -> None:
-    url = restore(FIXTURE, tmp_path / "old.db")
-    result, out = probe(*[a.format(url=url) for a in argv], cwd=tmp_path)
+def test_light_commands_import_neither_torch_nor_sklearn(argv: list[str], tmp_path: Path,
+                                                         old_study_url: str) -> None:
+    result, out = probe(*[a.format(url=old_study_url) for a in argv], cwd=tmp_path)
     assert result["rc"] in (0, None), out
     assert result["heavy"] == [], out
     if argv[0] != "--help":

@@ -20,7 +20,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 from optuna.trial import TrialState
-from pg import PG_PASSWORD, pg_server, pg_url  # noqa: F401  (pytest fixtures)
+from pg import PG_PASSWORD
 from rich.console import Console
 
 from automtl.cli._progress import RichWorkersView
@@ -109,7 +109,7 @@ def assert_epochs_recorded(url: str, study: optuna.Study) -> None:
     assert done <= trials
 
 
-def test_four_workers_on_postgres_reach_exactly_the_target(pg_url: str, tmp_path: Path) -> None:  # noqa: F811
+def test_four_workers_on_postgres_reach_exactly_the_target(pg_url: str, tmp_path: Path) -> None:
     made = automtl("study", "create", "--study-config", str(write_study(tmp_path, "pg4", 24)),
                    "--storage", pg_url, "--heartbeat-interval", "2", "--grace-period", "10",
                    cwd=tmp_path)
@@ -151,7 +151,7 @@ def _signal_mid_trial(study: optuna.Study, worker: WorkerProcess, sig: int) -> d
                          f"{worker.log.read_text()[-1000:]}")
 
 
-def test_sigkilled_worker_trial_fails_after_grace_and_is_retried(pg_url: str,  # noqa: F811
+def test_sigkilled_worker_trial_fails_after_grace_and_is_retried(pg_url: str,
                                                                  tmp_path: Path) -> None:
     cfg = load_study_config(write_study(tmp_path, "kill", 8))
     hb = Heartbeat(1, 3)

@@ -26,7 +26,7 @@ from automtl.export import fuxictr_config
 from automtl.search.selection import Selection, select
 from automtl.search.store import Store
 from automtl.train import device_split, evaluate, fit, load_trained
-from export_study import SMALL_DATA, constructed_study, searched_study
+from export_study import SMALL_DATA, constructed_study
 from report_study import make_study
 
 
@@ -36,8 +36,9 @@ def _export(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     return rc, cap.out, cap.err
 
 
-def test_yaml_export_reproduces_val_auc_with_automtl_train(tmp_path: Path, capsys) -> None:
-    s = searched_study()
+def test_yaml_export_reproduces_val_auc_with_automtl_train(tmp_path: Path, capsys,
+                                                          searched_study) -> None:
+    s = searched_study
     trials = s.complete()
     assert len(trials) == 2
     best = max(trials, key=lambda t: t.values[0])
@@ -63,8 +64,9 @@ def test_yaml_export_reproduces_val_auc_with_automtl_train(tmp_path: Path, capsy
     assert val["cvr_auc"] == pytest.approx(best.values[1], abs=1e-4)
 
 
-def test_json_export_by_weights_reproduces_val_auc(tmp_path: Path, capsys) -> None:
-    s = searched_study()
+def test_json_export_by_weights_reproduces_val_auc(tmp_path: Path, capsys,
+                                                   searched_study) -> None:
+    s = searched_study
     front = Store(s.url).front(s.name)
     expected = select(front, ["ctr_auc", "cvr_auc"], Selection(weights={"cvr": 1.0}))
     path = tmp_path / "w.json"
@@ -181,8 +183,9 @@ def test_fuxictr_other_architectures_are_a_clear_error() -> None:
     assert any("head=esmm" in d for d in sb.dropped) and any("bottom=dtrn" in d for d in sb.dropped)
 
 
-def test_foreign_formats_from_a_searched_study(tmp_path: Path, capsys) -> None:
-    s = searched_study()
+def test_foreign_formats_from_a_searched_study(tmp_path: Path, capsys,
+                                               searched_study) -> None:
+    s = searched_study
     front = Store(s.url).front(s.name)
     knee = select(front, ["ctr_auc", "cvr_auc"], Selection(pick="knee"))
     rc, out, _ = _export(capsys, "--study", s.name, "--storage", s.url, "--pick", "knee",

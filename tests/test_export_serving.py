@@ -17,11 +17,9 @@ from automtl.config import DataConfig, ModelConfig, TrialConfig, from_dict
 from automtl.data import load_dataset
 from automtl.export import TensorModel, example_inputs, export_onnx, input_names, load_weights
 from automtl.models import build_model
-from export_study import searched_study
 
 
-def _checkpoint_trial():
-    s = searched_study()
+def _checkpoint_trial(s):
     trial = max(s.complete(), key=lambda t: t.values[0])
     assert Path(trial.user_attrs["checkpoint"]).is_file()
     cfg = from_dict(TrialConfig, trial.user_attrs["config"])
@@ -47,8 +45,8 @@ def _batch(data, inputs):
                  labels=torch.zeros(len(inputs[0]), len(data.tasks)))
 
 
-def test_onnx_from_checkpoint_matches_torch(tmp_path: Path, capsys) -> None:
-    s, trial, data, model = _checkpoint_trial()
+def test_onnx_from_checkpoint_matches_torch(tmp_path: Path, capsys, searched_study) -> None:
+    s, trial, data, model = _checkpoint_trial(searched_study)
     path = tmp_path / "m.onnx"
     assert main(["export", "--study", s.name, "--storage", s.url, "--trial", str(trial.number),
                  "-f", "onnx", "-o", str(path)]) == 0
@@ -72,10 +70,11 @@ def test_onnx_from_checkpoint_matches_torch(tmp_path: Path, capsys) -> None:
     assert json.loads(meta["automtl.config"]) == trial.user_attrs["config"]
 
 
-def test_torchscript_retrained_matches_checkpoint_model(tmp_path: Path, capsys) -> None:
+def test_torchscript_retrained_matches_checkpoint_model(tmp_path: Path, capsys,
+                                                       searched_study) -> None:
     # Retraining the config on CPU with its seed gives the search's weights again, so the
     # TorchScript module built from the retrained model matches the checkpoint's torch model.
-    s, trial, data, model = _checkpoint_trial()
+    s, trial, data, model = _checkpoint_trial(searched_study)
     path = tmp_path / "m.pt"
     assert main(["export", "--study", s.name, "--storage", s.url, "--trial", str(trial.number),
                  "-f", "torchscript", "-o", str(path), "--retrain", "--device", "cpu"]) == 0

@@ -3,17 +3,14 @@ of a 3-trial SQLite study made by main at 60f8d82) still opens, reports and resu
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
-from test_cli_light import FIXTURE, restore
 
 from automtl.cli import main
 from automtl.search import Store, objective_names, open_study, optimize_study
 
 
-def test_old_study_opens_and_resumes(tmp_path: Path, capsys) -> None:
-    url = restore(FIXTURE, tmp_path / "old.db")
+def test_old_study_opens_and_resumes(old_study_url: str, capsys) -> None:
+    url = old_study_url
     study = open_study(url, "old")
     assert objective_names(study) == ["ctr_auc", "cvr_auc"]
     old = study.get_trials(deepcopy=False)

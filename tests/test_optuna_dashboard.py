@@ -19,7 +19,6 @@ from pathlib import Path
 
 import optuna
 
-from export_study import searched_study
 
 
 def _free_port() -> int:
@@ -46,8 +45,8 @@ def _wait_for(url: str, proc: subprocess.Popen, seconds: float = 90.0) -> dict:
             time.sleep(0.3)
 
 
-def test_optuna_dashboard_serves_an_automtl_study() -> None:
-    s = searched_study()  # a real `automtl search` study: 2 trials, objectives ctr_auc, cvr_auc
+def test_optuna_dashboard_serves_an_automtl_study(searched_study) -> None:
+    s = searched_study  # a real `automtl search` study: 2 trials, objectives ctr_auc, cvr_auc
     study = s.study()
     assert study.metric_names == ["ctr_auc", "cvr_auc"]  # automtl names them on creation
     port = _free_port()

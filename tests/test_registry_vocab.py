@@ -9,8 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from automtl._typed import from_dict
-from automtl.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
-from automtl.data import load_dataset
+from automtl.config import ModelConfig, TrainConfig, TrialConfig
 from automtl.errors import ConfigError
 from automtl.models import ARCHS, Body, BodyInput, as_input, build_model, register_arch
 from automtl.models import registered_names
@@ -49,13 +48,13 @@ def test_unknown_names_fail_with_the_registry_vocabulary() -> None:
     assert {"plain", "esmm"} <= set(registered_names("head"))
 
 
-def test_a_toy_arch_registered_here_is_sampled_and_trained(toy_arch: str) -> None:
+def test_a_toy_arch_registered_here_is_sampled_and_trained(toy_arch: str, synthetic) -> None:
     assert toy_arch in registered_names("arch")
     space = parse_space({"name": "toy", "params": {
         "model.arch": {"choices": {toy_arch: {}, "mmoe": {"model.n_experts": 2}}},
         "model.embedding_dim": 4, "model.tower_dims": [4], "model.expert_dims": [8],
     }})
-    data = load_dataset(DataConfig(options={"rows": 1500, "seed": 3}))
+    data = synthetic(rows=1500, seed=3)
     ctx = SpaceContext.from_dataset(data)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from pg import PG_PASSWORD, pg_server, pg_url  # noqa: F401  (pytest fixtures)
+from pg import PG_PASSWORD
 from report_study import FRONT, make_study
 
 from automtl.report import load_snapshot, write_report
@@ -14,7 +14,7 @@ from automtl.report import load_snapshot, write_report
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def test_report_from_postgres_is_read_only_and_masks_password(pg_url: str,  # noqa: F811
+def test_report_from_postgres_is_read_only_and_masks_password(pg_url: str,
                                                                tmp_path: Path) -> None:
     url, _ = make_study(pg_url, n_objectives=2)
     snap = load_snapshot(url, "known")
