@@ -25,7 +25,8 @@ from rich.console import Console
 
 from automtl.cli._progress import RichWorkersView
 from automtl.search.meta import TrialMeta
-from automtl.search.store import Store, epoch_metrics
+from automtl.search.store import Store
+from automtl.search.tables import epoch_metrics
 from automtl.search.study_config import load_study_config
 from automtl.search.distributed import (
     Heartbeat,

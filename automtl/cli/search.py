@@ -12,7 +12,7 @@ import typer
 from automtl._typed import SEED_MAX
 from automtl.cli._common import check_seconds, console, err_console
 from automtl.cli._options import DEFAULT_STORAGE, Storage
-from automtl.cli.pareto import fmt, front_table, human_count
+from automtl.cli.pareto import front_table
 from automtl.search.samplers import sampler_names
 
 

@@ -1,21 +1,11 @@
-"""automtl's own tables beside Optuna's, in the same database, and opening studies safely.
+"""automtl's records beside Optuna's, in the same database, and opening studies safely.
 
-Optuna's RDB storage keeps studies, trials, parameters and objective values. `Store` adds:
-
-- ``automtl_epoch_metrics``: one row per (study, trial, epoch, metric): the per-epoch validation
-  metrics of every trial (read by the Pareto pruner, learning-curve figures and dashboards);
-- ``automtl_pareto_front``: one row per front trial (study, trial, validation objective values,
-  test metrics, config JSON, params JSON, attrs JSON), recomputed from Optuna's stored values in
-  one transaction whenever a trial finishes, so concurrent workers converge on the same front;
-- ``automtl_front_version``: one row per study, bumped by every front refresh (also the per-study
-  lock that serialises refreshes; dashboards can poll it to know when to redraw);
-- ``automtl_reeval``: per-seed re-evaluation metrics of front configurations (Optuna forbids
-  user attributes on finished trials, so they live here; `Store.reeval` gives mean/std/n);
-- ``automtl_sweep_points``: one row per (study, trial, sweep point) of a preference-conditioned
-  trial (issue 16): the task-weight vector, validation and test metrics there, and whether the
-  point is non-dominated within its trial; written in one transaction before the trial
-  completes. The study front is then the non-dominated set over POINTS (`point_front`): an
-  ordinary trial is one point, a conditioned trial one per sweep vector.
+Optuna's RDB storage keeps studies, trials, parameters and objective values. `Store` reads and
+writes automtl's own tables (`automtl.search.tables`: per-epoch metrics, the Pareto front and its
+version, seed re-evaluations, sweep points of conditioned trials). The front is recomputed from
+Optuna's stored values in one transaction whenever a trial finishes, so concurrent workers
+converge on the same front; with conditioned trials it is the non-dominated set over points
+(`point_front`): an ordinary trial is one point, a conditioned trial one per sweep vector.
 """
 
 from __future__ import annotations
@@ -23,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -34,110 +23,26 @@ from sqlalchemy import exc as sa_exc
 from automtl.errors import AutomtlError
 from automtl.search.defaults import DEFAULT_STORAGE, STORAGE_ENV
 from automtl.search.dburl import mask_url, scrub, sqlite_path
-from automtl.search.meta import FRONT_FIELDS, StudyMeta, TrialMeta
-
-_meta = sa.MetaData()
-
-epoch_metrics = sa.Table(
-    "automtl_epoch_metrics",
-    _meta,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("study_name", sa.String(512), nullable=False),
-    sa.Column("trial_number", sa.Integer, nullable=False),
-    sa.Column("epoch", sa.Integer, nullable=False),
-    sa.Column("metric", sa.String(128), nullable=False),
-    sa.Column("value", sa.Float, nullable=True),  # NULL = NaN/inf
-    sa.UniqueConstraint("study_name", "trial_number", "epoch", "metric",
-                        name="uq_automtl_epoch_metric"),
-    sa.Index("ix_automtl_epoch_metrics_study_epoch", "study_name", "epoch"),
+from automtl.search.front import (
+    FrontRow,
+    SweepRow,
+    front_points,
+    nondominated_mask,
+    point_row,
+    row_from_trial,
 )
-
-pareto_front = sa.Table(
-    "automtl_pareto_front",
-    _meta,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("study_name", sa.String(512), nullable=False),
-    sa.Column("trial_number", sa.Integer, nullable=False),
-    sa.Column("values_json", sa.Text, nullable=False),  # {objective: validation value}
-    sa.Column("test_json", sa.Text, nullable=False),  # {metric: test value} at the best epoch
-    sa.Column("config_json", sa.Text, nullable=False),  # TrialConfig as a plain dict
-    sa.Column("params_json", sa.Text, nullable=False),  # Optuna params of the trial
-    sa.Column("attrs_json", sa.Text, nullable=False),  # arch, bottom, n_params, checkpoint ...
-    sa.Column("updated_at", sa.DateTime, nullable=False),
-    sa.UniqueConstraint("study_name", "trial_number", name="uq_automtl_front_trial"),
-)
-
-front_version = sa.Table(
-    "automtl_front_version",
-    _meta,
-    sa.Column("study_name", sa.String(512), primary_key=True),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("updated_at", sa.DateTime, nullable=False),
-)
-
-reeval_metrics = sa.Table(
-    "automtl_reeval",
-    _meta,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("study_name", sa.String(512), nullable=False),
-    sa.Column("trial_number", sa.Integer, nullable=False),
-    sa.Column("seed", sa.Integer, nullable=False),
-    sa.Column("split", sa.String(16), nullable=False),  # "val" | "test"
-    sa.Column("metric", sa.String(128), nullable=False),
-    sa.Column("value", sa.Float, nullable=True),
-    sa.UniqueConstraint("study_name", "trial_number", "seed", "split", "metric",
-                        name="uq_automtl_reeval"),
-)
-
-sweep_points = sa.Table(
-    "automtl_sweep_points",
-    _meta,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("study_name", sa.String(512), nullable=False),
-    sa.Column("trial_number", sa.Integer, nullable=False),
-    sa.Column("point", sa.Integer, nullable=False),  # index in the trial's sweep
-    sa.Column("weights_json", sa.Text, nullable=False),  # {task: weight}, sums to 1
-    sa.Column("val_json", sa.Text, nullable=False),  # {metric: validation value}
-    sa.Column("test_json", sa.Text, nullable=False),  # {metric: test value}
-    sa.Column("trial_front", sa.Boolean, nullable=False),  # non-dominated within the trial
-    sa.UniqueConstraint("study_name", "trial_number", "point", name="uq_automtl_sweep_point"),
+from automtl.search.meta import FRONT_FIELDS, StudyMeta
+from automtl.search.tables import (
+    epoch_metrics,
+    front_version,
+    metadata,
+    pareto_front,
+    reeval_metrics,
+    sweep_points,
 )
 
 # Trial fields copied into the front table's attrs column (for tables and exports).
 FRONT_ATTRS = FRONT_FIELDS
-
-
-@dataclass
-class FrontRow:
-    """One trial on a study's Pareto front."""
-
-    trial_number: int
-    values: dict[str, float]  # objective name -> validation value (what Optuna optimised)
-    test: dict[str, float]  # metric -> test value at the best epoch (reported, never selected on)
-    config: dict[str, Any]  # TrialConfig as a plain dict
-    params: dict[str, Any]  # the Optuna parameters sampled for the trial
-    attrs: dict[str, Any] = field(default_factory=dict)  # arch, bottom, n_params, checkpoint ...
-    reeval: dict[str, dict[str, float]] | None = None  # "val/ctr_auc" -> {"mean", "std", "n"}
-    # a point of a conditioned trial: its task-weight vector and index in the trial's sweep
-    weights: dict[str, float] | None = None
-    point: int | None = None
-
-    @property
-    def meta(self) -> TrialMeta:
-        """The trial's record, as far as the front table keeps it (`FRONT_FIELDS`, config)."""
-        return TrialMeta.read({**self.attrs, "config": self.config})
-
-
-@dataclass
-class SweepRow:
-    """One stored sweep point of a conditioned trial."""
-
-    trial_number: int
-    point: int
-    weights: dict[str, float]
-    val: dict[str, float]
-    test: dict[str, float]
-    trial_front: bool
 
 
 def engine_kwargs(url: str) -> dict[str, Any]:
@@ -242,7 +147,7 @@ class Store:
         try:
             self.engine = sa.create_engine(storage_url, **engine_kwargs(storage_url))
             if create:
-                _meta.create_all(self.engine)
+                metadata.create_all(self.engine)
         except (sa_exc.SQLAlchemyError, ImportError, ValueError) as exc:
             raise db_error(storage_url, exc) from None
 
@@ -498,46 +403,6 @@ def _nan_dict(d: dict[str, Any]) -> dict[str, float]:
     return {k: _nan_if_none(v) for k, v in d.items()}
 
 
-def nondominated_mask(points: list[list[float]]) -> list[bool]:
-    """Per point, whether no other point dominates it (all maximised; non-finite = dominated);
-    equal points do not dominate each other (both kept, as in Optuna's best_trials)."""
-    out = []
-    for i, p in enumerate(points):
-        if not all(math.isfinite(x) for x in p):
-            out.append(False)
-            continue
-        out.append(not any(
-            all(math.isfinite(x) for x in q) and all(a >= b for a, b in zip(q, p))
-            and any(a > b for a, b in zip(q, p)) for j, q in enumerate(points) if j != i))
-    return out
-
-
-def point_row(base: FrontRow, sp: SweepRow, names: list[str]) -> FrontRow:
-    """The front row of one sweep point of a conditioned trial whose own row is `base`: the
-    point's metrics, and the trial's config served at the point's weight vector."""
-    config = json.loads(json.dumps(base.config))
-    config.setdefault("loss", {}).setdefault("weighting", {})["preference"] = dict(sp.weights)
-    return FrontRow(base.trial_number, {n: sp.val.get(n, float("nan")) for n in names},
-                    dict(sp.test), config, dict(base.params), dict(base.attrs),
-                    weights=dict(sp.weights), point=sp.point)
-
-
-def front_points(trials: Iterable[optuna.trial.FrozenTrial], sweeps: dict[int, list[SweepRow]],
-                 names: list[str]) -> list[FrontRow]:
-    """The non-dominated points of completed `trials` over objectives `names` (maximised): one
-    point per ordinary trial, one per sweep point of a conditioned trial; sorted by trial, point.
-    """
-    cands: list[FrontRow] = []
-    for tr in trials:
-        base = row_from_trial(tr, names)
-        if tr.number not in sweeps:
-            cands.append(base)
-            continue
-        cands += [point_row(base, sp, names) for sp in sweeps[tr.number]]
-    keep = nondominated_mask([[c.values[n] for n in names] for c in cands])
-    return [c for c, k in zip(cands, keep) if k]
-
-
 def compute_front(study: optuna.Study, names: list[str] | None = None) -> list[FrontRow]:
     """The study's Pareto front from Optuna's stored values, computed in memory (no write)."""
     names = objective_names(study) if names is None else names
@@ -560,19 +425,6 @@ def read_or(read: Callable[[], T], default: T) -> T:
         raise
     except sa_exc.ProgrammingError:  # PostgreSQL: undefined table
         return default
-
-
-def row_from_trial(trial: optuna.trial.FrozenTrial, names: list[str]) -> FrontRow:
-    """The front-table row of a finished trial (`names`: the study's objectives)."""
-    meta = TrialMeta.read(trial)
-    return FrontRow(
-        trial_number=trial.number,
-        values={n: float(v) for n, v in zip(names, trial.values or [])},
-        test={k: float(v) for k, v in meta.test_metrics.items()},
-        config=dict(meta.config or {}),
-        params=dict(trial.params),
-        attrs=TrialMeta.pick(trial.user_attrs, FRONT_FIELDS),
-    )
 
 
 __all__ = [

@@ -163,7 +163,7 @@ def running_epochs(storage_url: str, study_name: str, trials: Sequence[int]) -> 
     """Trial -> last recorded epoch, for the given (running) trials."""
     if not trials:
         return {}
-    from automtl.search.store import epoch_metrics
+    from automtl.search.tables import epoch_metrics
 
     t = epoch_metrics.c
     q = (sa.select(t.trial_number, sa.func.max(t.epoch))
