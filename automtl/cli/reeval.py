@@ -22,7 +22,8 @@ def reeval_command(
     """Retrain the top front configs with S seeds; store and print val/test mean ± std."""
     import optuna
 
-    from automtl.search.runner import SearchListener, reevaluate
+    from automtl.search.reeval import reevaluate
+    from automtl.search.runner import SearchListener
     from automtl.search.store import objective_names, open_study
 
     class _Lines(SearchListener):

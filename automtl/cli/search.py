@@ -175,7 +175,7 @@ def _search_in_process(cfg: Any, storage: str, name: str, device: Optional[str],
 
 def _print_result(result: Any, name: str, storage: str, elapsed: float, device: Optional[str],
                   reeval_top: int, seeds: int, report: Optional[Path], no_report: bool) -> None:
-    from automtl.search.runner import reevaluate
+    from automtl.search.reeval import reevaluate
 
     states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(result.states.items()))
     if result.front:

@@ -26,8 +26,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "automtl.search.runner": (
         "SearchListener", "SearchResult", "checkpoint_dir", "optimize_study",
-        "prepare_study", "reevaluate", "run_search", "top_front", "weight_names",
+        "prepare_study", "run_search", "weight_names",
     ),
+    "automtl.search.reeval": ("reevaluate", "top_front"),
     "automtl.search.samplers": ("SAMPLERS", "make_sampler", "sampler_names"),
     "automtl.search.selection": (
         "Selection", "knee_scores", "parse_selection", "resolve_name", "select",

@@ -45,7 +45,6 @@ from automtl.search.store import (
     make_storage,
     mask_url,
     objective_names,
-    open_study,
     sqlite_path,
 )
 from automtl.search.study_config import StudyConfig, resolve_objectives
@@ -391,45 +390,7 @@ def run_search(cfg: StudyConfig, *, storage: str = DEFAULT_STORAGE, study_name: 
                           extra_callbacks=extra_callbacks)
 
 
-def top_front(front: list[FrontRow], k: int) -> list[FrontRow]:
-    """The `k` front rows with the highest mean objective value."""
-    return sorted(front, key=lambda r: -sum(r.values.values()) / max(len(r.values), 1))[:k]
-
-
-def reevaluate(storage_url: str, study_name: str, top_k: int, seeds: int, *,
-               device: str | None = None, listener: SearchListener | None = None) -> list[FrontRow]:
-    """Retrain the `top_k` front configurations with `seeds` new seeds (base seed + 1 .. + S;
-    seeds already stored are skipped) and store per-seed val/test metrics; returns the front
-    with `reeval` mean/std/n filled in."""
-    from automtl.data import load_dataset
-    from automtl.train import fit
-
-    if top_k < 1 or seeds < 1:
-        raise AutomtlError(f"--reeval-top {top_k} --seeds {seeds}: both must be >= 1")
-    listener = listener or SearchListener()
-    study = open_study(storage_url, study_name)
-    require_automtl_study(study, storage_url)
-    store = Store(storage_url)
-    front = store.refresh_front(study)
-    if not front:
-        raise AutomtlError(f"study {study_name!r} has no completed trial to re-evaluate yet")
-    for row in top_front(front, top_k):
-        base = from_dict(TrialConfig, row.config, where=f"trial {row.trial_number} config")
-        dataset = load_dataset(base.data)
-        done = store.reeval_seeds(study_name, row.trial_number)
-        for i in range(1, seeds + 1):
-            seed = base.train.seed + i
-            if seed in done:
-                continue
-            cfg = from_dict(TrialConfig, dict(row.config, train=dict(row.config["train"],
-                                                                       seed=seed)))
-            listener.on_trial_start(row.trial_number, i, cfg)
-            result = fit(cfg, dataset, device=device)
-            store.record_reeval(study_name, row.trial_number, seed, result.val, result.test)
-    return store.front(study_name)
-
-
 __all__ = [
     "SearchListener", "SearchResult", "checkpoint_dir", "optimize_study",
-    "prepare_study", "reevaluate", "run_search", "top_front", "trial_base", "weight_names",
+    "prepare_study", "run_search", "trial_base", "weight_names",
 ]
