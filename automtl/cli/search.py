@@ -76,7 +76,7 @@ def search_command(
     from automtl.errors import AutomtlError
     from automtl.search.store import mask_url
     from automtl.search.naming import check_study_name
-    from automtl.search.study_config import study_for_dataset, study_preset
+    from automtl.search.study_config import apply_overrides, study_for_dataset, study_preset
 
     # Every option is checked here, before the preset, the data or the database is touched.
     if dataset and study_config:
@@ -92,28 +92,13 @@ def search_command(
     if pruner is not None and pruner not in ("pareto", "none"):
         raise AutomtlError(f"--pruner {pruner}: use pareto or none")
     cfg = study_preset(study_config) if study_config else study_for_dataset(dataset or "synthetic")
-    if space is not None:
-        cfg.space = space
-    if n_trials is not None:
-        cfg.n_trials = n_trials
-    if timeout is not None:
-        cfg.timeout = timeout
-    if sampler is not None:
-        cfg.sampler = sampler  # type: ignore[assignment]
-    if pruner is not None:
-        cfg.pruner.kind = pruner  # type: ignore[assignment]
-    if epochs is not None:
-        cfg.epochs = epochs
-    if seed is not None:
-        cfg.seed = seed
-    if data_dir is not None:
-        cfg.data.data_dir = data_dir
-    if data_option:
-        cfg.data.options = {**cfg.data.options, **parse_options(data_option)}
-    if max_params is not None:
-        cfg.max_params = max_params
-    if max_latency_ms is not None:
-        cfg.max_latency_ms = max_latency_ms
+    apply_overrides(cfg, {
+        "space": space, "n_trials": n_trials, "timeout": timeout, "sampler": sampler,
+        "pruner.kind": pruner, "epochs": epochs, "seed": seed, "data.data_dir": data_dir,
+        "data.options": {**cfg.data.options, **parse_options(data_option)} if data_option
+        else None,
+        "max_params": max_params, "max_latency_ms": max_latency_ms,
+    })
     if warm_start_storage is not None and warm_start is None:
         raise AutomtlError("--warm-start-storage needs --warm-start STUDY")
     cfg.validate()

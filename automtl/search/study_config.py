@@ -150,7 +150,22 @@ def list_presets() -> list[str]:
     return list_named_yaml("studies")
 
 
+def apply_overrides(cfg: StudyConfig, overrides: dict[str, Any]) -> None:
+    """Set the dotted fields of `cfg` given in `overrides` (e.g. "pruner.kind"); None leaves a
+    field as the preset has it. The command line's options, applied in one step."""
+    for path, value in overrides.items():
+        if value is None:
+            continue
+        *parents, last = path.split(".")
+        target: Any = cfg
+        for part in parents:
+            target = getattr(target, part)
+        if not hasattr(target, last):
+            raise AttributeError(f"StudyConfig has no field {path!r}")  # a bug, not user input
+        setattr(target, last, value)
+
+
 __all__ = [
-    "PrunerConfig", "Sampler", "StudyConfig", "list_presets", "load_study_config",
-    "resolve_objectives", "study_for_dataset", "study_preset",
+    "PrunerConfig", "Sampler", "StudyConfig", "apply_overrides", "list_presets",
+    "load_study_config", "resolve_objectives", "study_for_dataset", "study_preset",
 ]
