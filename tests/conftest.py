@@ -26,7 +26,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # A 3-trial SQLite study written by main at 60f8d82 (before StudyMeta/TrialMeta), as SQL text.
 OLD_STUDY_SQL = FIXTURES / "study_main_60f8d82.sql"
 BROWSER_MODULES = {"test_dashboard_browser", "test_conditioned_report", "test_optuna_dashboard"}
-SLOW_MODULES = {"test_distributed", "test_export_rechub_matrix"}
+SLOW_MODULES = {"test_distributed", "test_export_rechub_matrix", "test_workers_chaos"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

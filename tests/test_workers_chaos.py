@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from pg import pg_server, pg_url  # noqa: F401  (pytest fixtures)
 
 pytestmark = pytest.mark.timeout(1500)
 
@@ -23,7 +22,7 @@ sys.modules["workers_scale"] = workers_scale  # dataclasses look their module up
 _SPEC.loader.exec_module(workers_scale)
 
 
-def test_eight_workers_under_sigkill_chaos_reach_exactly_the_target(  # noqa: F811
+def test_eight_workers_under_sigkill_chaos_reach_exactly_the_target(
         pg_url: str, tmp_path: Path) -> None:
     r = workers_scale.run_chaos(pg_url, workers=8, target=24, kills=3, kill_every=2.0,
                                 folder=tmp_path, deadline_s=1200)
