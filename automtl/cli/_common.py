@@ -22,6 +22,30 @@ def check_seconds(value: float, option: str) -> float:
     return value
 
 
+DATA_ON_HELP = ("Where the data lives during training: device (resident), host (streamed "
+                "batch by batch) or auto (the memory plan: resident what fits).")
+
+
+def use_data_on(data_on: str | None) -> None:
+    """Validate `--data-on` and pass it on through $AUTOMTL_DATA_ON (read by every `fit` of this
+    process and of the worker processes it starts); show the library's data-plan lines."""
+    import logging
+    import os
+
+    if data_on is not None:
+        text = data_on.strip().lower()
+        if text not in ("auto", "device", "host"):
+            raise AutomtlError(f"--data-on {data_on!r}: use auto, device or host")
+        os.environ["AUTOMTL_DATA_ON"] = text
+    log = logging.getLogger("automtl.train")
+    if not any(getattr(h, "_automtl", False) for h in log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._automtl = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def handle_errors(run: Callable[[], object]) -> int:
     """Run a Typer app in non-standalone mode; print user errors as one line, no traceback."""
     from typer._click import exceptions as click_exc  # typer vendors click

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import typer
 
 from automtl._typed import SEED_MAX
-from automtl.cli._common import check_seconds, console, err_console
+from automtl.cli._common import DATA_ON_HELP, check_seconds, console, err_console, use_data_on
 from automtl.cli._options import DEFAULT_STORAGE, Storage
 from automtl.cli.pareto import front_table
 from automtl.search.samplers import sampler_names
@@ -68,6 +68,7 @@ def search_command(
                                                    "trials slower than this many ms per 1,000 "
                                                    "rows (inference, training device) are "
                                                    "infeasible."),
+    data_on: Optional[str] = typer.Option(None, "--data-on", help=DATA_ON_HELP),
 ) -> None:
     """Search MTL architectures, losses and task weights; keep the Pareto front in SQL."""
     import optuna
@@ -87,6 +88,7 @@ def search_command(
         check_study_name(study_name)
     if no_report and report is not None:
         raise AutomtlError("give --report PATH or --no-report, not both")
+    use_data_on(data_on)
     if sampler is not None and sampler not in sampler_names():
         raise AutomtlError(f"--sampler {sampler}: use {', '.join(sampler_names())}")
     if pruner is not None and pruner not in ("pareto", "none"):

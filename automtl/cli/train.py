@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from automtl.cli._common import console
+from automtl.cli._common import DATA_ON_HELP, console, use_data_on
 from automtl.errors import AutomtlError, TrialFailedError
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ def train_command(
     data_dir: str | None = typer.Option(None, "--data-dir", help="Folder of the dataset files."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides train.device)."),
     out: Path | None = typer.Option(None, "--out", help="Save the best weights (model.pt) and config.yaml here."),
+    data_on: str | None = typer.Option(None, "--data-on", help=DATA_ON_HELP),
 ) -> None:
     """Train one trial: progress per epoch, then per-task val/test AUC and logloss."""
     from rich.progress import Progress
@@ -71,6 +72,7 @@ def train_command(
     from automtl.data import bayes_auc, load_dataset
     from automtl.train import fit, save_trained
 
+    use_data_on(data_on)
     cfg: TrialConfig = load_trial_config(config)
     if dataset is not None and dataset != cfg.data.name:
         cfg.data.name, cfg.data.options = dataset, {}

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from automtl.cli._common import check_seconds, console
+from automtl.cli._common import DATA_ON_HELP, check_seconds, console, use_data_on
 from automtl.search.defaults import STORAGE_ENV
 
 
@@ -27,6 +27,7 @@ def worker_command(
     grace_period: int | None = typer.Option(
         None, "--grace-period", min=1, help="Seconds without a heartbeat after which a trial's "
         "worker counts as dead and the trial is retried (default: the study's setting, else 60)."),
+    data_on: str | None = typer.Option(None, "--data-on", help=DATA_ON_HELP),
 ) -> None:
     """Join a study in a shared database and run trials until its target count is reached."""
     import optuna
@@ -38,6 +39,7 @@ def worker_command(
     if timeout is not None:
         check_seconds(timeout, "--timeout")
     optuna.logging.set_verbosity(logging.WARNING)
+    use_data_on(data_on)
     hb = None
     if heartbeat_interval is not None or grace_period is not None:
         interval = heartbeat_interval or Heartbeat().interval

@@ -18,6 +18,7 @@ from automtl.data.registry import (
     resolve_options,
 )
 from automtl.data.schema import Dataset, FeatureSpec, Split, TaskSpec
+from automtl.data.streaming import StreamedSplit
 from automtl.data.synthetic import do_click_truth, generate_synthetic
 
 from automtl.data import datasets as _datasets  # noqa: E402,F401  (fills DATASETS)
@@ -30,6 +31,7 @@ __all__ = [
     "DeviceSplit",
     "FeatureSpec",
     "Split",
+    "StreamedSplit",
     "TaskSpec",
     "bayes_auc",
     "clear_memo",

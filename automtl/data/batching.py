@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import mmap
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 
 from automtl.data.schema import Split
+
+if TYPE_CHECKING:
+    from automtl.data.streaming import StreamedSplit
 
 
 def _copy_on_write(arr: np.ndarray) -> np.ndarray:
@@ -89,6 +92,11 @@ class DeviceSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        """The device the columns (and so every batch) live on."""
+        return self.labels.device
+
     def take(self, idx: torch.Tensor) -> Batch:
         """Gather rows `idx` (a tensor on this split's device) into a Batch."""
         return Batch(
@@ -109,13 +117,21 @@ class DeviceSplit:
 
 
 def iter_batches(
-    data: DeviceSplit,
+    data: DeviceSplit | "StreamedSplit",
     batch_size: int,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
 ) -> Iterator[Batch]:
-    """Yield batches: a fresh permutation per call when `shuffle`, else contiguous slices."""
+    """Batches on the split's device: a fresh permutation per call when `shuffle`, else
+    contiguous slices. A `StreamedSplit` yields the same rows, copied from the host."""
+    if not isinstance(data, DeviceSplit):
+        return data.batches(batch_size, shuffle, generator, drop_last)
+    return _resident_batches(data, batch_size, shuffle, generator, drop_last)
+
+
+def _resident_batches(data: DeviceSplit, batch_size: int, shuffle: bool,
+                      generator: torch.Generator | None, drop_last: bool) -> Iterator[Batch]:
     n = len(data)
     if not shuffle:
         for start in range(0, n, batch_size):

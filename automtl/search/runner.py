@@ -316,6 +316,15 @@ class _Objective:
             raise
 
 
+def _check_data_fits(dataset: Any, train: dict[str, Any]) -> None:
+    """The data part of the memory plan before any trial: a data set that fits neither on the
+    device nor on the host is one line with the numbers here, not a FAIL in every trial."""
+    from automtl.train import resolve_device
+    from automtl.train.memory import plan_run
+
+    plan_run(dataset, resolve_device(train.get("device", "auto")), None)
+
+
 def optimize_study(study: optuna.Study, *, storage_url: str, n_trials: int | None,
                    timeout: float | None = None, device: str | None = None,
                    save_checkpoints: bool = False, listener: SearchListener | None = None,
@@ -333,6 +342,7 @@ def optimize_study(study: optuna.Study, *, storage_url: str, n_trials: int | Non
     dataset = load_dataset(data_cfg)
     objective = _Objective(study, store, dataset, storage_url, device, save_checkpoints, listener,
                            extra_callbacks)
+    _check_data_fits(dataset, objective.base["train"])
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state != States.WAITING}
     listener.on_search_start(study, n_trials, len(before))
     finished: list[int] = []

@@ -1,7 +1,8 @@
 """The one training loop of automtl: `fit(TrialConfig, Dataset) -> TrainResult`.
 
-Data lives on the device (built once per process, `cache.device_split`); each epoch draws a
-permutation and gathers batches by index. Inside a step nothing is read back to the host: the
+Data lives on the device (built once per process, `cache.device_split`) or, where the memory
+plan says it does not fit (`memory.plan_run`), on the host, streamed batch by batch; each epoch
+draws a permutation and gathers batches by index. Inside a step nothing is read back to the host: the
 epoch's loss is accumulated on the device and read once per epoch, and non-finite losses are
 tracked on the device and checked every few steps (every step on CPU, where a read is free), then
 reported with the step and the loss term that failed. Validation AUC/logloss (sklearn) after each
@@ -35,6 +36,7 @@ from automtl.train.device import (
     synchronize,
     tune_cpu_allocator,
 )
+from automtl.train.memory import place_splits, plan_run
 from automtl.train.metrics import evaluate, train_outputs_fn
 from automtl.train.sweep import SweepPoint, Sweeper
 
@@ -72,6 +74,7 @@ class TrainResult:
     # the index of the point `val`/`test` report
     sweep: list[SweepPoint] = field(default_factory=list)
     sweep_index: int = 0
+    memory_plan: str = ""  # the data plan's line: which split was resident, which streamed
 
 
 class Callback:
@@ -238,8 +241,11 @@ def fit(
     dataset: Dataset,
     callbacks: Sequence[Callback] = (),
     device: str | torch.device | None = None,
+    data_on: str | None = None,
 ) -> TrainResult:
-    """Train one model of `cfg` on `dataset`; raises `TrialFailedError` on a non-finite loss."""
+    """Train one model of `cfg` on `dataset`; raises `TrialFailedError` on a non-finite loss.
+    `data_on` (auto | device | host; default `$AUTOMTL_DATA_ON`, else auto) overrides the
+    memory plan's placement of the splits (`automtl.train.memory`)."""
     from automtl.memory_guard import check_model_fits
     from automtl.models import build_model, count_parameters  # models import data/config only
 
@@ -255,9 +261,12 @@ def fit(
     model = build_model(cfg.model, dataset.features, dataset.tasks, cfg.loss.weighting).to(dev)
     loss_fn: MTLLoss = build_loss(cfg.loss, dataset.tasks, model, dataset.name).to(dev)
     task_names = [t.name for t in dataset.tasks]
-    train = device_split(dataset, "train", dev)
-    val = device_split(dataset, "val", dev)
-    test = device_split(dataset, "test", dev) if "test" in dataset.splits else None
+    plan = plan_run(dataset, dev, model, tc.batch_size, tc.eval_batch_size, data_on)
+    splits = place_splits(dataset, plan)
+    for name in ("train", "val"):
+        if name not in splits:  # device_split raises the one-line error
+            device_split(dataset, name, dev)
+    train, val, test = splits["train"], splits["val"], splits.get("test")
     run = _Run(
         cfg=tc, dev=dev, precision=precision, model=model, loss_fn=loss_fn,
         optimizer=make_optimizer(tc, model, loss_fn),
@@ -324,6 +333,7 @@ def fit(
         device=str(dev),
         precision=precision,
         loss_terms=list(loss_fn.term_names),
+        memory_plan=plan.line(),
         task_weights=dict(zip(task_names,
                               loss_fn.weighting.current_weights(len(history) - 1).tolist())),
         sweep=sweep,

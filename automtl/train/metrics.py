@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
-from automtl.data.batching import Batch, DeviceSplit
+from automtl.data.batching import Batch, DeviceSplit, iter_batches
+from automtl.data.streaming import StreamedSplit
 from automtl.data.schema import TaskSpec
 from automtl.train.device import autocast
 
@@ -49,7 +50,7 @@ def _stack_dict(out: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Ten
 
 def predict_logits(
     model: torch.nn.Module,
-    data: DeviceSplit,
+    data: DeviceSplit | StreamedSplit,
     task_names: Sequence[str],
     batch_size: int,
     precision: str = "fp32",
@@ -57,13 +58,13 @@ def predict_logits(
     """Logits [N, T] (float32, on the split's device) in large batches under inference mode."""
     was_training = model.training
     model.eval()
-    device = data.labels.device
+    device = data.device
     chunks = []
     forward = task_logits_fn(model, task_names)
     try:
         with torch.inference_mode(), autocast(device, precision):
-            for start in range(0, len(data), batch_size):
-                chunks.append(forward(data.slice(start, min(start + batch_size, len(data)))).float())
+            for batch in iter_batches(data, batch_size):
+                chunks.append(forward(batch).float())
     finally:
         model.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0, len(task_names), device=device)
@@ -112,7 +113,7 @@ def compute_metrics(
 
 def evaluate(
     model: torch.nn.Module,
-    data: DeviceSplit,
+    data: DeviceSplit | StreamedSplit,
     tasks: Sequence[TaskSpec],
     batch_size: int,
     precision: str = "fp32",
