@@ -220,15 +220,18 @@ class RichWorkersView(WorkersView):
         table = Table(title=title, title_justify="left")
         for col in ("worker", "pid", "device", "status"):
             table.add_column(col)
-        running = {TrialMeta.read(t).worker: t
-                   for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         for p in procs:
             rc = p.process.poll()
+            # a device group's trial processes are "host:pid.i" after their worker's "host:pid"
+            mine = [t for t in running
+                    if (w := str(TrialMeta.read(t).worker or "")) == p.name
+                    or (w.startswith(p.name + ".") and w[len(p.name) + 1:].isdigit())]
             if rc is not None:
                 status = "finished" if rc == 0 else f"exited with code {rc}"
-            elif p.name in running:
-                t = running[p.name]
-                status = f"trial {t.number}, epoch {epochs.get(t.number, 0) + 1} running"
+            elif mine:
+                status = ", ".join(f"trial {t.number}, epoch {epochs.get(t.number, 0) + 1} "
+                                   "running" for t in mine)
             else:
                 status = "starting / waiting"
             table.add_row(str(p.index), str(p.process.pid), p.device or "auto", status)

@@ -28,13 +28,22 @@ def worker_command(
         None, "--grace-period", min=1, help="Seconds without a heartbeat after which a trial's "
         "worker counts as dead and the trial is retried (default: the study's setting, else 60)."),
     data_on: str | None = typer.Option(None, "--data-on", help=DATA_ON_HELP),
+    trials_per_device: int = typer.Option(1, "--trials-per-device", help="Concurrent trial "
+                                          "processes on --device sharing one copy of the data "
+                                          "(CUDA only)."),
 ) -> None:
     """Join a study in a shared database and run trials until its target count is reached."""
     import optuna
 
     from automtl.search.meta import TrialMeta
     from automtl.search.store import mask_url, objective_names
-    from automtl.search.distributed import Budget, Heartbeat, run_worker, worker_name
+    from automtl.search.distributed import (
+        Budget,
+        Heartbeat,
+        run_worker,
+        run_worker_group,
+        worker_name,
+    )
 
     if timeout is not None:
         check_seconds(timeout, "--timeout")
@@ -58,6 +67,17 @@ def worker_command(
 
     console.print(f"worker {worker_name()} joining study {study!r} in {mask_url(storage)}",
                   highlight=False, soft_wrap=True)
+    if trials_per_device != 1:
+        results = run_worker_group(storage, study, device=device or "auto",
+                                   trials_per_device=trials_per_device, n_trials=n_trials,
+                                   timeout=timeout, heartbeat=hb)
+        for r in results:
+            states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(r.states.items())) or "none"
+            console.print(f"worker {r.worker}: {len(r.trials)} trials ({states}) in "
+                          f"{r.seconds:.0f} s; stopped: {r.stopped_by}", highlight=False)
+        if any(r.stopped_by == "interrupted" for r in results):
+            raise typer.Exit(130)
+        return
     result = run_worker(storage, study, n_trials=n_trials, timeout=timeout, device=device,
                         heartbeat=hb, on_trial=on_trial)
     states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(result.states.items())) or "none"

@@ -22,6 +22,14 @@ _LOCK = threading.RLock()
 Where = Literal["device", "host"]
 
 
+def _key(device: torch.device | str) -> str:
+    """Canonical device name: "cuda" and "cuda:0" (current device 0) are one cache entry."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(dev)
+
+
 def device_split(dataset: Dataset, split: str, device: torch.device,
                  where: Where = "device") -> DeviceSplit | StreamedSplit:
     """`dataset.splits[split]` on `device`: resident (a `DeviceSplit`, "device") or kept on the
@@ -32,13 +40,13 @@ def device_split(dataset: Dataset, split: str, device: torch.device,
                         f"{', '.join(dataset.splits) or 'none'}")
     if len(dataset.splits[split]) == 0:
         raise DataError(f"{dataset.name}: the {split!r} split is empty; use more rows")
-    key = (id(dataset), split, str(device), where)
+    key = (id(dataset), split, _key(device), where)
     with _LOCK:
         hit = _CACHE.get(key)
         if hit is not None and hit[0]() is dataset:
             _CACHE[key] = _CACHE.pop(key)  # most recently used goes last
             return hit[1]
-        other = (id(dataset), split, str(device), "host" if where == "device" else "device")
+        other = (id(dataset), split, _key(device), "host" if where == "device" else "device")
         _CACHE.pop(other, None)
         for stale in [k for k, (ref, _) in _CACHE.items() if ref() is None]:
             del _CACHE[stale]
@@ -56,7 +64,7 @@ def install_split(dataset: Dataset, split: str, data: DeviceSplit) -> None:
     """Put an already resident split (e.g. one received from another process) in the cache, so
     that `device_split` returns it instead of copying the data again."""
     with _LOCK:
-        _CACHE[(id(dataset), split, str(data.device), "device")] = (weakref.ref(dataset), data)
+        _CACHE[(id(dataset), split, _key(data.device), "device")] = (weakref.ref(dataset), data)
 
 
 def resident_bytes(dataset: Dataset, device: torch.device) -> int:
@@ -65,7 +73,7 @@ def resident_bytes(dataset: Dataset, device: torch.device) -> int:
     total = 0
     with _LOCK:
         for (ds, _s, dev, where), (ref, data) in _CACHE.items():
-            if ds == id(dataset) and ref() is dataset and dev == str(device) and where == "device":
+            if ds == id(dataset) and ref() is dataset and dev == _key(device) and where == "device":
                 assert isinstance(data, DeviceSplit)
                 cols = [data.sparse, data.dense, data.labels, *data.sequences.values()]
                 total += sum(t.numel() * t.element_size() for t in cols)

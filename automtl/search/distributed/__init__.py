@@ -1,7 +1,8 @@
 """Many workers, one study: the worker loop, crash recovery and the local multi-process launcher.
 
 Private modules, one concern each: `_lock` (the per-study lock), `_budget` (trial slots against
-the target), `_worker` (the worker loop), `_launcher` (local worker processes and their view).
+the target), `_worker` (the worker loop), `_launcher` (local worker processes and their view),
+`_group` (K trial processes of one device sharing one copy of the data).
 
 A worker (`run_worker`, CLI `automtl worker`) joins an existing study in a shared Optuna RDB
 storage (PostgreSQL across machines, or one SQLite file on one machine) and runs trials until
@@ -48,6 +49,7 @@ from automtl.search.distributed._launcher import (
     start_workers,
     watch_workers,
 )
+from automtl.search.distributed._group import run_worker_group
 from automtl.search.distributed._lock import StudyLock, study_lock
 from automtl.search.distributed._worker import (
     Heartbeat,
@@ -65,7 +67,8 @@ __all__ = [
     "STORAGE_ENV", "Budget", "Heartbeat",
     "LaunchResult", "StudyLock", "WorkerProcess", "WorkerResult", "WorkersView", "budget",
     "enable_sqlite_wal", "expand_devices", "interrupted", "join_study", "launch_workers",
-    "parse_devices", "prepare_shared_study", "run_worker", "running_epochs", "search_with_workers",
+    "parse_devices", "prepare_shared_study", "run_worker", "run_worker_group", "running_epochs",
+    "search_with_workers",
     "set_target", "start_workers", "study_lock", "study_target", "superseded_trials",
     "watch_workers", "worker_name", "worker_storage",
 ]

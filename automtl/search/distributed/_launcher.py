@@ -49,9 +49,10 @@ def parse_devices(devices: str | Sequence[str] | None) -> list[str]:
 
 
 def expand_devices(devices: Sequence[str], trials_per_device: int) -> list[str]:
-    """Each device `trials_per_device` times (round-robin: 0,1,0,1) so that K workers, i.e. K
-    concurrent trials, share each GPU, for models too small to fill one. Refused unless every
-    device is CUDA: on CPU, concurrent trials only split the same cores (use --workers N)."""
+    """Each device `trials_per_device` times (round-robin: 0,1,0,1): the K concurrent trials
+    each GPU runs, for models too small to fill one (the launcher starts one worker per device
+    that runs them as K processes sharing one copy of the data). Refused unless every device is
+    CUDA: on CPU, concurrent trials only split the same cores (use --workers N)."""
     if trials_per_device < 1:
         raise AutomtlError(f"--trials-per-device {trials_per_device}: must be >= 1")
     if trials_per_device == 1:
@@ -103,8 +104,10 @@ def start_workers(
     timeout: float | None = None,
     heartbeat: Heartbeat | None = None,
     log_dir: Path | None = None,
+    trials_per_device: int = 1,
 ) -> list[WorkerProcess]:
-    """Start `n_workers` `automtl worker` processes (devices assigned round-robin)."""
+    """Start `n_workers` `automtl worker` processes (devices assigned round-robin; each runs
+    `trials_per_device` trials sharing one copy of the data, see `run_worker_group`)."""
     if n_workers < 1:
         raise AutomtlError(f"--workers must be >= 1, got {n_workers}")
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix=f"automtl-workers-{os.getpid()}-"))
@@ -123,6 +126,8 @@ def start_workers(
             cmd += ["--n-trials", str(n_trials)]
         if timeout is not None:
             cmd += ["--timeout", str(timeout)]
+        if trials_per_device > 1:
+            cmd += ["--trials-per-device", str(trials_per_device)]
         if heartbeat is not None:
             cmd += ["--heartbeat-interval", str(heartbeat.interval),
                     "--grace-period", str(heartbeat.grace)]
@@ -249,15 +254,18 @@ def launch_workers(
     """Run `n_workers` local worker processes on an existing study and follow their progress.
 
     `devices` ("0,1" or a list) are assigned round-robin (`n_workers` None: one per device,
-    else 1), each `trials_per_device` times (CUDA only); SQLite databases are switched to WAL
-    first. Returns when every worker has exited.
+    else 1); with `trials_per_device` K > 1 (CUDA only) each worker runs K concurrent trials
+    sharing one copy of the data on its device. SQLite databases are switched to WAL first.
+    Returns when every worker has exited.
     """
-    devs = expand_devices(parse_devices(devices), trials_per_device)
+    devs = parse_devices(devices)
+    expand_devices(devs, trials_per_device)  # refuses K > 1 off CUDA
     if devs and n_workers is None:
         n_workers = len(devs)
     enable_sqlite_wal(storage_url)
     procs = start_workers(storage_url, study_name, n_workers or 1, devices=devs, timeout=timeout,
-                          heartbeat=heartbeat, log_dir=log_dir)
+                          heartbeat=heartbeat, log_dir=log_dir,
+                          trials_per_device=trials_per_device)
     return watch_workers(storage_url, study_name, procs, view=view)
 
 

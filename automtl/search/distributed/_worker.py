@@ -105,8 +105,11 @@ class WorkerResult:
 
 
 def worker_name() -> str:
-    """This process's worker id, "host:pid"."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process's worker id, "host:pid" ("host:pid.i" for trial process i of a device
+    group, see `run_worker_group`)."""
+    from automtl.train.sharing import WORKER_NAME_ENV
+
+    return os.environ.get(WORKER_NAME_ENV) or f"{socket.gethostname()}:{os.getpid()}"
 
 
 class _WorkerListener(SearchListener):
