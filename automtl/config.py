@@ -289,7 +289,8 @@ class LossConfig:
 class TrainConfig:
     """Optimiser and loop settings of one training run."""
 
-    optimizer: Literal["adam", "adamw", "clippy"] = "adam"
+    # lazy_adam / lazy_adamw: row-wise Adam on embedding tables (rows a batch used only)
+    optimizer: Literal["adam", "adamw", "clippy", "lazy_adam", "lazy_adamw"] = "adam"
     lr: float = 1e-3
     # clippy (KDD 2023): per-step update bound lambda_rel * |w| + lambda_abs per coordinate
     clippy_rel: float = 0.5

@@ -106,12 +106,13 @@ def run_automtl(ds: Dataset, name: str, args: argparse.Namespace, device: torch.
     cfg = TrialConfig(data=DataConfig(name="synthetic"), model=model_config(name),
                       train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=1e-3,
                                         patience=args.epochs, seed=0, device=str(device),
-                                        precision=precision))  # type: ignore[arg-type]
+                                        precision=precision,  # type: ignore[arg-type]
+                                        optimizer=getattr(args, "optimizer", "adam")))
     result = fit(cfg, ds)
     # model-only: forward + backward + Adam step on one pre-built batch already on the device
     torch.manual_seed(0)
     model = build_model(cfg.model, ds.features, ds.tasks).to(device)
-    opt = make_optimizer(cfg.train, model, torch.nn.Module())
+    opt = make_optimizer(cfg.train, model, torch.nn.Module())  # lazy_*: sparse table gradients
     batch = DeviceSplit.from_split(ds.splits["train"], device).slice(0, args.batch_size)
     precision = result.precision
     amp = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16"
@@ -251,13 +252,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="automtl runs, comma-separated (fp32, bf16, auto); the peer runs fp32")
     ap.add_argument("--model-steps", type=int, default=20, help="timed steps of the model-only rate")
     ap.add_argument("--skip-rechub", action="store_true")
+    ap.add_argument("--optimizer", default="adam",
+                    help="automtl's train.optimizer (adam, adamw, lazy_adam, lazy_adamw)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     ds = load_dataset(DataConfig(name="synthetic", options={"rows": args.rows, "schema": "ali-ccp",
                                                            "n_tasks": 2}))
     peaks = {"fp32": matmul_peak(device), "bf16": matmul_peak(device, torch.bfloat16)}
-    print(f"machine: {machine()}; device {device}, {args.threads} threads, torch {torch.__version__}")
+    print(f"machine: {machine()}; device {device}, {args.threads} threads, torch {torch.__version__}, "
+          f"optimizer {args.optimizer}")
     print(f"data: synthetic ali-ccp schema, {len(ds.splits['train']):,} train rows; measured matmul "
           f"peak (2048^3) fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
     precisions = [resolve_precision(p.strip(), device) for p in args.precisions.split(",")]

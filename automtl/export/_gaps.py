@@ -84,6 +84,9 @@ def train_gaps(train: TrainConfig, *, grad_clip: bool) -> list[str]:
                    f"lambda_abs={train.clippy_abs:g})")
     if train.grad_clip is not None and not grad_clip:
         out.append(f"train.grad_clip={train.grad_clip:g}: no gradient clipping")
+    if train.optimizer.startswith("lazy_"):
+        out.append(f"train.optimizer={train.optimizer}: embedding tables get the dense "
+                   f"{train.optimizer[5:]} (no row-wise update)")
     return out
 
 

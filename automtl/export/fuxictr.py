@@ -38,8 +38,9 @@ from automtl.export._gaps import loss_gaps, model_gaps, require_arch, require_di
 
 FUXICTR_MODELS = {"shared_bottom": "ShareBottom", "mmoe": "MMoE", "ple": "PLE"}
 _ACTIVATIONS = {"relu": "relu", "gelu": "GELU", "silu": "SiLU"}  # FuxiCTR: getattr(nn, name)
-_OPTIMIZERS = {"adam": "adam", "adamw": "AdamW",
-               "clippy": "Adagrad"}  # clippy: see train_gaps
+# clippy, lazy_*: see train_gaps
+_OPTIMIZERS = {"adam": "adam", "adamw": "AdamW", "clippy": "Adagrad", "lazy_adam": "adam",
+               "lazy_adamw": "AdamW"}
 
 
 @dataclass
@@ -90,7 +91,7 @@ def fuxictr_config(cfg: TrialConfig, features: Sequence[FeatureSpec], tasks: Seq
     if m.head == "esmm":
         dropped.append("model.head=esmm: each tower predicts its task directly (no ESMM product)")
     dropped += loss_gaps(cfg.loss, weighting={"fixed"})
-    if t.optimizer == "adamw" and t.weight_decay:
+    if t.optimizer in ("adamw", "lazy_adamw") and t.weight_decay:
         dropped.append(f"train.weight_decay={t.weight_decay:g} with adamw: FuxiCTR applies it as "
                        "an L2 penalty (coupled), not decoupled decay")
 

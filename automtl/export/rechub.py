@@ -32,8 +32,10 @@ from automtl.export._gaps import loss_gaps, model_gaps, require_arch, require_di
 RECHUB_MODELS = {"shared_bottom": "SharedBottom", "mmoe": "MMOE", "ple": "PLE", "aitm": "AITM",
                  "single": "ESMM"}
 _ACTIVATIONS = {"relu": '"relu"', "gelu": "torch.nn.GELU", "silu": "torch.nn.SiLU"}
+# clippy, lazy_*: see train_gaps (torch-rechub's trainer takes one dense optimizer)
 _OPTIMIZERS = {"adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW",
-               "clippy": "torch.optim.Adagrad"}  # clippy: see train_gaps
+               "clippy": "torch.optim.Adagrad", "lazy_adam": "torch.optim.Adam",
+               "lazy_adamw": "torch.optim.AdamW"}
 _QUOTES = '"' * 3  # the header goes into the script's docstring
 # Weighting schemes torch-rechub names but cannot train: in 0.9.0 `MTLTrainer.train_one_epoch`
 # assigns the loss only for ESMM, "uwl" and no method, so "gradnorm" (and "metabalance") end in

@@ -63,13 +63,38 @@ class _Lookup(torch.autograd.Function):
         return out.index_add_(0, ids.reshape(-1), grad.reshape(-1, d)), None
 
 
-def embedding_lookup(weight: Tensor, ids: Tensor) -> Tensor:
+class _SparseLookup(torch.autograd.Function):
+    """Row gather whose gradient is a coalesced sparse tensor holding only the rows the batch
+    used (their gradients summed over repeated ids): what a row-wise optimizer
+    (`automtl.train.sparse_optim`) updates, without a table-sized gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, ids: Tensor) -> Tensor:
+        ctx.save_for_backward(ids)
+        ctx.shape = weight.shape
+        return weight.index_select(0, ids.reshape(-1)).view(*ids.shape, weight.shape[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (ids,) = ctx.saved_tensors
+        d = grad.shape[-1]
+        rows, inverse = torch.unique(ids.reshape(-1), return_inverse=True)
+        values = grad.new_zeros(rows.numel(), d).index_add_(0, inverse, grad.reshape(-1, d))
+        return torch.sparse_coo_tensor(rows.unsqueeze(0), values, ctx.shape, is_coalesced=True,
+                                       check_invariants=False), None
+
+
+def embedding_lookup(weight: Tensor, ids: Tensor, sparse_grad: bool = False) -> Tensor:
     """`F.embedding(ids, weight)` with the fast dense backward of `_Lookup` when training on CPU
     (plain `F.embedding` on GPUs, whose own backward is fast and deterministic, and under tracing,
-    scripting or compilation, so exports see a standard op)."""
-    if (weight.device.type != "cpu" or not weight.requires_grad or not torch.is_grad_enabled()
-            or torch.jit.is_tracing()
+    scripting or compilation, so exports see a standard op). `sparse_grad`: the gradient is a
+    sparse tensor of the used rows (`_SparseLookup`), for row-wise optimizers."""
+    if (not weight.requires_grad or not torch.is_grad_enabled() or torch.jit.is_tracing()
             or torch.jit.is_scripting() or torch.compiler.is_compiling()):
+        return F.embedding(ids, weight)
+    if sparse_grad:
+        return _SparseLookup.apply(weight, ids)
+    if weight.device.type != "cpu":
         return F.embedding(ids, weight)
     return _Lookup.apply(weight, ids)
 
@@ -139,6 +164,7 @@ class FeatureEmbedding(nn.Module):
                 "copy_offsets", (torch.arange(copies) * total).view(copies, 1, 1), persistent=False
             )
         self.weight = nn.Parameter(torch.empty(copies * max(total, 1), dim).normal_(0.0, 0.05))
+        self.sparse_grad = False  # set by row-wise optimizers (train.optimizer: lazy_adam)
 
     def forward(self, batch: Batch) -> EmbeddedBatch:
         cols = [batch.sparse] + [batch.sequences[s.name] for s in self.sequence_specs]
@@ -149,7 +175,7 @@ class FeatureEmbedding(nn.Module):
             ids = (ids.unsqueeze(0) + self.copy_offsets).flatten(0, 1)
             raw = raw.repeat(self.copies, 1)
             dense = dense.repeat(self.copies, 1)
-        emb = embedding_lookup(self.weight, ids)
+        emb = embedding_lookup(self.weight, ids, self.sparse_grad)
         f = self.n_sparse
         # split (not two slices): its backward is one cat instead of two zero-filled buffers
         sparse, sequences = emb.split([f, emb.shape[1] - f], dim=1)

@@ -38,6 +38,7 @@ from automtl.train.device import (
 )
 from automtl.train.memory import place_splits, plan_run
 from automtl.train.metrics import evaluate, train_outputs_fn
+from automtl.train.sparse_optim import ChainedOptimizer, RowAdam, clip_grad_norm, row_tables
 from automtl.train.sweep import SweepPoint, Sweeper
 
 
@@ -98,22 +99,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(cfg: TrainConfig, model: nn.Module, loss: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, model: nn.Module,
+                   loss: nn.Module) -> torch.optim.Optimizer | ChainedOptimizer:
     """Adam, AdamW or Clippy over the model (with weight decay) and the loss's learnable weights
-    (without)."""
+    (without); `lazy_adam` / `lazy_adamw`: the embedding tables get row-wise Adam
+    (`sparse_optim.RowAdam`: only the rows a batch used), everything else the dense one."""
+    lazy = cfg.optimizer.startswith("lazy_")
+    tables = row_tables(model) if lazy else []
+    skip = {id(t) for t in tables}
     groups: list[dict[str, Any]] = [
-        {"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}
+        {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in skip],
+         "weight_decay": cfg.weight_decay}
     ]
     loss_params = [p for p in loss.parameters() if p.requires_grad]
     if loss_params:
         groups.append({"params": loss_params, "weight_decay": 0.0})
     if cfg.optimizer == "clippy":
         return Clippy(groups, lr=cfg.lr, lambda_rel=cfg.clippy_rel, lambda_abs=cfg.clippy_abs)
-    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    decoupled = cfg.optimizer in ("adamw", "lazy_adamw")
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
     try:  # fused kernels: one update for all tensors instead of a Python loop over them
-        return cls(groups, lr=cfg.lr, fused=True)
+        dense = cls(groups, lr=cfg.lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return cls(groups, lr=cfg.lr, foreach=True)
+        dense = cls(groups, lr=cfg.lr, foreach=True)
+    if not tables:
+        return dense
+    return ChainedOptimizer(dense, RowAdam(tables, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                           decoupled=decoupled))
 
 
 class _NonFiniteGuard:
@@ -185,7 +197,7 @@ class _Run:
     precision: str
     model: nn.Module
     loss_fn: MTLLoss
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | ChainedOptimizer
     forward: Any
     guard: _NonFiniteGuard
     clip_params: list[nn.Parameter]
@@ -220,7 +232,10 @@ def _train_epoch(run: _Run, train: Any, epoch: int) -> tuple[float, float]:
         loss_fn.weighting.before_backward(lo.task_losses)
         lo.total.backward()
         if tc.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(run.clip_params, tc.grad_clip, foreach=True)
+            if isinstance(run.optimizer, ChainedOptimizer):  # sparse row gradients
+                clip_grad_norm(run.clip_params, tc.grad_clip)
+            else:
+                torch.nn.utils.clip_grad_norm_(run.clip_params, tc.grad_clip, foreach=True)
         guard.update(torch.cat([lo.terms, lo.total.reshape(1)]))
         run.steps_done += 1
         if run.steps_done % guard.every == 0:
