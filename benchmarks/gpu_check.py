@@ -49,12 +49,13 @@ class Sizes:
     ks: tuple[int, ...]
     model_steps: int
     models: tuple[str, ...]
+    batch_size: int = 2048
 
 
 FULL = Sizes(rows=1_000_000, search_rows=1_000_000, search_trials=20, search_epochs=2,
              scale_rows=200_000, ks=(1, 2, 4, 8), model_steps=20, models=("mmoe", "ple"))
-DRY = Sizes(rows=4_000, search_rows=3_000, search_trials=2, search_epochs=1, scale_rows=3_000,
-            ks=(1, 2), model_steps=2, models=("mmoe",))
+DRY = Sizes(rows=3_000, search_rows=3_000, search_trials=2, search_epochs=1, scale_rows=3_000,
+            ks=(1, 2), model_steps=1, models=("mmoe",), batch_size=512)
 
 
 class Utilisation:
@@ -125,7 +126,7 @@ def part_throughput(sz: Sizes, device: torch.device, rows: list[tuple[str, str, 
                                                            "n_tasks": 2}))
     peak = throughput.matmul_peak(device, torch.bfloat16, tries=1 if dry else 5)
     rows.append(("bf16 matmul peak (2048^3)", f"{peak:,.0f} GFLOP/s", "measured"))
-    args = argparse.Namespace(epochs=1, batch_size=2048, model_steps=sz.model_steps)
+    args = argparse.Namespace(epochs=1, batch_size=sz.batch_size, model_steps=sz.model_steps)
     for name in sz.models:
         got = {p: throughput.run_automtl(ds, name, args, device, p) for p in ("fp32", "bf16")}
         try:
@@ -153,7 +154,7 @@ def part_streaming(sz: Sizes, device: torch.device, rows: list[tuple[str, str, s
     ds = load_dataset(DataConfig(name="synthetic", options={"rows": sz.rows, "schema": "ali-ccp",
                                                            "n_tasks": 2}))
     cfg = TrialConfig(model=throughput.model_config("mmoe"),
-                      train=TrainConfig(epochs=1, batch_size=2048, device=str(device),
+                      train=TrainConfig(epochs=1, batch_size=sz.batch_size, device=str(device),
                                         precision="bf16"))
     rate = {}
     for where in ("device", "host"):
