@@ -26,9 +26,11 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +48,9 @@ DENSE_FIELDS = ("D109_14", "D110_14", "D127_14", "D150_14", "D508", "D509", "D70
 TASKS = [TaskSpec("ctr", "click"), TaskSpec("ctcvr", "purchase", "ctr", "cvr")]
 
 _NS, _NQ, _ND = len(SPARSE_FIELDS), len(SEQ_FIELDS), len(DENSE_FIELDS)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 Progress = Callable[[str, int, int], None]  # (phase description, bytes advanced, lines advanced)
 
@@ -135,6 +140,77 @@ def _hash_ids(ids: pa.Array) -> np.ndarray:
     return codes[inverse]
 
 
+@dataclass
+class _Tokens:
+    """A block's feature entries, parsed without the vocabularies (so blocks can be parsed in
+    parallel): per field, the rows, the distinct raw ids (with each entry's index into them)
+    and the values of its entries, in row order."""
+
+    n: int
+    fields: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None]
+
+
+def _tokenize(flist: pa.Array, nums: pa.Array, lines: np.ndarray, path: Path) -> _Tokens:
+    """Parse a feature-list column (pyarrow compute and NumPy: releases the GIL)."""
+    n = len(flist)
+    try:
+        expected = pc.cast(nums, pa.int64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        i = _first_bad(nums, pa.int64())
+        raise DataError(f"{path}: line {lines[i]}: feature_num {nums[i].as_py()!r} is not a "
+                        "number; the row is broken, fix or remove it") from None
+    lists = pc.split_pattern(flist, "\x01")
+    empty_row = (pc.binary_length(flist).to_numpy(zero_copy_only=False) == 0)
+    counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False) - empty_row
+    bad = np.flatnonzero(counts != expected)
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"{path}: line {lines[i]}: feature_num is {expected[i]} but "
+                        f"feature_list has {counts[i]} entries separated by \\x01; the "
+                        "separators are broken or the line is truncated, re-extract the "
+                        "raw file")
+    parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+    entries = pc.list_flatten(lists)
+    if empty_row.any():
+        keep = ~empty_row[parent]
+        parent, entries = parent[keep], entries.filter(pa.array(keep))
+    parts = pc.extract_regex(entries, _ENTRY)
+    if parts.null_count:
+        k = int(np.flatnonzero(pc.is_null(parts).to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"{path}: line {lines[parent[k]]}: feature entry "
+                        f"{entries[k].as_py()[:30]!r} is not field\\x02feature_id\\x03value; "
+                        "the separators are broken, re-extract the raw file")
+    fld = pc.index_in(parts.field(0), value_set=_FIELD_SET)
+    known = pc.is_valid(fld).to_numpy(zero_copy_only=False)
+    if not known.all():  # fields outside the 23 used by the common preprocessing
+        sel = pa.array(known)
+        parts, fld, parent = parts.filter(sel), fld.filter(sel), parent[known]
+    fidx = fld.to_numpy(zero_copy_only=False).astype(np.int64)
+    try:
+        raw_ids = pc.cast(parts.field(1), pa.int64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:  # non-numeric feature ids (not in the release, but allowed)
+        raw_ids = _hash_ids(parts.field(1))
+    try:
+        values = pc.cast(parts.field(2), pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        k = _first_bad(parts.field(2), pa.float64())
+        raise DataError(f"{path}: line {lines[parent[k]]}: feature value "
+                        f"{parts.field(2)[k].as_py()[:20]!r} is not a number; fix the row"
+                        ) from None
+    # entries are ordered by row, then by position in the row
+    order = np.argsort(fidx, kind="stable")
+    bounds = np.searchsorted(fidx[order], np.arange(_NS + _NQ + 1))
+    fields: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None] = []
+    for j in range(_NS + _NQ):
+        sel = order[bounds[j]: bounds[j + 1]]
+        if sel.size == 0:
+            fields.append(None)
+            continue
+        uniq, inverse = np.unique(raw_ids[sel], return_inverse=True)
+        fields.append((parent[sel], uniq, inverse.reshape(-1), values[sel]))
+    return _Tokens(n, fields)
+
+
 class _Parser:
     """Parses feature-list columns with the train vocabularies (grown on train, frozen on test)."""
 
@@ -146,72 +222,31 @@ class _Parser:
     def parse(self, flist: pa.Array, nums: pa.Array, lines: np.ndarray, path: Path
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sparse ids or -1 when absent [n, NS], dense or NaN [n, ND], sequences [n, NQ, L])."""
-        n = len(flist)
-        try:
-            expected = pc.cast(nums, pa.int64()).to_numpy(zero_copy_only=False)
-        except pa.ArrowInvalid:
-            i = _first_bad(nums, pa.int64())
-            raise DataError(f"{path}: line {lines[i]}: feature_num {nums[i].as_py()!r} is not a "
-                            "number; the row is broken, fix or remove it") from None
-        lists = pc.split_pattern(flist, "\x01")
-        empty_row = (pc.binary_length(flist).to_numpy(zero_copy_only=False) == 0)
-        counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False) - empty_row
-        bad = np.flatnonzero(counts != expected)
-        if bad.size:
-            i = int(bad[0])
-            raise DataError(f"{path}: line {lines[i]}: feature_num is {expected[i]} but "
-                            f"feature_list has {counts[i]} entries separated by \\x01; the "
-                            "separators are broken or the line is truncated, re-extract the "
-                            "raw file")
-        parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
-        entries = pc.list_flatten(lists)
-        if empty_row.any():
-            keep = ~empty_row[parent]
-            parent, entries = parent[keep], entries.filter(pa.array(keep))
-        parts = pc.extract_regex(entries, _ENTRY)
-        if parts.null_count:
-            k = int(np.flatnonzero(pc.is_null(parts).to_numpy(zero_copy_only=False))[0])
-            raise DataError(f"{path}: line {lines[parent[k]]}: feature entry "
-                            f"{entries[k].as_py()[:30]!r} is not field\\x02feature_id\\x03value; "
-                            "the separators are broken, re-extract the raw file")
-        fld = pc.index_in(parts.field(0), value_set=_FIELD_SET)
-        known = pc.is_valid(fld).to_numpy(zero_copy_only=False)
-        if not known.all():  # fields outside the 23 used by the common preprocessing
-            sel = pa.array(known)
-            parts, fld, parent = parts.filter(sel), fld.filter(sel), parent[known]
-        fidx = fld.to_numpy(zero_copy_only=False).astype(np.int64)
-        try:
-            raw_ids = pc.cast(parts.field(1), pa.int64()).to_numpy(zero_copy_only=False)
-        except pa.ArrowInvalid:  # non-numeric feature ids (not in the release, but allowed)
-            raw_ids = _hash_ids(parts.field(1))
-        try:
-            values = pc.cast(parts.field(2), pa.float64()).to_numpy(zero_copy_only=False)
-        except pa.ArrowInvalid:
-            k = _first_bad(parts.field(2), pa.float64())
-            raise DataError(f"{path}: line {lines[parent[k]]}: feature value "
-                            f"{parts.field(2)[k].as_py()[:20]!r} is not a number; fix the row"
-                            ) from None
+        return self.assemble(_tokenize(flist, nums, lines, path))
+
+    def assemble(self, tok: _Tokens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A tokenized block through the vocabularies (in file order: ids are assigned in order
+        of first appearance, so blocks must come in order)."""
+        n = tok.n
         sparse = np.full((n, _NS), -1, dtype=np.int32)
         dense = np.full((n, _ND), np.nan, dtype=np.float32)
         seq = np.zeros((n, _NQ, self.max_len), dtype=np.int32)
-        # entries are ordered by row, then by position in the row
-        order = np.argsort(fidx, kind="stable")
-        bounds = np.searchsorted(fidx[order], np.arange(_NS + _NQ + 1))
-        for j in range(_NS + _NQ):
-            sel = order[bounds[j]: bounds[j + 1]]
-            if sel.size == 0:
+        for j, entry in enumerate(tok.fields):
+            if entry is None:
                 continue
-            rows = parent[sel]
-            ids = self.vocab[j].map(raw_ids[sel], self.grow)
+            rows, uniq, inverse, values = entry
+            # map each distinct id once; np.unique sorted them, and _Vocab.map hands new ids out
+            # in sorted order of the new keys, as it did for the full entry list
+            ids = self.vocab[j].map(uniq, self.grow)[inverse]
             if j < _NS:  # single-valued: the first entry of the row wins
                 rows_u, first = np.unique(rows, return_index=True)
                 sparse[rows_u, j] = ids[first]
                 if _DENSE_COL[j] >= 0:
-                    dense[rows_u, _DENSE_COL[j]] = values[sel][first]
+                    dense[rows_u, _DENSE_COL[j]] = values[first]
                 continue
             q = j - _NS
             known_id = ids > 0  # unseen test ids are skipped (0 is padding in sequences)
-            rows, ids, vals = rows[known_id], ids[known_id], values[sel][known_id]
+            rows, ids, vals = rows[known_id], ids[known_id], values[known_id]
             if rows.size == 0:
                 continue
             starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
@@ -225,6 +260,24 @@ class _Parser:
             has = cnt > 0
             dense[has, _DENSE_COL[j]] = total[has] / cnt[has]
         return sparse, dense, seq
+
+
+def _in_order(items: Iterator[_T], fn: Callable[[_T], _R], workers: int = 2,
+              ahead: int = 3) -> Iterator[_R]:
+    """`fn(item)` for each item, computed by `workers` threads at most `ahead` items ahead,
+    yielded in order (memory: `ahead` blocks in flight; an error surfaces at its item)."""
+    pending: deque[Future[_R]] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="automtl-prepare") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
 
 
 def _md5_keys(md5: pa.Array, lines: np.ndarray, path: Path) -> np.ndarray:
@@ -297,16 +350,22 @@ class _Common:
         writer = ColumnWriter(tmp)
         keys: list[np.ndarray] = []
         self.lines = 0
-        for batch, lines, nbytes in _batches(path, ["md5", "feature_num", "feature_list"],
-                                             block_bytes):
-            sparse, dense, seq = parser.parse(batch.column(2), batch.column(1), lines, path)
-            keys.append(_md5_keys(batch.column(0), lines, path))
+        def tokenize(item: tuple[pa.RecordBatch, np.ndarray, int]
+                     ) -> tuple[_Tokens, np.ndarray, int, int]:
+            batch, lines, nbytes = item
+            return (_tokenize(batch.column(2), batch.column(1), lines, path),
+                    _md5_keys(batch.column(0), lines, path), batch.num_rows, nbytes)
+
+        blocks = _batches(path, ["md5", "feature_num", "feature_list"], block_bytes)
+        for tok, block_keys, n_rows, nbytes in _in_order(blocks, tokenize):
+            sparse, dense, seq = parser.assemble(tok)
+            keys.append(block_keys)
             writer.append("c", "sparse", sparse)
             writer.append("c", "dense", dense)
             writer.append("c", "seq", seq)
-            self.lines += batch.num_rows
+            self.lines += n_rows
             if progress:
-                progress(f"user features {path.name}", nbytes, batch.num_rows)
+                progress(f"user features {path.name}", nbytes, n_rows)
         writer.close()
         self.keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
         self.order = np.argsort(self.keys, kind="stable")
@@ -323,6 +382,41 @@ class _Common:
         pos = np.minimum(np.searchsorted(self.sorted_keys, keys), len(self.sorted_keys) - 1)
         found = self.sorted_keys[pos] == keys
         return np.where(found, self.order[pos], -1)
+
+
+@dataclass
+class _SkeletonBlock:
+    """One skeleton block, checked and tokenized (in a worker thread)."""
+
+    lines: int
+    nbytes: int
+    noise: int
+    click: np.ndarray
+    buy: np.ndarray
+    tok: _Tokens | None  # None when every row was noise
+    keys: np.ndarray
+
+
+def _skeleton_block(item: tuple[pa.RecordBatch, np.ndarray, int], path: Path) -> _SkeletonBlock:
+    batch, lines, nbytes = item
+    n = batch.num_rows
+    click = batch.column(1).to_numpy(zero_copy_only=False)
+    buy = batch.column(2).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(~np.isin(click, ("0", "1")) | ~np.isin(buy, ("0", "1")))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"{path}: line {lines[i]}: click={click[i][:10]!r} "
+                        f"buy={buy[i][:10]!r}; labels must be 0 or 1, fix the row")
+    c, b = click == "1", buy == "1"
+    is_noise = ~c & b  # purchase without click: noise in the release
+    noise = int(is_noise.sum())
+    if noise:
+        keep = ~is_noise
+        batch, lines, c, b = batch.filter(pa.array(keep)), lines[keep], c[keep], b[keep]
+    if not batch.num_rows:
+        return _SkeletonBlock(n, nbytes, noise, c, b, None, np.zeros(0, np.uint64))
+    tok = _tokenize(batch.column(5), batch.column(4), lines, path)
+    return _SkeletonBlock(n, nbytes, noise, c, b, tok, _md5_keys(batch.column(3), lines, path))
 
 
 def _write(writer: ColumnWriter, split: str, sparse: np.ndarray, dense: np.ndarray,
@@ -364,24 +458,14 @@ def prepare_ali_ccp(
         common = _Common(tmp, cf_path, parser, block_bytes, progress)
         report.lines[cf_path.name] = common.lines
         noise = missing = n_lines = 0
-        for batch, lines, nbytes in _batches(sk_path, names, block_bytes):
-            n_lines += batch.num_rows
-            click = batch.column(1).to_numpy(zero_copy_only=False)
-            buy = batch.column(2).to_numpy(zero_copy_only=False)
-            bad = np.flatnonzero(~np.isin(click, ("0", "1")) | ~np.isin(buy, ("0", "1")))
-            if bad.size:
-                i = int(bad[0])
-                raise DataError(f"{sk_path}: line {lines[i]}: click={click[i][:10]!r} "
-                                f"buy={buy[i][:10]!r}; labels must be 0 or 1, fix the row")
-            c, b = click == "1", buy == "1"
-            is_noise = ~c & b  # purchase without click: noise in the release
-            noise += int(is_noise.sum())
-            if is_noise.any():
-                keep = ~is_noise
-                batch, lines, c, b = batch.filter(pa.array(keep)), lines[keep], c[keep], b[keep]
-            if batch.num_rows:
-                sk_s, sk_d, own = parser.parse(batch.column(5), batch.column(4), lines, sk_path)
-                idx = common.lookup(_md5_keys(batch.column(3), lines, sk_path))
+        blocks = _batches(sk_path, names, block_bytes)
+        for blk in _in_order(blocks, lambda item, p=sk_path: _skeleton_block(item, p)):
+            n_lines += blk.lines
+            noise += blk.noise
+            if blk.tok is not None:
+                c, b = blk.click, blk.buy
+                sk_s, sk_d, own = parser.assemble(blk.tok)
+                idx = common.lookup(blk.keys)
                 ok = idx >= 0
                 missing += int((~ok).sum())
                 safe = np.where(ok, idx, 0)
@@ -407,7 +491,7 @@ def prepare_ali_ccp(
                 else:
                     _write(writer, split, sparse, dense, labels, seq)
             if progress:
-                progress(f"samples {sk_path.name}", nbytes, len(click))
+                progress(f"samples {sk_path.name}", blk.nbytes, blk.lines)
         report.lines[sk_path.name] = n_lines
         report.noise_rows_dropped[split] = noise
         report.rows_without_common[split] = missing
