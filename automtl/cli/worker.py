@@ -28,7 +28,7 @@ def worker_command(
         None, "--grace-period", min=1, help="Seconds without a heartbeat after which a trial's "
         "worker counts as dead and the trial is retried (default: the study's setting, else 60)."),
     data_on: str | None = typer.Option(None, "--data-on", help=DATA_ON_HELP),
-    trials_per_device: int = typer.Option(1, "--trials-per-device", help="Concurrent trial "
+    trials_per_device: int = typer.Option(1, "--trials-per-device", min=1, help="Concurrent trial "
                                           "processes on --device sharing one copy of the data "
                                           "(CUDA only)."),
 ) -> None:
