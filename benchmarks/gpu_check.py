@@ -234,10 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     from automtl.train import resolve_device
 
     sz = DRY if args.dry_run else FULL
-    device = resolve_device(args.device or ("cpu" if args.dry_run else "cuda:0"))
-    if device.type == "cpu" and not args.dry_run:
+    if not args.dry_run and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here; run it on a GPU box, or pass --dry-run")
         return 2
+    device = resolve_device(args.device or ("cpu" if args.dry_run else "cuda:0"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else throughput.machine()
     started = time.perf_counter()
     rows: list[tuple[str, str, str]] = []
