@@ -215,10 +215,12 @@ def part_search(sz: Sizes, device: torch.device, rows: list[tuple[str, str, str]
         if not done:
             rows.append(("export reproducibility", "no complete trial", ""))
             return
-        best = max(done, key=lambda t: t.user_attrs["val_metrics"]["mean_auc"])
-        trial_cfg = from_dict(TrialConfig, best.user_attrs["config"])
+        from automtl.search.meta import TrialMeta
+
+        best = max(done, key=lambda t: TrialMeta.read(t).val_metrics["mean_auc"])
+        trial_cfg = from_dict(TrialConfig, TrialMeta.read(best).config)
         again = fit(trial_cfg, load_dataset(trial_cfg.data), device=str(device))
-        stored = best.user_attrs["val_metrics"]["mean_auc"]
+        stored = TrialMeta.read(best).val_metrics["mean_auc"]
         rows.append(("export reproducibility (val mean AUC)",
                      f"stored {stored:.5f}, retrained {again.val['mean_auc']:.5f} "
                      f"({again.val['mean_auc'] - stored:+.5f})",

@@ -15,7 +15,8 @@ from automtl._typed import from_dict
 from automtl.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
 from automtl.data import load_dataset
 from automtl.search.study_config import study_preset
-from automtl.search.distributed import WORKER_ATTR, prepare_shared_study, run_worker_group
+from automtl.search.distributed import prepare_shared_study, run_worker_group
+from automtl.search.meta import TrialMeta
 from automtl.train import device_split, fit
 from automtl.train.sharing import run_sharing_data
 
@@ -62,9 +63,10 @@ def test_worker_group_runs_the_study_trials_on_one_shared_copy(tmp_path: Path) -
     assert len(results) == 2 and sum(len(r.trials) for r in results) == 2
     trials = optuna.load_study(study_name="grp", storage=url).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-    names = {t.user_attrs[WORKER_ATTR] for t in trials}
+    names = {str(TrialMeta.read(t).worker) for t in trials}
     assert all(n.rsplit(".", 1)[-1] in ("0", "1") for n in names)
     for t in trials:  # each equals its configuration trained alone in this process
-        cfg = from_dict(TrialConfig, t.user_attrs["config"])
+        meta = TrialMeta.read(t)
+        cfg = from_dict(TrialConfig, meta.config)
         alone = fit(cfg, load_dataset(cfg.data))
-        assert t.user_attrs["val_metrics"] == pytest.approx(alone.val, rel=0, abs=0)
+        assert meta.val_metrics == pytest.approx(alone.val, rel=0, abs=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from optuna.trial import FrozenTrial
 
 from automtl.errors import AutomtlError
+from automtl.search.meta import StudyMeta
 from automtl.search.distributed._budget import Budget
 from automtl.search.distributed._launcher import expand_devices
 from automtl.search.distributed._worker import (
@@ -58,7 +59,7 @@ def run_worker_group(
     elif trials_per_device < 1:
         raise AutomtlError(f"--trials-per-device {trials_per_device}: must be >= 1")
     study, hb = join_study(storage_url, study_name, heartbeat)
-    data_cfg = from_dict(DataConfig, study.user_attrs["dataset"])
+    data_cfg = from_dict(DataConfig, StudyMeta.read(study).dataset or {})
     me = worker_name()
     jobs = [(_group_job, (storage_url, study_name, n_trials, timeout, device, hb))
             for _ in range(trials_per_device)]
