@@ -248,6 +248,7 @@ class _Objective:
         self.save_checkpoints, self.listener = save_checkpoints, listener
         self.extra_callbacks = list(extra_callbacks)
         self.started = 0
+        self.interrupted = False  # a Ctrl-C reached a trial (kept even if recording it fails)
         self.base = trial_base(self.cfg, device)
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
@@ -306,6 +307,7 @@ class _Objective:
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
+            self.interrupted = True
             TrialMeta.write(trial, fail_reason="interrupted by the user (Ctrl-C)")
             raise
         except Exception as exc:
@@ -361,6 +363,12 @@ def optimize_study(study: optuna.Study, *, storage_url: str, n_trials: int | Non
         study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
                        callbacks=[after_trial], gc_after_trial=False)
     except KeyboardInterrupt:
+        interrupted = True
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+        # Ctrl-C on a trial that another worker had already FAILed as stale (its heartbeat
+        # starved past the grace period): Optuna cannot record the interrupt, but it is a stop.
+        if not objective.interrupted:
+            raise
         interrupted = True
     finally:
         optuna.logging.set_verbosity(level)
