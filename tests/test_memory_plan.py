@@ -38,6 +38,14 @@ def test_everything_fits_stays_resident() -> None:
     assert "train device (10.00 GiB)" in plan.line() and "all fit" in plan.line()
 
 
+def test_plan_line_names_the_model_estimate_only_when_there_is_a_model() -> None:
+    with_model = plan_memory(SIZES, model_bytes=G, device_budget=80 * G, device="cuda:0")
+    data_only = plan_memory(SIZES, model_bytes=0, device_budget=80 * G, device="cuda:0")
+    assert "model estimate 1.00 GiB, device budget 80.00 GiB" in with_model.line()
+    assert "model estimate" not in data_only.line()
+    assert data_only.line().startswith("data plan on cuda:0: train device")
+
+
 def test_train_resident_val_and_test_streamed_when_only_train_fits() -> None:
     # 16 GiB - 8% reserve (1.28) - model 2 = 12.72 left: train (10) fits, val (2) fits, test not
     plan = plan_memory(SIZES, model_bytes=2 * G, device_budget=16 * G, device="cuda:0")

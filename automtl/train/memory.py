@@ -86,8 +86,9 @@ class MemoryPlan:
         budget = "unlimited" if self.device_budget is None else gib(self.device_budget)
         why = (f"--data-on {self.data_on}" if self.data_on != "auto" else
                "all fit" if not self.streamed else "the rest does not fit")
-        text = (f"data plan on {self.device}: {where}; model estimate {gib(self.model_bytes)}, "
-                f"device budget {budget} ({why})")
+        # Before any trial (the study-level check) no model exists yet: say nothing about it.
+        model = f"model estimate {gib(self.model_bytes)}, " if self.model_bytes else ""
+        text = f"data plan on {self.device}: {where}; {model}device budget {budget} ({why})"
         return text + (f"; {self.warning}" if self.warning else "")
 
 
