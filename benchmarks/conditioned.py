@@ -65,9 +65,36 @@ def base_config(arch: str, rows: int, epochs: int, options: dict, small: bool) -
     return cfg
 
 
+def fixed_fits(cfg: TrialConfig, ds, grid: list[list[float]], tasks: list[str],
+               fixed_cache: str | None, key_parts: list) -> tuple[list, list, list]:
+    """The K fixed-weight fits: (val points, test points, seconds each); cached by key."""
+    key = json.dumps(key_parts)
+    cache = json.loads(Path(fixed_cache).read_text()) if fixed_cache and \
+        Path(fixed_cache).is_file() else {}
+    if key in cache:  # fixed-weight fits are deterministic on CPU: reuse them across variants
+        return ([tuple(p) for p in cache[key][0]], [tuple(p) for p in cache[key][1]],
+                cache[key][2])
+    f_val, f_test, fixed_s = [], [], []
+    for r in grid:
+        fx = copy.deepcopy(cfg)
+        fx.loss.weighting.scheme = "fixed"
+        fx.loss.weighting.weights = {t: len(tasks) * w for t, w in zip(tasks, r)}
+        t0 = time.perf_counter()
+        out = fit(fx, ds)
+        fixed_s.append(time.perf_counter() - t0)
+        f_val.append((out.val[OBJ[0]], out.val[OBJ[1]]))
+        f_test.append((out.test[OBJ[0]], out.test[OBJ[1]]))
+    if fixed_cache:
+        cache = json.loads(Path(fixed_cache).read_text()) if Path(fixed_cache).is_file() else {}
+        cache[key] = [f_val, f_test, fixed_s]
+        Path(fixed_cache).write_text(json.dumps(cache))
+    return f_val, f_test, fixed_s
+
+
 def run(setting: str, arch: str, rows: int, epochs: int, k: int, small: bool = False,
         film: str = "towers", fixed_cache: str | None = None,
-        cond_epochs: int | None = None) -> dict:
+        cond_epochs: int | None = None, cond_opts: dict | None = None,
+        replicate_seed: int | None = None, show_points: bool = False) -> dict:
     cfg = base_config(arch, rows, epochs, SETTINGS[setting], small)
     ds = load_dataset(cfg.data)
     tasks = [t.name for t in ds.tasks]
@@ -81,31 +108,31 @@ def run(setting: str, arch: str, rows: int, epochs: int, k: int, small: bool = F
     sites, _, draw = film.partition(":")
     cond.loss.weighting.film = sites.split("+")
     cond.loss.weighting.draw = draw or "batch"  # type: ignore[assignment]
-    t0 = time.perf_counter()
-    res = fit(cond, ds)
-    cond_s = time.perf_counter() - t0
-    c_val = [(p.val[OBJ[0]], p.val[OBJ[1]]) for p in res.sweep]
-    c_test = [(p.test[OBJ[0]], p.test[OBJ[1]]) for p in res.sweep]
-
-    key = json.dumps([setting, arch, rows, epochs, k, small])
-    cache = json.loads(Path(fixed_cache).read_text()) if fixed_cache and \
-        Path(fixed_cache).is_file() else {}
-    f_val, f_test, fixed_s = [], [], []
-    if key in cache:  # fixed-weight fits are deterministic on CPU: reuse them across variants
-        f_val, f_test, fixed_s = ([tuple(p) for p in cache[key][0]],
-                                  [tuple(p) for p in cache[key][1]], cache[key][2])
-    for r in grid if key not in cache else []:
-        fx = copy.deepcopy(cfg)
-        fx.loss.weighting.scheme = "fixed"
-        fx.loss.weighting.weights = {t: len(tasks) * w for t, w in zip(tasks, r)}
+    for name, value in (cond_opts or {}).items():  # concentration, cosine, film_hidden, lr ...
+        if name in ("lr", "batch_size"):
+            setattr(cond.train, name, value)
+        else:
+            setattr(cond.loss.weighting, name, value)
+    c_val, c_test, cond_s = [], [], 0.0
+    if replicate_seed is None:
         t0 = time.perf_counter()
-        out = fit(fx, ds)
-        fixed_s.append(time.perf_counter() - t0)
-        f_val.append((out.val[OBJ[0]], out.val[OBJ[1]]))
-        f_test.append((out.test[OBJ[0]], out.test[OBJ[1]]))
-    if fixed_cache and key not in cache:
-        cache[key] = [f_val, f_test, fixed_s]
-        Path(fixed_cache).write_text(json.dumps(cache))
+        res = fit(cond, ds)
+        cond_s = time.perf_counter() - t0
+        c_val = [(p.val[OBJ[0]], p.val[OBJ[1]]) for p in res.sweep]
+        c_test = [(p.test[OBJ[0]], p.test[OBJ[1]]) for p in res.sweep]
+
+    f_val, f_test, fixed_s = fixed_fits(cfg, ds, grid, tasks, fixed_cache,
+                                        [setting, arch, rows, epochs, k, small])
+    if replicate_seed is not None:  # the noise floor: the K fixed fits again, another seed
+        rep = copy.deepcopy(cfg)
+        rep.train.seed = replicate_seed
+        c_val, c_test, reps = fixed_fits(rep, ds, grid, tasks, fixed_cache,
+                                         [setting, arch, rows, epochs, k, small, replicate_seed])
+        cond_s = sum(reps)
+    if show_points:
+        for name, pts in (("conditioned", c_val), ("fixed", f_val)):
+            print(f"  {setting} {arch} val {name}: " + " ".join(
+                f"({a:.4f},{b:.4f})" for a, b in pts), flush=True)
 
     row = {"setting": setting, "arch": arch, "cond_s": cond_s, "fixed_s": sum(fixed_s),
            "one_fixed_s": sum(fixed_s) / len(fixed_s)}
@@ -133,6 +160,13 @@ def main() -> int:
     ap.add_argument("--fixed-cache", default=None, help="JSON file reusing the K fixed fits")
     ap.add_argument("--cond-epochs", type=int, default=None, help="epochs of the conditioned "
                     "trial (default: --epochs)")
+    ap.add_argument("--concentration", type=float, default=None, help="Dirichlet alpha")
+    ap.add_argument("--cosine", type=float, default=None, help="COSMOS lambda")
+    ap.add_argument("--film-hidden", type=int, default=None)
+    ap.add_argument("--cond-lr", type=float, default=None, help="lr of the conditioned trial")
+    ap.add_argument("--replicate-seed", type=int, default=None, help="noise floor: compare the "
+                    "K fixed fits with the K fixed fits at this seed (no conditioned trial)")
+    ap.add_argument("--points", action="store_true", help="print every val point")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"rows {args.rows}, epochs {args.epochs}, K {args.k}, threads {args.threads}, "
@@ -143,8 +177,11 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for setting in args.settings.split(","):
         for arch in args.archs.split(","):
+            opts = {k: v for k, v in (("concentration", args.concentration),
+                                      ("cosine", args.cosine), ("film_hidden", args.film_hidden),
+                                      ("lr", args.cond_lr)) if v is not None}
             r = run(setting, arch, args.rows, args.epochs, args.k, args.small, args.film,
-                    args.fixed_cache, args.cond_epochs)
+                    args.fixed_cache, args.cond_epochs, opts, args.replicate_seed, args.points)
             for split in ("val", "test"):
                 b = r[f"{split}_best"]
                 print(f"| {setting} | {arch} | {split} | {r[f'{split}_rand'][2]:.3f} | "

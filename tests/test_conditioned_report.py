@@ -142,3 +142,80 @@ def test_browser_click_on_a_curve_point_shows_weights_and_export(tmp_path: Path,
         assert page.inner_text("#trial-export").strip() == (
             f"automtl export --storage {url} --study cond --trial 3 --weights "
             "ctr=0.75,ctcvr=0.25 --format yaml -o trial_3.yaml")
+
+
+# 3 tasks (issue 16: a 3-D figure over sweep points): one conditioned trial swept over the
+# lattice n = 2 (6 vectors), two ordinary trials
+OBJ3 = ["ctr_auc", "cvr_auc", "purchase_auc"]
+LATTICE = [(1.0, 0.0, 0.0), (0.5, 0.5, 0.0), (0.5, 0.0, 0.5), (0.0, 1.0, 0.0), (0.0, 0.5, 0.5),
+           (0.0, 0.0, 1.0)]
+SURFACE = [(0.72, 0.55, 0.50), (0.70, 0.60, 0.52), (0.70, 0.56, 0.58), (0.62, 0.66, 0.53),
+           (0.63, 0.62, 0.60), (0.60, 0.55, 0.64)]
+PLAIN3 = {0: (0.71, 0.61, 0.55), 1: (0.65, 0.57, 0.55)}  # 0 on the front, 1 dominated
+
+
+def make_study3(db: Path) -> str:
+    url = f"sqlite:///{db}"
+    study = optuna.create_study(study_name="cond3", storage=url, directions=["maximize"] * 3)
+    study.set_user_attr("objectives", OBJ3)
+    store = Store(url)
+    for number in range(3):
+        scheme = "conditioned" if number == 2 else "fixed"
+        cfg = TrialConfig(model=ModelConfig(arch="mmoe"),
+                          loss=LossConfig(weighting=WeightingConfig(scheme=scheme)))
+        values = PLAIN3.get(number) or SURFACE[4]
+        attrs = {"config": to_dict(cfg), "arch": "mmoe", "test_metrics": {}}
+        study.add_trial(optuna.trial.create_trial(values=list(values), params={},
+                                                  distributions={}, user_attrs=attrs))
+    store.record_sweep("cond3", 2, [
+        {"weights": dict(zip(("ctr", "cvr", "purchase"), w)),
+         "val": dict(zip(OBJ3, v)), "test": dict(zip(OBJ3, v))}
+        for w, v in zip(LATTICE, SURFACE)], OBJ3)
+    store.refresh_front(study)
+    store.dispose()
+    return url
+
+
+def test_three_objectives_draw_the_sweep_points_in_3d(tmp_path: Path) -> None:
+    from automtl.report.points3d import lattice_triangles
+
+    url = make_study3(tmp_path / "c3.db")
+    snap = load_snapshot(url, "cond3")
+    pts = [(n, None, *v) for n, v in PLAIN3.items()] + [
+        (2, i, *v) for i, v in enumerate(SURFACE)]
+    brute = {(n, i) for n, i, *v in pts
+             if not any(all(a >= b for a, b in zip(q, v)) and q != v for _, _, *q in pts)}
+    assert set(snap.point_front) == brute and (0, None) in brute and (1, None) not in brute
+    fig = pareto_figure(snap)
+    traces = {t.name: t for t in fig.data}
+    cloud = traces["trial 2 (conditioned)"]
+    assert cloud.type == "scatter3d"
+    assert [(a, b, c) for a, b, c in zip(cloud.x, cloud.y, cloud.z)] == SURFACE
+    assert [list(c) for c in cloud.customdata] == [[2, i] for i in range(6)]
+    assert "task weights</b>: ctr=0.5, cvr=0, purchase=0.5" in cloud.hovertext[2]
+    # the surface joins lattice neighbours: n = 2 gives 4 triangles over the 6 points
+    mesh = traces["trial 2 surface"]
+    tris = sorted(tuple(sorted(t)) for t in zip(mesh.i, mesh.j, mesh.k))
+    assert tris == sorted(tuple(sorted(t)) for t in lattice_triangles(
+        [dict(zip("abc", w)) for w in LATTICE])) and len(tris) == 4
+    assert all(LATTICE[a] != LATTICE[b] for a, b, _ in tris)
+    front = traces["Pareto front (points)"]
+    assert {(c[0], c[1]) for c in front.customdata} == brute
+    assert [c[0] for c in traces["dominated"].customdata] == [1]
+    html_text = build_report_html(snap)
+    assert f"Pareto front over points ({len(brute)} points" in html_text
+    assert "ctr=0.5 cvr=0 purchase=0.5" in html_text
+    d = trial_json(snap, 2, point=4)
+    assert d["weights"] == {"ctr": 0.0, "cvr": 0.5, "purchase": 0.5}
+    assert "--trial 2 --weights ctr=0,cvr=0.5,purchase=0.5" in d["export"]
+
+
+def test_lattice_triangles_only_for_a_3_task_lattice() -> None:
+    from automtl.losses import simplex_grid
+    from automtl.report.points3d import lattice_triangles
+
+    grid = [dict(zip("abc", v)) for v in simplex_grid(3)]  # default: n = 4, 15 points
+    tris = lattice_triangles(grid)
+    assert len(grid) == 15 and len(tris) == 16  # n^2 triangles
+    assert lattice_triangles([dict(zip("ab", v)) for v in simplex_grid(2)]) == []
+    assert lattice_triangles([{"a": 0.3, "b": 0.3, "c": 0.4}] * 3) == []

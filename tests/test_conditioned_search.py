@@ -5,6 +5,8 @@ CPU; TorchScript/ONNX with the vector baked in or as an input: within 1e-5 of to
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sqlite3
 from pathlib import Path
@@ -46,10 +48,14 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("cond")
     (root / "space.yaml").write_text(yaml.safe_dump(SPACE), encoding="utf-8")
     url = f"sqlite:///{root / 'c.db'}"
-    assert main(["search", "--dataset", "synthetic", "--space", str(root / "space.yaml"),
-                 "--storage", url, "--study-name", "cond", "--n-trials", "4", "--epochs", "2",
-                 "--data-option", "rows=4000", "--device", "cpu", "--no-report", "--seed", "3",
-                 "--sampler", "random", "--pruner", "none", "--save-checkpoints"]) == 0
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):  # the closing table (rich prints to sys.stdout)
+        rc = main(["search", "--dataset", "synthetic", "--space", str(root / "space.yaml"),
+                   "--storage", url, "--study-name", "cond", "--n-trials", "4", "--epochs", "2",
+                   "--data-option", "rows=4000", "--device", "cpu", "--no-report", "--seed", "3",
+                   "--sampler", "random", "--pruner", "none", "--save-checkpoints"])
+    assert rc == 0
+    (root / "search.out").write_text(out.getvalue(), encoding="utf-8")
     st = open_study(url, "cond")
     done = [t for t in st.get_trials(deepcopy=False)
             if t.state == optuna.trial.TrialState.COMPLETE]
@@ -107,6 +113,20 @@ def test_point_front_equals_brute_force_filter(study):
         assert (r.weights is not None) == (r.trial_number in sweeps)
     # the stored trial-level front is the trials that own a front point
     assert {r.trial_number for r in store.front("cond")} == {n for n, _ in brute}
+
+
+def test_search_closing_table_lists_the_front_points(study):
+    root, url, st, done = study
+    out = (root / "search.out").read_text(encoding="utf-8")
+    store = Store(url)
+    points = store.point_front(st)
+    store.dispose()
+    assert f"Pareto front of 'cond': {len(points)} points of 4 trials" in out
+    assert "weights" in out.split("points of 4 trials")[1]  # the column (narrow: folded)
+    for p in points:
+        assert str(p.trial_number) in out
+    if any(p.weights for p in points):  # a conditioned point on the front: its vector shows
+        assert "ctr=" in out
 
 
 def test_pareto_cli_shows_points_with_weights(study, capsys):

@@ -173,6 +173,21 @@ def front_json(study_name: str, storage: str, objectives: list[str],
     return json.dumps(doc, indent=2, default=str)
 
 
+def points_front(storage: str, study: str) -> list[FrontRow] | None:
+    """The study's front over points (ordinary trials one point, a conditioned trial one per
+    sweep vector, each with its weight vector) when it has conditioned trials; else None."""
+    from automtl.search.dbopen import open_study_readonly
+    from automtl.search.store import Store, read_or
+
+    store = Store.readonly(storage)
+    try:
+        if not read_or(lambda: store.sweeps(study), {}):
+            return None
+        return store.point_front(open_study_readonly(storage, study))
+    finally:
+        store.dispose()
+
+
 def pareto_command(
     study: Study,
     storage: Storage = DEFAULT_STORAGE,

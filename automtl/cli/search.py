@@ -12,7 +12,7 @@ import typer
 from automtl._typed import SEED_MAX
 from automtl.cli._common import DATA_ON_HELP, check_seconds, console, err_console, use_data_on
 from automtl.cli._options import DEFAULT_STORAGE, Storage
-from automtl.cli.pareto import front_table
+from automtl.cli.pareto import front_table, points_front
 from automtl.search.samplers import sampler_names
 
 
@@ -165,7 +165,12 @@ def _print_result(result: Any, name: str, storage: str, elapsed: float, device: 
     from automtl.search.reeval import reevaluate
 
     states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(result.states.items()))
-    if result.front:
+    points = _points_front(storage, name) if result.front else None
+    if points:  # conditioned trials: the front over points, each with its trial and weights
+        n = sum(result.states.values())
+        console.print(front_table(points, result.objectives, f"Pareto front of {name!r}: "
+                                  f"{len(points)} points of {n} trials"))
+    elif result.front:
         console.print(front_table(result.front, result.objectives,
                                   f"Pareto front of {name!r}: {len(result.front)} trials"))
     else:
@@ -202,6 +207,15 @@ def _print_result(result: Any, name: str, storage: str, elapsed: float, device: 
                   highlight=False, soft_wrap=True)
     if result.interrupted:
         raise typer.Exit(130)
+
+
+def _points_front(storage: str, name: str) -> Any:
+    try:
+        return points_front(storage, name)
+    except Exception as exc:  # the search result is stored; a table problem must not hide it
+        err_console.print(f"front over points not shown ({type(exc).__name__}: {exc}); run "
+                          f"`automtl pareto --study {name}`", highlight=False)
+        return None
 
 
 def register(app: typer.Typer) -> None:

@@ -69,7 +69,8 @@ def _empty(title: str, note: str) -> go.Figure:
 
 def pareto_figure(snap: StudySnapshot) -> go.Figure | None:
     """2 objectives: scatter of completed trials, dominated faded, front as a line; 3+: 3-D
-    scatter of the first three objectives. None for single-objective studies."""
+    scatter of the first three objectives (with conditioned trials: their sweep points,
+    `points3d`). None for single-objective studies."""
     n = len(snap.objectives)
     if n < 2:
         return None
@@ -82,6 +83,10 @@ def pareto_figure(snap: StudySnapshot) -> go.Figure | None:
         return _empty(title, "no completed trials yet")
     if n == 2 and snap.sweeps:
         return _points_figure(snap, title)
+    if snap.sweeps:  # 3+ objectives with conditioned trials: their points in 3-D
+        from automtl.report.points3d import points_figure_3d
+
+        return points_figure_3d(snap, title)
     if n == 2:
         on = sorted(on, key=lambda t: (t.values[0], t.values[1]))  # type: ignore[index]
         fig = go.Figure()

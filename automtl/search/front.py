@@ -66,7 +66,9 @@ def point_row(base: FrontRow, sp: SweepRow, names: list[str]) -> FrontRow:
     point's metrics, and the trial's config served at the point's weight vector."""
     config = json.loads(json.dumps(base.config))
     config.setdefault("loss", {}).setdefault("weighting", {})["preference"] = dict(sp.weights)
-    return FrontRow(base.trial_number, {n: sp.val.get(n, float("nan")) for n in names},
+    # a metric the sweep does not record (a cost objective) is the trial's, the same everywhere
+    return FrontRow(base.trial_number,
+                    {n: sp.val.get(n, base.values.get(n, float("nan"))) for n in names},
                     dict(sp.test), config, dict(base.params), dict(base.attrs),
                     weights=dict(sp.weights), point=sp.point)
 
