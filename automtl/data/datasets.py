@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from automtl.data.ali_ccp_raw import DENSE_FIELDS, SEQ_FIELDS, SPARSE_FIELDS
+from automtl.data.ali_ccp_parse import DENSE_FIELDS, SEQ_FIELDS, SPARSE_FIELDS
 from automtl.data.cache import cached
 from automtl.data.columnar import is_columnar, load_columnar
 from automtl.data.registry import DatasetInfo, register_dataset
