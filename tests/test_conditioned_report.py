@@ -15,7 +15,7 @@ import pytest
 from automtl.config import LossConfig, ModelConfig, TrialConfig, WeightingConfig, to_dict
 from automtl.report import build_report_html, load_snapshot
 from automtl.report.dashboard import create_app, trial_json
-from automtl.report.figures import pareto_figure
+from automtl.report.pareto_figures import pareto_figure
 from automtl.search.store import Store
 
 OBJ = ["ctr_auc", "cvr_auc"]

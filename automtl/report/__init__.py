@@ -9,12 +9,11 @@ from automtl.report.figures import (
     importance_figure,
     learning_curves_figure,
     param_importances,
-    parallel_figure,
-    pareto_figure,
     reeval_figure,
     val_test_figure,
 )
 from automtl.report.html import build_report_html, write_report
+from automtl.report.pareto_figures import parallel_figure, pareto_figure
 from automtl.report.snapshot import (
     StudySnapshot,
     TrialRow,

@@ -12,7 +12,8 @@ from plotly.offline import get_plotlyjs
 
 from automtl import __version__
 from automtl.errors import AutomtlError
-from automtl.report.figures import build_figures, escape_html, plain_text
+from automtl.report.figures import build_figures
+from automtl.report.labels import escape_html, plain_text
 from automtl.report.snapshot import StudySnapshot, load_snapshot
 
 _CSS = """

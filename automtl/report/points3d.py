@@ -1,5 +1,5 @@
 """3-D Pareto figure over points for studies with 3+ objectives and preference-conditioned
-trials (issue 16; the 2-objective version, a curve per trial, is `figures.pareto_figure`).
+trials (issue 16; the 2-objective version, a curve per trial, is `pareto_figures.pareto_figure`).
 
 A conditioned trial is drawn as its own marker cloud at its sweep points (the first three
 objectives; hover: the task-weight vector) and, when its sweep is the 3-task simplex lattice, as
@@ -16,16 +16,10 @@ import math
 
 import plotly.graph_objects as go
 
-from automtl.report.figures import escape_html as _esc
+from automtl.report.labels import DOMINATED_COLOR, FRONT_COLOR, weights_text
+from automtl.report.labels import escape_html as _esc
 from automtl.report.snapshot import StudySnapshot
 from automtl.search.front import SweepRow
-
-FRONT_COLOR = "#d62728"
-DOMINATED_COLOR = "#1f77b4"
-
-
-def _weights(weights: dict[str, float]) -> str:
-    return ", ".join(f"{_esc(k)}={v:.3g}" for k, v in weights.items())
 
 
 def lattice_triangles(weights: list[dict[str, float]]) -> list[tuple[int, int, int]]:
@@ -78,7 +72,7 @@ def points_figure_3d(snap: StudySnapshot, title: str) -> go.Figure:
     def hover(number: int, sp: SweepRow | None, vals: list[float]) -> str:
         lines = [trial_hover(number)]
         if sp is not None:
-            lines.append(f"<b>task weights</b>: {_weights(sp.weights)}")
+            lines.append(f"<b>task weights</b>: {weights_text(sp.weights)}")
         lines += [f"{_esc(o)}: {_esc(v)}" for o, v in zip(objs, vals)]
         return "<br>".join(lines)
 
