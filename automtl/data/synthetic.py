@@ -37,11 +37,11 @@ exactly a logistic regression on one-hot ids and dense values: a well-specified 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import numpy as np
 
-from automtl.data.schema import Dataset, FeatureSpec, Split, TaskSpec
+from automtl.data.schema import Dataset, Split
+from automtl.data.synthetic_schemas import SCHEMAS, SyntheticSchema, feature_specs, task_specs
 from automtl.errors import DataError
 
 _LATENT_DIM = 8
@@ -49,90 +49,6 @@ _LATENT_DIM = 8
 # (the loader puts it in the cache key; 2 and 3 were interim, unreleased versions).
 GENERATOR_VERSION = 1
 _SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
-
-
-@dataclass(frozen=True)
-class _Sparse:
-    name: str
-    vocab: int  # number of real ids (the stored vocab_size is vocab + 1; 0 = OOV)
-    zipf: float = 1.1
-    weight: float = 1.0  # relative std of this field's contribution to z
-    derived_from: str | None = None  # a function of another field's id (item -> category)
-
-
-@dataclass(frozen=True)
-class _Sequence:
-    name: str
-    shares_with: str
-    max_len: int
-    weight: float = 1.0  # relative std of the overlap signal
-
-
-@dataclass(frozen=True)
-class _Schema:
-    sparse: tuple[_Sparse, ...]
-    sequences: tuple[_Sequence, ...]
-    dense: tuple[str, ...]  # the last dense field is pure noise
-    labels: tuple[str, ...]  # label column names for 3 tasks: click, cart, purchase
-
-
-_DEFAULT = _Schema(
-    sparse=(
-        _Sparse("user_id", 100_000, 1.05, 0.6),
-        _Sparse("item_id", 50_000, 1.1, 1.0),
-        _Sparse("category", 800, 1.0, 0.8, "item_id"),
-        _Sparse("shop", 20_000, 1.0, 0.6, "item_id"),
-        _Sparse("brand", 8_000, 1.0, 0.6, "item_id"),
-        _Sparse("user_age", 8, 0.6, 0.5),
-        _Sparse("user_gender", 3, 0.5, 0.3),
-        _Sparse("user_city", 400, 1.0, 0.4),
-        _Sparse("device", 6, 0.8, 0.3),
-        _Sparse("hour", 24, 0.3, 0.3),
-    ),
-    sequences=(
-        _Sequence("hist_item_ids", "item_id", 30, 1.0),
-        _Sequence("hist_categories", "category", 30, 1.2),
-    ),
-    dense=("price", "user_activity", "item_popularity", "noise"),
-    labels=("click", "cart", "purchase"),
-)
-
-# Field names of the Ali-CCP processed release (101 user, 205 item, 206 category, 207 shop,
-# 210 intention node, 216 brand; 109_14/110_14/127_14/150_14 behaviour sequences over
-# category/shop/brand/intention; D* the values of the multi-valued fields).
-_ALI_CCP = _Schema(
-    sparse=(
-        _Sparse("101", 100_000, 1.05, 0.6),
-        _Sparse("121", 98, 1.0, 0.3),
-        _Sparse("122", 14, 0.8, 0.3),
-        _Sparse("124", 3, 0.5, 0.2),
-        _Sparse("125", 8, 0.6, 0.3),
-        _Sparse("126", 4, 0.5, 0.2),
-        _Sparse("127", 4, 0.5, 0.2),
-        _Sparse("128", 3, 0.5, 0.2),
-        _Sparse("129", 5, 0.5, 0.2),
-        _Sparse("205", 60_000, 1.1, 1.0),
-        _Sparse("206", 6_000, 1.0, 0.8, "205"),
-        _Sparse("207", 30_000, 1.0, 0.6, "205"),
-        _Sparse("210", 20_000, 1.0, 0.5, "205"),
-        _Sparse("216", 20_000, 1.0, 0.6, "205"),
-        _Sparse("508", 8_000, 1.0, 0.3),
-        _Sparse("509", 40_000, 1.0, 0.3),
-        _Sparse("702", 30_000, 1.0, 0.3),
-        _Sparse("853", 30_000, 1.0, 0.3),
-        _Sparse("301", 3, 0.5, 0.3),
-    ),
-    sequences=(
-        _Sequence("109_14", "206", 20, 1.2),
-        _Sequence("110_14", "207", 20, 0.8),
-        _Sequence("127_14", "216", 20, 0.8),
-        _Sequence("150_14", "210", 20, 0.8),
-    ),
-    dense=("D109_14", "D110_14", "D127_14", "D150_14", "D508", "D509", "D702", "D853"),
-    labels=("click", "cart", "purchase"),
-)
-
-SCHEMAS: dict[str, _Schema] = {"default": _DEFAULT, "ali-ccp": _ALI_CCP}
 
 # Cascade base rates: p(click), p(cart | click), p(purchase | cart) for 3 tasks;
 # p(click), p(purchase | click) for 2 tasks. Rarest task >= 1% of rows (>= 2000 at 200k).
@@ -213,7 +129,7 @@ def _check_options(rows: int, n_tasks: int, rho: float, schema: str,
 _GENERATOR_PEAK = 4
 
 
-def _check_rows_fit(sch: _Schema, rows: int, n_tasks: int) -> None:
+def _check_rows_fit(sch: SyntheticSchema, rows: int, n_tasks: int) -> None:
     """Refuse `rows` whose columns cannot fit in RAM, before any array is allocated."""
     from automtl.memory_guard import check_fits
 
@@ -223,24 +139,8 @@ def _check_rows_fit(sch: _Schema, rows: int, n_tasks: int) -> None:
                "lower the rows option")
 
 
-def _task_specs(schema: _Schema, n_tasks: int) -> list[TaskSpec]:
-    click, cart, purchase = schema.labels
-    if n_tasks == 2:
-        return [
-            TaskSpec("ctr", click),
-            TaskSpec("ctcvr", purchase, depends_on="ctr", cond_name="cvr"),
-        ]
-    tasks = [
-        TaskSpec("ctr", click),
-        TaskSpec("ctcart", cart, depends_on="ctr", cond_name="cart"),
-        TaskSpec("ctcvr", purchase, depends_on="ctcart", cond_name="cvr"),
-    ]
-    if n_tasks == 4:  # a fourth cascade step after purchase (not an Ali-CCP label)
-        tasks.append(TaskSpec("ctreview", "review", depends_on="ctcvr", cond_name="review"))
-    return tasks
 
-
-def _sparse_ids(sch: _Schema, rng: np.random.Generator, prng: np.random.Generator,
+def _sparse_ids(sch: SyntheticSchema, rng: np.random.Generator, prng: np.random.Generator,
                 n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Sparse ids (Zipf; item-derived fields as functions of the item id) and their summed latent
     effects z [n, D], each field scaled to std `weight`."""
@@ -262,7 +162,7 @@ def _sparse_ids(sch: _Schema, rng: np.random.Generator, prng: np.random.Generato
     return ids, z
 
 
-def _behaviour_sequences(sch: _Schema, rng: np.random.Generator, prng: np.random.Generator,
+def _behaviour_sequences(sch: SyntheticSchema, rng: np.random.Generator, prng: np.random.Generator,
                          ids: dict[str, np.ndarray], z: np.ndarray,
                          ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Behaviour sequences: background history plus hits on the target's id. Returns the padded
@@ -293,7 +193,7 @@ def _behaviour_sequences(sch: _Schema, rng: np.random.Generator, prng: np.random
     return seqs, lengths
 
 
-def _dense_fields(sch: _Schema, rng: np.random.Generator, prng: np.random.Generator,
+def _dense_fields(sch: SyntheticSchema, rng: np.random.Generator, prng: np.random.Generator,
                   lengths: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
     """Standardised dense fields [n, n_dense] (the last is pure noise); adds their signal to `z`."""
     n, d = z.shape
@@ -342,7 +242,7 @@ def _cascade_labels(rng: np.random.Generator, prng: np.random.Generator, z: np.n
     return truth, labels
 
 
-def _additive_logits(seed: int, ids: dict[str, np.ndarray], dense: np.ndarray, sch: _Schema,
+def _additive_logits(seed: int, ids: dict[str, np.ndarray], dense: np.ndarray, sch: SyntheticSchema,
                      n_tasks: int, rho: float) -> np.ndarray:
     """Step logits [n, n_tasks] that are sums of per-id and per-dense-value effects."""
     g = np.random.default_rng([seed, 104729])  # own stream: the other arrays stay unchanged
@@ -360,15 +260,6 @@ def _additive_logits(seed: int, ids: dict[str, np.ndarray], dense: np.ndarray, s
     y += dense.astype(np.float64) @ (0.8 * effects(dense.shape[1]))
     return y
 
-
-def _feature_specs(sch: _Schema) -> list[FeatureSpec]:
-    vocab = {f.name: f.vocab + 1 for f in sch.sparse}  # stored vocab: real ids + OOV 0
-    features = [FeatureSpec(f.name, "sparse", vocab_size=vocab[f.name]) for f in sch.sparse]
-    features += [FeatureSpec(name, "dense") for name in sch.dense]
-    features += [FeatureSpec(s.name, "sequence", vocab_size=vocab[s.shares_with],
-                             max_len=s.max_len, shares_with=s.shares_with)
-                 for s in sch.sequences]
-    return features
 
 
 def _split(sparse: np.ndarray, dense: np.ndarray, seqs: dict[str, np.ndarray],
@@ -436,7 +327,7 @@ def generate_synthetic(
         "options": options,
         "generator_version": GENERATOR_VERSION,
     }
-    return Dataset(name="synthetic", features=_feature_specs(sch), tasks=_task_specs(sch, n_tasks),
+    return Dataset(name="synthetic", features=feature_specs(sch), tasks=task_specs(sch, n_tasks),
                    splits=_split(sparse, dense, seqs, labels, truth), meta=meta)
 
 
