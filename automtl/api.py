@@ -49,14 +49,14 @@ if TYPE_CHECKING:  # the real imports happen inside the functions (import automt
     from automtl.config import TrialConfig
     from automtl.export.trial import ExportResult
     from automtl.search.runner import SearchResult
-    from automtl.search.store import FrontRow
+    from automtl.search.front import FrontRow
     from automtl.train.loop import Callback, TrainResult
 
 STORAGE_ENV = "AUTOMTL_STORAGE"
 
 
 def _storage(storage: str | None) -> str:
-    from automtl.search.store import DEFAULT_STORAGE
+    from automtl.search.defaults import DEFAULT_STORAGE
 
     return storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
 
@@ -138,7 +138,8 @@ def load_front(study: str, *, storage: str | None = None) -> list[FrontRow]:
     >>> shutil.rmtree(tmp)
     """
     from automtl.search.dbopen import open_study_readonly
-    from automtl.search.store import Store, compute_front, objective_names, read_or
+    from automtl.search.storage import objective_names
+    from automtl.search.store import Store, compute_front, read_or
 
     url = _storage(storage)
     st = open_study_readonly(url, study)  # read-only, one clear error when missing

@@ -16,7 +16,8 @@ from automtl.search.pruner import (
     is_rung,
     nondominated_ranks,
 )
-from automtl.search.store import Store, make_storage
+from automtl.search.storage import make_storage
+from automtl.search.store import Store
 from automtl.search.study_config import PrunerConfig
 from automtl.train import EpochRecord
 

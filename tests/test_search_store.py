@@ -11,7 +11,9 @@ import optuna
 import pytest
 
 from automtl.errors import AutomtlError
-from automtl.search.store import Store, make_storage, mask_url, open_study, study_names
+from automtl.search.dburl import mask_url
+from automtl.search.storage import make_storage, open_study, study_names
+from automtl.search.store import Store
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

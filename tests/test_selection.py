@@ -6,7 +6,7 @@ import pytest
 
 from automtl.errors import AutomtlError
 from automtl.search.selection import Selection, knee_scores, parse_selection, select
-from automtl.search.store import FrontRow
+from automtl.search.front import FrontRow
 
 OBJ = ["ctr_auc", "cvr_auc"]
 

@@ -24,7 +24,7 @@ from automtl.config import TrialConfig
 from automtl.search.distributed import Budget, WorkerProcess, WorkersView
 from automtl.search.meta import StudyMeta, TrialMeta, arch_label
 from automtl.search.runner import SearchListener
-from automtl.search.store import FrontRow
+from automtl.search.front import FrontRow
 from automtl.train.loop import Callback, EpochRecord
 
 

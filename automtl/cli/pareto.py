@@ -16,7 +16,7 @@ from automtl.cli._common import console
 from automtl.cli._options import DEFAULT_STORAGE, Storage, Study
 
 if TYPE_CHECKING:
-    from automtl.search.store import FrontRow
+    from automtl.search.front import FrontRow
 
 
 # Parameters shown in the "key params" column, in this order (short name = last path part).
@@ -205,7 +205,9 @@ def pareto_command(
     from automtl.errors import AutomtlError
     from automtl.search.dbopen import open_study_readonly
     from automtl.search.selection import parse_selection, select
-    from automtl.search.store import Store, compute_front, mask_url, objective_names, read_or
+    from automtl.search.dburl import mask_url
+    from automtl.search.storage import objective_names
+    from automtl.search.store import Store, compute_front, read_or
 
     if format not in ("table", "csv", "json"):
         raise AutomtlError(f"--format {format}: use table, csv or json")

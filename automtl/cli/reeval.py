@@ -24,7 +24,7 @@ def reeval_command(
 
     from automtl.search.reeval import reevaluate
     from automtl.search.runner import SearchListener
-    from automtl.search.store import objective_names, open_study
+    from automtl.search.storage import objective_names, open_study
 
     class _Lines(SearchListener):
         def on_trial_start(self, number: int, index: int, config: object) -> None:

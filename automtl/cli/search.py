@@ -75,7 +75,7 @@ def search_command(
 
     from automtl.data import parse_options
     from automtl.errors import AutomtlError
-    from automtl.search.store import mask_url
+    from automtl.search.dburl import mask_url
     from automtl.search.naming import check_study_name
     from automtl.search.study_config import apply_overrides, study_for_dataset, study_preset
 

@@ -22,7 +22,8 @@ def study_rows(storage: str) -> list[dict[str, Any]]:
     from automtl.search.dbopen import study_names_readonly
     from automtl.search.meta import StudyMeta, count_states
     from automtl.search.stale import running_trials
-    from automtl.search.store import Store, compute_front, objective_names, read_or
+    from automtl.search.storage import objective_names
+    from automtl.search.store import Store, compute_front, read_or
 
     rdb, names = study_names_readonly(storage)  # read-only: listing never writes
     store = Store.readonly(storage)
@@ -57,7 +58,7 @@ def studies_command(
 ) -> None:
     """List the studies in a database: dataset, objectives, trials by state, front size."""
     from automtl.errors import AutomtlError
-    from automtl.search.store import mask_url
+    from automtl.search.dburl import mask_url
 
     if format not in ("table", "json"):
         raise AutomtlError(f"--format {format}: use table or json")
@@ -99,7 +100,7 @@ def _repair(storage: str) -> None:
 
     from automtl.search.dbopen import is_automtl_study, study_names_readonly
     from automtl.search.stale import mark_stale_failed
-    from automtl.search.store import make_storage
+    from automtl.search.storage import make_storage
 
     study_names_readonly(storage)  # refuses foreign, corrupt and empty databases first
     rdb = make_storage(storage, must_exist=True)

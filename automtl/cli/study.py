@@ -27,7 +27,8 @@ def create_command(
                                      "after which a trial's worker counts as dead."),
 ) -> None:
     """Create a study (refuses an existing name) with a target trial count for workers."""
-    from automtl.search.store import mask_url, objective_names
+    from automtl.search.dburl import mask_url
+    from automtl.search.storage import objective_names
     from automtl.search.naming import check_study_name
     from automtl.search.study_config import study_preset
     from automtl.search.distributed import Heartbeat, prepare_shared_study, study_target

@@ -36,7 +36,8 @@ def worker_command(
     import optuna
 
     from automtl.search.meta import TrialMeta
-    from automtl.search.store import mask_url, objective_names
+    from automtl.search.dburl import mask_url
+    from automtl.search.storage import objective_names
     from automtl.search.distributed import (
         Budget,
         Heartbeat,

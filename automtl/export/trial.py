@@ -27,8 +27,9 @@ from automtl.data.schema import Dataset
 from automtl.errors import AutomtlError
 from automtl.search.selection import Direction, Selection, select
 from automtl.search.dbopen import open_study_readonly
-from automtl.search.store import (FrontRow, Store, compute_front, objective_names, read_or,
-                                  row_from_trial)
+from automtl.search.front import FrontRow, row_from_trial
+from automtl.search.storage import objective_names
+from automtl.search.store import Store, compute_front, read_or
 from automtl.train.loop import Callback
 
 FORMATS = ("yaml", "json", "fuxictr", "torch-rechub", "onnx", "torchscript")

@@ -24,7 +24,8 @@ from automtl.report.figures import build_figures, figure_json, param_importances
 from automtl.report.html import dataset_label
 from automtl.report.snapshot import StudyReader, StudySnapshot, TrialRow
 from automtl.search.meta import DETAIL_FIELDS, POINT_FIELDS, TrialMeta
-from automtl.search.store import DEFAULT_STORAGE, mask_url
+from automtl.search.dburl import mask_url
+from automtl.search.defaults import DEFAULT_STORAGE
 
 
 def _clean(value: Any) -> Any:

@@ -1,7 +1,7 @@
 """automtl.search: search spaces, study presets, the search loop, Pareto pruning and storage.
 
 A thin public face over private-by-concern modules (`space`, `study_config`, `runner`, `pruner`,
-`selection`, `store`, `distributed/`). Names load on first use, so that `automtl.search.store` or
+`selection`, `storage`, `store`, `distributed/`). Names load on first use, so that `automtl.search.storage` or
 `automtl.search.defaults` (what `automtl studies` / `pareto` / `--help` need) can be imported
 without the training stack (torch) that the runner brings.
 """
@@ -15,7 +15,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "automtl.search.dbopen": (
         "check_database", "open_study_readonly", "readonly_storage", "require_automtl_study",
     ),
-    "automtl.search.dburl": ("scrub",),
+    "automtl.search.dburl": ("mask_url", "scrub", "sqlite_path"),
     "automtl.search.defaults": ("DEFAULT_STORAGE", "STORAGE_ENV"),
     "automtl.search.distributed": (
         "Budget", "Heartbeat", "WorkersView", "launch_workers", "prepare_shared_study",
@@ -37,11 +37,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Choice", "Fixed", "Option", "Range", "SearchSpace", "SpaceContext", "Toggle",
         "list_spaces", "load_space", "parse_space",
     ),
-    "automtl.search.store": (
-        "FrontRow", "Store", "SweepRow", "compute_front", "front_points", "make_storage",
-        "mask_url", "read_or",
-        "objective_names", "open_study", "sqlite_path", "study_names",
+    "automtl.search.front": ("FrontRow", "SweepRow", "front_points"),
+    "automtl.search.storage": (
+        "db_error", "engine_kwargs", "make_storage", "objective_names", "open_study", "study_names",
     ),
+    "automtl.search.store": ("Store", "compute_front", "read_or"),
     "automtl.search.study_config": (
         "PrunerConfig", "StudyConfig", "list_presets", "load_study_config", "resolve_objectives",
         "study_for_dataset", "study_preset",

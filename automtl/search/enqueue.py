@@ -175,7 +175,8 @@ def warm_start_seeds(source: WarmStart, space: SearchSpace, ctx: SpaceContext,
     """Seeds from the source study's Pareto front (feasible COMPLETE trials, validation values),
     best mean objective first, at most ceil(n_trials / 2) of them so the sampler still explores.
     Every point must be expressible in `space`: one that is not is a `ConfigError`."""
-    from automtl.search.store import mask_url, open_study
+    from automtl.search.dburl import mask_url
+    from automtl.search.storage import open_study
 
     study = open_study(source.storage, source.study)
     front = sorted(study.best_trials, key=lambda t: (-sum(t.values) / len(t.values), t.number))

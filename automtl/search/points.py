@@ -24,14 +24,9 @@ import optuna
 from automtl.errors import AutomtlError
 from automtl.search.meta import TrialMeta
 from automtl.search.selection import Direction, Selection, select
-from automtl.search.store import (
-    FrontRow,
-    Store,
-    nondominated_mask,
-    objective_names,
-    point_row,
-    row_from_trial,
-)
+from automtl.search.front import FrontRow, nondominated_mask, point_row, row_from_trial
+from automtl.search.storage import objective_names
+from automtl.search.store import Store
 
 
 def trial_points(study: optuna.Study, store: Store, number: int) -> list[FrontRow]:

@@ -9,7 +9,8 @@ from automtl.errors import AutomtlError
 from automtl.search.dbopen import require_automtl_study
 from automtl.search.front import FrontRow
 from automtl.search.runner import SearchListener
-from automtl.search.store import Store, open_study
+from automtl.search.storage import open_study
+from automtl.search.store import Store
 
 
 def top_front(front: list[FrontRow], k: int) -> list[FrontRow]:

@@ -37,16 +37,11 @@ from automtl.search.space import SearchSpace, SpaceContext, load_space_doc, pars
 from automtl.search.dbopen import require_automtl_study
 from automtl.search.naming import confined_path
 from automtl.search.stale import mark_stale_failed, owner_name
-from automtl.search.store import (
-    DEFAULT_STORAGE,
-    FrontRow,
-    Store,
-    db_error,
-    make_storage,
-    mask_url,
-    objective_names,
-    sqlite_path,
-)
+from automtl.search.dburl import mask_url, sqlite_path
+from automtl.search.defaults import DEFAULT_STORAGE
+from automtl.search.front import FrontRow
+from automtl.search.storage import db_error, make_storage, objective_names
+from automtl.search.store import Store
 from automtl.search.study_config import StudyConfig, resolve_objectives
 from automtl.train.loop import Callback
 

@@ -1,4 +1,4 @@
-"""automtl's records beside Optuna's, in the same database, and opening studies safely.
+"""automtl's records beside Optuna's, in the same database (opening storages: `storage`).
 
 Optuna's RDB storage keeps studies, trials, parameters and objective values. `Store` reads and
 writes automtl's own tables (`automtl.search.tables`: per-epoch metrics, the Pareto front and its
@@ -20,18 +20,17 @@ import optuna
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from automtl.errors import AutomtlError
-from automtl.search.defaults import DEFAULT_STORAGE, STORAGE_ENV
-from automtl.search.dburl import mask_url, scrub, sqlite_path
+from automtl.search.defaults import DEFAULT_STORAGE
+from automtl.search.dburl import mask_url
 from automtl.search.front import (
     FrontRow,
     SweepRow,
     front_points,
     nondominated_mask,
-    point_row,
     row_from_trial,
 )
-from automtl.search.meta import FRONT_FIELDS, StudyMeta
+from automtl.search.meta import FRONT_FIELDS
+from automtl.search.storage import db_error, engine_kwargs, objective_names
 from automtl.search.tables import (
     epoch_metrics,
     front_version,
@@ -43,84 +42,6 @@ from automtl.search.tables import (
 
 # Trial fields copied into the front table's attrs column (for tables and exports).
 FRONT_ATTRS = FRONT_FIELDS
-
-
-def engine_kwargs(url: str) -> dict[str, Any]:
-    """SQLAlchemy engine options for `url` (every engine automtl opens on a storage uses them)."""
-    # SQLite: wait for other writers (workers, dashboards) instead of failing at once.
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 60}}
-    return {"pool_pre_ping": True}
-
-
-def db_error(url: str, exc: BaseException) -> AutomtlError:
-    """One-line user error for an unusable storage URL (password masked)."""
-    masked = mask_url(url)
-    if isinstance(exc, (sa_exc.ArgumentError, ValueError)):
-        return AutomtlError(f"--storage {masked}: malformed database URL; use e.g. "
-                            "sqlite:///automtl.db or postgresql+psycopg://user@host/db")
-    if isinstance(exc, ImportError):
-        from automtl.search.dbopen import missing_driver
-
-        return missing_driver(url, exc)
-    detail = str(getattr(exc, "orig", exc)).splitlines()[0] if str(exc) else type(exc).__name__
-    detail = scrub(detail, url)
-    return AutomtlError(f"--storage {masked}: cannot use the database ({detail}); check the URL, "
-                        "that the server is reachable and the file is writable")
-
-
-def make_storage(url: str, *, must_exist: bool = False,
-                 **rdb_kwargs: Any) -> optuna.storages.RDBStorage:
-    """Optuna RDB storage for `url` with automtl's engine settings; errors are one line.
-
-    The database is looked at read-only first (`dbopen.check_database`): a corrupt file, another
-    application's database or an incompatible Optuna schema is refused before Optuna writes.
-    `must_exist`: a SQLite URL whose file is missing is an error instead of a new database.
-    Extra keyword arguments (heartbeat_interval, grace_period, ...) go to `RDBStorage`.
-    """
-    from automtl.search.dbopen import check_database, schema_error
-
-    path = sqlite_path(url)
-    if must_exist and path is not None and not path.is_file():
-        raise AutomtlError(f"--storage {mask_url(url)}: no database file at {path}; run "
-                           "`automtl search` first or pass the right --storage")
-    check_database(url)
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **rdb_kwargs)
-    except AutomtlError:
-        raise
-    except RuntimeError as exc:  # Optuna's schema-version mismatch
-        raise schema_error(url, exc) from None
-    except (sa_exc.SQLAlchemyError, ImportError, ValueError) as exc:
-        raise db_error(url, exc) from None
-
-
-def study_names(storage: str | optuna.storages.BaseStorage) -> list[str]:
-    """Names of the studies in a storage (URL or storage object)."""
-    if isinstance(storage, str):
-        storage = make_storage(storage, must_exist=True)
-    return sorted(optuna.get_all_study_names(storage))
-
-
-def open_study(storage_url: str, study_name: str) -> optuna.Study:
-    """Load an existing study; a one-line `AutomtlError` lists the available ones if missing."""
-    storage = make_storage(storage_url, must_exist=True)
-    names = study_names(storage)
-    if study_name not in names:
-        avail = ", ".join(names) if names else "none"
-        raise AutomtlError(f"no study named {study_name!r} in {mask_url(storage_url)} "
-                           f"(available: {avail}); pass --study NAME or --storage URL")
-    return optuna.load_study(study_name=study_name, storage=storage)
-
-
-def objective_names(study: optuna.Study) -> list[str]:
-    """Objective (metric) names of a study: its record's, else Optuna's metric names."""
-    names = StudyMeta.read(study).objectives
-    if names and len(names) == len(study.directions):
-        return [str(n) for n in names]
-    if study.metric_names is not None:
-        return list(study.metric_names)
-    return [f"objective_{i}" for i in range(len(study.directions))]
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -427,8 +348,4 @@ def read_or(read: Callable[[], T], default: T) -> T:
         return default
 
 
-__all__ = [
-    "DEFAULT_STORAGE", "FRONT_ATTRS", "STORAGE_ENV", "FrontRow", "Store", "SweepRow", "db_error",
-    "compute_front", "engine_kwargs", "front_points", "make_storage", "mask_url", "nondominated_mask",
-    "objective_names", "open_study", "point_row", "read_or", "row_from_trial", "sqlite_path", "study_names",
-]
+__all__ = ["FRONT_ATTRS", "Store", "compute_front", "read_or"]

@@ -25,7 +25,9 @@ from automtl.search.distributed._worker import Heartbeat, enable_sqlite_wal, pre
 from automtl.search.enqueue import WarmStart
 from automtl.search.meta import count_states
 from automtl.search.runner import SearchResult
-from automtl.search.store import Store, engine_kwargs, make_storage, mask_url, objective_names
+from automtl.search.dburl import mask_url
+from automtl.search.storage import engine_kwargs, make_storage, objective_names
+from automtl.search.store import Store
 from automtl.search.study_config import StudyConfig
 
 # Child processes run the CLI's `worker` command; the storage URL travels in the environment so a

@@ -17,7 +17,7 @@ import filelock
 import sqlalchemy as sa
 
 from automtl.errors import AutomtlError
-from automtl.search.store import sqlite_path
+from automtl.search.dburl import sqlite_path
 
 
 class StudyLock(Protocol):

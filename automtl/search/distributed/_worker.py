@@ -24,15 +24,9 @@ from automtl.search.enqueue import WarmStart
 from automtl.search.meta import StudyMeta, TrialMeta, count_states
 from automtl.search.runner import SearchListener, optimize_study, prepare_study
 from automtl.search.samplers import make_sampler
-from automtl.search.store import (
-    FrontRow,
-    db_error,
-    engine_kwargs,
-    make_storage,
-    mask_url,
-    sqlite_path,
-    study_names,
-)
+from automtl.search.dburl import mask_url, sqlite_path
+from automtl.search.front import FrontRow
+from automtl.search.storage import db_error, engine_kwargs, make_storage, study_names
 from automtl.search.study_config import StudyConfig
 
 
