@@ -30,7 +30,7 @@ NO_CAP = 10**9
 
 
 def _context():  # type: ignore[no-untyped-def]
-    from automtl.search.space import SpaceContext
+    from automtl.search.space_nodes import SpaceContext
 
     return SpaceContext(["ctr", "ctcvr"], 1, frozenset({"cascade"}))
 
@@ -57,7 +57,7 @@ def build_history(n: int, seed: int = 0) -> optuna.Study:
 
 
 def _cell(kind: str, n: int, asks: int, queue: mp.Queue) -> None:
-    from automtl.search.runner import make_sampler
+    from automtl.search.samplers import make_sampler
     from automtl.search.space import load_space
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -14,8 +14,9 @@ from automtl.data import load_dataset
 from automtl.errors import ConfigError
 from automtl.search import StudyConfig, open_study, run_search, study_preset
 from automtl.search.enqueue import config_params
-from automtl.search.runner import trial_base
-from automtl.search.space import SpaceContext, load_space
+from automtl.search.prepare import trial_base
+from automtl.search.space import load_space
+from automtl.search.space_nodes import SpaceContext
 from automtl.search.study_config import PrunerConfig, load_study_config
 
 ROWS = 4000

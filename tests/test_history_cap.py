@@ -10,7 +10,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from automtl.search.history_cap import HistoryCappedSampler, select_history
-from automtl.search.runner import make_sampler
+from automtl.search.samplers import make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 

@@ -1,9 +1,9 @@
 """automtl.search: search spaces, study presets, the search loop, Pareto pruning and storage.
 
-A thin public face over private-by-concern modules (`space`, `study_config`, `runner`, `pruner`,
-`selection`, `storage`, `store`, `distributed/`). Names load on first use, so that `automtl.search.storage` or
-`automtl.search.defaults` (what `automtl studies` / `pareto` / `--help` need) can be imported
-without the training stack (torch) that the runner brings.
+A thin public face over modules of one concern each (`space`, `study_config`, `prepare`,
+`runner`, `pruner`, `selection`, `storage`, `store`, `distributed/`). Names load on first use, so
+that `automtl.search.storage` or `automtl.search.defaults` (what `automtl studies` / `pareto` /
+`--help` need) can be imported without the training stack (torch) that the runner brings.
 """
 
 from __future__ import annotations
@@ -24,18 +24,19 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "automtl.search.pruner": (
         "EpochRecorder", "ParetoPruner", "PruneDecision", "decide", "is_rung", "nondominated_ranks",
     ),
+    "automtl.search.prepare": ("prepare_study", "trial_base"),
     "automtl.search.runner": (
-        "SearchListener", "SearchResult", "checkpoint_dir", "optimize_study",
-        "prepare_study", "run_search", "weight_names",
+        "SearchListener", "SearchResult", "checkpoint_dir", "optimize_study", "run_search",
+        "weight_names",
     ),
     "automtl.search.reeval": ("reevaluate", "top_front"),
     "automtl.search.samplers": ("SAMPLERS", "make_sampler", "sampler_names"),
     "automtl.search.selection": (
         "Selection", "knee_scores", "parse_selection", "resolve_name", "select",
     ),
-    "automtl.search.space": (
+    "automtl.search.space": ("list_spaces", "load_space", "load_space_doc", "parse_space"),
+    "automtl.search.space_nodes": (
         "Choice", "Fixed", "Option", "Range", "SearchSpace", "SpaceContext", "Toggle",
-        "list_spaces", "load_space", "parse_space",
     ),
     "automtl.search.front": ("FrontRow", "SweepRow", "front_points"),
     "automtl.search.storage": (

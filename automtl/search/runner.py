@@ -1,5 +1,6 @@
-"""The search loop behind `automtl search`: create or resume a multi-objective Optuna study, train
-one `TrialConfig` per trial, record per-epoch metrics, prune, keep the Pareto front current.
+"""The search loop behind `automtl search`: create (`prepare.prepare_study`) or resume a
+multi-objective Optuna study, train one `TrialConfig` per trial, record per-epoch metrics, prune,
+keep the Pareto front current.
 
 Every setting a worker needs lives in the study's record (`StudyMeta`: study config, space
 document, objectives, dataset), so `optimize_study` can join a study created elsewhere.
@@ -7,42 +8,34 @@ document, objectives, dataset), so `optimize_study` can join a study created els
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import traceback
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import optuna
 
-import automtl
 from automtl._typed import from_dict, to_dict
-from automtl.config import DataConfig, TrialConfig, load_trial_config
-from automtl.errors import AutomtlError, ConfigError, TrialFailedError
+from automtl.config import DataConfig, TrialConfig
+from automtl.errors import AutomtlError, TrialFailedError
 from automtl.search.constraints import ServingCost
-from automtl.search.enqueue import (
-    Seed,
-    WarmStart,
-    config_params,
-    enqueue_seeds,
-    warm_start_seeds,
-)
-from automtl.search.meta import META_VERSION, StudyMeta, TrialMeta, count_states
-from automtl.search.pruner import EpochRecorder, ParetoPruner
-from automtl.search.samplers import make_sampler
-from automtl.search.space import SearchSpace, SpaceContext, load_space_doc, parse_space
 from automtl.search.dbopen import require_automtl_study
-from automtl.search.naming import confined_path
-from automtl.search.stale import mark_stale_failed, owner_name
 from automtl.search.dburl import mask_url, sqlite_path
 from automtl.search.defaults import DEFAULT_STORAGE
+from automtl.search.enqueue import WarmStart
 from automtl.search.front import FrontRow
-from automtl.search.storage import db_error, make_storage, objective_names
+from automtl.search.meta import StudyMeta, TrialMeta, count_states
+from automtl.search.naming import confined_path
+from automtl.search.prepare import prepare_study, trial_base
+from automtl.search.pruner import EpochRecorder, ParetoPruner
+from automtl.search.space import parse_space
+from automtl.search.space_nodes import SpaceContext
+from automtl.search.stale import mark_stale_failed, owner_name
+from automtl.search.storage import make_storage, objective_names
 from automtl.search.store import Store
-from automtl.search.study_config import StudyConfig, resolve_objectives
+from automtl.search.study_config import StudyConfig
 from automtl.train.loop import Callback
 
 States = optuna.trial.TrialState
@@ -102,111 +95,6 @@ def checkpoint_dir(storage_url: str, study_name: str) -> Path:
     db = sqlite_path(storage_url)
     base = db.parent / f"{db.stem}_checkpoints" if db is not None else Path("automtl_checkpoints")
     return confined_path(base, study_name)
-
-
-def _space_for(cfg: StudyConfig) -> tuple[SearchSpace, dict[str, Any]]:
-    doc, path = load_space_doc(cfg.space)  # `extends:` resolved: the study stores it whole
-    space = parse_space(json.loads(json.dumps(doc)), where=str(path), name=path.stem)
-    return space, doc
-
-
-def trial_base(cfg: StudyConfig, device: str | None = None) -> dict[str, Any]:
-    """The plain-dict part of every trial's config that the study fixes (data, epochs, seed)."""
-    train = dict(cfg.train, epochs=cfg.epochs, seed=cfg.seed)
-    if device is not None:
-        train["device"] = device
-    return {"data": to_dict(cfg.data), "train": train}
-
-
-def _probe_space(space: SearchSpace, ctx: SpaceContext, cfg: StudyConfig) -> None:
-    """Sample a few configs in memory, so a space that cannot serve this dataset (or that sets
-    invalid values) is one clear error before the study starts, not a FAIL in every trial."""
-    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(3):
-        space.suggest(probe.ask(), ctx, trial_base(cfg))
-
-
-def _baseline_seeds(cfg: StudyConfig, space: SearchSpace,
-                    ctx: SpaceContext) -> tuple[list[Seed], list[str]]:
-    """The preset's `enqueue:` files as seeds, and a note per file the space cannot express."""
-    seeds, skipped = [], []
-    for entry in cfg.enqueue:
-        label = "/".join(Path(entry).parts[-2:])
-        doc = load_trial_config(entry)
-        try:
-            params = config_params(space, to_dict(doc), ctx, trial_base(cfg), label)
-        except ConfigError as exc:
-            skipped.append(str(exc))
-            continue
-        seeds.append(Seed(f"baseline {label}", params))
-    return seeds, skipped
-
-
-def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
-                  study_name: str | None = None, *, sampler_seed: int | None = None,
-                  rdb_kwargs: dict[str, Any] | None = None,
-                  warm_start: WarmStart | None = None) -> optuna.Study:
-    """Create the study of `cfg`, or load it if it exists with the same dataset, objectives and
-    space (a mismatch is an `AutomtlError` suggesting another --study-name).
-
-    A new study first enqueues the preset's baselines (`cfg.enqueue`); `warm_start` enqueues
-    another study's front after them (see `warm_start_seeds`), new study or not.
-    """
-    from automtl.data import load_dataset
-
-    name = study_name or cfg.name
-    dataset = load_dataset(cfg.data)
-    objectives = resolve_objectives(cfg, dataset, where=f"study {cfg.name}")
-    space, space_doc = _space_for(cfg)
-    ctx = SpaceContext.from_dataset(dataset)
-    _probe_space(space, ctx, cfg)
-    baselines, skipped = _baseline_seeds(cfg, space, ctx)
-    transfer = warm_start_seeds(warm_start, space, ctx, trial_base(cfg), cfg.n_trials) \
-        if warm_start is not None else []
-    rdb = make_storage(storage, **(rdb_kwargs or {}))
-    existing = name in optuna.get_all_study_names(rdb)
-    if existing:  # never write into a study automtl did not create
-        require_automtl_study(optuna.load_study(study_name=name, storage=rdb), storage)
-    sampler = make_sampler(cfg.sampler, cfg.seed if sampler_seed is None else sampler_seed,
-                           cfg.n_trials)
-    try:
-        study = optuna.create_study(storage=rdb, study_name=name, sampler=sampler,
-                                    directions=["maximize"] * len(objectives),
-                                    load_if_exists=True)
-    except optuna.exceptions.StorageInternalError as exc:  # e.g. a read-only database file
-        raise db_error(storage, exc.__cause__ or exc) from None
-    data_dict = to_dict(cfg.data)
-    if existing:
-        meta = StudyMeta.read(study)
-        hint = "; pass another --study-name to start a new study"
-        if (meta.objectives or objectives) != objectives:
-            raise AutomtlError(f"study {name!r} optimises {meta.objectives}, not "
-                               f"{objectives}{hint}")
-        if (meta.dataset if meta.dataset is not None else data_dict) != data_dict:
-            raise AutomtlError(f"study {name!r} was made on dataset {meta.dataset}, not "
-                               f"{data_dict}{hint}")
-        if (meta.space if meta.space is not None else space.name) != space.name:
-            raise AutomtlError(f"study {name!r} was made with search space "
-                               f"{meta.space!r}, not {space.name!r}{hint}")
-        # Same space name: the study keeps sampling its stored space document (`space_doc`),
-        # so edits to a shipped space file never change the space of an existing study.
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(objectives)
-        StudyMeta.write(study, objectives=objectives, dataset=data_dict, space=space.name,
-                        space_doc=space_doc, preset=cfg.name,
-                        automtl_version=automtl.__version__,
-                        baselines=[s.source for s in baselines], baselines_skipped=skipped,
-                        meta_version=META_VERSION)
-        enqueue_seeds(study, baselines)
-    if transfer:
-        enqueue_seeds(study, transfer)
-        StudyMeta.write(study, warm_start={"study": warm_start.study,  # type: ignore[union-attr]
-                                           "trials": [s.source for s in transfer]})
-    # The latest run's settings (epochs, pruner ...) are what workers joining later use.
-    StudyMeta.write(study, study_config=to_dict(cfg), n_trials=cfg.n_trials)
-    return study
 
 
 def _fail_reason(exc: BaseException) -> str:
@@ -404,6 +292,6 @@ def run_search(cfg: StudyConfig, *, storage: str = DEFAULT_STORAGE, study_name: 
 
 
 __all__ = [
-    "SearchListener", "SearchResult", "checkpoint_dir", "optimize_study",
-    "prepare_study", "run_search", "trial_base", "weight_names",
+    "SearchListener", "SearchResult", "checkpoint_dir", "optimize_study", "run_search",
+    "weight_names",
 ]

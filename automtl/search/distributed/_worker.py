@@ -18,14 +18,15 @@ import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
 from automtl.errors import AutomtlError
+from automtl.search.dburl import mask_url, sqlite_path
 from automtl.search.distributed._budget import Budget, budget, set_target, study_target
 from automtl.search.distributed._lock import StudyLock, study_lock
 from automtl.search.enqueue import WarmStart
-from automtl.search.meta import StudyMeta, TrialMeta, count_states
-from automtl.search.runner import SearchListener, optimize_study, prepare_study
-from automtl.search.samplers import make_sampler
-from automtl.search.dburl import mask_url, sqlite_path
 from automtl.search.front import FrontRow
+from automtl.search.meta import StudyMeta, TrialMeta, count_states
+from automtl.search.prepare import prepare_study
+from automtl.search.runner import SearchListener, optimize_study
+from automtl.search.samplers import make_sampler
 from automtl.search.storage import db_error, engine_kwargs, make_storage, study_names
 from automtl.search.study_config import StudyConfig
 
