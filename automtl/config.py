@@ -1,4 +1,4 @@
-"""Typed configs of automtl and their YAML load/save.
+"""Typed configs of automtl and their YAML load/save (strict YAML itself: `automtl.yamlio`).
 
 `TrialConfig` holds everything needed to rebuild and retrain one model (data, model, losses,
 training). It round-trips through YAML: `automtl train --config X.yaml` reproduces a trial.
@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-
 from automtl._typed import OneOf, from_dict, to_dict
 from automtl.errors import ConfigError
-
+from automtl.yamlio import dump_yaml, load_yaml
 
 
 def _registered(kind: str) -> OneOf:
@@ -330,65 +328,9 @@ class TrialConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping (YAML says keys are
-    unique; PyYAML would silently keep the last one)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-            try:
-                first = seen.setdefault(key, key_node.start_mark)
-            except TypeError:
-                continue  # an unhashable key: PyYAML's own error follows
-            if first is not key_node.start_mark:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice (first at line {first.line + 1}); "
-                    "keep one", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-
-def parse_yaml(text: str, where: str) -> Any:
-    """A YAML document from text (strict: duplicate keys refused); errors name `where`."""
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{where}: invalid YAML{at}: {problem}; fix the syntax") from None
-
-
-def load_yaml(path: str | Path) -> Any:
-    """Read a YAML document, turning I/O and syntax problems into one-line `ConfigError`s.
-
-    An empty document (empty file, only comments) is refused: it would silently mean
-    "all defaults", which is never what a file given on purpose means.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: file not found; check the path")
-    try:
-        text = p.read_text(encoding="utf-8-sig")  # -sig: a UTF-8 BOM is accepted
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read file ({exc.__class__.__name__}); check "
-                          "permissions/encoding") from None
-    doc = parse_yaml(text, str(p))
-    if doc is None:
-        raise ConfigError(f"{p}: the file is empty; write the settings into it (see "
-                          "studies/examples/ for complete files)")
-    return doc
-
-
 def load_trial_config(path: str | Path) -> TrialConfig:
     """Load a `TrialConfig` from YAML or JSON (JSON is valid YAML)."""
     return from_dict(TrialConfig, load_yaml(path), where=str(path))
-
-
-def dump_yaml(obj: Any) -> str:
-    """YAML text of a config dataclass (or plain data), keys in declaration order."""
-    return yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=None)
 
 
 def save_trial_config(cfg: TrialConfig, path: str | Path) -> None:
@@ -399,6 +341,6 @@ def save_trial_config(cfg: TrialConfig, path: str | Path) -> None:
 __all__ = [
     "Arch", "Bottom", "CalibratorConfig", "DCMTConfig", "DataConfig", "DependencyConfig",
     "ESCM2Config", "FILM_SITES", "Head", "LossConfig",
-    "ModelConfig", "PWiseRConfig", "TrainConfig", "TrialConfig", "WeightingConfig", "dump_yaml",
-    "from_dict", "load_trial_config", "load_yaml", "parse_yaml", "save_trial_config", "to_dict",
+    "ModelConfig", "PWiseRConfig", "TrainConfig", "TrialConfig", "WeightingConfig",
+    "from_dict", "load_trial_config", "save_trial_config", "to_dict",
 ]

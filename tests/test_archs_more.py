@@ -204,7 +204,8 @@ def test_fdn_orthogonality_term_decomposes_the_pair_features() -> None:
 def test_search_spaces_sample_every_new_architecture() -> None:
     import optuna
 
-    from automtl.search.space import SpaceContext, load_space
+    from automtl.search.space import load_space
+    from automtl.search.space_nodes import SpaceContext
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("default", "architectures"):

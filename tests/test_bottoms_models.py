@@ -235,7 +235,8 @@ def test_apem_gamma_schedule_advances_with_the_shared_trainer() -> None:
 def test_search_spaces_sample_buildable_bottoms(space_name: str) -> None:
     import optuna
 
-    from automtl.search.space import SpaceContext, load_space
+    from automtl.search.space import load_space
+    from automtl.search.space_nodes import SpaceContext
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(space_name)

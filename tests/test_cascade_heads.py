@@ -12,8 +12,8 @@ import torch
 
 from automtl.cli import main
 from automtl.config import (
-    DataConfig,
     DCMTConfig,
+    DataConfig,
     ESCM2Config,
     LossConfig,
     ModelConfig,
@@ -298,7 +298,8 @@ def test_cascade_heads_export(head: str, n_tasks: int, data2, data3, tmp_path: P
     import numpy as np
     import onnxruntime as ort
 
-    from automtl.config import dump_yaml, from_dict
+    from automtl.config import from_dict
+    from automtl.yamlio import dump_yaml
     from automtl.export import (TensorModel, example_inputs, export_onnx, export_torchscript,
                                 fuxictr_config, rechub_script)
 
@@ -367,7 +368,8 @@ def test_selection_bias_option() -> None:
 def test_search_samples_cascade_heads_only_where_required(space: str, data2, data3) -> None:
     import optuna
 
-    from automtl.search.space import SpaceContext, load_space
+    from automtl.search.space import load_space
+    from automtl.search.space_nodes import SpaceContext
 
     sp = load_space(space)
     for data, expect in ((data3, {"esmm", "esm2", "escm2_ips", "escm2_dr", "dcmt"}),

@@ -125,7 +125,8 @@ def test_foreign_exports_say_clippy_is_plain_adagrad_there() -> None:
 def test_default_space_samples_clippy_with_its_thresholds() -> None:
     import optuna
 
-    from automtl.search.space import SpaceContext, load_space
+    from automtl.search.space import load_space
+    from automtl.search.space_nodes import SpaceContext
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space("default")

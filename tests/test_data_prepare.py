@@ -10,9 +10,9 @@ import pytest
 
 from automtl.config import DataConfig
 from automtl.data import clear_memo, load_dataset
-from automtl.data.columnar import load_columnar
 from automtl.data.ali_ccp_parse import DENSE_FIELDS, SEQ_FIELDS, SPARSE_FIELDS
 from automtl.data.ali_ccp_raw import prepare_ali_ccp
+from automtl.data.columnar import load_columnar
 from automtl.errors import DataError
 
 from datagen import write_raw_ali_ccp

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from automtl.errors import AutomtlError
-from automtl.search.selection import Selection, knee_scores, parse_selection, select
 from automtl.search.front import FrontRow
+from automtl.search.selection import Selection, knee_scores, parse_selection, select
 
 OBJ = ["ctr_auc", "cvr_auc"]
 

@@ -10,7 +10,8 @@ import yaml
 
 from automtl.config import TrialConfig
 from automtl.errors import ConfigError
-from automtl.search.space import SpaceContext, list_spaces, load_space, parse_space
+from automtl.search.space import list_spaces, load_space, parse_space
+from automtl.search.space_nodes import SpaceContext
 from automtl.search.study_config import (
     StudyConfig,
     list_presets,

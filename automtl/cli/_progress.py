@@ -22,9 +22,9 @@ from rich.table import Table
 from automtl.cli.pareto import fmt, human_count
 from automtl.config import TrialConfig
 from automtl.search.distributed import Budget, WorkerProcess, WorkersView
+from automtl.search.front import FrontRow
 from automtl.search.meta import StudyMeta, TrialMeta, arch_label
 from automtl.search.runner import SearchListener
-from automtl.search.front import FrontRow
 from automtl.train.loop import Callback, EpochRecord
 
 

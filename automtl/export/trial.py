@@ -22,15 +22,16 @@ import torch
 from torch import nn
 
 from automtl._typed import from_dict, to_dict
-from automtl.config import TrialConfig, dump_yaml
+from automtl.config import TrialConfig
 from automtl.data.schema import Dataset
 from automtl.errors import AutomtlError
-from automtl.search.selection import Direction, Selection, select
 from automtl.search.dbopen import open_study_readonly
 from automtl.search.front import FrontRow, row_from_trial
+from automtl.search.selection import Direction, Selection, select
 from automtl.search.storage import objective_names
 from automtl.search.store import Store, compute_front, read_or
 from automtl.train.loop import Callback
+from automtl.yamlio import dump_yaml
 
 FORMATS = ("yaml", "json", "fuxictr", "torch-rechub", "onnx", "torchscript")
 

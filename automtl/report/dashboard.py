@@ -17,15 +17,15 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from automtl.config import dump_yaml
 from automtl.errors import AutomtlError
 from automtl.report._page import PAGE
 from automtl.report.figures import build_figures, figure_json, param_importances
 from automtl.report.html import dataset_label
 from automtl.report.snapshot import StudyReader, StudySnapshot, TrialRow
-from automtl.search.meta import DETAIL_FIELDS, POINT_FIELDS, TrialMeta
 from automtl.search.dburl import mask_url
 from automtl.search.defaults import DEFAULT_STORAGE
+from automtl.search.meta import DETAIL_FIELDS, POINT_FIELDS, TrialMeta
+from automtl.yamlio import dump_yaml
 
 
 def _clean(value: Any) -> Any:

@@ -17,11 +17,11 @@ from optuna.trial import FrozenTrial, TrialState
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from automtl.search.stale import running_trials
 from automtl.search.dbopen import open_study_readonly, readonly_storage, readonly_url
-from automtl.search.meta import StudyMeta, TrialMeta
 from automtl.search.dburl import mask_url
 from automtl.search.front import SweepRow, front_points
+from automtl.search.meta import StudyMeta, TrialMeta
+from automtl.search.stale import running_trials
 from automtl.search.storage import objective_names
 from automtl.search.store import Store
 from automtl.search.tables import epoch_metrics, reeval_metrics

@@ -22,7 +22,7 @@ from automtl._typed import from_dict, to_dict
 from automtl.config import TrialConfig
 from automtl.errors import ConfigError
 from automtl.search.meta import TrialMeta
-from automtl.search.space import (
+from automtl.search.space_nodes import (
     Choice,
     Fixed,
     Node,

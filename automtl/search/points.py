@@ -22,9 +22,9 @@ import math
 import optuna
 
 from automtl.errors import AutomtlError
+from automtl.search.front import FrontRow, nondominated_mask, point_row, row_from_trial
 from automtl.search.meta import TrialMeta
 from automtl.search.selection import Direction, Selection, select
-from automtl.search.front import FrontRow, nondominated_mask, point_row, row_from_trial
 from automtl.search.storage import objective_names
 from automtl.search.store import Store
 

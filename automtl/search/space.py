@@ -1,5 +1,5 @@
-"""Declarative YAML search spaces, parsed into a small typed tree (`automtl.search.space_nodes`,
-re-exported here) and sampled into `TrialConfig`s.
+"""Declarative YAML search spaces, parsed into a small typed tree (`automtl.search.space_nodes`)
+and sampled into `TrialConfig`s.
 
 The format is documented in ``search_spaces/README.md``. In short: ``params`` maps a dotted
 `TrialConfig` path to either a fixed value, a range (``{int: [lo, hi]}``, ``{float: [lo, hi],
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from automtl._typed import from_dict
-from automtl.config import TrialConfig, load_yaml
+from automtl.config import TrialConfig
 from automtl.errors import ConfigError
 from automtl.resources import find_named_yaml, list_named_yaml
 from automtl.search.space_nodes import (
@@ -36,12 +36,10 @@ from automtl.search.space_nodes import (
     Option,
     Range,
     SearchSpace,
-    SpaceContext,
     Toggle,
     assign_path,
-    expand_path,
-    option_allowed,
 )
+from automtl.yamlio import load_yaml
 
 # ---------------------------------------------------------------------------------------------
 # parsing
@@ -326,8 +324,4 @@ def list_spaces() -> list[str]:
     return list_named_yaml("search_spaces")
 
 
-__all__ = [
-    "CAPABILITIES", "Choice", "Fixed", "Node", "Option", "Range", "SearchSpace", "SpaceContext",
-    "Toggle", "expand_path", "list_spaces", "load_space", "load_space_doc", "option_allowed",
-    "parse_space",
-]
+__all__ = ["list_spaces", "load_space", "load_space_doc", "parse_space"]

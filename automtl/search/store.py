@@ -20,8 +20,8 @@ import optuna
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from automtl.search.defaults import DEFAULT_STORAGE
 from automtl.search.dburl import mask_url
+from automtl.search.defaults import DEFAULT_STORAGE
 from automtl.search.front import (
     FrontRow,
     SweepRow,

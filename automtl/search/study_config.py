@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from automtl._typed import OneOf, from_dict
-from automtl.config import DataConfig, TrainConfig, load_yaml
+from automtl.config import DataConfig, TrainConfig
 from automtl.errors import ConfigError
 from automtl.resources import find_named_yaml, list_named_yaml
 from automtl.search.samplers import sampler_names
+from automtl.yamlio import load_yaml
 
 Sampler = Annotated[str, OneOf(sampler_names)]  # a name of `automtl.search.samplers.SAMPLERS`
 

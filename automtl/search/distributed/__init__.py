@@ -24,7 +24,7 @@ refresh); this module only decides when a trial may start.
   reached but trials are still RUNNING, workers wait (checking heartbeats) instead of leaving,
   so a worker dying near the end still gets its trial retried.
 - SQLite: several processes on one file are made safe by a 60 s busy timeout on every
-  connection (see `store.engine_kwargs`), WAL journaling (readers never block the writer) and
+  connection (see `storage.engine_kwargs`), WAL journaling (readers never block the writer) and
   the same study lock. Only processes on ONE machine may share a SQLite file (file locks are not
   reliable on network file systems): use PostgreSQL across machines.
 """

@@ -19,13 +19,13 @@ import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
 from automtl.errors import AutomtlError
+from automtl.search.dburl import mask_url
 from automtl.search.defaults import STORAGE_ENV
 from automtl.search.distributed._budget import Budget, budget
 from automtl.search.distributed._worker import Heartbeat, enable_sqlite_wal, prepare_shared_study
 from automtl.search.enqueue import WarmStart
 from automtl.search.meta import count_states
 from automtl.search.runner import SearchResult
-from automtl.search.dburl import mask_url
 from automtl.search.storage import engine_kwargs, make_storage, objective_names
 from automtl.search.store import Store
 from automtl.search.study_config import StudyConfig
