@@ -39,7 +39,7 @@ Direction = Literal["maximize", "minimize"]
 
 
 class Candidate(Protocol):
-    """What selection needs from a front point (`automtl.search.store.FrontRow` qualifies)."""
+    """What selection needs from a front point (`automtl.search.front.FrontRow` qualifies)."""
 
     trial_number: int
     values: dict[str, float]
