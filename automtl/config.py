@@ -102,12 +102,21 @@ class ModelConfig:
     fdn_aux_weight: float = 0.1
     # mfh: first-facet task groups (lists of task names; [] = the task list in two halves)
     mfh_groups: list[list[str]] = field(default_factory=list)
+    # mose: units of every LSTM (shared bottom and each expert)
+    lstm_dim: int = 32
+    # stan: lifecycle stages derived from activity (history length buckets), or a sparse field
+    # holding the stage; weight of the stage-detection loss; stage-adaptive task weights
+    stan_stages: int = 4
+    stan_stage_field: str = ""
+    stan_weight: float = 0.1
+    stan_adaptive_loss: bool = True
 
     def validate(self) -> None:
         _positive("embedding_dim", self.embedding_dim)
         for name in ("n_experts", "n_levels", "n_shared_experts", "aitm_dim",
                      "transformer_layers", "transformer_heads", "transformer_dim",
-                     "inducing_points", "ps_layers", "stem_embedding_dim"):
+                     "inducing_points", "ps_layers", "stem_embedding_dim", "lstm_dim",
+                     "stan_stages"):
             _positive(name, getattr(self, name))
         if self.n_specific_experts < 0:
             raise ConfigError(f"n_specific_experts: must be >= 0, got {self.n_specific_experts}")
@@ -116,7 +125,7 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
         self._validate_bottoms()
-        for name in ("l0_weight", "fdn_orth_weight", "fdn_aux_weight"):
+        for name in ("l0_weight", "fdn_orth_weight", "fdn_aux_weight", "stan_weight"):
             if not getattr(self, name) >= 0:  # also rejects NaN
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
 

@@ -39,6 +39,9 @@ ARCHS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("snr-aver", {"arch": "snr", "snr_variant": "aver"}, {}),
     ("fdn", {"arch": "fdn"}, {}),
     ("mfh", {"arch": "mfh"}, {}),
+    ("mose", {"arch": "mose", "lstm_dim": 32}, {}),
+    ("stan", {"arch": "stan"}, {}),
+    ("stan - adaptive loss", {"arch": "stan", "stan_adaptive_loss": False}, {}),
     ("mmoe + clippy", {"arch": "mmoe"}, {"optimizer": "clippy", "lr": 0.05}),
 ]
 

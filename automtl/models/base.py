@@ -42,7 +42,9 @@ class Body(nn.Module):
     """An MTL architecture: input(s) -> raw logits ``[T, B]``; subclasses use `register_arch`.
 
     Class attributes: `needs_cascade` (the arch only makes sense with `depends_on` tasks),
-    `independent_inputs` (asks `build_model` for an independent shared-bottom copy per task) and
+    `independent_inputs` (asks `build_model` for an independent shared-bottom copy per task),
+    `reads_batch` (the body also reads the raw batch, e.g. behaviour sequences step by step:
+    it is built as ``cls(cfg, in_dim, tasks, features=...)`` and called as ``body(x, batch)``) and
     `aux_terms` (names of the body's own loss terms, e.g. SNR's L0 penalty: `aux_losses` returns
     one weighted scalar per name, computed from the last training forward; the trainer's loss adds
     them as terms ``model_<name>``).
@@ -50,6 +52,7 @@ class Body(nn.Module):
 
     needs_cascade: bool = False
     independent_inputs: bool = False
+    reads_batch: bool = False
     aux_terms: tuple[str, ...] = ()
 
     def __init__(self, cfg: ModelConfig, in_dim: int, tasks: Sequence[TaskSpec]) -> None:

@@ -26,6 +26,7 @@ class MTLModel(nn.Module):
         super().__init__()
         self.bottom, self.body, self.head = bottom, body, head
         self.task_names: list[str] = [t.name for t in tasks]
+        self.reads_batch = bool(getattr(body, "reads_batch", False))  # see `Body.reads_batch`
         self.wide: nn.Module | None = None  # `model.wide`: first-order term (models/wide.py)
         self.imputation: nn.Module | None = None  # ESCM2-DR's imputation tower (training only)
         self.imputation_task = 0  # which per-task bottom output the imputation tower reads
@@ -33,7 +34,10 @@ class MTLModel(nn.Module):
     def forward_raw(self, batch: Batch) -> Tensor:
         """The body's raw logits ``[T, B]`` before the head (ESMM: conditional logits), plus
         the wide term when there is one."""
-        return self._add_wide(self.body(self.bottom(batch)), batch)
+        return self._add_wide(self._body(self.bottom(batch), batch), batch)
+
+    def _body(self, x: Tensor | list[Tensor], batch: Batch) -> Tensor:
+        return self.body(x, batch) if self.reads_batch else self.body(x)
 
     def _add_wide(self, raw: Tensor, batch: Batch) -> Tensor:
         return raw if self.wide is None else raw + self.wide(batch).to(raw.dtype)
@@ -57,7 +61,7 @@ class MTLModel(nn.Module):
     def forward_outputs(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Task logits ``[T, B]`` and the named tensors the head's loss terms read (training)."""
         x = self.bottom(batch)
-        logits, extras = self.head.outputs(self._add_wide(self.body(x), batch))
+        logits, extras = self.head.outputs(self._add_wide(self._body(x, batch), batch))
         if self.imputation is not None:
             xi = x if isinstance(x, Tensor) else torch.stack(list(x), dim=0)
             if xi.dim() == 3:
@@ -111,7 +115,8 @@ def build_model(
         bottom = bottom_cls(cfg, features, all_tasks, copies=len(all_tasks))
     else:
         bottom = bottom_cls(cfg, features, all_tasks)
-    body = body_cls(cfg, bottom.out_dim, all_tasks)
+    extra = {"features": list(features)} if getattr(body_cls, "reads_batch", False) else {}
+    body = body_cls(cfg, bottom.out_dim, all_tasks, **extra)
     model = MTLModel(bottom, body, head, tasks)
     if cfg.wide:
         model.wide = WideTerm(features, len(all_tasks))  # zero init: draws no random numbers

@@ -2,7 +2,8 @@
 
 - `register_arch(name)`: class decorator; the class is built as ``cls(cfg, in_dim, tasks)`` and its
   forward takes the bottom output (``[B, D]``, ``[T, B, D]`` or a list of T ``[B, D]``) and returns
-  raw logits ``[T, B]`` (see `automtl.models.base.Body`).
+  raw logits ``[T, B]`` (see `automtl.models.base.Body`; a body with ``reads_batch`` also gets
+  ``features=`` and is called as ``body(x, batch)``).
 - `register_bottom(name)`: class decorator; built as ``cls(cfg, features, tasks)``, with attribute
   `out_dim`; forward(batch) returns ``[B, D]`` (shared input) or per-task inputs (list of T
   ``[B, D]`` or one ``[T, B, D]`` tensor).
