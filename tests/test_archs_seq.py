@@ -221,7 +221,8 @@ def test_stan_stage_loss_trains_the_detector_towards_user_rates() -> None:
 def test_default_space_samples_them_only_on_data_with_sequences() -> None:
     import optuna
 
-    from automtl.search.space import SpaceContext, load_space
+    from automtl.search.space import load_space
+    from automtl.search.space_nodes import SpaceContext
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("default", "architectures"):
