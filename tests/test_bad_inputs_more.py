@@ -482,8 +482,7 @@ def _dead_pid() -> int:
 def _add_running(url: str, owner: str, heartbeat: str | None = None) -> int:
     """A RUNNING trial of STUDY owned by `owner`, optionally with an old heartbeat row."""
     storage = optuna.storages.RDBStorage(url)
-    study = optuna.load_study(study_name=STUDY, storage=storage)
-    trial_id = storage.create_new_trial(study._study_id)
+    trial_id = storage.create_new_trial(storage.get_study_id_from_name(STUDY))
     storage.set_trial_user_attr(trial_id, "worker", owner)
     number = storage.get_trial(trial_id).number
     storage.engine.dispose()

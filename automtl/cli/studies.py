@@ -109,7 +109,7 @@ def _repair(storage: str) -> None:
             study = optuna.load_study(study_name=name, storage=rdb)
             if not is_automtl_study(study):
                 continue
-            for r in mark_stale_failed(study, rdb.engine):
+            for r in mark_stale_failed(study, rdb):
                 console.print(f"study {name!r}: trial {r.number} marked FAIL ({r.reason})",
                               highlight=False, soft_wrap=True)
     finally:

@@ -14,18 +14,12 @@ from automtl.report.figures import (
 )
 from automtl.report.html import build_report_html, write_report
 from automtl.report.pareto_figures import parallel_figure, pareto_figure
-from automtl.report.snapshot import (
-    StudySnapshot,
-    TrialRow,
-    load_snapshot,
-    open_study_readonly,
-    readonly_storage,
-)
+from automtl.report.snapshot import StudySnapshot, TrialRow, load_snapshot
 
 __all__ = [
     "FIGURES", "StudySnapshot", "TrialRow", "breakdown_figure", "build_figures",
     "build_report_html", "figure_json", "history_figure", "importance_figure",
-    "learning_curves_figure", "load_snapshot", "open_study_readonly", "param_importances",
-    "parallel_figure", "pareto_figure", "readonly_storage", "reeval_figure", "val_test_figure",
+    "learning_curves_figure", "load_snapshot", "param_importances",
+    "parallel_figure", "pareto_figure", "reeval_figure", "val_test_figure",
     "write_report",
 ]

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from automtl.search.dbopen import open_study_readonly, readonly_storage, readonly_url
+from automtl.search.dbopen import readonly_study
 from automtl.search.dburl import mask_url
 from automtl.search.front import SweepRow, front_points
 from automtl.search.meta import StudyMeta, TrialMeta
@@ -246,7 +246,7 @@ class StudyReader:
     def __init__(self, storage_url: str, study_name: str) -> None:
         self.storage_url = storage_url
         self.study_name = study_name
-        self.study = open_study_readonly(storage_url, study_name)
+        self.study, self._storage = readonly_study(storage_url, study_name)
         # Only read methods of Store are called; the read-only engine enforces it.
         self.store = Store.readonly(storage_url)
 
@@ -287,12 +287,7 @@ class StudyReader:
     def close(self) -> None:
         """Release database connections."""
         self.store.dispose()
-        engine = getattr(getattr(self.study, "_storage", None), "engine", None)
-        if engine is None:  # Optuna wraps RDBStorage in a cache layer
-            backend = getattr(getattr(self.study, "_storage", None), "_backend", None)
-            engine = getattr(backend, "engine", None)
-        if engine is not None:
-            engine.dispose()
+        self._storage.engine.dispose()
 
 
 def load_snapshot(storage_url: str, study_name: str) -> StudySnapshot:
@@ -305,5 +300,4 @@ def load_snapshot(storage_url: str, study_name: str) -> StudySnapshot:
         reader.close()
 
 
-__all__ = ["STATES", "StudyReader", "StudySnapshot", "TrialRow", "load_snapshot",
-           "open_study_readonly", "readonly_storage", "readonly_url"]
+__all__ = ["STATES", "StudyReader", "StudySnapshot", "TrialRow", "load_snapshot"]

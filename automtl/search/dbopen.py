@@ -173,15 +173,22 @@ def study_names_readonly(url: str) -> tuple[optuna.storages.RDBStorage, list[str
                     "check that it is an automtl study database") from None
 
 
-def open_study_readonly(storage_url: str, study_name: str) -> optuna.Study:
-    """Load an existing study without write access; a missing study is a one-line error
-    listing the available ones."""
+def readonly_study(storage_url: str,
+                   study_name: str) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
+    """An existing study loaded without write access, and its read-only storage (whose
+    `engine` the caller disposes when done); a missing study is a one-line error listing the
+    available ones."""
     storage, names = study_names_readonly(storage_url)
     if study_name not in names:
         avail = ", ".join(names) if names else "none"
         raise AutomtlError(f"no study named {study_name!r} in {mask_url(storage_url)} "
                            f"(available: {avail}); pass --study NAME or --storage URL")
-    return optuna.load_study(study_name=study_name, storage=storage)
+    return optuna.load_study(study_name=study_name, storage=storage), storage
+
+
+def open_study_readonly(storage_url: str, study_name: str) -> optuna.Study:
+    """Load an existing study without write access (see `readonly_study`)."""
+    return readonly_study(storage_url, study_name)[0]
 
 
 def is_automtl_study(study: optuna.Study) -> bool:
@@ -197,6 +204,6 @@ def require_automtl_study(study: optuna.Study, storage_url: str) -> None:
                            "another --study-name / --study")
 
 
-__all__ = ["check_database", "database_tables", "is_automtl_study",
-           "open_study_readonly", "readonly_storage", "readonly_url", "require_automtl_study",
+__all__ = ["check_database", "database_tables", "is_automtl_study", "open_study_readonly",
+           "readonly_storage", "readonly_study", "readonly_url", "require_automtl_study",
            "study_names_readonly"]

@@ -281,7 +281,7 @@ def run_search(cfg: StudyConfig, *, storage: str = DEFAULT_STORAGE, study_name: 
         old = optuna.load_study(study_name=name, storage=rdb)
         require_automtl_study(old, storage)
         if StudyMeta.read(old).heartbeat is None:  # no heartbeats: a gone local run's trials
-            mark_stale_failed(old, rdb.engine, only_gone_owners=True)
+            mark_stale_failed(old, rdb, only_gone_owners=True)
         n_existing = len(old.get_trials(deepcopy=False))
     # A resumed study gets a fresh sampler seed, so a random sampler does not repeat itself.
     study = prepare_study(cfg, storage, name, sampler_seed=cfg.seed + n_existing,

@@ -17,7 +17,6 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import optuna
 import sqlalchemy as sa
@@ -39,7 +38,6 @@ class RunningTrial:
     """One RUNNING trial and whether its process is known to be gone."""
 
     number: int
-    trial_id: int
     owner: str | None
     heartbeat_age_s: float | None  # None: the trial has no heartbeat record
     stale: bool
@@ -66,62 +64,74 @@ def _owner_gone(owner: str | None, started: datetime | None) -> bool:
     return started is not None and created > started.timestamp() + 1.0
 
 
-def _heartbeats(engine: sa.Engine, trial_ids: list[int]) -> dict[int, float]:
-    """Trial id -> seconds since its last heartbeat (database clock)."""
-    if not trial_ids:
+def _heartbeats(engine: sa.Engine, study_name: str, numbers: list[int]) -> dict[int, float]:
+    """Trial number -> seconds since its last heartbeat (database clock).
+
+    Read with SQL from Optuna's own tables (`trial_heartbeats` joined to `trials` and `studies`:
+    its versioned schema), because Optuna has no public reader of heartbeat ages; keyed by trial
+    number so no private trial id is needed."""
+    if not numbers:
         return {}
     hb = sa.table("trial_heartbeats", sa.column("trial_id"), sa.column("heartbeat"))
+    trials = sa.table("trials", sa.column("trial_id"), sa.column("study_id"), sa.column("number"))
+    studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
+    query = (sa.select(trials.c.number, hb.c.heartbeat)
+             .select_from(hb.join(trials, hb.c.trial_id == trials.c.trial_id)
+                          .join(studies, trials.c.study_id == studies.c.study_id))
+             .where(studies.c.study_name == study_name, trials.c.number.in_(numbers)))
     try:
         with engine.connect() as conn:
             now = conn.execute(sa.select(sa.func.current_timestamp())).scalar()
-            rows = conn.execute(sa.select(hb.c.trial_id, hb.c.heartbeat)
-                                .where(hb.c.trial_id.in_(trial_ids))).all()
+            rows = conn.execute(query).all()
     except sa.exc.SQLAlchemyError:
         return {}
     out = {}
-    for trial_id, beat in rows:
+    for number, beat in rows:
         if isinstance(now, str):
             now = datetime.fromisoformat(now)
         if isinstance(beat, str):
             beat = datetime.fromisoformat(beat)
-        out[int(trial_id)] = (now.replace(tzinfo=None) - beat.replace(tzinfo=None)).total_seconds()
+        out[int(number)] = (now.replace(tzinfo=None) - beat.replace(tzinfo=None)).total_seconds()
     return out
 
 
 def running_trials(study: optuna.Study, engine: sa.Engine) -> list[RunningTrial]:
     """The study's RUNNING trials with heartbeat age and staleness (reads only)."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    ages = _heartbeats(engine, [t._trial_id for t in trials])
+    ages = _heartbeats(engine, study.study_name, [t.number for t in trials])
     grace = float((StudyMeta.read(study).heartbeat or {}).get("grace", DEFAULT_GRACE_S))
     out = []
     for t in trials:
         owner = TrialMeta.read(t).worker
-        age = ages.get(t._trial_id)
+        age = ages.get(t.number)
         if age is not None:
             stale = age > grace
             reason = f"no heartbeat for {age:.0f} s (grace {grace:.0f} s)" if stale else ""
         else:
             stale = _owner_gone(owner, t.datetime_start)
             reason = f"its process {owner} is gone" if stale else ""
-        out.append(RunningTrial(t.number, t._trial_id, owner, age, stale, reason))
+        out.append(RunningTrial(t.number, owner, age, stale, reason))
     return out
 
 
-def mark_stale_failed(study: optuna.Study, engine: sa.Engine, *,
+def mark_stale_failed(study: optuna.Study, storage: optuna.storages.RDBStorage, *,
                       only_gone_owners: bool = False) -> list[RunningTrial]:
     """Mark the study's stale RUNNING trials FAIL (reason in `TrialMeta.fail_reason`).
 
-    `only_gone_owners`: only trials without heartbeat whose local process is gone (what a
-    resuming search does by itself)."""
-    storage: Any = study._storage
+    `storage`: the RDB storage the caller loaded `study` from (Optuna's public storage API
+    addresses a trial of another process by study name and trial number; `study` has no public
+    handle on its storage). `only_gone_owners`: only trials without heartbeat whose local process
+    is gone (what a resuming search does by itself)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
     done = []
-    for r in running_trials(study, engine):
+    for r in running_trials(study, storage.engine):
         if not r.stale or (only_gone_owners and r.heartbeat_age_s is not None):
             continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, r.number)
         try:
             for key, value in TrialMeta.attrs(fail_reason=f"stale: {r.reason}").items():
-                storage.set_trial_user_attr(r.trial_id, key, value)
-            storage.set_trial_state_values(r.trial_id, TrialState.FAIL)
+                storage.set_trial_user_attr(trial_id, key, value)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except RuntimeError:  # finished meanwhile (its process was alive after all)
             continue
         done.append(r)
