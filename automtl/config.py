@@ -55,6 +55,45 @@ class DataConfig:
 
 
 @dataclass
+class DeepMCPConfig:
+    """DeepMCP (IJCAI 2019) auxiliary subnets: L = L_pred + alpha * L_match + beta * L_corr
+    (`automtl.models.deepmcp`). Empty field lists: the fields recognised by name."""
+
+    alpha: float = 1.0  # matching subnet (user-ad)
+    beta: float = 0.1  # correlation subnet (ad-ad); 0 = no correlation subnet
+    dims: list[int] = field(default_factory=lambda: [64, 32])
+    negatives: int = 4  # in-batch negative ads per positive pair
+    window: int = 5  # history positions paired with the target ad
+    user_fields: list[str] = field(default_factory=list)
+    ad_fields: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        for name in ("alpha", "beta"):
+            if not getattr(self, name) >= 0:  # also rejects NaN
+                raise ConfigError(f"deepmcp.{name}: must be >= 0, got {getattr(self, name)}")
+        if not self.dims or any(d <= 0 for d in self.dims):
+            raise ConfigError(f"deepmcp.dims: give one or more layer sizes > 0, got {self.dims}")
+        _positive("deepmcp.negatives", self.negatives)
+        _positive("deepmcp.window", self.window)
+
+
+@dataclass
+class ShallowTowerConfig:
+    """YouTube's shallow tower (RecSys 2019) on bias fields, added in training, dropped at
+    serving (`automtl.models.shallow_tower`). Empty `fields`: the fields recognised by name."""
+
+    fields: list[str] = field(default_factory=list)
+    dims: list[int] = field(default_factory=lambda: [8])
+    feature_dropout: float = 0.1  # the paper's 10% drop-out of the position feature
+
+    def validate(self) -> None:
+        _dims("shallow_tower.dims", self.dims)
+        if not 0.0 <= self.feature_dropout < 1.0:
+            raise ConfigError("shallow_tower.feature_dropout: must be in [0, 1), got "
+                              f"{self.feature_dropout}")
+
+
+@dataclass
 class ModelConfig:
     """Architecture and sizes. Fields not used by the chosen `arch`/`bottom` are ignored."""
 
@@ -110,6 +149,9 @@ class ModelConfig:
     stan_stage_field: str = ""
     stan_weight: float = 0.1
     stan_adaptive_loss: bool = True
+    # issue 18 add-ons for any arch: DeepMCP's auxiliary subnets, YouTube's shallow bias tower
+    deepmcp: DeepMCPConfig | None = None
+    shallow_tower: ShallowTowerConfig | None = None
 
     def validate(self) -> None:
         _positive("embedding_dim", self.embedding_dim)
@@ -128,6 +170,9 @@ class ModelConfig:
         for name in ("l0_weight", "fdn_orth_weight", "fdn_aux_weight", "stan_weight"):
             if not getattr(self, name) >= 0:  # also rejects NaN
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        for section in (self.deepmcp, self.shallow_tower):
+            if section is not None:
+                section.validate()
 
     def _validate_bottoms(self) -> None:
         # issue 8: DTRN / APEM / STEM settings
@@ -348,8 +393,8 @@ def save_trial_config(cfg: TrialConfig, path: str | Path) -> None:
 
 
 __all__ = [
-    "Arch", "Bottom", "CalibratorConfig", "DCMTConfig", "DataConfig", "DependencyConfig",
-    "ESCM2Config", "FILM_SITES", "Head", "LossConfig",
-    "ModelConfig", "PWiseRConfig", "TrainConfig", "TrialConfig", "WeightingConfig",
+    "Arch", "Bottom", "CalibratorConfig", "DCMTConfig", "DataConfig", "DeepMCPConfig",
+    "DependencyConfig", "ESCM2Config", "FILM_SITES", "Head", "LossConfig", "ModelConfig",
+    "PWiseRConfig", "ShallowTowerConfig", "TrainConfig", "TrialConfig", "WeightingConfig",
     "from_dict", "load_trial_config", "save_trial_config", "to_dict",
 ]

@@ -19,7 +19,7 @@ from automtl.data.registry import (
 )
 from automtl.data.schema import Dataset, FeatureSpec, Split, TaskSpec
 from automtl.data.streaming import StreamedSplit
-from automtl.data.synthetic import do_click_truth, generate_synthetic
+from automtl.data.synthetic import do_click_truth, generate_synthetic, position_free
 
 from automtl.data import datasets as _datasets  # noqa: E402,F401  (fills DATASETS)
 
@@ -42,6 +42,7 @@ __all__ = [
     "iter_batches",
     "load_dataset",
     "parse_options",
+    "position_free",
     "register_dataset",
     "resolve_data_dir",
 ]

@@ -36,8 +36,9 @@ def _load_synthetic(_: Path | None, opts: dict[str, Any]) -> Dataset:
     # the generator version is part of the key: a changed generator never serves stale arrays;
     # selection_bias = 0 is the data from before the option existed, cached under the same key
     key_opts = {**opts, "generator_version": GENERATOR_VERSION}
-    if key_opts.get("selection_bias") in (0, 0.0):
-        del key_opts["selection_bias"]
+    for name in ("selection_bias", "position_bias"):
+        if key_opts.get(name) in (0, 0.0):
+            del key_opts[name]
     return cached("synthetic", key_opts, [], lambda: generate_synthetic(**opts))
 
 
@@ -48,7 +49,7 @@ register_dataset(DatasetInfo(
     source="generated in memory (deterministic from seed)",
     loader=_load_synthetic,
     options={"rows": 200_000, "n_tasks": 2, "rho": 0.5, "seed": 0, "schema": "default",
-             "selection_bias": 0.0, "additive": False},
+             "selection_bias": 0.0, "additive": False, "position_bias": 0.0},
     needs_files=False,
 ))
 

@@ -27,6 +27,15 @@ mechanism does not depend on why a click happened (no unobserved confounder), so
 p(leaf | do(click), x) of every row (the last task: purchase for 2-3 tasks, review for 4) is
 ``truth[:, -1] / truth[:, 0]`` (`do_click_truth`).
 
+Position bias (option ``position_bias = s >= 0``, default 0 = no such field): a sparse field
+``position`` (slots 1..10, drawn uniformly from their own stream: a randomised presentation
+order, so the effect is identifiable and independent of relevance) adds
+``s * LOGIT_SCALE * standardise(-log(position))`` to the click logit (before the click rate is
+recalibrated); the post-click steps do not depend on it. ``truth`` stays the exact p(label | x)
+(position included); the same seed with ``position_bias = 0`` gives the same inputs without the
+field and its position-free relevance (`position_free`), e.g. to measure how well a model that
+models the bias separately (YouTube's shallow tower) recovers relevance.
+
 Option ``additive=true`` keeps every input array but replaces the step logits by a sum of per-id
 and per-dense-value effects, ``l_k = sum_f a_{f,k}[id_f] + sum_j b_{j,k} x_j`` (effects of task k
 = sqrt(rho) shared + sqrt(1 - rho) own draws, from a separate stream), so each cascade step is
@@ -40,7 +49,7 @@ import functools
 
 import numpy as np
 
-from automtl.data.schema import Dataset, Split
+from automtl.data.schema import Dataset, FeatureSpec, Split
 from automtl.data.synthetic_schemas import SCHEMAS, SyntheticSchema, feature_specs, task_specs
 from automtl.errors import DataError
 
@@ -109,10 +118,11 @@ def _task_directions(rng: np.random.Generator, n_tasks: int, rho: float) -> np.n
 
 
 def _check_options(rows: int, n_tasks: int, rho: float, schema: str,
-                   selection_bias: float = 0.0) -> None:
-    if not 0.0 <= selection_bias <= 10.0:
-        raise DataError(f"synthetic: option selection_bias={selection_bias} is out of range; "
-                        "use 0 <= selection_bias <= 10 (0 = none)")
+                   selection_bias: float = 0.0, position_bias: float = 0.0) -> None:
+    for name, v in (("selection_bias", selection_bias), ("position_bias", position_bias)):
+        if not 0.0 <= v <= 10.0:
+            raise DataError(f"synthetic: option {name}={v} is out of range; "
+                            f"use 0 <= {name} <= 10 (0 = none)")
     if rows < 100:
         raise DataError(f"synthetic: option rows={rows} is too small; use rows >= 100")
     if n_tasks not in _RATES:
@@ -215,9 +225,18 @@ def _dense_fields(sch: SyntheticSchema, rng: np.random.Generator, prng: np.rando
     return np.stack(dense_cols, axis=1).astype(np.float32)
 
 
+_POSITIONS = 10  # slots of the position field (option position_bias)
+
+
+def _positions(seed: int, n: int) -> np.ndarray:
+    """Presentation slots 1.._POSITIONS, uniform, from their own stream (other arrays unchanged)."""
+    return np.random.default_rng([seed, 15485863]).integers(1, _POSITIONS + 1, n).astype(np.int32)
+
+
 def _cascade_labels(rng: np.random.Generator, prng: np.random.Generator, z: np.ndarray,
                     n_tasks: int, rho: float, selection_bias: float = 0.0,
-                    logits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    logits: np.ndarray | None = None, position_bias: float = 0.0,
+                    positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Task logits by the MMoE construction (or the given `logits`), then (truth, labels) along
     the cascade: truth[:, k] is the unconditional p(task k | x); a step's label needs the
     previous step's. A non-zero `selection_bias` adds the post-click logits to the click logit
@@ -232,6 +251,8 @@ def _cascade_labels(rng: np.random.Generator, prng: np.random.Generator, z: np.n
     y = _standardise(y if logits is None else logits) * _LOGIT_SCALE
     if selection_bias:  # no random draws: the other arrays stay those of selection_bias = 0
         y[:, 0] += selection_bias * _LOGIT_SCALE * _standardise(y[:, 1:].sum(axis=1))
+    if position_bias and positions is not None:  # the slot's effect on the click only
+        y[:, 0] += position_bias * _LOGIT_SCALE * _standardise(-np.log(positions.astype(float)))
     rates = _RATES[n_tasks]
     step_p = np.empty_like(y)
     for k in range(n_tasks):
@@ -290,19 +311,21 @@ def generate_synthetic(
     schema: str = "default",
     selection_bias: float = 0.0,
     additive: bool = False,
+    position_bias: float = 0.0,
 ) -> Dataset:
     """A deterministic synthetic cascade dataset (80/10/10 split); `Split.truth` is p(task|x)."""
     if not isinstance(additive, bool):
         raise DataError(f"synthetic: option additive={additive!r} must be true or false")
     try:
         rows, n_tasks, rho, seed = int(rows), int(n_tasks), float(rho), int(seed)
-        selection_bias = float(selection_bias)
+        selection_bias, position_bias = float(selection_bias), float(position_bias)
     except (TypeError, ValueError):
         raise DataError(
             f"synthetic: options rows={rows!r}, n_tasks={n_tasks!r}, rho={rho!r}, seed={seed!r}, "
-            f"selection_bias={selection_bias!r} must be numbers; fix the option values"
+            f"selection_bias={selection_bias!r}, position_bias={position_bias!r} must be "
+            "numbers; fix the option values"
         ) from None
-    _check_options(rows, n_tasks, rho, schema, selection_bias)
+    _check_options(rows, n_tasks, rho, schema, selection_bias, position_bias)
     sch = SCHEMAS[schema]
     _check_rows_fit(sch, rows, n_tasks)
     rng = np.random.default_rng(seed)
@@ -314,21 +337,39 @@ def generate_synthetic(
     seqs, lengths = _behaviour_sequences(sch, rng, prng, ids, z)
     dense = _dense_fields(sch, rng, prng, lengths, z)
     logits = _additive_logits(seed, ids, dense, sch, n_tasks, rho) if additive else None
-    truth, labels = _cascade_labels(rng, prng, z, n_tasks, rho, selection_bias, logits)
-    sparse = np.stack([ids[f.name] for f in sch.sparse], axis=1).astype(np.int32)
+    positions = _positions(seed, rows) if position_bias else None
+    truth, labels = _cascade_labels(rng, prng, z, n_tasks, rho, selection_bias, logits,
+                                    position_bias, positions)
+    columns = [ids[f.name] for f in sch.sparse] + ([positions] if positions is not None else [])
+    sparse = np.stack(columns, axis=1).astype(np.int32)
+    features = feature_specs(sch)
+    if positions is not None:  # the last sparse field (sparse fields precede the others)
+        features.insert(len(sch.sparse), FeatureSpec("position", "sparse",
+                                                     vocab_size=_POSITIONS + 1))
     options: dict[str, object] = {"rows": rows, "n_tasks": n_tasks, "rho": rho, "seed": seed,
                                   "schema": schema}
     if selection_bias:
         options["selection_bias"] = selection_bias
     if additive:
         options["additive"] = True
+    if position_bias:
+        options["position_bias"] = position_bias
     meta: dict[str, object] = {
         "source": "synthetic (generated)",
         "options": options,
         "generator_version": GENERATOR_VERSION,
     }
-    return Dataset(name="synthetic", features=feature_specs(sch), tasks=task_specs(sch, n_tasks),
+    return Dataset(name="synthetic", features=features, tasks=task_specs(sch, n_tasks),
                    splits=_split(sparse, dense, seqs, labels, truth), meta=meta)
+
+
+def position_free(dataset: Dataset) -> Dataset:
+    """The same impressions without the position field and its effect: `generate_synthetic`
+    with the dataset's options and ``position_bias = 0`` (its `truth` is the position-free
+    relevance; its labels are the clicks the same users would have made without the bias)."""
+    options = dict(dataset.meta.get("options", {}))  # type: ignore[call-overload]
+    options.pop("position_bias", None)
+    return generate_synthetic(**options)
 
 
 def do_click_truth(split: Split) -> np.ndarray:

@@ -47,6 +47,12 @@ def model_gaps(model: ModelConfig) -> list[str]:
         out.append(f"model.seq_pooling={model.seq_pooling}: sequences are mean-pooled instead")
     if model.wide:
         out.append("model.wide: the first-order (wide) term is dropped")
+    if model.deepmcp is not None:
+        out.append("model.deepmcp: DeepMCP's matching / correlation subnets (auxiliary loss "
+                   "terms on the embeddings) are dropped; the prediction model trains alone")
+    if model.shallow_tower is not None:
+        out.append("model.shallow_tower: the shallow bias tower is dropped; its bias fields "
+                   "become ordinary inputs of the main model")
     return out
 
 

@@ -51,7 +51,8 @@ class TensorModel(nn.Module):
     def __init__(self, model: nn.Module, features: Sequence[FeatureSpec],
                  weights_input: bool = False) -> None:
         super().__init__()
-        self.model = model
+        # training-only parts (the shallow bias tower, DeepMCP's subnets) are not served
+        self.model = model.for_serving() if hasattr(model, "for_serving") else model
         self.weights_input = weights_input
         self.task_names: list[str] = list(model.task_names)  # type: ignore[arg-type]
         self.n_sparse = sum(f.kind == "sparse" for f in features)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -11,9 +12,13 @@ from automtl.config import ModelConfig, WeightingConfig
 from automtl.data.batching import Batch
 from automtl.data.schema import FeatureSpec, TaskSpec
 from automtl.errors import ConfigError
+from automtl.models.base import BodyInput
 from automtl.models.blocks import mlp
+from automtl.models.deepmcp import DeepMCP
+from automtl.models.embedding import FeatureEmbedding
 from automtl.models.heads import cascade_order, has_cascade
 from automtl.models.registry import ARCHS, BOTTOMS, HEADS, lookup
+from automtl.models.shallow_tower import ShallowTower, bias_columns
 from automtl.models.wide import WideTerm
 
 
@@ -30,17 +35,47 @@ class MTLModel(nn.Module):
         self.wide: nn.Module | None = None  # `model.wide`: first-order term (models/wide.py)
         self.imputation: nn.Module | None = None  # ESCM2-DR's imputation tower (training only)
         self.imputation_task = 0  # which per-task bottom output the imputation tower reads
+        self.deepmcp: nn.Module | None = None  # DeepMCP's auxiliary subnets (loss terms only)
+        self.shallow: nn.Module | None = None  # YouTube's shallow bias tower (training only)
+        # sparse columns the main model reads (None = all; the shallow tower's bias fields are
+        # the tower's alone)
+        self.main_columns: Tensor | None
+        self.register_buffer("main_columns", None, persistent=False)
+
+    def for_serving(self) -> "MTLModel":
+        """The model without its training-only parts (the shallow tower, DeepMCP's subnets),
+        sharing every other module: what exports serve; itself when it has no such parts."""
+        if self.shallow is None and self.deepmcp is None:
+            return self
+        twin = copy.copy(self)
+        twin._modules = {**self._modules, "shallow": None, "deepmcp": None}
+        return twin
+
+    def _main_input(self, batch: Batch) -> tuple[BodyInput, Batch]:
+        """The bottom's output for the main model's columns, and that batch."""
+        if self.main_columns is not None:
+            batch = Batch(batch.sparse.index_select(1, self.main_columns), batch.dense,
+                          batch.sequences, batch.labels)
+        x = self.bottom(batch)
+        if self.deepmcp is not None and self.training:
+            self.deepmcp.observe(batch, self.bottom.embedding)
+        return x, batch
 
     def forward_raw(self, batch: Batch) -> Tensor:
         """The body's raw logits ``[T, B]`` before the head (ESMM: conditional logits), plus
-        the wide term when there is one."""
-        return self._add_wide(self._body(self.bottom(batch), batch), batch)
+        the wide term when there is one (and, in training, the shallow tower's bias)."""
+        x, main = self._main_input(batch)
+        return self._add_terms(self._body(x, main), batch, main)
 
     def _body(self, x: Tensor | list[Tensor], batch: Batch) -> Tensor:
         return self.body(x, batch) if self.reads_batch else self.body(x)
 
-    def _add_wide(self, raw: Tensor, batch: Batch) -> Tensor:
-        return raw if self.wide is None else raw + self.wide(batch).to(raw.dtype)
+    def _add_terms(self, raw: Tensor, batch: Batch, main: Batch) -> Tensor:
+        if self.wide is not None:
+            raw = raw + self.wide(main).to(raw.dtype)
+        if self.shallow is not None and self.training:  # dropped at serving (and in eval)
+            raw = raw + self.shallow(batch).to(raw.dtype)
+        return raw
 
     def forward_tensor(self, batch: Batch) -> Tensor:
         """Task logits stacked as ``[T, B]`` in `task_names` order."""
@@ -51,17 +86,22 @@ class MTLModel(nn.Module):
 
     @property
     def aux_terms(self) -> tuple[str, ...]:
-        """Names of the body's own loss terms (see `Body.aux_terms`)."""
-        return tuple(getattr(self.body, "aux_terms", ()))
+        """Names of the model's own loss terms: the body's (see `Body.aux_terms`), then
+        DeepMCP's."""
+        own = tuple(getattr(self.deepmcp, "terms", ()))
+        return tuple(getattr(self.body, "aux_terms", ())) + own
 
     def aux_losses(self, labels: Tensor) -> list[Tensor]:
-        """The body's own loss terms of the last forward, one scalar per `aux_terms` name."""
-        return self.body.aux_losses(labels) if self.aux_terms else []
+        """The model's own loss terms of the last forward, one scalar per `aux_terms` name."""
+        out = self.body.aux_losses(labels) if getattr(self.body, "aux_terms", ()) else []
+        if self.deepmcp is not None:
+            out = out + self.deepmcp.aux_losses(labels)
+        return out
 
     def forward_outputs(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Task logits ``[T, B]`` and the named tensors the head's loss terms read (training)."""
-        x = self.bottom(batch)
-        logits, extras = self.head.outputs(self._add_wide(self._body(x, batch), batch))
+        x, main = self._main_input(batch)
+        logits, extras = self.head.outputs(self._add_terms(self._body(x, main), batch, main))
         if self.imputation is not None:
             xi = x if isinstance(x, Tensor) else torch.stack(list(x), dim=0)
             if xi.dim() == 3:
@@ -104,6 +144,11 @@ def build_model(
     if cfg.head == "escm2_dr" and not cfg.imputation_dims:
         raise ConfigError("model.imputation_dims: head escm2_dr needs an imputation tower; set "
                           "its layer sizes, e.g. [64], or use head escm2_ips")
+    # the shallow tower's bias fields are read by it alone (models/shallow_tower.py)
+    all_features = list(features)
+    bias = bias_columns(cfg.shallow_tower, features) if cfg.shallow_tower is not None else []
+    bias_names = {[f for f in features if f.kind == "sparse"][c].name for c in bias}
+    features = [f for f in features if f.name not in bias_names]
     # a head's extra towers (DCMT's counterfactual twin, ESM2's other-action path) are extra
     # body tasks hanging off the cascade root, so every body treats them like a real task
     root = getattr(head, "root", None)
@@ -125,12 +170,30 @@ def build_model(
             mlp(bottom.out_dim, cfg.imputation_dims, cfg.activation, cfg.dropout),
             nn.Linear(cfg.imputation_dims[-1], 1))
         model.imputation_task = head.leaf
+    _add_ons(model, cfg, all_features, features, tasks, bias, len(all_tasks))
     if weighting is not None and weighting.scheme == "conditioned":
         from automtl.models.film import PreferenceConditioner
 
         model.conditioning = PreferenceConditioner(body, len(tasks), weighting,
                                                    model.task_names)
     return model
+
+
+def _add_ons(model: MTLModel, cfg: ModelConfig, all_features: Sequence[FeatureSpec],
+             main_features: Sequence[FeatureSpec], tasks: Sequence[TaskSpec], bias: list[int],
+             n_body_tasks: int) -> None:
+    """DeepMCP's subnets (on the main model's embedding table) and the shallow bias tower."""
+    table = getattr(model.bottom, "embedding", None)
+    if cfg.deepmcp is not None:
+        if not isinstance(table, FeatureEmbedding):
+            raise ConfigError(f"model.deepmcp: bottom {cfg.bottom} has no shared embedding table "
+                              "for the subnets to shape; use bottom shared, dtrn, apem or stem")
+        model.deepmcp = DeepMCP(cfg.deepmcp, main_features, tasks, table.dim)
+    if cfg.shallow_tower is not None:
+        model.shallow = ShallowTower(cfg.shallow_tower, all_features, n_body_tasks,
+                                     cfg.embedding_dim)
+        keep = [i for i in range(sum(f.kind == "sparse" for f in all_features)) if i not in bias]
+        model.main_columns = torch.tensor(keep, dtype=torch.long)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -14,7 +14,8 @@ from automtl.config import TrialConfig
 from automtl.errors import ConfigError
 
 TASK = "{task}"
-CAPABILITIES = ("cascade", "deep_cascade", "sequences")
+# user_ad: user and ad fields (DeepMCP); bias_field: a position-like field (shallow tower)
+CAPABILITIES = ("cascade", "deep_cascade", "sequences", "user_ad", "bias_field")
 REPEATS = ("tasks", "pairs")
 KINDS = ("choices", "int", "float", "optional", "fixed")
 
@@ -93,6 +94,13 @@ class SpaceContext:
             caps.add("deep_cascade")
         if any(f.kind == "sequence" for f in dataset.features):
             caps.add("sequences")
+        from automtl.data.roles import field_roles  # lazy: automtl.data imports torch
+
+        roles = field_roles(dataset.features)
+        if roles.user and roles.ad:
+            caps.add("user_ad")
+        if roles.bias:
+            caps.add("bias_field")
         return cls([t.name for t in dataset.tasks], n_pairs, frozenset(caps))
 
 
