@@ -252,7 +252,8 @@ def test_default_space_samples_the_add_ons_only_where_the_data_has_the_fields() 
     import optuna
 
     from automtl.data import generate_synthetic
-    from automtl.search.space import SpaceContext, load_space
+    from automtl.search.space import load_space
+    from automtl.search.space_nodes import SpaceContext
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space("default")
