@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Callable
 
 import typer
@@ -74,4 +75,14 @@ def handle_errors(run: Callable[[], object]) -> int:
         return 130
     except typer.Exit as exc:
         return exc.exit_code
+    except Exception as exc:
+        grpc = sys.modules.get("grpc")  # loaded only when a grpc:// storage is in use
+        if grpc is None or not isinstance(exc, grpc.RpcError):
+            raise
+        code = getattr(exc.code(), "name", exc.code())  # type: ignore[attr-defined]
+        detail = (exc.details() or "").strip().splitlines()  # type: ignore[attr-defined]
+        err_console.print(f"[bold red]error:[/] the storage proxy stopped answering ({code}: "
+                          f"{escape(detail[0] if detail else '?')}); check that `automtl "
+                          "storage-proxy` still runs and rerun", highlight=False, soft_wrap=True)
+        return 2
     return result if isinstance(result, int) else 0

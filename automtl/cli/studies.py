@@ -21,7 +21,7 @@ def study_rows(storage: str) -> list[dict[str, Any]]:
 
     from automtl.search.dbopen import study_names_readonly
     from automtl.search.meta import StudyMeta, count_states
-    from automtl.search.stale import running_trials
+    from automtl.search.stale import heartbeat_source, running_trials
     from automtl.search.storage import objective_names
     from automtl.search.store import Store, compute_front, read_or
 
@@ -38,7 +38,7 @@ def study_rows(storage: str) -> list[dict[str, Any]]:
         dataset = StudyMeta.read(study).dataset or {}
         stale = [{"trial": r.number, "owner": r.owner, "heartbeat_age_s": r.heartbeat_age_s,
                   "reason": r.reason}
-                 for r in running_trials(study, store.engine) if r.stale]
+                 for r in running_trials(study, heartbeat_source(rdb)) if r.stale]
         rows.append({"stale": stale, "study": name, "dataset": dataset.get("name", "?"),
                      "objectives": objectives, "trials": len(trials),
                      "states": counts, "best": best,
@@ -100,7 +100,7 @@ def _repair(storage: str) -> None:
 
     from automtl.search.dbopen import is_automtl_study, study_names_readonly
     from automtl.search.stale import mark_stale_failed
-    from automtl.search.storage import make_storage
+    from automtl.search.storage import close_storage, make_storage
 
     study_names_readonly(storage)  # refuses foreign, corrupt and empty databases first
     rdb = make_storage(storage, must_exist=True)
@@ -113,7 +113,7 @@ def _repair(storage: str) -> None:
                 console.print(f"study {name!r}: trial {r.number} marked FAIL ({r.reason})",
                               highlight=False, soft_wrap=True)
     finally:
-        rdb.engine.dispose()
+        close_storage(rdb)
 
 
 def register(app: typer.Typer) -> None:

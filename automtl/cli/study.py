@@ -43,8 +43,9 @@ def create_command(
     console.print(f"created study {study.study_name!r} in {masked}: target "
                   f"{study_target(study)} trials, objectives {', '.join(objective_names(study))}",
                   highlight=False, soft_wrap=True)
+    hint = f"  (give the real password, or set ${STORAGE_ENV})" if masked != storage else ""
     console.print(f"start workers with: automtl worker --study {study.study_name} "
-                  f"--storage '{masked}'  (give the real password, or set ${STORAGE_ENV})",
+                  f"--storage '{masked}'{hint}",
                   highlight=False, soft_wrap=True)
 
 

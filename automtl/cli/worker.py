@@ -37,7 +37,7 @@ def worker_command(
 
     from automtl.search.meta import TrialMeta
     from automtl.search.dburl import mask_url
-    from automtl.search.storage import objective_names
+    from automtl.search.storage import make_storage, objective_names
     from automtl.search.distributed import (
         Budget,
         Heartbeat,
@@ -58,7 +58,8 @@ def worker_command(
 
     def on_trial(t: optuna.trial.FrozenTrial, b: Budget) -> None:
         if not names:
-            names.extend(objective_names(optuna.load_study(study_name=study, storage=storage)))
+            names.extend(objective_names(optuna.load_study(study_name=study,
+                                                           storage=make_storage(storage))))
         values = " ".join(f"{n}={v:.4f}" for n, v in zip(names, t.values or []))
         meta = TrialMeta.read(t)
         reason = meta.fail_reason or meta.prune_reason or ""

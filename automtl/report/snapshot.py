@@ -21,10 +21,9 @@ from automtl.search.dbopen import readonly_study
 from automtl.search.dburl import mask_url
 from automtl.search.front import SweepRow, front_points
 from automtl.search.meta import StudyMeta, TrialMeta
-from automtl.search.stale import running_trials
-from automtl.search.storage import objective_names
+from automtl.search.stale import heartbeat_source, running_trials
+from automtl.search.storage import close_storage, objective_names
 from automtl.search.store import Store
-from automtl.search.tables import epoch_metrics, reeval_metrics
 
 T = TypeVar("T")
 
@@ -253,18 +252,10 @@ class StudyReader:
     def fingerprint(self) -> str:
         """Changes whenever a trial, an epoch record, the front or a re-evaluation changes."""
         trials = self.study.get_trials(deepcopy=False)
-        counts = []
-        for table in (epoch_metrics, reeval_metrics):
-            q = (sa.select(sa.func.count()).select_from(table)
-                 .where(table.c.study_name == self.study_name))
-            counts.append(_store_read(lambda q=q: self._scalar(q), -1))
+        counts = [_store_read(lambda: self.store.row_counts(self.study_name), {})]
         version = _store_read(lambda: self.store.front_version(self.study_name), -1)
         key = repr([(t.number, t.state.name, t.values) for t in trials] + counts + [version])
         return hashlib.sha1(key.encode()).hexdigest()[:16]
-
-    def _scalar(self, q: sa.Select) -> int:
-        with self.store.engine.connect() as conn:
-            return int(conn.execute(q).scalar() or 0)
 
     def snapshot(self) -> StudySnapshot:
         """The study as it is now."""
@@ -280,14 +271,15 @@ class StudyReader:
                                         front=front if (front or not complete) else None,
                                         reeval=reeval, storage=mask_url(self.storage_url),
                                         sweeps=sweeps)
-        snap.stale = {r.number: r.reason for r in running_trials(self.study, self.store.engine)
+        snap.stale = {r.number: r.reason
+                      for r in running_trials(self.study, heartbeat_source(self._storage))
                       if r.stale}
         return snap
 
     def close(self) -> None:
         """Release database connections."""
         self.store.dispose()
-        self._storage.engine.dispose()
+        close_storage(self._storage)
 
 
 def load_snapshot(storage_url: str, study_name: str) -> StudySnapshot:

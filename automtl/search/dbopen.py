@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from automtl.errors import AutomtlError
-from automtl.search.dburl import mask_url, scrub, sqlite_path
+from automtl.search.dburl import is_proxy_url, mask_url, scrub, sqlite_path
 from automtl.search.meta import StudyMeta
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -45,6 +45,8 @@ def readonly_url(url: str) -> tuple[str, dict[str, Any]]:
     """URL and engine kwargs that open `url` without write access: SQLite with mode=ro,
     PostgreSQL with read-only transactions."""
     kwargs: dict[str, Any] = {}
+    if is_proxy_url(url):  # the proxy reads; automtl's read commands call only its reads
+        return url, kwargs
     if url.startswith("sqlite"):
         path = sqlite_path(url)
         if path is None:
@@ -85,6 +87,10 @@ def missing_driver(url: str, exc: ImportError) -> AutomtlError:
 def database_tables(url: str) -> set[str]:
     """Table names of the database at `url`, looked at read-only (one-line errors for a file
     that is not SQLite, a corrupt/truncated one, an unreachable server or a missing driver)."""
+    if is_proxy_url(url):  # the proxy host looks (and refuses a foreign database itself)
+        from automtl.search.proxy import ProxyConnection
+
+        return set(ProxyConnection.of(url).info["tables"])
     path = sqlite_path(url)
     if path is None and url.startswith("sqlite"):
         return set()  # in-memory: nothing exists before this process creates it
@@ -142,13 +148,18 @@ def schema_error(url: str, exc: BaseException) -> AutomtlError:
                  "version that wrote it")
 
 
-def readonly_storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage on an existing automtl/Optuna database that cannot write."""
+def readonly_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna RDB storage on an existing automtl/Optuna database that cannot write (through
+    a storage proxy: its client, on which read commands call only reads)."""
     ro, kwargs = readonly_url(url)  # a missing file or an in-memory URL: its own message
     tables = check_database(url)
     if not tables:
         raise _fail(url, "the database is empty (no study in it)",
                     "run `automtl search` first or pass the right --storage")
+    if is_proxy_url(url):
+        from automtl.search.proxy import ProxyStorage
+
+        return ProxyStorage(url)
     try:
         storage = optuna.storages.RDBStorage(ro, engine_kwargs=kwargs, skip_table_creation=True,
                                              skip_compatibility_check=True)
@@ -163,7 +174,7 @@ def readonly_storage(url: str) -> optuna.storages.RDBStorage:
                     "check the URL and that it is an automtl study database") from None
 
 
-def study_names_readonly(url: str) -> tuple[optuna.storages.RDBStorage, list[str]]:
+def study_names_readonly(url: str) -> tuple[optuna.storages.BaseStorage, list[str]]:
     """A read-only storage and the sorted study names in it."""
     storage = readonly_storage(url)
     try:
@@ -174,7 +185,7 @@ def study_names_readonly(url: str) -> tuple[optuna.storages.RDBStorage, list[str
 
 
 def readonly_study(storage_url: str,
-                   study_name: str) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
+                   study_name: str) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
     """An existing study loaded without write access, and its read-only storage (whose
     `engine` the caller disposes when done); a missing study is a one-line error listing the
     available ones."""

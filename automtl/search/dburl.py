@@ -1,4 +1,5 @@
-"""Database URLs: the one masking function for printing them, and their SQLite file.
+"""Database URLs: the one masking function for printing them, their SQLite file, and the
+``grpc://host:port`` address of an automtl storage proxy (`automtl.search.proxy`).
 
 `mask_url` is what every message, table title and JSON document shows instead of a storage URL;
 `scrub` cleans any other text (a driver's error message) of the URL's secrets. Both work on
@@ -89,6 +90,25 @@ def scrub(text: str, url: str, *, mask_url_first: bool = True) -> str:
     return out
 
 
+PROXY_SCHEME = "grpc://"
+PROXY_PORT = 13000  # Optuna's default for its gRPC storage proxy
+
+
+def is_proxy_url(url: str) -> bool:
+    """Whether `url` names an automtl storage proxy (``grpc://host:port``) instead of a database."""
+    return str(url).strip().lower().startswith(PROXY_SCHEME)
+
+
+def proxy_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of a ``grpc://host[:port]`` URL; None when it is malformed."""
+    rest = str(url).strip()[len(PROXY_SCHEME):].rstrip("/")
+    match = re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+)(?::(\d{1,5}))?", rest)
+    if match is None:
+        return None
+    port = int(match[2]) if match[2] else PROXY_PORT
+    return (match[1].strip("[]"), port) if 0 < port < 65536 else None
+
+
 def sqlite_path(url: str) -> Path | None:
     """The database file of a ``sqlite:///`` URL (None for other backends or in-memory)."""
     import sqlalchemy as sa
@@ -105,4 +125,5 @@ def sqlite_path(url: str) -> Path | None:
     return Path(db)
 
 
-__all__ = ["MASK", "mask_url", "scrub", "sqlite_path", "url_secrets"]
+__all__ = ["MASK", "PROXY_PORT", "PROXY_SCHEME", "is_proxy_url", "mask_url", "proxy_address", "scrub",
+           "sqlite_path", "url_secrets"]

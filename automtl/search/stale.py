@@ -17,6 +17,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol, Union
 
 import optuna
 import sqlalchemy as sa
@@ -64,7 +65,22 @@ def _owner_gone(owner: str | None, started: datetime | None) -> bool:
     return started is not None and created > started.timestamp() + 1.0
 
 
-def _heartbeats(engine: sa.Engine, study_name: str, numbers: list[int]) -> dict[int, float]:
+class HeartbeatAges(Protocol):
+    """Heartbeat ages without a database engine: a storage proxy's client (read on its host)."""
+
+    def heartbeat_ages(self, study_name: str, numbers: list[int]) -> dict[int, float]: ...
+
+
+HeartbeatSource = Union[sa.Engine, HeartbeatAges]
+
+
+def heartbeat_source(storage: Any) -> HeartbeatSource:
+    """Where `heartbeat_ages` reads for an RDB storage (its engine) or a proxy client (itself)."""
+    return storage if hasattr(storage, "heartbeat_ages") else storage.engine
+
+
+def heartbeat_ages(source: HeartbeatSource, study_name: str,
+                   numbers: list[int]) -> dict[int, float]:
     """Trial number -> seconds since its last heartbeat (database clock).
 
     Read with SQL from Optuna's own tables (`trial_heartbeats` joined to `trials` and `studies`:
@@ -72,6 +88,9 @@ def _heartbeats(engine: sa.Engine, study_name: str, numbers: list[int]) -> dict[
     number so no private trial id is needed."""
     if not numbers:
         return {}
+    if not isinstance(source, sa.Engine):
+        return source.heartbeat_ages(study_name, numbers)
+    engine = source
     hb = sa.table("trial_heartbeats", sa.column("trial_id"), sa.column("heartbeat"))
     trials = sa.table("trials", sa.column("trial_id"), sa.column("study_id"), sa.column("number"))
     studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
@@ -95,10 +114,11 @@ def _heartbeats(engine: sa.Engine, study_name: str, numbers: list[int]) -> dict[
     return out
 
 
-def running_trials(study: optuna.Study, engine: sa.Engine) -> list[RunningTrial]:
-    """The study's RUNNING trials with heartbeat age and staleness (reads only)."""
+def running_trials(study: optuna.Study, source: HeartbeatSource) -> list[RunningTrial]:
+    """The study's RUNNING trials with heartbeat age and staleness (reads only); `source`:
+    `heartbeat_source(study)`."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    ages = _heartbeats(engine, study.study_name, [t.number for t in trials])
+    ages = heartbeat_ages(source, study.study_name, [t.number for t in trials])
     grace = float((StudyMeta.read(study).heartbeat or {}).get("grace", DEFAULT_GRACE_S))
     out = []
     for t in trials:
@@ -114,17 +134,17 @@ def running_trials(study: optuna.Study, engine: sa.Engine) -> list[RunningTrial]
     return out
 
 
-def mark_stale_failed(study: optuna.Study, storage: optuna.storages.RDBStorage, *,
+def mark_stale_failed(study: optuna.Study, storage: optuna.storages.BaseStorage, *,
                       only_gone_owners: bool = False) -> list[RunningTrial]:
     """Mark the study's stale RUNNING trials FAIL (reason in `TrialMeta.fail_reason`).
 
-    `storage`: the RDB storage the caller loaded `study` from (Optuna's public storage API
+    `storage`: the RDB storage (or proxy client) the caller loaded `study` from (Optuna's public storage API
     addresses a trial of another process by study name and trial number; `study` has no public
     handle on its storage). `only_gone_owners`: only trials without heartbeat whose local process
     is gone (what a resuming search does by itself)."""
     study_id = storage.get_study_id_from_name(study.study_name)
     done = []
-    for r in running_trials(study, storage.engine):
+    for r in running_trials(study, heartbeat_source(storage)):
         if not r.stale or (only_gone_owners and r.heartbeat_age_s is not None):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, r.number)
@@ -138,5 +158,6 @@ def mark_stale_failed(study: optuna.Study, storage: optuna.storages.RDBStorage, 
     return done
 
 
-__all__ = ["DEFAULT_GRACE_S", "RunningTrial", "mark_stale_failed", "owner_name",
+__all__ = ["DEFAULT_GRACE_S", "HeartbeatAges", "HeartbeatSource", "RunningTrial",
+           "heartbeat_ages", "heartbeat_source", "mark_stale_failed", "owner_name",
            "running_trials"]

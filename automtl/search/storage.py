@@ -9,7 +9,7 @@ import optuna
 from sqlalchemy import exc as sa_exc
 
 from automtl.errors import AutomtlError
-from automtl.search.dburl import mask_url, scrub, sqlite_path
+from automtl.search.dburl import is_proxy_url, mask_url, scrub, sqlite_path
 from automtl.search.meta import StudyMeta
 
 
@@ -38,15 +38,21 @@ def db_error(url: str, exc: BaseException) -> AutomtlError:
 
 
 def make_storage(url: str, *, must_exist: bool = False,
-                 **rdb_kwargs: Any) -> optuna.storages.RDBStorage:
+                 **rdb_kwargs: Any) -> optuna.storages.BaseStorage:
     """Optuna RDB storage for `url` with automtl's engine settings; errors are one line.
 
     The database is looked at read-only first (`dbopen.check_database`): a corrupt file, another
     application's database or an incompatible Optuna schema is refused before Optuna writes.
     `must_exist`: a SQLite URL whose file is missing is an error instead of a new database.
     Extra keyword arguments (heartbeat_interval, grace_period, ...) go to `RDBStorage`.
+    A ``grpc://host:port`` URL gives the storage proxy's client (`automtl.search.proxy`).
     """
     from automtl.search.dbopen import check_database, schema_error
+
+    if is_proxy_url(url):
+        from automtl.search.proxy import ProxyStorage
+
+        return ProxyStorage(url, **rdb_kwargs)
 
     path = sqlite_path(url)
     if must_exist and path is not None and not path.is_file():
@@ -61,6 +67,13 @@ def make_storage(url: str, *, must_exist: bool = False,
         raise schema_error(url, exc) from None
     except (sa_exc.SQLAlchemyError, ImportError, ValueError) as exc:
         raise db_error(url, exc) from None
+
+
+def close_storage(storage: optuna.storages.BaseStorage) -> None:
+    """Close a storage's database connections (a proxy client's channel stays shared)."""
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
 
 
 def study_names(storage: str | optuna.storages.BaseStorage) -> list[str]:
@@ -92,5 +105,5 @@ def objective_names(study: optuna.Study) -> list[str]:
 
 
 
-__all__ = ["db_error", "engine_kwargs", "make_storage", "objective_names", "open_study",
+__all__ = ["close_storage", "db_error", "engine_kwargs", "make_storage", "objective_names", "open_study",
            "study_names"]

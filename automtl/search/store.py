@@ -20,7 +20,7 @@ import optuna
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from automtl.search.dburl import mask_url
+from automtl.search.dburl import is_proxy_url, mask_url
 from automtl.search.defaults import DEFAULT_STORAGE
 from automtl.search.front import (
     FrontRow,
@@ -61,12 +61,23 @@ def _now() -> datetime:
 
 
 class Store:
-    """automtl's tables in the database at `storage_url` (created on first use)."""
+    """automtl's tables in the database at `storage_url` (created on first use).
 
-    def __init__(self, storage_url: str = DEFAULT_STORAGE, *, create: bool = True) -> None:
+    For a storage proxy (``grpc://host:port``) `Store(url)` is a `proxy.RemoteStore`: the same
+    methods, run on the proxy host. `engine`: an existing engine on that database to share."""
+
+    def __new__(cls, storage_url: str = DEFAULT_STORAGE, **kwargs: Any) -> Any:
+        if cls is Store and is_proxy_url(storage_url):
+            from automtl.search.proxy import RemoteStore
+
+            return RemoteStore(storage_url)
+        return super().__new__(cls)
+
+    def __init__(self, storage_url: str = DEFAULT_STORAGE, *, create: bool = True,
+                 engine: sa.Engine | None = None) -> None:
         self.url = storage_url
         try:
-            self.engine = sa.create_engine(storage_url, **engine_kwargs(storage_url))
+            self.engine = engine or sa.create_engine(storage_url, **engine_kwargs(storage_url))
             if create:
                 metadata.create_all(self.engine)
         except (sa_exc.SQLAlchemyError, ImportError, ValueError) as exc:
@@ -79,6 +90,10 @@ class Store:
         read through `read_or` where a plain-Optuna database may lack them."""
         from automtl.search.dbopen import readonly_url
 
+        if is_proxy_url(storage_url):
+            from automtl.search.proxy import RemoteStore
+
+            return RemoteStore(storage_url, readonly=True)  # type: ignore[return-value]
         ro, kwargs = readonly_url(storage_url)
         store = cls.__new__(cls)
         store.url = storage_url
@@ -305,6 +320,16 @@ class Store:
                     for k, v in sorted(metrics.items())}
             for trial, metrics in values.items()
         }
+
+    def row_counts(self, study_name: str) -> dict[str, int]:
+        """Rows of the study in the per-epoch and re-evaluation tables (change detection)."""
+        out = {}
+        with self.engine.connect() as conn:
+            for table in (epoch_metrics, reeval_metrics):
+                q = (sa.select(sa.func.count()).select_from(table)
+                     .where(table.c.study_name == study_name))
+                out[table.name] = int(conn.execute(q).scalar() or 0)
+        return out
 
     # -- housekeeping ------------------------------------------------------------------------
 

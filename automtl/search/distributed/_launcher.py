@@ -19,14 +19,14 @@ import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
 from automtl.errors import AutomtlError
-from automtl.search.dburl import mask_url
+from automtl.search.dburl import is_proxy_url, mask_url
 from automtl.search.defaults import STORAGE_ENV
 from automtl.search.distributed._budget import Budget, budget
 from automtl.search.distributed._worker import Heartbeat, enable_sqlite_wal, prepare_shared_study
 from automtl.search.enqueue import WarmStart
 from automtl.search.meta import count_states
 from automtl.search.runner import SearchResult
-from automtl.search.storage import engine_kwargs, make_storage, objective_names
+from automtl.search.storage import close_storage, engine_kwargs, make_storage, objective_names
 from automtl.search.store import Store
 from automtl.search.study_config import StudyConfig
 
@@ -170,6 +170,8 @@ def running_epochs(storage_url: str, study_name: str, trials: Sequence[int]) -> 
     """Trial -> last recorded epoch, for the given (running) trials."""
     if not trials:
         return {}
+    if is_proxy_url(storage_url):
+        return Store(storage_url).running_epochs(study_name, trials)
     from automtl.search.tables import epoch_metrics
 
     t = epoch_metrics.c
@@ -232,7 +234,7 @@ def watch_workers(
                 p.process.wait(timeout=30)
         raise
     finally:
-        storage.engine.dispose()
+        close_storage(storage)
     codes = [int(p.process.returncode) for p in procs]
     for p, rc in zip(procs, codes):
         if rc != 0:
@@ -299,7 +301,7 @@ def search_with_workers(
         raise AutomtlError(f"{len(bad)} of {len(launched.returncodes)} workers failed ("
                            f"{'; '.join(bad)}); their logs are in {launched.log_dir}; rerun to "
                            "resume")
-    study = optuna.load_study(study_name=study.study_name, storage=storage)
+    study = optuna.load_study(study_name=study.study_name, storage=make_storage(storage))
     trials = study.get_trials(deepcopy=False)
     states = count_states(trials)
     new = sorted(t.number for t in trials if t.number not in before)

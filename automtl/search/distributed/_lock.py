@@ -2,6 +2,7 @@
 
 SQLite: a lock file beside the database (`filelock`, flock(2) on POSIX: processes on one machine).
 PostgreSQL: a session advisory lock, which the server frees when a worker's connection dies.
+Storage proxy (grpc://): the proxy holds the database's lock while the worker's call is open.
 Other backends: a thread lock, serialising this process only (documented limitation).
 """
 
@@ -17,7 +18,7 @@ import filelock
 import sqlalchemy as sa
 
 from automtl.errors import AutomtlError
-from automtl.search.dburl import sqlite_path
+from automtl.search.dburl import is_proxy_url, sqlite_path
 
 
 class StudyLock(Protocol):
@@ -93,7 +94,12 @@ class _AdvisoryLock:
 
 
 def study_lock(url: str, study_name: str) -> StudyLock:
-    """The cross-process lock of one study in the storage at `url`."""
+    """The cross-process lock of one study in the storage at `url` (through a storage proxy:
+    held on the proxy host, which takes the database's lock)."""
+    if is_proxy_url(url):
+        from automtl.search.proxy import ProxyLock
+
+        return ProxyLock(url, study_name)
     path = sqlite_path(url)
     if path is not None:
         return _file_lock(path.with_name(path.name + "-lock"))

@@ -27,7 +27,13 @@ from automtl.search.meta import StudyMeta, TrialMeta, count_states
 from automtl.search.prepare import prepare_study
 from automtl.search.runner import SearchListener, optimize_study
 from automtl.search.samplers import make_sampler
-from automtl.search.storage import db_error, engine_kwargs, make_storage, study_names
+from automtl.search.storage import (
+    close_storage,
+    db_error,
+    engine_kwargs,
+    make_storage,
+    study_names,
+)
 from automtl.search.study_config import StudyConfig
 
 
@@ -152,7 +158,7 @@ def join_study(storage_url: str, study_name: str,
         hb = heartbeat or Heartbeat.of_study(optuna.load_study(study_name=study_name,
                                                                storage=probe))
     finally:
-        probe.engine.dispose()
+        close_storage(probe)
     storage = worker_storage(storage_url, hb)
     study = optuna.load_study(study_name=study_name, storage=storage)
     if not StudyMeta.read(study).made_by_automtl:
@@ -260,7 +266,7 @@ def prepare_shared_study(cfg: StudyConfig, storage_url: str, study_name: str | N
                                    "join it with `automtl worker --study "
                                    f"{name}` or pass another --study-name")
         finally:
-            rdb.engine.dispose()
+            close_storage(rdb)
     study = prepare_study(cfg, storage_url, name, warm_start=warm_start)
     extra = cfg.n_trials if n_trials is None else n_trials
     # enqueued baselines / warm-start points are among the `extra` new trials, as in-process
