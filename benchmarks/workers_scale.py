@@ -16,6 +16,10 @@ worker's resident memory, wall time.
 
     python benchmarks/workers_scale.py --workers 8 32 64 --target 200 --kills 10
     python benchmarks/workers_scale.py --workers 8 --target 24 --kills 3   # what the suite runs
+    python benchmarks/workers_scale.py --workers 8 16 --via direct proxy   # vs storage proxy
+
+`--via proxy` runs the same chaos through `automtl storage-proxy` (workers use grpc://; peak
+connections then count the proxy's, the only process connected to PostgreSQL).
 """
 
 from __future__ import annotations
@@ -83,8 +87,8 @@ class ChaosResult:
         return self.complete / self.seconds if self.seconds else 0.0
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **extra)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
 
@@ -172,12 +176,31 @@ def check(url: str, study_name: str, target: int, killed: list[int], logs: list[
     return problems
 
 
+def start_proxy(url: str, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`automtl storage-proxy` on `url` (any free port); returns it and its grpc:// address."""
+    log = folder / "proxy.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", ENTRY, "storage-proxy", "--port", "0",
+                                 "--threads", "256"], cwd=folder, stdout=fh,
+                                stderr=subprocess.STDOUT, env=_env(AUTOMTL_STORAGE=url))
+    deadline = time.monotonic() + 120
+    while "workers:" not in log.read_text() and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    words = log.read_text().split()
+    if proc.poll() is not None or "workers:" not in words:
+        proc.kill()
+        raise RuntimeError(f"storage proxy did not start: {log.read_text()[-800:]}")
+    return proc, words[3]
+
+
 def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float,
               folder: Path, deadline_s: float = 900, seed: int = 0,
-              heartbeat: tuple[int, int] = (2, 10)) -> ChaosResult:
+              heartbeat: tuple[int, int] = (2, 10), worker_url: str | None = None) -> ChaosResult:
     """One chaos run on the (empty) database `url`; see the module docstring. `heartbeat` is
     (interval, grace) in seconds: a grace well above the interval keeps a starved but live
-    worker's trial from being failed as dead on a loaded machine."""
+    worker's trial from being failed as dead on a loaded machine. `worker_url`: what workers
+    use as --storage (a storage proxy's grpc:// address); checks always read `url` directly."""
     import optuna
     from optuna.trial import TrialState
 
@@ -186,7 +209,7 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
     (folder / "tiny.yaml").write_text(TINY_SPACE)
     preset = folder / f"{name}.yaml"
     preset.write_text(STUDY.format(name=name, target=target))
-    made = _cli("study", "create", "--study-config", str(preset), "--storage", url,
+    made = _cli("study", "create", "--study-config", str(preset), "--storage", worker_url or url,
                 "--heartbeat-interval", str(heartbeat[0]), "--grace-period", str(heartbeat[1]),
                 cwd=folder)
     if made.returncode != 0:
@@ -197,7 +220,7 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
     def spawn() -> None:
         log = folder / f"worker{len(logs)}.log"
         logs.append(log)
-        p = _start_worker(url, name, log, folder)
+        p = _start_worker(worker_url or url, name, log, folder)
         procs[p.pid] = p
 
     for _ in range(workers):
@@ -251,11 +274,13 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--kill-every", type=float, default=3.0)
     ap.add_argument("--max-connections", type=int, default=400)
+    ap.add_argument("--via", nargs="+", choices=("direct", "proxy"), default=["direct"],
+                    help="workers on the database URL, through `automtl storage-proxy`, or both")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
-    from pg import PostgresServer, _pg_bin  # the suite's throwaway server
+    from pg import PostgresServer, pg_bin  # the suite's throwaway server
 
-    bin_dir = _pg_bin()
+    bin_dir = pg_bin()
     if bin_dir is None:
         sys.exit("PostgreSQL binaries not found (apt-get install postgresql)")
     server = PostgresServer(bin_dir, max_connections=args.max_connections)
@@ -265,11 +290,18 @@ def main() -> None:
     print(f"{'workers':>7} {'trials/s':>9} {'wall s':>7} {'complete':>8} {'killed':>6} "
           f"{'peak conns':>10} {'worker MB':>9}  checks")
     try:
-        for n in args.workers:
+        for n, via in [(n, via) for n in args.workers for via in args.via]:
             with tempfile.TemporaryDirectory() as tmp:
-                r = run_chaos(server.create_database(), n, args.target, args.kills,
-                              args.kill_every, Path(tmp))
-            status = "ok" if not r.problems else "; ".join(r.problems)[:300]
+                db = server.create_database()
+                proxy, grpc_url = start_proxy(db, Path(tmp)) if via == "proxy" else (None, None)
+                try:
+                    r = run_chaos(db, n, args.target, args.kills, args.kill_every, Path(tmp),
+                                  worker_url=grpc_url)
+                finally:
+                    if proxy is not None:
+                        proxy.send_signal(signal.SIGINT)
+                        proxy.wait(timeout=60)
+            status = f"[{via}] " + ("ok" if not r.problems else "; ".join(r.problems)[:300])
             print(f"{n:7d} {r.trials_per_s:9.2f} {r.seconds:7.0f} {r.complete:8d} "
                   f"{len(r.killed):6d} {r.peak_connections:10d} {r.peak_worker_rss_mb:9.0f}  "
                   f"{status}", flush=True)
