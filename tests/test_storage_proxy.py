@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from pg import PG_PASSWORD
 from test_distributed import ENTRY, automtl, write_study
 
+from automtl.cli import main
 from automtl.report.snapshot import StudyReader
 from automtl.search.meta import TrialMeta
 from automtl.search.store import Store
@@ -157,6 +158,10 @@ def test_two_workers_and_a_killed_one_through_the_proxy_on_postgres(pg_url: str,
                          str(tmp_path / "r.html"), cwd=tmp_path)
         assert report.returncode == 0, report.stderr
         assert (tmp_path / "r.html").stat().st_size > 10_000
+        exported = automtl("export", "--study", "px", "--storage", proxy.url, "--format", "yaml",
+                           "--pick", "knee", "-o", str(tmp_path / "knee.yaml"), cwd=tmp_path)
+        assert exported.returncode == 0, exported.stderr
+        assert "model:" in (tmp_path / "knee.yaml").read_text()
     finally:
         out = proxy.stop()
     assert proxy.proc.returncode == 0 and "storage proxy stopped" in out, out[-2000:]
@@ -179,19 +184,23 @@ def test_search_with_two_local_workers_through_a_sqlite_proxy(tmp_path: Path) ->
         proxy.stop()
 
 
-def _one_line_error(run: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert run.returncode == 2, run.stdout + run.stderr
-    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+def _one_line_error(capsys: pytest.CaptureFixture[str], args: list[str], *needles: str) -> None:
+    """`automtl ARGS` (in this process) exits 2 with one error line containing `needles`."""
+    capsys.readouterr()
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     for needle in needles:
-        assert needle in run.stderr, run.stderr
+        assert needle in err, err
 
 
-def test_proxy_refusals_are_one_line(tmp_path: Path) -> None:
+def test_proxy_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     nobody = f"grpc://127.0.0.1:{_free_port()}"
     for args in (["pareto", "--study", "x"], ["worker", "--study", "x"], ["studies"]):
-        _one_line_error(automtl(*args, "--storage", nobody, cwd=tmp_path),
+        _one_line_error(capsys, [*args, "--storage", nobody],
                         "cannot reach the automtl storage proxy", "automtl storage-proxy")
-    _one_line_error(automtl("studies", "--storage", "grpc://127.0.0.1:99999", cwd=tmp_path),
+    _one_line_error(capsys, ["studies", "--storage", "grpc://127.0.0.1:99999"],
                     "malformed storage proxy address")
     # a foreign database: refused before the proxy serves or writes anything
     import sqlite3
@@ -200,20 +209,21 @@ def test_proxy_refusals_are_one_line(tmp_path: Path) -> None:
     with sqlite3.connect(foreign) as con:
         con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
     before = foreign.read_bytes()
-    _one_line_error(automtl("storage-proxy", "--storage", f"sqlite:///{foreign}", "--port", "0",
-                            cwd=tmp_path), "another application's tables")
+    _one_line_error(capsys, ["storage-proxy", "--storage", f"sqlite:///{foreign}", "--port", "0"],
+                    "another application's tables")
     assert foreign.read_bytes() == before
-    # a study automtl did not make, reached through automtl's proxy: never written
+    # a study automtl did not make, reached through automtl's proxy (a real process): never
+    # written, by a worker or by a search
     db = tmp_path / "plain.db"
     optuna.create_study(study_name="plain", storage=f"sqlite:///{db}",
                         directions=["maximize", "maximize"])
     proxy = Proxy(f"sqlite:///{db}", tmp_path)
     try:
-        _one_line_error(automtl("worker", "--study", "plain", "--storage", proxy.url,
-                                "--n-trials", "1", cwd=tmp_path), "was not made by automtl")
+        _one_line_error(capsys, ["worker", "--study", "plain", "--storage", proxy.url,
+                                 "--n-trials", "1"], "was not made by automtl")
         preset = write_study(tmp_path, "plain", 2)
-        _one_line_error(automtl("search", "--study-config", str(preset), "--storage", proxy.url,
-                                "--no-report", cwd=tmp_path), "not made by automtl")
+        _one_line_error(capsys, ["search", "--study-config", str(preset), "--storage",
+                                 proxy.url, "--no-report"], "not made by automtl")
     finally:
         proxy.stop()
     assert optuna.load_study(study_name="plain", storage=f"sqlite:///{db}").trials == []
@@ -224,13 +234,12 @@ def test_proxy_refusals_are_one_line(tmp_path: Path) -> None:
         f"optuna.storages.get_storage('sqlite:///{db}'), host='127.0.0.1', port={port})")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            run = automtl("studies", "--storage", f"grpc://127.0.0.1:{port}", cwd=tmp_path)
-            if "cannot reach" not in run.stderr or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        _one_line_error(run, "not an automtl storage proxy")
+        import grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=120)
+        _one_line_error(capsys, ["studies", "--storage", f"grpc://127.0.0.1:{port}"],
+                        "not an automtl storage proxy")
     finally:
         plain.kill()
         plain.wait()

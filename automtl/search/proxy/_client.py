@@ -80,7 +80,9 @@ def _int_keys(d: dict[str, Any] | None) -> dict[int, Any]:
 
 class ProxyStorage(optuna.storages.GrpcStorageProxy, BaseHeartbeat):
     """Optuna's gRPC client storage, plus heartbeats (recorded and aged on the proxy host), so a
-    dead worker's trial is failed and retried as with a direct RDB storage."""
+    dead worker's trial is failed and retried as with a direct RDB storage. Optuna's
+    `study.optimize` runs heartbeats only for a `BaseHeartbeat` (its one interface for them,
+    in a private module), hence the base class."""
 
     def __init__(self, url: str, *, heartbeat_interval: int | None = None,
                  grace_period: int | None = None,

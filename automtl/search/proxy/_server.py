@@ -202,7 +202,8 @@ def start_proxy(url: str, *, host: str = "127.0.0.1", port: int = 13000,
     rdb = make_storage(url)
     enable_sqlite_wal(url)  # one SQLite file, many server threads (and maybe direct workers)
     storage = optuna.storages.get_storage(rdb)  # Optuna's in-process trial cache
-    # Optuna's own service (what `run_grpc_proxy_server` serves) beside automtl's, one server.
+    # Optuna's own service beside automtl's on one server: the public `run_grpc_proxy_server`
+    # blocks and serves only Optuna's, so the server is built from the same two parts it uses.
     from optuna.storages._grpc.auto_generated import api_pb2_grpc
     from optuna.storages._grpc.servicer import OptunaStorageProxyService
 
