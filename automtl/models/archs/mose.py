@@ -7,19 +7,24 @@ user's activity stream, so every task's prediction at a step reads the whole str
     g^k_t = softmax(W_k h_t)                          (one gate per task, on the bottom's state)
     y^k_t = sigmoid(tower_k(sum_i g^k_t,i e^i_t))
 
-Sources: the KDD'20 abstract and the paper's architecture (shared-bottom LSTM -> LSTM experts ->
-per-task gates -> task towers, i.e. MMoE with sequential modules); the full text (ACM DL) was
-not reachable from the build machine, so no equation numbers are quoted. The equations above are
-the MMoE equations (sec. 4 of the MMoE paper) with the LSTMs in place of the MLPs.
+Sources: the KDD'20 abstract ("explicitly models sequential user behavior using LSTM in the
+MMoE framework", heterogeneous activity streams) and the architecture as described for the paper
+(shared-bottom LSTM -> LSTM experts -> per-task gates -> task towers); the full text (ACM DL) was
+not reachable from the build machine, so no section or equation numbers are quoted and the
+layout is not checked line by line against it. The equations above are MMoE's (KDD 2018, sec. 4)
+with LSTMs in place of the bottom and expert MLPs.
 
 Choices where the paper (or automtl's data) differs, documented:
 - The paper predicts a label at every step of a stream; automtl's rows are one impression each
   with the user's behaviour history. The stream of a row is its history followed by ONE more
   step, the impression itself: u_t (t <= n) are the history steps (`StepEmbedding`: step t
-  concatenates the t-th item of every sequence field, the heterogeneous sources of the paper's
-  G Suite streams), u_{n+1} = W_c x is the bottom's output x (target item, user, context,
-  dense) projected to the step width; the prediction is y^k_{n+1}. A row without history is a
-  one-step stream.
+  concatenates the t-th item of every sequence field), u_{n+1} is the bottom's output x (target
+  item, user, context, dense); the prediction is y^k_{n+1}. As the paper's heterogeneous
+  sources, the two kinds of step occupy separate slots of one input vector, u_t = [h_t, 0] for
+  history, u_{n+1} = [0, x] (no projection of x to the history width in between). A row
+  without history is a one-step stream.
+- Measured (benchmarks/RESULTS.md): the LSTM stack learns much more slowly per step than MLP
+  experts; at a fixed small epoch budget it trails MMoE.
 - Variable lengths: the stream is padded after its last step and every LSTM output is read at
   step n + 1; LSTMs are causal, so the padding never reaches that output and a row's prediction
   does not depend on the other rows of the batch (tested). (Packing would skip the padded
@@ -62,9 +67,8 @@ class MoSE(Body):
                               "dataset has no sequence fields; choose another arch (e.g. mmoe)")
         h = cfg.lstm_dim
         self.steps = StepEmbedding(features, cfg.embedding_dim)
-        width = self.steps.out_dim
-        self.current = nn.Linear(in_dim, width)  # W_c: the impression as the stream's last step
-        self.bottom_lstm = nn.LSTM(width, h, batch_first=True)
+        # a step holds two sources side by side: the history items and the impression
+        self.bottom_lstm = nn.LSTM(self.steps.out_dim + in_dim, h, batch_first=True)
         # one LSTM per expert: a single wide LSTM would mix the experts through its recurrent
         # weights; n_experts is small, so a loop of fused LSTM calls is cheap
         self.experts = nn.ModuleList(nn.LSTM(h, h, batch_first=True)
@@ -77,11 +81,13 @@ class MoSE(Body):
         x = as_input(x, self.n_tasks)
         x = x.mean(0) if x.dim() == 3 else x
         steps, n = self.steps(batch)  # [B, L, W], [B]
-        b, length, width = steps.shape
-        # the impression goes to position n (right after the row's last real step)
-        stream = torch.cat([steps, steps.new_zeros(b, 1, width)], dim=1)
-        at_n = torch.arange(length + 1, device=n.device).unsqueeze(0) == n.unsqueeze(1)
-        stream = stream + at_n.unsqueeze(-1).to(stream.dtype) * self.current(x).unsqueeze(1)
+        b, length, _ = steps.shape
+        # two slots per step: history items | impression; the impression is step n (right after
+        # the row's last real item), zero elsewhere
+        at_n = (torch.arange(length + 1, device=n.device).unsqueeze(0) == n.unsqueeze(1))
+        impression = at_n.unsqueeze(-1).to(x.dtype) * x.unsqueeze(1)  # [B, L + 1, D]
+        history = torch.cat([steps, steps.new_zeros(b, 1, steps.shape[-1])], dim=1)
+        stream = torch.cat([history.to(x.dtype), impression], dim=-1)
         out, _ = self.bottom_lstm(stream)  # [B, L + 1, H]
         last = n.view(b, 1, 1).expand(b, 1, out.shape[-1])  # each row's impression step
         experts = torch.stack([lstm(out)[0].gather(1, last).squeeze(1)

@@ -118,7 +118,7 @@ class STAN(Body):
         self.k = sum(1 for t in self.tasks if t.label) or self.n_tasks
         self.stage_embedding = nn.Embedding(n_stages, d)
         nn.init.normal_(self.stage_embedding.weight, 0.0, 0.05)
-        hidden = max(cfg.tower_dims[:1] or [16])
+        hidden = cfg.tower_dims[0] if cfg.tower_dims else 16  # the detector's one hidden layer
         self.detector = nn.Sequential(mlp(d + len(seqs), [hidden], cfg.activation),
                                       nn.Linear(hidden, self.k))
         self.prior_logit = nn.Parameter(torch.zeros(self.k))  # Beta prior mean m = sigmoid(b)
