@@ -63,7 +63,8 @@ def base_model(**kw: Any) -> ModelConfig:
     return ModelConfig(**base)
 
 
-def run(rows: int, epochs: int, seeds: int, archs: list[str] | None) -> list[dict[str, Any]]:
+def run(rows: int, epochs: int, seeds: int, archs: list[str] | None,
+        device: str = "cpu") -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for n_tasks in (2, 4):
         for rho in (0.2, 0.8):
@@ -74,7 +75,7 @@ def run(rows: int, epochs: int, seeds: int, archs: list[str] | None) -> list[dic
                     continue
                 for seed in range(seeds):
                     tc = TrainConfig(epochs=epochs, batch_size=512, lr=2e-3, weight_decay=3e-4,
-                                     patience=epochs, seed=seed, device="cpu")
+                                     patience=epochs, seed=seed, device=device)
                     for k, v in train_kw.items():
                         setattr(tc, k, v)
                     cfg = TrialConfig(data=data_cfg, model=base_model(**model_kw), train=tc)
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--archs", default="", help="comma-separated subset of row labels' first word")
     ap.add_argument("--out", default="", help="write the raw runs as JSON here")
     ap.add_argument("--from-json", default="", help="only print the table of a saved run")
@@ -191,11 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         print(position_table(pruns))
         return 0
     runs = run(args.rows, args.epochs, args.seeds,
-               [a for a in args.archs.split(",") if a] or None)
+               [a for a in args.archs.split(",") if a] or None, args.device)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             json.dump(runs, fh)
-    print(f"rows {args.rows}, epochs {args.epochs}, seeds {args.seeds}, threads {args.threads}")
+    print(f"rows {args.rows}, epochs {args.epochs}, seeds {args.seeds}, threads {args.threads}, "
+          f"device {args.device}")
     print(table(runs))
     return 0
 
