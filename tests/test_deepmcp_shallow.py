@@ -309,15 +309,18 @@ def test_data_without_the_fields_is_a_one_line_error() -> None:
 def test_examples_train_and_foreign_exports_name_the_gaps(tmp_path) -> None:
     from automtl.config import load_trial_config
     from automtl.data import load_dataset
-    from automtl.export._gaps import model_gaps
+    from automtl.export.fuxictr import fuxictr_config
+    from automtl.export.rechub import rechub_script
     from automtl.resources import resource_dir
     from automtl.train import fit
 
     for name in ("deepmcp", "shallow_tower"):
         cfg = load_trial_config(resource_dir("studies/examples") / f"{name}.yaml")
-        gaps = model_gaps(cfg.model)
-        assert any(("deepmcp" if name == "deepmcp" else "shallow_tower") in g for g in gaps)
         cfg.data.options["rows"] = 3000
         cfg.model.expert_dims, cfg.model.n_experts, cfg.train.epochs = [16], 2, 1
-        res = fit(cfg, load_dataset(cfg.data))
+        data = load_dataset(cfg.data)
+        for export in (rechub_script(cfg, data.features, data.tasks),
+                       fuxictr_config(cfg, data.features, data.tasks)):
+            assert [g for g in export.dropped if g.startswith(f"model.{name}:")], export.dropped
+        res = fit(cfg, data)
         assert res.epochs_run == 1 and np.isfinite(res.test["ctr_auc"])

@@ -17,6 +17,7 @@ from automtl.data.registry import (
     resolve_data_dir,
     resolve_options,
 )
+from automtl.data.roles import FieldRoles, field_roles
 from automtl.data.schema import Dataset, FeatureSpec, Split, TaskSpec
 from automtl.data.streaming import StreamedSplit
 from automtl.data.synthetic import do_click_truth, generate_synthetic, position_free
@@ -30,12 +31,14 @@ __all__ = [
     "DatasetInfo",
     "DeviceSplit",
     "FeatureSpec",
+    "FieldRoles",
     "Split",
     "StreamedSplit",
     "TaskSpec",
     "bayes_auc",
     "clear_memo",
     "do_click_truth",
+    "field_roles",
     "files_present",
     "generate_synthetic",
     "get_info", "resolve_options",

@@ -11,6 +11,10 @@ A preference-conditioned model (`automtl.models.film`) is exported at its servin
 vector (``loss.weighting.preference``, baked in as a constant), or, with ``weights_input``, takes
 one more input ``task_weights`` (float32 ``[B, T]``, rows on the simplex, tasks in output order)
 so the operating point can move at serving time.
+
+Training-only parts are not exported (`MTLModel.for_serving`): DeepMCP's subnets and the shallow
+bias tower (`model.shallow_tower`, whose bias columns, e.g. the position, keep their place in the
+``sparse`` input but are read by nothing).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from automtl.models.blocks import (
     scatter_gates,
 )
 from automtl.models.bottoms.shared import SharedInput
+from automtl.models.deepmcp import DeepMCP
 from automtl.models.embedding import EmbeddedBatch, FeatureEmbedding, SequencePooling
 from automtl.models.hard_concrete import HardConcreteGates
 from automtl.models.heads import ESMMHead, PlainHead, cascade_order, has_cascade, parent_indices
@@ -32,6 +33,7 @@ from automtl.models.registry import (
     register_head,
     registered_names,
 )
+from automtl.models.shallow_tower import ShallowTower
 from automtl.models.wide import WideTerm
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "HEADS",
     "Body",
     "BodyInput",
+    "DeepMCP",
     "ESMMHead",
     "EmbeddedBatch",
     "FeatureEmbedding",
@@ -47,6 +50,7 @@ __all__ = [
     "MTLModel",
     "PlainHead",
     "SequencePooling",
+    "ShallowTower",
     "SharedInput",
     "SoftmaxGates",
     "StackedLinear",
