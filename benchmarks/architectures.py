@@ -45,6 +45,9 @@ ARCHS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("snr-aver", {"arch": "snr", "snr_variant": "aver"}, {}),
     ("fdn", {"arch": "fdn"}, {}),
     ("mfh", {"arch": "mfh"}, {}),
+    # MMoE whose pooled history keeps the item count (MoSE's LSTM and STAN's activity input see
+    # the history length; mean pooling normalises it away)
+    ("mmoe (sum pooling)", {"arch": "mmoe", "seq_pooling": "sum"}, {}),
     ("mose", {"arch": "mose", "lstm_dim": 32}, {}),
     ("stan", {"arch": "stan"}, {}),
     ("stan - adaptive loss", {"arch": "stan", "stan_adaptive_loss": False}, {}),
