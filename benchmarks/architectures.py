@@ -93,7 +93,8 @@ def run(rows: int, epochs: int, seeds: int, archs: list[str] | None,
     return out
 
 
-def run_position_bias(rows: int, epochs: int, seeds: int) -> list[dict[str, Any]]:
+def run_position_bias(rows: int, epochs: int, seeds: int,
+                      device: str = "cpu") -> list[dict[str, Any]]:
     """MMoE with and without YouTube's shallow tower on synthetic clicks with a known position
     effect (2 tasks, rho 0.5, option position_bias 1.0). Besides the test AUC against the logged
     (position-biased) labels, the ctr score's AUC against the position-free relevance: the true
@@ -112,11 +113,12 @@ def run_position_bias(rows: int, epochs: int, seeds: int) -> list[dict[str, Any]
     for label, tower in (("mmoe", None), ("mmoe + shallow tower", ShallowTowerConfig())):
         for seed in range(seeds):
             tc = TrainConfig(epochs=epochs, batch_size=512, lr=2e-3, weight_decay=3e-4,
-                             patience=epochs, seed=seed, device="cpu")
+                             patience=epochs, seed=seed, device=device)
             cfg = TrialConfig(data=data_cfg, model=base_model(arch="mmoe", shallow_tower=tower),
                               train=tc)
             res = fit(cfg, data)
-            score = predict_logits(res.model, DeviceSplit.from_split(data.splits["test"]),
+            on = next(res.model.parameters()).device
+            score = predict_logits(res.model, DeviceSplit.from_split(data.splits["test"], on),
                                    data.task_names, 4096)[:, 0].cpu().numpy()
             rec = {"arch": label, "seed": seed,
                    "test": {t.name: res.test[f"{t.name}_auc"] for t in data.tasks},
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     if args.position_bias:
-        pruns = run_position_bias(args.rows, args.epochs, args.seeds)
+        pruns = run_position_bias(args.rows, args.epochs, args.seeds, args.device)
         print(f"rows {args.rows}, epochs {args.epochs}, seeds {args.seeds}, "
               f"threads {args.threads}")
         print(position_table(pruns))
