@@ -1,19 +1,21 @@
 """DeepMCP's auxiliary subnets (Ouyang, Zhang, Ren, Qi, Liu, Du, "Representation Learning-Assisted
-Click-Through Rate Prediction", IJCAI 2019, arXiv 1906.04365), Sec. 3 and Fig. 3, as optional loss
-terms (`model.deepmcp`) beside any automtl architecture, which plays the prediction subnet.
+Click-Through Rate Prediction", IJCAI 2019, arXiv 1906.04365), Sec. 3 (the model design: the
+prediction, matching and correlation subnets, joint training, online use) and Fig. 3, as
+optional loss terms (`model.deepmcp`) beside any automtl architecture, which plays the prediction
+subnet. Subsections are cited by name; the formulas are written out below.
 
-All three subnets read the SAME embedding table (Fig. 3: "the prediction, matching and correlation
-subnets share the same embedding matrix"): the auxiliary terms shape the shared representation
-and are not used at serving (Sec. 3.5, only the prediction subnet runs online).
+All three subnets read the SAME embedding table (Fig. 3: "the prediction, matching and
+correlation subnets share the same embedding matrix"): the auxiliary terms shape the shared
+representation and are not used at serving (online, only the prediction subnet runs).
 
-- Matching subnet (Sec. 3.2, user-ad relationship): v_u = f_u(e_user), v_a = f_a(e_ad), two MLPs
+- Matching subnet (user-ad relationship): v_u = f_u(e_user), v_a = f_a(e_ad), two MLPs
   with ReLU hidden layers and a tanh output layer, matching score s = sigmoid(v_u^T v_a), trained
   with the click label: L_match = -mean[y log s + (1 - y) log(1 - s)].
-- Correlation subnet (Sec. 3.3, ad-ad relationship): skip-gram over ads clicked by the same user,
+- Correlation subnet (ad-ad relationship): skip-gram over ads clicked by the same user,
   with negative sampling: for a target ad a_t and a context ad a_c with representations
   h = f_c(e_ad) (one MLP, tanh output),
   L_corr = mean over pairs of [-log sigmoid(h_t^T h_c) - sum_{q=1..Q} log sigmoid(-h_t^T h_q)].
-- Joint loss (Sec. 3.4): L = L_pred + alpha * L_match + beta * L_corr (the loss terms
+- Joint loss: L = L_pred + alpha * L_match + beta * L_corr (the loss terms
   ``model_deepmcp_match`` and ``model_deepmcp_corr``).
 
 Choices where the paper is specific to its ad logs:

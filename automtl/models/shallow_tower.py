@@ -1,7 +1,9 @@
 """YouTube's shallow tower for selection bias (Zhao, Hong, Wei, Chen, Nath, Andrews, Kumthekar,
 Sathiamoorthy, Yi, Chi, "Recommending What Video to Watch Next: A Multitask Ranking System",
-RecSys 2019), Sec. 4.4 and Fig. 3 (experiments: Sec. 5.3), as `model.shallow_tower` beside any
-architecture (the paper's is MMoE).
+RecSys 2019): the model-architecture section's part on modeling and reducing position / selection
+bias and its figure "adding a shallow side tower to learn selection bias" (experiments: the
+position-bias results, where the shallow tower beats position as an input feature), as
+`model.shallow_tower` beside any architecture (the paper's is MMoE). Sections are cited by name.
 
 The training logs hold features that explain part of a click but are unknown when ranking, above
 all the position the item was shown at (and the device, whose position bias differs). A shallow
