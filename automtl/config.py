@@ -287,7 +287,7 @@ class WeightingConfig:
     concentration: float = 1.0  # Dirichlet alpha (same for every task); 1 = uniform on the simplex
     draw: Literal["batch", "row"] = "batch"
     cosine: float = 0.0  # COSMOS lambda; 0 = plain linear scalarisation
-    film: list[str] = field(default_factory=lambda: ["towers"])
+    film: list[str] = field(default_factory=lambda: ["bottom"])  # shared: see models/film.py
     film_hidden: int = 32
     sweep_points: int = 0
     preference: dict[str, float] = field(default_factory=dict)

@@ -15,14 +15,20 @@ Choices (where the papers leave it open):
 - sigma = 1 + gamma(r), mu = beta(r) with the generator's last layer initialised to zero, so a
   freshly built (or zeroed) conditioned network computes exactly the unconditioned one.
 - Generator: Linear(T, `film_hidden`) -> ReLU -> Linear(hidden, 2 * size), one per site.
-- Sites (`loss.weighting.film`, any subset):
+- Sites (`loss.weighting.film`, any subset). Where r can make a difference: under linear
+  scalarisation a per-task module (a tower, a task's gate) only reaches its own loss r_k L_k,
+  whose minimiser does not depend on r (r_k > 0 only scales it), so FiLM there alone cannot learn
+  a trade-off (the curve comes out flat: benchmarks/RESULTS.md, issue 16); the trade-off lives in
+  what the tasks share. Hence the default ``bottom`` (COSMOS's choice too: r enters at the
+  input), with ``experts`` as the other shared site; ``towers``/``gates`` add per-task capacity
+  and matter with the cosine term, which couples the tasks.
   ``towers``  the input of every `Towers` block, one (sigma, mu) per task and channel (a shared
-              input becomes per-task rows); the default: it works with every architecture that
-              ends in towers and leaves the shared representation to be learnt for all r;
+              input becomes per-task rows);
   ``experts`` the output of every expert bank (a module attribute named ``experts``), one
               (sigma, mu) per expert and channel (MMoE, PLE);
   ``gates``   the logits of every softmax gate, per gate and choice: r re-weights the experts;
-  ``bottom``  the body's input (the bottom's output), per channel: conditions everything.
+  ``bottom``  the body's input (the bottom's output), per channel: conditions everything
+              (the default; every architecture has it).
   Sites the architecture lacks are skipped (so one search space can offer [towers, experts]
   to every arch); none of them present is a one-line `ConfigError` suggesting ``bottom``.
 - r is set on the conditioner before the forward pass (`set_preference`): ``[T]`` (one vector
