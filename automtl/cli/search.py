@@ -68,6 +68,9 @@ def search_command(
                                                    "trials slower than this many ms per 1,000 "
                                                    "rows (inference, training device) are "
                                                    "infeasible."),
+    cost_objective: Optional[str] = typer.Option(None, "--cost-objective", help="Third "
+                                                 "objective, minimised: latency (ms per 1,000 "
+                                                 "rows) or params (trainable parameters)."),
     data_on: Optional[str] = typer.Option(None, "--data-on", help=DATA_ON_HELP),
 ) -> None:
     """Search MTL architectures, losses and task weights; keep the Pareto front in SQL."""
@@ -76,6 +79,7 @@ def search_command(
     from automtl.data import parse_options
     from automtl.errors import AutomtlError
     from automtl.search.dburl import mask_url
+    from automtl.search.objectives import COST_OBJECTIVES
     from automtl.search.naming import check_study_name
     from automtl.search.study_config import apply_overrides, study_for_dataset, study_preset
 
@@ -93,6 +97,9 @@ def search_command(
         raise AutomtlError(f"--sampler {sampler}: use {', '.join(sampler_names())}")
     if pruner is not None and pruner not in ("pareto", "none"):
         raise AutomtlError(f"--pruner {pruner}: use pareto or none")
+    if cost_objective is not None and cost_objective not in COST_OBJECTIVES:
+        raise AutomtlError(f"--cost-objective {cost_objective}: use "
+                           f"{' or '.join(COST_OBJECTIVES)}")
     cfg = study_preset(study_config) if study_config else study_for_dataset(dataset or "synthetic")
     apply_overrides(cfg, {
         "space": space, "n_trials": n_trials, "timeout": timeout, "sampler": sampler,
@@ -100,6 +107,7 @@ def search_command(
         "data.options": {**cfg.data.options, **parse_options(data_option)} if data_option
         else None,
         "max_params": max_params, "max_latency_ms": max_latency_ms,
+        "cost_objective": cost_objective,
     })
     if warm_start_storage is not None and warm_start is None:
         raise AutomtlError("--warm-start-storage needs --warm-start STUDY")

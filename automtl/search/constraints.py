@@ -9,6 +9,8 @@ limit the study sets (`max_params`, `max_latency_ms`), the constraint value ``co
 NSGA-II rank infeasible trials by their violation) and `Study.best_trials`, hence automtl's front,
 keeps only feasible trials. An infeasible trial is not trained: it stops at once as PRUNED with
 its constraint values and a "prune_reason", so its compute goes to designs that can be served.
+A study whose third objective is a cost (`StudyConfig.cost_objective`) reads the measured value
+through `ServingCost.objective_values`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ class ServingCost(Callback):
     def __init__(self, trial: optuna.Trial, dataset: Any, limits: dict[str, float | None],
                  precision: str = "fp32") -> None:
         self.trial, self.dataset, self.limits, self.precision = trial, dataset, limits, precision
+        self._objectives: dict[str, float] = {}
+        self._wanted: list[str] = []
+
+    def objective_values(self, names: list[str]) -> dict[str, float]:
+        """A dict that holds the costs `names` (``n_params`` / ``latency_ms``) once the model is
+        built (filled in place by `on_train_start`; empty before)."""
+        unknown = [n for n in names if n not in CONSTRAINT_KEYS.values()]
+        if unknown:
+            raise ValueError(f"not a serving cost: {unknown[0]!r}")  # a bug, not user input
+        self._wanted = list(names)
+        return self._objectives
 
     def on_train_start(self, model: Any) -> None:
         from automtl.models import count_parameters
@@ -48,6 +61,7 @@ class ServingCost(Callback):
                      precision=resolve_precision(self.precision, device))}
         TrialMeta.write(self.trial, n_params=int(costs["n_params"]),
                         latency_ms=float(costs["latency_ms"]))
+        self._objectives.update({n: costs[n] for n in self._wanted})
         values = constraint_values(self.limits, costs)
         for name, value in values.items():
             self.trial.set_constraint(name, value)

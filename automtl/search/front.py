@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 
 from automtl.search.meta import FRONT_FIELDS, TrialMeta
+from automtl.search.objectives import signs
 
 
 @dataclass
@@ -75,8 +76,9 @@ def point_row(base: FrontRow, sp: SweepRow, names: list[str]) -> FrontRow:
 
 def front_points(trials: Iterable[optuna.trial.FrozenTrial], sweeps: dict[int, list[SweepRow]],
                  names: list[str]) -> list[FrontRow]:
-    """The non-dominated points of completed `trials` over objectives `names` (maximised): one
-    point per ordinary trial, one per sweep point of a conditioned trial; sorted by trial, point.
+    """The non-dominated points of completed `trials` over objectives `names` (each in its
+    direction, `automtl.search.objectives`): one point per ordinary trial, one per sweep point of
+    a conditioned trial; sorted by trial, point.
     """
     cands: list[FrontRow] = []
     for tr in trials:
@@ -85,7 +87,8 @@ def front_points(trials: Iterable[optuna.trial.FrozenTrial], sweeps: dict[int, l
             cands.append(base)
             continue
         cands += [point_row(base, sp, names) for sp in sweeps[tr.number]]
-    keep = nondominated_mask([[c.values[n] for n in names] for c in cands])
+    sign = signs(names)
+    keep = nondominated_mask([[s * c.values[n] for s, n in zip(sign, names)] for c in cands])
     return [c for c, k in zip(cands, keep) if k]
 
 

@@ -25,6 +25,7 @@ from automtl.search.enqueue import (
     warm_start_seeds,
 )
 from automtl.search.meta import META_VERSION, StudyMeta
+from automtl.search.objectives import directions
 from automtl.search.samplers import make_sampler
 from automtl.search.space import load_space_doc, parse_space
 from automtl.search.space_nodes import SearchSpace, SpaceContext
@@ -99,7 +100,7 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
                            cfg.n_trials)
     try:
         study = optuna.create_study(storage=rdb, study_name=name, sampler=sampler,
-                                    directions=["maximize"] * len(objectives),
+                                    directions=directions(objectives),
                                     load_if_exists=True)
     except optuna.exceptions.StorageInternalError as exc:  # e.g. a read-only database file
         raise db_error(storage, exc.__cause__ or exc) from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ import optuna
 
 from automtl.train.loop import Callback, EpochRecord
 from automtl.search.meta import TrialMeta
+from automtl.search.objectives import signs
 from automtl.search.store import Store
 from automtl.search.study_config import PrunerConfig
 
@@ -97,16 +99,18 @@ def decide(own: Sequence[float], peers: Sequence[Sequence[float]], epoch: int,
 
 
 class EpochRecorder(Callback):
-    """Trainer callback: writes each epoch's validation metrics (and training figures) to the
-    per-epoch metrics table, and forwards them to an optional `on_metrics(epoch, metrics)`."""
+    """Trainer callback: writes each epoch's validation metrics (and training figures, and the
+    `fixed` values, e.g. a cost objective) to the per-epoch metrics table, and forwards them to
+    an optional `on_metrics(epoch, metrics)`."""
 
     def __init__(self, store: Store, study_name: str, trial_number: int,
-                 on_metrics: Any = None) -> None:
+                 on_metrics: Any = None, fixed: Mapping[str, float] | None = None) -> None:
         self.store, self.study_name, self.trial_number = store, study_name, trial_number
         self.on_metrics = on_metrics
+        self.fixed = fixed if fixed is not None else {}  # e.g. a cost objective, same every epoch
 
     def on_epoch_end(self, epoch: int, record: EpochRecord) -> None:
-        metrics = dict(record.val)
+        metrics = {**record.val, **self.fixed}
         metrics.update(train_loss=record.train_loss, samples_per_s=record.samples_per_s,
                        seconds=record.seconds)
         self.store.record_epoch(self.study_name, self.trial_number, epoch, metrics)
@@ -119,13 +123,15 @@ class ParetoPruner(Callback):
     from the metrics table and raises `optuna.TrialPruned` when `decide` says so (after setting
     the trial's "pruned_rung" and "prune_reason" user attributes). Put it after `EpochRecorder`.
     A `protected` trial (an enqueued baseline or warm-start point) is never pruned: the front
-    must not lose the configurations it started from.
+    must not lose the configurations it started from. Minimised objectives (a cost objective,
+    whose value comes from `fixed`) are negated before ranking.
     """
 
     def __init__(self, store: Store, trial: optuna.Trial, objectives: Sequence[str],
                  cfg: PrunerConfig, max_epoch: int | None = None,
-                 protected: bool = False) -> None:
+                 protected: bool = False, fixed: Mapping[str, float] | None = None) -> None:
         self.store, self.trial = store, trial
+        self.fixed = fixed if fixed is not None else {}
         self.protected = protected
         self.max_epoch = max_epoch  # the last epoch is never pruned: its training is done
         self.objectives = list(objectives)
@@ -137,9 +143,12 @@ class ParetoPruner(Callback):
             return
         if self.max_epoch is not None and epoch >= self.max_epoch:
             return
-        own = [float(record.val.get(o, float("nan"))) for o in self.objectives]
+        mine = {**record.val, **self.fixed}
+        sign = signs(self.objectives)
+        own = [s * float(mine.get(o, float("nan"))) for s, o in zip(sign, self.objectives)]
         rung = self.store.rung_values(self.study_name, epoch, self.objectives)
-        peers = [[vals[o] for o in self.objectives] for number, vals in rung.items()
+        peers = [[s * vals[o] for s, o in zip(sign, self.objectives)]
+                 for number, vals in rung.items()
                  if number != self.trial.number and all(o in vals for o in self.objectives)]
         decision = decide(own, peers, epoch, self.cfg)
         if decision.prune:

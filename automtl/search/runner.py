@@ -28,6 +28,7 @@ from automtl.search.enqueue import WarmStart
 from automtl.search.front import FrontRow
 from automtl.search.meta import StudyMeta, TrialMeta, count_states
 from automtl.search.naming import confined_path
+from automtl.search.objectives import is_cost, metric_objectives
 from automtl.search.prepare import prepare_study, trial_base
 from automtl.search.pruner import EpochRecorder, ParetoPruner
 from automtl.search.space import parse_space
@@ -142,7 +143,7 @@ class _Objective:
             cfg = self.space.suggest(trial, self.ctx, self.base)
             if cfg.loss.weighting.scheme == "conditioned":
                 # the point Optuna and the pruner see: the knee over the study's objectives
-                cfg.loss.weighting.select_on = list(self.objectives)
+                cfg.loss.weighting.select_on = metric_objectives(self.objectives)
             # the owner (host:pid) lets a later run see that a RUNNING trial's process is gone
             TrialMeta.write(trial, config=to_dict(cfg), arch=cfg.model.arch,
                             bottom=cfg.model.bottom, worker=owner_name())
@@ -153,17 +154,24 @@ class _Objective:
             def on_metrics(epoch: int, metrics: dict[str, float]) -> None:
                 self.listener.on_epoch(trial.number, epoch, epochs, metrics)
 
+            cost = ServingCost(trial, self.dataset, {"max_params": self.cfg.max_params,
+                                                     "max_latency_ms": self.cfg.max_latency_ms},
+                               cfg.train.precision)
+            # a cost objective's value, measured at train start, is part of every epoch's
+            # record (the pruner ranks it with the metrics) and of the trial's val/test values
+            fixed = cost.objective_values([o for o in self.objectives if is_cost(o)])
             callbacks: list[Callback] = [
-                EpochRecorder(self.store, self.study.study_name, trial.number, on_metrics),
+                cost,  # first: an infeasible trial stops before anything else runs
+                EpochRecorder(self.store, self.study.study_name, trial.number, on_metrics,
+                              fixed=fixed),
                 ParetoPruner(self.store, trial, self.objectives, self.cfg.pruner, epochs,
-                             protected=TrialMeta.read(trial).enqueued is not None),
+                             protected=TrialMeta.read(trial).enqueued is not None, fixed=fixed),
                 _BatchForwarder(self.listener, trial.number),
-                ServingCost(trial, self.dataset, {"max_params": self.cfg.max_params,
-                                                  "max_latency_ms": self.cfg.max_latency_ms},
-                            cfg.train.precision),
                 *self.extra_callbacks,
             ]
             result = fit(cfg, self.dataset, callbacks=callbacks, device=self.device)
+            result.val.update(fixed)
+            result.test.update(fixed)
             values = [float(result.val.get(o, float("nan"))) for o in self.objectives]
             bad = [o for o, v in zip(self.objectives, values) if not math.isfinite(v)]
             if bad:
@@ -171,7 +179,8 @@ class _Objective:
                                        f"({result.val.get(bad[0])})")
             if result.sweep:
                 self.store.record_sweep(self.study.study_name, trial.number,
-                                        [to_dict(p) for p in result.sweep], self.objectives)
+                                        [to_dict(p) for p in result.sweep],
+                                        metric_objectives(self.objectives))
                 TrialMeta.write(trial, preference=result.sweep[result.sweep_index].weights,
                                 weight_names=weight_names(self.dataset.tasks))
             TrialMeta.write(trial, val_metrics=result.val, test_metrics=result.test,

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Mapping, Protocol, Sequence, TypeVar
 
 from automtl.errors import AutomtlError
+from automtl.search.objectives import direction
 
 Direction = Literal["maximize", "minimize"]
 
@@ -172,10 +173,10 @@ def _sign(direction: Direction) -> float:
 def _directions(objectives: Sequence[str],
                 directions: Mapping[str, Direction] | Sequence[Direction] | None,
                 ) -> dict[str, Direction]:
-    if directions is None:
-        return {o: "maximize" for o in objectives}
+    if directions is None:  # from the names: a cost objective is minimised
+        return {o: direction(o) for o in objectives}
     if isinstance(directions, Mapping):
-        return {o: directions.get(o, "maximize") for o in objectives}
+        return {o: directions.get(o, direction(o)) for o in objectives}
     return dict(zip(objectives, directions))
 
 

@@ -15,6 +15,7 @@ from automtl._typed import OneOf, from_dict
 from automtl.config import DataConfig, TrainConfig
 from automtl.errors import ConfigError
 from automtl.resources import find_named_yaml, list_named_yaml
+from automtl.search.objectives import COST_OBJECTIVES, CostObjective
 from automtl.search.samplers import sampler_names
 from automtl.yamlio import load_yaml
 
@@ -64,6 +65,8 @@ class StudyConfig:
     # serving-cost constraints: trials above them are infeasible (never on the front)
     max_params: int | None = None  # trainable parameters
     max_latency_ms: float | None = None  # inference ms per 1,000 rows on the training device
+    # optional third objective, minimised: latency (-> latency_ms) or params (-> n_params)
+    cost_objective: CostObjective | None = None
 
     def validate(self) -> None:
         if not self.name.strip():
@@ -93,16 +96,22 @@ class StudyConfig:
 
 
 def resolve_objectives(cfg: StudyConfig, dataset: Any, where: str = "") -> list[str]:
-    """The study's objectives checked against `dataset.metric_names()` (default: task AUCs)."""
+    """The study's objectives checked against `dataset.metric_names()` (default: task AUCs),
+    then its cost objective if it has one (`automtl.search.objectives`)."""
     metric_names = list(dataset.metric_names())
+    cost = [COST_OBJECTIVES[cfg.cost_objective]] if cfg.cost_objective else []
     if not cfg.objectives:
-        return [f"{t.name}_auc" for t in dataset.tasks]
+        return [f"{t.name}_auc" for t in dataset.tasks] + cost
     missing = [o for o in cfg.objectives if o not in metric_names]
     if missing:
         prefix = f"{where}: " if where else ""
+        hint = ""
+        if missing[0] in COST_OBJECTIVES.values():
+            key = next(k for k, v in COST_OBJECTIVES.items() if v == missing[0])
+            hint = f"; a serving cost is an objective through cost_objective: {key}"
         raise ConfigError(f"{prefix}objectives: {missing[0]!r} is not a metric of dataset "
-                          f"{cfg.data.name!r} (available: {', '.join(metric_names)})")
-    return list(cfg.objectives)
+                          f"{cfg.data.name!r} (available: {', '.join(metric_names)}){hint}")
+    return list(cfg.objectives) + cost
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
