@@ -20,7 +20,7 @@ from automtl.search.pruner import decide
 from automtl.search.selection import parse_selection, select
 from automtl.search.study_config import PrunerConfig, resolve_objectives
 
-ROWS = 3000
+ROWS = 2000
 SPACE = {
     "name": "cost3",
     "params": {
@@ -53,7 +53,7 @@ def study3(tmp_path_factory) -> tuple[str, Path]:
     space.write_text(yaml.safe_dump(SPACE), encoding="utf-8")
     cfg = StudyConfig(name="c3", data=DataConfig("synthetic", options={"rows": ROWS}),
                       objectives=["ctr_auc", "cvr_auc"], cost_objective="params",
-                      space=str(space), epochs=2, n_trials=9, sampler="random",
+                      space=str(space), epochs=2, n_trials=7, sampler="random",
                       pruner=PrunerConfig(kind="pareto", min_epoch=1, warmup_trials=2))
     url = f"sqlite:///{tmp / 'c3.db'}"
     result = run_search(cfg, storage=url, device="cpu")
@@ -89,6 +89,8 @@ def test_front_table_equals_brute_force_over_three_objectives(study3, capsys) ->
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert {int(r["trial"]) for r in rows} == want
     assert all(float(r["val_n_params"]) == done[int(r["trial"])][2] for r in rows)
+    assert main(["pareto", "--study", "c3", "--storage", url]) == 0
+    assert "(min)" in capsys.readouterr().out  # the cost column, labelled as minimised
 
 
 def test_selection_minimises_the_cost(study3) -> None:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from automtl.cli._common import console
 from automtl.cli._options import DEFAULT_STORAGE, Storage, Study
+from automtl.search.objectives import is_cost, metric_objectives
 
 if TYPE_CHECKING:
     from automtl.search.front import FrontRow
@@ -91,11 +92,16 @@ def front_table(front: list[FrontRow], objectives: list[str], title: str = "Pare
     has_weights = any(r.weights for r in front)
     if has_weights:
         table.add_column("task weights", overflow="fold")
-    short = [o.removesuffix("_auc") for o in objectives]
+    # a cost objective (minimised, the same on every split) gets one column, after the metrics
+    metrics = metric_objectives(objectives)
+    costs = [o for o in objectives if is_cost(o)]
+    short = [o.removesuffix("_auc") for o in metrics]
     for name in short:
         table.add_column(f"{name}\nval", justify="right", no_wrap=True)
     for name in short:
         table.add_column(f"{name}\ntest", justify="right", no_wrap=True)
+    for name in costs:
+        table.add_column(f"{name}\n(min)", justify="right", no_wrap=True)
     has_reeval = any(r.reeval for r in front)
     if has_reeval:
         for name in short:
@@ -103,17 +109,19 @@ def front_table(front: list[FrontRow], objectives: list[str], title: str = "Pare
     if cost:
         table.add_column("params", justify="right", no_wrap=True)
         table.add_column("smp/s", justify="right", no_wrap=True)
-    for r in sorted(front, key=lambda r: [-r.values.get(o, 0.0) for o in objectives]):
+    for r in sorted(front, key=lambda r: [-r.values.get(o, 0.0) for o in metrics]):
         meta = r.meta
         arch = meta.label()
         mark = " ◀" if _is_selected(r, selected) else ""
         cells = [f"{r.trial_number}{mark}", arch, key_params(r.params, 6 if wide else 3)]
         if has_weights:
             cells.append(weights_text(r.weights))
-        cells += [fmt(r.values.get(o)) for o in objectives]
-        cells += [fmt(r.test.get(o)) for o in objectives]
+        cells += [fmt(r.values.get(o)) for o in metrics]
+        cells += [fmt(r.test.get(o)) for o in metrics]
+        cells += [human_count(r.values.get(o)) if o == "n_params" else fmt(r.values.get(o), 3)
+                  for o in costs]
         if has_reeval:
-            cells += [_reeval_cell(r, "val", o) for o in objectives]
+            cells += [_reeval_cell(r, "val", o) for o in metrics]
         if cost:
             cells += [human_count(meta.n_params), human_count(meta.samples_per_s)]
         table.add_row(*cells)
