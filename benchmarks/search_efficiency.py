@@ -17,6 +17,7 @@ figure (hypervolume vs cumulative epochs, one line per arm and repeat) is saved 
 
     python benchmarks/search_efficiency.py --trials 30 --epochs 4 --rows 100000 --repeats 3 \
         --out benchmarks/search_efficiency.json          # the issue's full size
+    python benchmarks/search_efficiency.py --space compact --trials 20 --rows 10000   # small
     python benchmarks/search_efficiency.py --smoke --out /tmp/eff.json   # CI (tests/)
 """
 
@@ -57,6 +58,30 @@ SMOKE_SPACE = {
         "model.tower_dims": [8],
         "train.lr": {"float": [1.0e-3, 1.0e-2], "log": True},
         "train.batch_size": 1024,
+    },
+}
+
+# --space compact: the default space's kinds of choice (archs, head, embedding size, wide term,
+# pooling, optimiser settings) at small widths, so a 20-trial arm fits a loaded 2-core machine
+COMPACT_SPACE = {
+    "name": "compact",
+    "params": {
+        "model.arch": {"choices": {
+            "shared_bottom": {"model.bottom_dims": {"choices": [[32], [64, 32]]}},
+            "mmoe": {"model.n_experts": {"int": [2, 6]},
+                     "model.expert_dims": {"choices": [[32], [64, 32]]}},
+            "ple": {"model.n_levels": {"int": [1, 2]},
+                    "model.expert_dims": {"choices": [[32], [64, 32]]}},
+        }},
+        "model.head": {"choices": {"plain": {}, "esmm": {"requires": "cascade"}}},
+        "model.embedding_dim": {"choices": [4, 8, 16]},
+        "model.seq_pooling": {"choices": {"mean": {}, "sum": {"requires": "sequences"},
+                                          "din": {"requires": "sequences"}}},
+        "model.wide": {"choices": [False, True]},
+        "model.tower_dims": {"choices": [[16], [32]]},
+        "train.lr": {"float": [3.0e-4, 3.0e-2], "log": True},
+        "train.weight_decay": {"choices": [0.0, 1.0e-5, 1.0e-4, 3.0e-4]},
+        "train.batch_size": {"choices": [512, 1024]},
     },
 }
 
@@ -219,6 +244,13 @@ def main() -> None:
         tmp_space.close()
         args.trials, args.epochs, args.rows, args.repeats = 3, 2, 3000, 1
         args.space, args.warmup = tmp_space.name, 1
+    if args.space == "compact":
+        import yaml
+
+        tmp_space = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+        yaml.safe_dump(COMPACT_SPACE, tmp_space)
+        tmp_space.close()
+        args.space = tmp_space.name
     torch.set_num_threads(2)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 

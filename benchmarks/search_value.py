@@ -62,6 +62,25 @@ def task_aucs(labels: np.ndarray, p_ctr: np.ndarray, p_ctcvr: np.ndarray,
             "cvr_auc": float(roc_auc_score(labels[clicked, 1], cvr))}
 
 
+def auc_se(auc: float, n_pos: int, n_neg: int) -> float:
+    """Standard error of an AUC estimated on n_pos positives and n_neg negatives (Hanley &
+    McNeil, Radiology 1982, eq. 2): how far apart two arms must be to differ on this test set."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) \
+        / max(n_pos * n_neg, 1)
+    return float(np.sqrt(max(var, 0.0)))
+
+
+def test_se(ds: Dataset, aucs: dict[str, float]) -> dict[str, float]:
+    """`auc_se` of each task AUC of the test split at the given AUC values."""
+    y = ds.splits["test"].labels
+    clicked = y[:, 0] > 0.5
+    positives = {"ctr_auc": y[:, 0] > 0.5, "ctcvr_auc": y[:, 1] > 0.5,
+                 "cvr_auc": y[clicked, 1] > 0.5}
+    return {m: auc_se(aucs[m], int(pos.sum()), int((~pos).sum()))
+            for m, pos in positives.items() if aucs.get(m) is not None}
+
+
 def automtl_arms(ds_opts: dict, args: argparse.Namespace, storage: str, name: str) -> list[dict]:
     cfg = StudyConfig(name=name, data=DataConfig("synthetic", options=ds_opts),
                       objectives=["ctr_auc", "cvr_auc"], space="quick", epochs=args.epochs,
@@ -228,7 +247,11 @@ def main() -> None:
                       f"{t['ctcvr_auc']:7.4f} {a['rows_x_epochs']:10d} "
                       f"{a['rows_x_epochs'] / one:6.1f} {a['seconds'] or 0:7.1f}  {dom}",
                       flush=True)
-            report[name] = arms
+            ref = max(fronts, key=lambda a: a["test"]["ctr_auc"] or 0)["test"] if fronts else {}
+            se = test_se(ds, {m: v for m, v in ref.items() if v is not None})
+            print("standard error of a test AUC at the front's values (Hanley-McNeil): " +
+                  ", ".join(f"{m} +-{v:.4f}" for m, v in se.items()), flush=True)
+            report[name] = {"arms": arms, "test_se": se}
     if args.out:
         args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},
                                         "results": report}, indent=2, default=str))
