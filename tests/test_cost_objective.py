@@ -90,7 +90,22 @@ def test_front_table_equals_brute_force_over_three_objectives(study3, capsys) ->
     assert {int(r["trial"]) for r in rows} == want
     assert all(float(r["val_n_params"]) == done[int(r["trial"])][2] for r in rows)
     assert main(["pareto", "--study", "c3", "--storage", url]) == 0
-    assert "(min)" in capsys.readouterr().out  # the cost column, labelled as minimised
+    assert "c3" in capsys.readouterr().out
+
+
+def test_pareto_table_has_one_cost_column_labelled_min() -> None:
+    from rich.console import Console
+
+    from automtl.cli.pareto import front_table
+    from automtl.search.front import FrontRow
+
+    rows = [FrontRow(1, {"ctr_auc": 0.7, "cvr_auc": 0.6, "n_params": 12345.0},
+                     {"ctr_auc": 0.71, "cvr_auc": 0.61, "n_params": 12345.0}, {}, {})]
+    console = Console(width=120, record=True)
+    console.print(front_table(rows, OBJ, cost=False))
+    text = console.export_text()
+    assert "(min)" in text and "12.3k" in text and "0.7100" in text
+    assert text.count("n_params") == 1  # no test / re-eval column for the cost
 
 
 def test_selection_minimises_the_cost(study3) -> None:
@@ -148,3 +163,28 @@ def test_cli_latency_objective_end_to_end_and_study_mismatch(tmp_path: Path, cap
     assert main(argv) != 0
     assert "optimises" in capsys.readouterr().err
     assert len(open_study(url, "synthetic").get_trials()) == 2
+
+
+def test_report_has_the_three_objective_figures(study3) -> None:
+    from automtl.report import colour_figure, load_snapshot, projections_figure, write_report
+
+    url, tmp = study3
+    snap = load_snapshot(url, "c3")
+    front = {r.trial_number for r in Store(url).front("c3")}
+    fig = projections_figure(snap)
+    assert fig is not None and len(fig.data) == 6  # 3 pairs x (dominated, front)
+    red = [tr for tr in fig.data if tr.name == "Pareto front"]
+    assert all({c[0] for c in tr.customdata} == front for tr in red)
+    assert "n_params (min)" in fig.to_json()
+    colour = colour_figure(snap)
+    assert colour is not None
+    by_trial = {c[0]: v for c, v in zip(colour.data[0].customdata, colour.data[0].marker.color)}
+    study = open_study(url, "c3")
+    assert by_trial == {t.number: t.values[2] for t in study.get_trials()
+                        if t.state == States.COMPLETE}
+    html = write_report(url, "c3", tmp / "c3.html").read_text(encoding="utf-8")
+    for name in ("pareto", "parallel", "projections", "colour"):
+        assert f'id="section-{name}"' in html
+    # 2 objectives: no 3-objective figures
+    snap.objectives, snap.directions = snap.objectives[:2], snap.directions[:2]
+    assert projections_figure(snap) is None and colour_figure(snap) is None

@@ -29,7 +29,9 @@ from automtl.report.labels import (
     hover_text,
 )
 from automtl.report.pareto_figures import parallel_figure, pareto_figure
+from automtl.report.projection_figures import colour_figure, projections_figure
 from automtl.report.snapshot import StudySnapshot, TrialRow
+from automtl.search.objectives import is_cost, metric_objectives
 
 # Importance needs a few completed trials to mean anything; below this a note is shown instead.
 MIN_IMPORTANCE_TRIALS = 4
@@ -67,11 +69,13 @@ def learning_curves_figure(snap: StudySnapshot) -> go.Figure:
     """Per-trial validation curves (one panel per objective metric) from the per-epoch table.
 
     Completed trials are solid; pruned trials dashed and ending in an x where they were cut;
-    failed ones dotted. One trace per (objective, trial) that has a history.
+    failed ones dotted. One trace per (objective, trial) that has a history. A cost objective
+    (the same at every epoch) has no panel.
     """
-    n = len(snap.objectives)
+    metrics = metric_objectives(snap.objectives)
+    n = max(len(metrics), 1)
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True,
-                        subplot_titles=[escape_html(o) for o in snap.objectives])
+                        subplot_titles=[escape_html(o) for o in metrics])
     states = {t.number: t.state for t in snap.trials}
     front = snap.front_set
     styles = {
@@ -79,7 +83,7 @@ def learning_curves_figure(snap: StudySnapshot) -> go.Figure:
         "FAIL": dict(line=dict(dash="dot", width=1), marker=dict(symbol="circle-open")),
     }
     many_ok = len(snap.histories) <= _LEGEND_TRIALS
-    for i, metric in enumerate(snap.objectives):
+    for i, metric in enumerate(metrics):
         for number in sorted(snap.histories):
             recs = sorted(snap.histories[number], key=lambda r: r["epoch"])
             recs = [r for r in recs if metric in r]
@@ -184,12 +188,15 @@ def breakdown_figure(snap: StudySnapshot) -> go.Figure:
 
 
 def val_test_figure(snap: StudySnapshot) -> go.Figure | None:
-    """Validation vs test value of each objective metric for front trials, with y = x."""
+    """Validation vs test value of each objective metric (not a cost: it is the same on both)
+    for front trials, with y = x."""
     front = [t for t in snap.complete if t.number in snap.front_set]
     pts: list[tuple[str, TrialRow, float, float]] = []
     for t in front:
         test = t.meta.test_metrics
         for i, name in enumerate(snap.objectives):
+            if is_cost(name):
+                continue
             v = test.get(name)
             if isinstance(v, (int, float)) and math.isfinite(v):
                 pts.append((name, t, t.values[i], float(v)))  # type: ignore[index]
@@ -225,6 +232,8 @@ def reeval_figure(snap: StudySnapshot) -> go.Figure | None:
         return None
     fig = go.Figure()
     for i, name in enumerate(snap.objectives):
+        if is_cost(name):  # not re-measured by a re-run, and not an AUC
+            continue
         for split, symbol in (("val", "circle"), ("test", "square")):
             have = [n for n in numbers if isinstance(snap.reeval[n].get(f"{split}/{name}"), dict)]
             if not have:
@@ -258,6 +267,8 @@ def reeval_figure(snap: StudySnapshot) -> go.Figure | None:
 FIGURES: dict[str, Callable[[StudySnapshot], go.Figure | None]] = {
     "pareto": pareto_figure,
     "parallel": parallel_figure,
+    "projections": projections_figure,
+    "colour": colour_figure,
     "history": history_figure,
     "learning_curves": learning_curves_figure,
     "importance": importance_figure,
