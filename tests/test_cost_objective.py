@@ -188,3 +188,12 @@ def test_report_has_the_three_objective_figures(study3) -> None:
     # 2 objectives: no 3-objective figures
     snap.objectives, snap.directions = snap.objectives[:2], snap.directions[:2]
     assert projections_figure(snap) is None and colour_figure(snap) is None
+
+
+def test_reeval_top_front_ranks_by_the_metrics_not_the_cost() -> None:
+    from automtl.search.front import FrontRow
+    from automtl.search.reeval import top_front
+
+    big = FrontRow(1, {"ctr_auc": 0.6, "cvr_auc": 0.6, "n_params": 1e6}, {}, {}, {})
+    good = FrontRow(2, {"ctr_auc": 0.8, "cvr_auc": 0.7, "n_params": 10.0}, {}, {}, {})
+    assert [r.trial_number for r in top_front([big, good], 1)] == [2]

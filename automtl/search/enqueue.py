@@ -173,13 +173,20 @@ class WarmStart:
 def warm_start_seeds(source: WarmStart, space: SearchSpace, ctx: SpaceContext,
                      base: dict[str, Any], n_trials: int) -> list[Seed]:
     """Seeds from the source study's Pareto front (feasible COMPLETE trials, validation values),
-    best mean objective first, at most ceil(n_trials / 2) of them so the sampler still explores.
+    best mean metric objective first, at most ceil(n_trials / 2) of them so the sampler still explores.
     Every point must be expressible in `space`: one that is not is a `ConfigError`."""
     from automtl.search.dburl import mask_url
-    from automtl.search.storage import open_study
+    from automtl.search.objectives import is_cost
+    from automtl.search.storage import objective_names, open_study
 
     study = open_study(source.storage, source.study)
-    front = sorted(study.best_trials, key=lambda t: (-sum(t.values) / len(t.values), t.number))
+    # the mean over the metric objectives (a cost objective is not on their scale)
+    keep = [i for i, n in enumerate(objective_names(study)) if not is_cost(n)]
+
+    def mean(t: optuna.trial.FrozenTrial) -> float:
+        return sum(t.values[i] for i in keep) / max(len(keep), 1)
+
+    front = sorted(study.best_trials, key=lambda t: (-mean(t), t.number))
     if not front:
         raise ConfigError(f"--warm-start {source.study}: the study has no completed trial yet "
                           f"(in {mask_url(source.storage)}); finish some trials first")

@@ -8,14 +8,20 @@ from automtl.config import TrialConfig
 from automtl.errors import AutomtlError
 from automtl.search.dbopen import require_automtl_study
 from automtl.search.front import FrontRow
+from automtl.search.objectives import metric_objectives
 from automtl.search.runner import SearchListener
 from automtl.search.storage import open_study
 from automtl.search.store import Store
 
 
 def top_front(front: list[FrontRow], k: int) -> list[FrontRow]:
-    """The `k` front rows with the highest mean objective value."""
-    return sorted(front, key=lambda r: -sum(r.values.values()) / max(len(r.values), 1))[:k]
+    """The `k` front rows with the highest mean metric objective (a cost objective is left out:
+    it is not on the metrics' scale)."""
+    def mean(r: FrontRow) -> float:
+        vals = [r.values[o] for o in metric_objectives(list(r.values))]
+        return sum(vals) / max(len(vals), 1)
+
+    return sorted(front, key=lambda r: -mean(r))[:k]
 
 
 def reevaluate(storage_url: str, study_name: str, top_k: int, seeds: int, *,
