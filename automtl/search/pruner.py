@@ -12,8 +12,8 @@ not process memory, so parallel workers prune against each other's trials.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
