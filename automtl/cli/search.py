@@ -79,8 +79,8 @@ def search_command(
     from automtl.data import parse_options
     from automtl.errors import AutomtlError
     from automtl.search.dburl import mask_url
-    from automtl.search.objectives import COST_OBJECTIVES
     from automtl.search.naming import check_study_name
+    from automtl.search.objectives import COST_OBJECTIVES
     from automtl.search.study_config import apply_overrides, study_for_dataset, study_preset
 
     # Every option is checked here, before the preset, the data or the database is touched.
