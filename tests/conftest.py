@@ -3,7 +3,8 @@
 Session fixtures: a throwaway PostgreSQL server (`pg_server`, and `pg_url`: a fresh database on
 it), a study searched once through the CLI for the export tests (`searched_study`), the
 database written by an older automtl (`old_study_url`) and small synthetic datasets
-(`synthetic`, cached per options).
+(`synthetic`, cached per options). `one_thread`: torch on one intra-op thread for a module of
+tiny models (``pytestmark = pytest.mark.usefixtures("one_thread")``).
 
 Markers (registered in pyproject.toml): `postgres` (added to every test that uses `pg_server`),
 `browser` (headless Chromium), `slow` (real worker processes, full-size matrices). CI runs them
@@ -105,3 +106,15 @@ def synthetic() -> Callable[..., Any]:
         return made[key]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch on one intra-op thread for the module: tiny models on a shared 2-core machine spend
+    more time in OpenMP barriers than in the ops (a run took 20 s instead of 1.5 s with two)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

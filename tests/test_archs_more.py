@@ -3,8 +3,6 @@ loss terms, a short real training, each paper's property, search sampling, expor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -34,13 +32,7 @@ SYSTEMS = [("dbmtl", {}), ("snr", {"snr_variant": "trans"}), ("snr", {"snr_varia
 IDS = ["dbmtl", "snr-trans", "snr-aver", "fdn", "mfh"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # tiny ops on a shared 2-core machine: one thread avoids intra-op barrier stalls
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_cfg(**kw: object) -> ModelConfig:

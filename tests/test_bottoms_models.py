@@ -4,7 +4,6 @@ whole model, DTRN without sequences, config errors, and short real trainings wit
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -36,13 +35,7 @@ TASKS = [
 BODIES = ["single", "shared_bottom", "mmoe", "ple", "aitm"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # tiny ops on a shared 2-core machine: one thread avoids intra-op barrier stalls
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_cfg(**kw: object) -> ModelConfig:

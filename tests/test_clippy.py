@@ -3,8 +3,6 @@ at the same learning rate does not, `train.optimizer: clippy` in the trainer, co
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,12 +12,7 @@ from automtl.errors import ConfigError
 from automtl.train import Clippy
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _spiked_run(optimizer: str, lr: float, check_bound: bool = False) -> tuple[float, float, float]:

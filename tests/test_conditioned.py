@@ -26,12 +26,7 @@ from automtl.train import Callback
 from tests.test_models import FEATURES, TASKS, make_batch, small_cfg
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_simplex_grid_sizes_and_sums() -> None:

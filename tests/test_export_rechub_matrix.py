@@ -36,14 +36,7 @@ ADAPTIVE = {"uncertainty": "{'method': 'uwl'}"}
 NOT_TRAINABLE = {"gradnorm"}  # torch-rechub 0.9.0: UnboundLocalError in train_one_epoch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP barrier costs that dominate on a busy CPU
-    (a run took 20 s instead of 1.5 s with two threads on a loaded 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

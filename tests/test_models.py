@@ -25,13 +25,7 @@ from automtl.models.archs.mmoe import MMoE
 from automtl.models.archs.ple import PLE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP barrier costs that dominate on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 BODIES = ["single", "shared_bottom", "mmoe", "ple", "aitm"]

@@ -23,10 +23,6 @@ def check_seconds(value: float, option: str) -> float:
     return value
 
 
-DATA_ON_HELP = ("Where the data lives during training: device (resident), host (streamed "
-                "batch by batch) or auto (the memory plan: resident what fits).")
-
-
 def use_data_on(data_on: str | None) -> None:
     """Validate `--data-on` and pass it on through $AUTOMTL_DATA_ON (read by every `fit` of this
     process and of the worker processes it starts); show the library's data-plan lines."""

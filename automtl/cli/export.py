@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from automtl.cli._common import console, err_console
-from automtl.cli._options import DEFAULT_STORAGE, Storage, Study
+from automtl.cli._options import DEFAULT_STORAGE, DataDir, Device, Storage, Study
 
 FORMAT_HELP = ("yaml | json (automtl TrialConfig, for `automtl train --config`), fuxictr (folder "
                "with model_config.yaml + dataset_config.yaml), torch-rechub (training script), "
@@ -34,14 +34,12 @@ def export_command(
                                                 "(repeatable; with --maximize)."),
     maximize: Optional[str] = typer.Option(None, "--maximize", help="Objective to maximise "
                                            "under the --min bounds."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder of the dataset "
-                                           "files (overrides the stored data.data_dir)."),
+    data_dir: DataDir = None,
     write_data: Optional[Path] = typer.Option(None, "--write-data", help="fuxictr/torch-rechub: "
                                               "also write train/val/test CSVs here."),
     retrain: bool = typer.Option(False, "--retrain", help="onnx/torchscript: retrain even if the "
                                  "search saved a checkpoint."),
-    device: Optional[str] = typer.Option(None, "--device", help="Device for retraining (auto, "
-                                         "cpu, cuda, cuda:N)."),
+    device: Device = None,
     weights_input: bool = typer.Option(False, "--weights-input", help="onnx/torchscript of a "
                                        "conditioned trial: take the task-weight vector as an "
                                        "input (task_weights [B, T]) instead of baking it in."),

@@ -7,7 +7,7 @@ import logging
 import typer
 
 from automtl.cli._common import console
-from automtl.cli._options import DEFAULT_STORAGE, Storage, Study
+from automtl.cli._options import DEFAULT_STORAGE, Device, Seeds, Storage, Study
 from automtl.cli.pareto import front_table
 
 
@@ -15,9 +15,8 @@ def reeval_command(
     study: Study,
     storage: Storage = DEFAULT_STORAGE,
     top: int = typer.Option(3, "--top", min=1, help="How many front configs (best mean objective)."),
-    seeds: int = typer.Option(3, "--seeds", min=1, help="New seeds per config (stored seeds are "
-                                                 "skipped, so a rerun resumes)."),
-    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    seeds: Seeds = 3,
+    device: Device = None,
 ) -> None:
     """Retrain the top front configs with S seeds; store and print val/test mean ± std."""
     import optuna

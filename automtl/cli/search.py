@@ -5,73 +5,132 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from automtl._typed import SEED_MAX
-from automtl.cli._common import DATA_ON_HELP, check_seconds, console, err_console, use_data_on
-from automtl.cli._options import DEFAULT_STORAGE, Storage
+from automtl.cli._common import check_seconds, console, err_console, use_data_on
+from automtl.cli._options import (
+    DEFAULT_STORAGE,
+    DataDir,
+    DataOn,
+    Device,
+    Seeds,
+    Storage,
+    Timeout,
+)
 from automtl.cli.pareto import front_table, points_front
+from automtl.search.defaults import PRUNER_KINDS
 from automtl.search.samplers import sampler_names
+
+if TYPE_CHECKING:  # the real imports happen when the command runs (--help stays light)
+    from automtl.search.enqueue import WarmStart
+    from automtl.search.front import FrontRow
+    from automtl.search.runner import SearchResult
+    from automtl.search.study_config import StudyConfig
+
+# Choices from their one vocabulary (the sampler registry, the pruner kinds): typer checks them,
+# and `handle_errors` prints click's message as one line.
+SamplerName = Enum("SamplerName", {n: n for n in sampler_names()}, type=str)  # type: ignore[misc]
+PrunerKind = Enum("PrunerKind", {n: n for n in PRUNER_KINDS}, type=str)  # type: ignore[misc]
+
+# Help panels of this command's own options (the shared ones stay under "Options").
+_STUDY, _DATA, _TRIALS, _WORKERS, _OUTPUT = "Study", "Data", "Trials", "Workers", "Output"
+
+
+def _opt(*names: str, panel: str, help: str, **kw: object) -> typer.models.OptionInfo:
+    """A `--option` of `automtl search`, shown in help panel `panel`."""
+    return typer.Option(*names, help=help, rich_help_panel=panel, **kw)  # type: ignore[arg-type]
+
+
+Dataset = Annotated[Optional[str], _opt("--dataset", panel=_STUDY, help="Preset or dataset name "
+                                        "(synthetic, ali-ccp, aliexpress-nl, census-income ...).")]
+StudyConfigOpt = Annotated[Optional[str], _opt("--study-config", panel=_STUDY,
+                                               help="Study preset YAML file (or a preset name).")]
+Space = Annotated[Optional[str], _opt("--space", panel=_STUDY, help="Search space name "
+                                      "(default, mmoe, ple, losses) or YAML file.")]
+StudyName = Annotated[Optional[str], _opt("--study-name", panel=_STUDY, help="Study name "
+                                          "(default: the preset's); an existing name resumes.")]
+Sampler = Annotated[Optional[SamplerName], _opt("--sampler", panel=_STUDY,
+                                                help="Optuna sampler (default: the preset's).")]
+Pruner = Annotated[Optional[PrunerKind], _opt("--pruner", panel=_STUDY,
+                                              help="pareto (default) or none.")]
+NTrials = Annotated[Optional[int], _opt("--n-trials", panel=_TRIALS, min=1,
+                                        help="New trials to run (default: the preset's).")]
+Epochs = Annotated[Optional[int], _opt("--epochs", panel=_TRIALS, min=1, help="Epochs per trial.")]
+Seed = Annotated[Optional[int], _opt("--seed", panel=_TRIALS, min=0, max=SEED_MAX,
+                                     help="Sampler and training seed (0 .. 2^32-1).")]
+# --cost-objective stays a string checked in the command (its message names the accepted values).
+CostObjectiveOpt = Annotated[Optional[str], _opt("--cost-objective", panel=_TRIALS, help="Third "
+                                                 "objective, minimised: latency (ms per 1,000 "
+                                                 "rows) or params (trainable parameters).")]
+MaxParams = Annotated[Optional[int], _opt("--max-params", panel=_TRIALS, help="Constraint: "
+                                          "trials with more trainable parameters are "
+                                          "infeasible.")]
+MaxLatency = Annotated[Optional[float], _opt("--max-latency-ms", panel=_TRIALS, help="Constraint: "
+                                             "trials slower than this many ms per 1,000 rows "
+                                             "(inference, training device) are infeasible.")]
+WarmStartOpt = Annotated[Optional[str], _opt("--warm-start", panel=_TRIALS, help="Enqueue this "
+                                             "study's Pareto front first (best mean objective "
+                                             "first, at most half of --n-trials).")]
+WarmStartStorage = Annotated[Optional[str], _opt("--warm-start-storage", panel=_TRIALS,
+                                                 help="Storage of --warm-start (default: "
+                                                 "--storage).")]
+DataOptions = Annotated[Optional[list[str]], _opt("--data-option", panel=_DATA, help="Dataset "
+                                                  "option KEY=VALUE (repeatable), e.g. "
+                                                  "rows=20000.")]
+Workers = Annotated[int, _opt("--workers", panel=_WORKERS, min=1, help="Local worker processes "
+                              "sharing the study (see `automtl worker`; one per --devices entry "
+                              "by default).")]
+Devices = Annotated[Optional[str], _opt("--devices", panel=_WORKERS, help="Devices of the "
+                                        "workers, e.g. 0,1 (= cuda:0,cuda:1), assigned "
+                                        "round-robin.")]
+TrialsPerDevice = Annotated[int, _opt("--trials-per-device", panel=_WORKERS, min=1,
+                                      help="Concurrent trials (worker processes) per GPU of "
+                                      "--devices, for models too small to fill one; CUDA only.")]
+SaveCheckpoints = Annotated[bool, _opt("--save-checkpoints", panel=_OUTPUT, help="Save each "
+                                       "completed trial's best-epoch weights next to the "
+                                       "database.")]
+ReevalTop = Annotated[int, _opt("--reeval-top", panel=_OUTPUT, min=0, help="Afterwards retrain "
+                                "the K best front configs with --seeds seeds (mean ± std per "
+                                "task).")]
+Report = Annotated[Optional[Path], _opt("--report", panel=_OUTPUT, help="HTML report path "
+                                        "(default reports/<study>.html).")]
+NoReport = Annotated[bool, _opt("--no-report", panel=_OUTPUT,
+                                help="Do not write the HTML report.")]
 
 
 def search_command(
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Preset or dataset name "
-                                          "(synthetic, ali-ccp, aliexpress-nl, census-income ...)."),
-    study_config: Optional[str] = typer.Option(None, "--study-config", help="Study preset YAML "
-                                               "file (or a preset name)."),
-    space: Optional[str] = typer.Option(None, "--space", help="Search space name (default, mmoe, "
-                                        "ple, losses) or YAML file."),
-    n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="New trials to run "
-                                           "(default: the preset's)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after "
-                                            "this many seconds."),
+    dataset: Dataset = None,
+    study_config: StudyConfigOpt = None,
+    space: Space = None,
+    n_trials: NTrials = None,
+    timeout: Timeout = None,
     storage: Storage = DEFAULT_STORAGE,
-    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: "
-                                             "the preset's); an existing name resumes."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="Optuna sampler: "
-                                          f"{', '.join(sampler_names())}."),
-    pruner: Optional[str] = typer.Option(None, "--pruner", help="pareto (default) or none."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs per trial."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=SEED_MAX,
-                                       help="Sampler and training seed (0 .. 2^32-1)."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder with the dataset's "
-                                           "files (default: $AUTOMTL_DATA/<name> or the cache)."),
-    data_option: Optional[list[str]] = typer.Option(None, "--data-option", help="Dataset option "
-                                                    "KEY=VALUE (repeatable), e.g. rows=20000."),
-    save_checkpoints: bool = typer.Option(False, "--save-checkpoints", help="Save each completed "
-                                          "trial's best-epoch weights next to the database."),
-    reeval_top: int = typer.Option(0, "--reeval-top", min=0, help="Afterwards retrain the K best front "
-                                   "configs with --seeds seeds (mean ± std per task)."),
-    seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds per re-evaluated config."),
-    report: Optional[Path] = typer.Option(None, "--report", help="HTML report path (default "
-                                          "reports/<study>.html)."),
-    no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML report."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Local worker processes sharing the study "
-                                "(see `automtl worker`; one per --devices entry by default)."),
-    devices: Optional[str] = typer.Option(None, "--devices", help="Devices of the workers, "
-                                          "e.g. 0,1 (= cuda:0,cuda:1), assigned round-robin."),
-    trials_per_device: int = typer.Option(1, "--trials-per-device", min=1, help="Concurrent trials "
-                                          "(worker processes) per GPU of --devices, for models "
-                                          "too small to fill one; CUDA only."),
-    warm_start: Optional[str] = typer.Option(None, "--warm-start", help="Enqueue this study's "
-                                             "Pareto front first (best mean objective first, at "
-                                             "most half of --n-trials)."),
-    warm_start_storage: Optional[str] = typer.Option(None, "--warm-start-storage",
-                                                     help="Storage of --warm-start (default: "
-                                                     "--storage)."),
-    max_params: Optional[int] = typer.Option(None, "--max-params", help="Constraint: trials "
-                                             "with more trainable parameters are infeasible."),
-    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="Constraint: "
-                                                   "trials slower than this many ms per 1,000 "
-                                                   "rows (inference, training device) are "
-                                                   "infeasible."),
-    cost_objective: Optional[str] = typer.Option(None, "--cost-objective", help="Third "
-                                                 "objective, minimised: latency (ms per 1,000 "
-                                                 "rows) or params (trainable parameters)."),
-    data_on: Optional[str] = typer.Option(None, "--data-on", help=DATA_ON_HELP),
+    study_name: StudyName = None,
+    sampler: Sampler = None,
+    pruner: Pruner = None,
+    epochs: Epochs = None,
+    device: Device = None,
+    seed: Seed = None,
+    data_dir: DataDir = None,
+    data_option: DataOptions = None,
+    save_checkpoints: SaveCheckpoints = False,
+    reeval_top: ReevalTop = 0,
+    seeds: Seeds = 3,
+    report: Report = None,
+    no_report: NoReport = False,
+    workers: Workers = 1,
+    devices: Devices = None,
+    trials_per_device: TrialsPerDevice = 1,
+    warm_start: WarmStartOpt = None,
+    warm_start_storage: WarmStartStorage = None,
+    max_params: MaxParams = None,
+    max_latency_ms: MaxLatency = None,
+    data_on: DataOn = None,
+    cost_objective: CostObjectiveOpt = None,
 ) -> None:
     """Search MTL architectures, losses and task weights; keep the Pareto front in SQL."""
     import optuna
@@ -93,17 +152,15 @@ def search_command(
     if no_report and report is not None:
         raise AutomtlError("give --report PATH or --no-report, not both")
     use_data_on(data_on)
-    if sampler is not None and sampler not in sampler_names():
-        raise AutomtlError(f"--sampler {sampler}: use {', '.join(sampler_names())}")
-    if pruner is not None and pruner not in ("pareto", "none"):
-        raise AutomtlError(f"--pruner {pruner}: use pareto or none")
     if cost_objective is not None and cost_objective not in COST_OBJECTIVES:
         raise AutomtlError(f"--cost-objective {cost_objective}: use "
                            f"{' or '.join(COST_OBJECTIVES)}")
     cfg = study_preset(study_config) if study_config else study_for_dataset(dataset or "synthetic")
     apply_overrides(cfg, {
-        "space": space, "n_trials": n_trials, "timeout": timeout, "sampler": sampler,
-        "pruner.kind": pruner, "epochs": epochs, "seed": seed, "data.data_dir": data_dir,
+        "space": space, "n_trials": n_trials, "timeout": timeout, "epochs": epochs, "seed": seed,
+        "sampler": sampler.value if sampler else None,
+        "pruner.kind": pruner.value if pruner else None,
+        "data.data_dir": data_dir,
         "data.options": {**cfg.data.options, **parse_options(data_option)} if data_option
         else None,
         "max_params": max_params, "max_latency_ms": max_latency_ms,
@@ -130,8 +187,6 @@ def search_command(
         from automtl.cli._progress import RichWorkersView
         from automtl.search.distributed import search_with_workers
 
-        if workers < 1:
-            raise AutomtlError(f"--workers {workers}: must be >= 1")
         if save_checkpoints:
             raise AutomtlError("--save-checkpoints is not supported with --workers; drop one")
         result = search_with_workers(cfg, storage=storage, study_name=name,
@@ -144,8 +199,9 @@ def search_command(
     _print_result(result, name, storage, elapsed, device, reeval_top, seeds, report, no_report)
 
 
-def _search_in_process(cfg: Any, storage: str, name: str, device: Optional[str],
-                       save_checkpoints: bool, warm_start: Any = None) -> Any:
+def _search_in_process(cfg: StudyConfig, storage: str, name: str, device: Optional[str],
+                       save_checkpoints: bool, warm_start: WarmStart | None = None
+                       ) -> SearchResult:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -168,7 +224,8 @@ def _search_in_process(cfg: Any, storage: str, name: str, device: Optional[str],
                           warm_start=warm_start)
 
 
-def _print_result(result: Any, name: str, storage: str, elapsed: float, device: Optional[str],
+def _print_result(result: SearchResult, name: str, storage: str, elapsed: float,
+                  device: Optional[str],
                   reeval_top: int, seeds: int, report: Optional[Path], no_report: bool) -> None:
     from automtl.search.reeval import reevaluate
 
@@ -217,7 +274,7 @@ def _print_result(result: Any, name: str, storage: str, elapsed: float, device: 
         raise typer.Exit(130)
 
 
-def _points_front(storage: str, name: str) -> Any:
+def _points_front(storage: str, name: str) -> list[FrontRow] | None:
     try:
         return points_front(storage, name)
     except Exception as exc:  # the search result is stored; a table problem must not hide it

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from automtl.cli._common import DATA_ON_HELP, console, use_data_on
+from automtl.cli._common import console, use_data_on
+from automtl.cli._options import DataDir, DataOn, Device
 from automtl.errors import AutomtlError, TrialFailedError
 
 if TYPE_CHECKING:
@@ -59,10 +60,10 @@ def train_command(
     config: Path = typer.Option(..., "--config", "-c", help="Trial config YAML (model, loss, train, data)."),
     dataset: str | None = typer.Option(None, "--dataset", help="Dataset name (overrides data.name; "
                                           "data.options are kept only for the same dataset)."),
-    data_dir: str | None = typer.Option(None, "--data-dir", help="Folder of the dataset files."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides train.device)."),
+    data_dir: DataDir = None,
+    device: Device = None,
     out: Path | None = typer.Option(None, "--out", help="Save the best weights (model.pt) and config.yaml here."),
-    data_on: str | None = typer.Option(None, "--data-on", help=DATA_ON_HELP),
+    data_on: DataOn = None,
 ) -> None:
     """Train one trial: progress per epoch, then per-task val/test AUC and logloss."""
     from rich.progress import Progress

@@ -6,7 +6,8 @@ import logging
 
 import typer
 
-from automtl.cli._common import DATA_ON_HELP, check_seconds, console, use_data_on
+from automtl.cli._common import check_seconds, console, use_data_on
+from automtl.cli._options import DataOn, Device, Timeout
 from automtl.search.defaults import STORAGE_ENV
 
 
@@ -18,16 +19,15 @@ def worker_command(
     n_trials: int | None = typer.Option(None, "--n-trials", min=1, help="Stop after this many "
                                         "trials of this worker (default: until the study's "
                                         "target)."),
-    timeout: float | None = typer.Option(None, "--timeout", help="Stop starting new trials "
-                                            "after this many seconds."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    timeout: Timeout = None,
+    device: Device = None,
     heartbeat_interval: int | None = typer.Option(
         None, "--heartbeat-interval", min=1, help="Seconds between a running trial's heartbeats "
         "(default: the study's setting, else 10)."),
     grace_period: int | None = typer.Option(
         None, "--grace-period", min=1, help="Seconds without a heartbeat after which a trial's "
         "worker counts as dead and the trial is retried (default: the study's setting, else 60)."),
-    data_on: str | None = typer.Option(None, "--data-on", help=DATA_ON_HELP),
+    data_on: DataOn = None,
     trials_per_device: int = typer.Option(1, "--trials-per-device", min=1, help="Concurrent trial "
                                           "processes on --device sharing one copy of the data "
                                           "(CUDA only)."),

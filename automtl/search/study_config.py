@@ -15,9 +15,15 @@ from automtl._typed import OneOf, from_dict
 from automtl.config import DataConfig, TrainConfig
 from automtl.errors import ConfigError
 from automtl.resources import find_named_yaml, list_named_yaml
+from automtl.search.defaults import PRUNER_KINDS
 from automtl.search.objectives import COST_OBJECTIVES, CostObjective
 from automtl.search.samplers import sampler_names
 from automtl.yamlio import load_yaml
+
+
+def _pruner_kinds() -> tuple[str, ...]:
+    return PRUNER_KINDS
+
 
 Sampler = Annotated[str, OneOf(sampler_names)]  # a name of `automtl.search.samplers.SAMPLERS`
 
@@ -26,7 +32,7 @@ Sampler = Annotated[str, OneOf(sampler_names)]  # a name of `automtl.search.samp
 class PrunerConfig:
     """Pareto-aware successive-halving pruning (see `automtl.search.pruner`)."""
 
-    kind: Literal["pareto", "none"] = "pareto"
+    kind: Annotated[str, OneOf(_pruner_kinds)] = "pareto"
     min_epoch: int = 1  # never prune before this epoch
     warmup_trials: int = 5  # a rung decides only once this many other trials reached it
     reduction_factor: float = 3.0  # keep the best 1/reduction_factor of a rung (by Pareto rank)
