@@ -40,7 +40,7 @@ ENTRY = "import sys; from automtl.cli import main; sys.exit(main(sys.argv[1:]))"
 
 TINY_SPACE = """\
 name: tiny
-description: two small architectures for fast worker tests
+description: two small architectures for fast worker tests and benchmarks
 params:
   model.arch:
     choices:
@@ -53,11 +53,11 @@ params:
 
 STUDY = """\
 name: {name}
-data: {{name: synthetic, options: {{rows: 2000, n_tasks: 2, rho: 0.5, seed: 0}}}}
+data: {{name: synthetic, options: {{rows: {rows}, n_tasks: 2, rho: 0.5, seed: 0}}}}
 objectives: [ctr_auc, cvr_auc]
 space: tiny.yaml
 epochs: 1
-n_trials: {target}
+n_trials: {n_trials}
 sampler: random
 pruner: {{kind: none}}
 train: {{batch_size: 512, device: cpu}}
@@ -66,6 +66,15 @@ train: {{batch_size: 512, device: cpu}}
 # A log line with one of these means a worker lost its database, which must never happen.
 BAD_LOG = ("Traceback", "OperationalError", "connection failed", "too many clients",
            "server closed the connection")
+
+
+def write_study(folder: Path, name: str, n_trials: int, rows: int = 2000) -> Path:
+    """A study preset + the tiny search space in `folder` (also the worker tests' study);
+    returns the preset path."""
+    (folder / "tiny.yaml").write_text(TINY_SPACE)
+    path = folder / f"{name}.yaml"
+    path.write_text(STUDY.format(name=name, n_trials=n_trials, rows=rows))
+    return path
 
 
 @dataclass
@@ -206,9 +215,7 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
 
     rng = random.Random(seed)
     name = f"chaos{workers}"
-    (folder / "tiny.yaml").write_text(TINY_SPACE)
-    preset = folder / f"{name}.yaml"
-    preset.write_text(STUDY.format(name=name, target=target))
+    preset = write_study(folder, name, target)
     made = _cli("study", "create", "--study-config", str(preset), "--storage", worker_url or url,
                 "--heartbeat-interval", str(heartbeat[0]), "--grace-period", str(heartbeat[1]),
                 cwd=folder)

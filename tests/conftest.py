@@ -13,8 +13,11 @@ all; on a laptop without PostgreSQL or Chromium: ``pytest -m "not postgres and n
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sqlite3
+import sys
+from types import ModuleType
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from export_study import SearchedStudy, run_searched_study
 from pg import PostgresServer, missing, pg_bin
 
 FIXTURES = Path(__file__).parent / "fixtures"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # A 3-trial SQLite study written by main at 60f8d82 (before StudyMeta/TrialMeta), as SQL text.
 OLD_STUDY_SQL = FIXTURES / "study_main_60f8d82.sql"
 BROWSER_MODULES = {"test_dashboard_browser", "test_conditioned_report", "test_optuna_dashboard"}
@@ -118,3 +122,15 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script benchmarks/NAME.py as a module (loaded once), for the suite-sized runs and
+    study files that tests share with a benchmark."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules[name]

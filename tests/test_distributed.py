@@ -20,6 +20,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 from optuna.trial import TrialState
+from conftest import load_benchmark
 from pg import PG_PASSWORD
 from rich.console import Console
 
@@ -41,40 +42,12 @@ from automtl.search.distributed import (
 # Real worker processes on a shared 2-core CI box: allow more than the default per-test limit.
 pytestmark = pytest.mark.timeout(900)
 
-TINY_SPACE = """\
-name: tiny
-description: two small architectures for fast tests
-params:
-  model.arch:
-    choices:
-      shared_bottom: {model.bottom_dims: {choices: [[8], [16]]}}
-      mmoe: {model.n_experts: {int: [2, 3]}, model.expert_dims: {choices: [[8]]}}
-  model.embedding_dim: 4
-  model.tower_dims: {choices: [[4]]}
-  train.lr: {float: [1.0e-3, 1.0e-2], log: true}
-"""
-
-STUDY = """\
-name: {name}
-data: {{name: synthetic, options: {{rows: 3000, n_tasks: 2, rho: 0.5, seed: 0}}}}
-objectives: [ctr_auc, cvr_auc]
-space: tiny.yaml
-epochs: 1
-n_trials: {n_trials}
-sampler: random
-pruner: {{kind: none}}
-train: {{batch_size: 512, device: cpu}}
-"""
-
 ENTRY = "import sys; from automtl.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def write_study(folder: Path, name: str, n_trials: int) -> Path:
-    """A study preset + tiny search space in `folder`; returns the preset path."""
-    (folder / "tiny.yaml").write_text(TINY_SPACE)
-    path = folder / f"{name}.yaml"
-    path.write_text(STUDY.format(name=name, n_trials=n_trials))
-    return path
+    """The worker benchmark's tiny study (3,000 rows) in `folder`; returns the preset path."""
+    return load_benchmark("workers_scale").write_study(folder, name, n_trials, rows=3000)
 
 
 def automtl(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:

@@ -6,20 +6,14 @@ this is its suite-sized run: every invariant it checks must hold.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 pytestmark = pytest.mark.timeout(1500)
 
-_SPEC = importlib.util.spec_from_file_location(
-    "workers_scale", Path(__file__).resolve().parents[1] / "benchmarks" / "workers_scale.py")
-assert _SPEC is not None and _SPEC.loader is not None
-workers_scale = importlib.util.module_from_spec(_SPEC)
-sys.modules["workers_scale"] = workers_scale  # dataclasses look their module up there
-_SPEC.loader.exec_module(workers_scale)
+workers_scale = load_benchmark("workers_scale")
 
 
 def test_eight_workers_under_sigkill_chaos_reach_exactly_the_target(
