@@ -4,7 +4,8 @@ Session fixtures: a throwaway PostgreSQL server (`pg_server`, and `pg_url`: a fr
 it), a study searched once through the CLI for the export tests (`searched_study`), the
 database written by an older automtl (`old_study_url`) and small synthetic datasets
 (`synthetic`, cached per options). `one_thread`: torch on one intra-op thread for a module of
-tiny models (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+tiny models (``pytestmark = pytest.mark.usefixtures("one_thread")``). `load_benchmark(name)`:
+a script of benchmarks/ as a module, for the suite-sized runs and study files tests share with it.
 
 Markers (registered in pyproject.toml): `postgres` (added to every test that uses `pg_server`),
 `browser` (headless Chromium), `slow` (real worker processes, full-size matrices). CI runs them
