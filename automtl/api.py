@@ -26,16 +26,10 @@ A whole session (all paths in a temporary folder):
 >>> front = automtl.load_front("demo", storage=db)
 >>> len(front) >= 1 and all(0.0 <= v <= 1.0 for row in front for v in row.values.values())
 True
->>> sorted(front[0].values), front[0].config["model"]["arch"] == front[0].attrs["arch"]
-(['ctr_auc', 'cvr_auc'], True)
 >>> out = automtl.export("demo", "yaml", os.path.join(tmp, "best.yaml"), storage=db,
 ...                      pick="knee")
 >>> out.chosen.trial_number in {row.trial_number for row in front}
 True
->>> res = automtl.export("demo", "yaml", os.path.join(tmp, "w.yaml"), storage=db,
-...                      weights={"ctr": 1.0})
->>> res.chosen.rule, [p.name for p in res.paths]
-('max 1*ctr', ['w.yaml'])
 >>> trained = automtl.train(os.path.join(tmp, "best.yaml"), device="cpu")
 >>> abs(trained.val["ctr_auc"] - out.chosen.row.values["ctr_auc"]) < 1e-4  # reproduced
 True
@@ -128,8 +122,18 @@ def load_front(study: str, *, storage: str | None = None) -> list[FrontRow]:
     """The Pareto front of `study`, as ``automtl pareto`` lists it (read-only: the database is
     not written): one `FrontRow` per trial
     (validation `values` per objective, `test` metrics, the trial's `config` and `params`); a
-    study with conditioned trials gives one row per front point of their sweeps (example: the
-    module docstring's session).
+    study with conditioned trials gives one row per front point of their sweeps.
+
+    >>> import os, shutil, tempfile
+    >>> import automtl
+    >>> tmp = tempfile.mkdtemp()
+    >>> db = "sqlite:///" + os.path.join(tmp, "automtl.db")
+    >>> _ = automtl.search("synthetic", n_trials=1, epochs=1, storage=db, study_name="demo",
+    ...                    data_options={"rows": 2000}, device="cpu")
+    >>> (row,) = automtl.load_front("demo", storage=db)
+    >>> row.trial_number, sorted(row.values), row.config["model"]["arch"] == row.attrs["arch"]
+    (0, ['ctr_auc', 'cvr_auc'], True)
+    >>> shutil.rmtree(tmp)
     """
     from automtl.search.dbopen import open_study_readonly
     from automtl.search.storage import objective_names
@@ -160,8 +164,19 @@ def export(study: str, format: str, out: str | Path, *, storage: str | None = No
     written paths, terms the target cannot express in `dropped`).
 
     Choose the trial by exactly one rule: `trial`, ``pick="knee"``, `weights` (``{"ctr": 0.7,
-    "cvr": 0.3}``: best weighted sum of validation AUCs) or `minimum` bounds with `maximize`
-    (examples: the module docstring's session).
+    "cvr": 0.3}``: best weighted sum of validation AUCs) or `minimum` bounds with `maximize`.
+
+    >>> import os, shutil, tempfile
+    >>> import automtl
+    >>> tmp = tempfile.mkdtemp()
+    >>> db = "sqlite:///" + os.path.join(tmp, "automtl.db")
+    >>> _ = automtl.search("synthetic", n_trials=1, epochs=1, storage=db, study_name="demo",
+    ...                    data_options={"rows": 2000}, device="cpu")
+    >>> res = automtl.export("demo", "yaml", os.path.join(tmp, "best.yaml"), storage=db,
+    ...                      weights={"ctr": 1.0})
+    >>> res.chosen.trial_number, res.chosen.rule, [p.name for p in res.paths]
+    (0, 'max 1*ctr', ['best.yaml'])
+    >>> shutil.rmtree(tmp)
     """
     from automtl.errors import AutomtlError
     from automtl.export.trial import export_trial
