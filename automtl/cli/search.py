@@ -225,8 +225,8 @@ def _search_in_process(cfg: StudyConfig, storage: str, name: str, device: Option
 
 
 def _print_result(result: SearchResult, name: str, storage: str, elapsed: float,
-                  device: Optional[str],
-                  reeval_top: int, seeds: int, report: Optional[Path], no_report: bool) -> None:
+                  device: Optional[str], reeval_top: int, seeds: int, report: Optional[Path],
+                  no_report: bool) -> None:
     from automtl.search.reeval import reevaluate
 
     states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(result.states.items()))
