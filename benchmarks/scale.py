@@ -74,16 +74,38 @@ class _PeakSampler(threading.Thread):
         self._stop.set()
 
 
-def build(out: Path, rows: int, chunk: int) -> None:
-    """Write `rows` synthetic Ali-CCP-schema rows to `out` in `chunk`-row pieces."""
+# The released Ali-CCP's proportions: 42.3M training impressions, of which the last ~10% are
+# held out as validation (38.07M train + 4.23M val), and 43.0M test impressions.
+ALI_CCP_SPLITS = {"train": 38.07, "val": 4.23, "test": 43.0}
+
+
+def _ali_ccp_layout(ds: Dataset) -> dict[str, dict[str, "np.ndarray"]]:
+    """A chunk's rows (its 80/10/10 splits concatenated) re-cut in Ali-CCP's proportions."""
+    import numpy as np
+
+    cols = [_column_names(ds.splits[s]) for s in ("train", "val", "test")]
+    whole = {c: np.concatenate([part[c] for part in cols]) for c in cols[0]}
+    n = len(whole["labels"])
+    total = sum(ALI_CCP_SPLITS.values())
+    a = round(n * ALI_CCP_SPLITS["train"] / total)
+    b = a + round(n * ALI_CCP_SPLITS["val"] / total)
+    cut = {"train": slice(0, a), "val": slice(a, b), "test": slice(b, n)}
+    return {s: {c: arr[sl] for c, arr in whole.items()} for s, sl in cut.items()}
+
+
+def build(out: Path, rows: int, chunk: int, layout: str = "80/10/10") -> None:
+    """Write `rows` synthetic Ali-CCP-schema rows to `out` in `chunk`-row pieces; `layout`
+    "ali-ccp" splits them in the released data set's proportions (45/5/50) instead of 80/10/10."""
     t0, cpu0 = time.perf_counter(), time.process_time()
     writer = ColumnWriter(out)
     ds: Dataset | None = None
     for i, start in enumerate(range(0, rows, chunk)):
         n = min(chunk, rows - start)
         ds = generate_synthetic(rows=n, n_tasks=2, seed=i, schema="ali-ccp")
-        for split_name, split in ds.splits.items():
-            for col, arr in _column_names(split).items():
+        parts = (_ali_ccp_layout(ds) if layout == "ali-ccp" else
+                 {name: _column_names(split) for name, split in ds.splits.items()})
+        for split_name, columns in parts.items():
+            for col, arr in columns.items():
                 writer.append(split_name, col, arr)
         print(f"  chunk {i + 1}: {start + n:,} rows, {time.perf_counter() - t0:.0f} s", flush=True)
     assert ds is not None
@@ -208,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--rows", type=int, default=40_000_000)
     b.add_argument("--chunk", type=int, default=1_000_000)
     b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--layout", default="80/10/10", choices=["80/10/10", "ali-ccp"],
+                   help="split proportions: 80/10/10, or Ali-CCP's 38.07/4.23/43.0")
     t = sub.add_parser("train")
     t.add_argument("--data", type=Path, required=True)
     t.add_argument("--steps", type=int, default=300)
@@ -220,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("AUTOMTL_CACHE", "off")
     if args.cmd == "build":
-        build(args.out, args.rows, args.chunk)
+        build(args.out, args.rows, args.chunk, args.layout)
     elif args.cmd == "train":
         train(args.data, args.steps, args.fraction_rows, args.threads, args.precision)
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -491,3 +493,49 @@ def test_embedding_lookup_gradient_equals_f_embedding() -> None:
     assert torch.equal(out, F.embedding(ids, w2.detach()))
     assert torch.allclose(w1.grad, w2.grad, atol=1e-6)
     assert w1.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["mean", "sum"])
+@pytest.mark.parametrize("copies", [1, 2])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_bag_lookup_equals_gather_and_pooling(mode: str, copies: int, sparse: bool) -> None:
+    """The fused path (one weighted embedding_bag) gives the gather + pooling values and the
+    same table gradient (dense, or the sparse rows of lazy_adam)."""
+    torch.manual_seed(0)
+    emb = FeatureEmbedding(FEATURES, 4, copies=copies)
+    emb.sparse_grad = sparse
+    pool = SequencePooling(FEATURES, 4, mode)
+    batch = make_batch(32, 2)
+    batch.sequences["hist_items"][0] = 0  # an all-padding sequence pools to 0
+    e = emb(batch)
+    want = torch.cat([e.sparse.flatten(1), pool(e).flatten(1)], 1)
+    g = torch.randn_like(want)
+    want.backward(g)
+    want_grad = emb.weight.grad.to_dense().clone()
+    emb.weight.grad = None
+    got = emb.pooled(batch, pool)
+    assert got is not None and got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-6)
+    got.backward(g)
+    assert emb.weight.grad.is_sparse == sparse
+    assert torch.allclose(emb.weight.grad.to_dense(), want_grad, atol=1e-5)
+    assert want_grad.abs().sum() > 0
+
+
+def test_bag_lookup_is_not_used_for_attention_pooling_or_tracing() -> None:
+    from automtl.export import TensorModel
+
+    emb = FeatureEmbedding(FEATURES, 4)
+    batch = make_batch(8, 2)
+    assert emb.pooled(batch, SequencePooling(FEATURES, 4, "target_attention")) is None
+    assert emb.pooled(batch, SequencePooling(FEATURES, 4, "mean")) is not None
+    cfg = ModelConfig(arch="mmoe", n_experts=2, expert_dims=[8], tower_dims=[4])
+    model = build_model(cfg, FEATURES, TASKS[2]).eval()
+    wrapped = TensorModel(model, FEATURES)
+    inputs = (batch.sparse, batch.dense, *batch.sequences.values())
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapped, inputs, check_trace=False)
+        ops = set(re.findall(r"aten::\w+", str(traced.inlined_graph)))
+        assert "aten::embedding" in ops and "aten::embedding_bag" not in ops  # plain gather
+        for a, b in zip(traced(*inputs), wrapped(*inputs)):  # eager evaluation: the bag path
+            assert torch.allclose(a, b, atol=1e-6)

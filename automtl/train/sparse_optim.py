@@ -4,7 +4,7 @@ Dense Adam reads and writes the whole table, its gradient and both moments every
 a batch touches a tiny fraction of a multi-million-row table; industrial trainers update only
 the touched rows (TensorFlow's LazyAdam, `torch.optim.SparseAdam`, FBGEMM's row-wise
 optimizers). With `train.optimizer: lazy_adam` (or `lazy_adamw`) the model's embedding tables
-(`FeatureEmbedding`) return sparse gradients of the used rows (`embedding._SparseLookup`) and
+(`FeatureEmbedding`) return sparse gradients of the used rows (`embedding.embedding_lookup`) and
 `RowAdam` applies Adam (Kingma & Ba, ICLR 2015, Algorithm 1) to those rows only: their moments
 decay and update, their weights move; untouched rows and their moments stay as they are (the
 "lazy" semantics: a row's moments do not decay while it is absent). Bias correction uses the

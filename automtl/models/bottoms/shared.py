@@ -43,6 +43,11 @@ class SharedInput(nn.Module):
         self.out_dim = (self.embedding.n_sparse + n_seq) * d + self.embedding.n_dense
 
     def forward(self, batch: Batch) -> Tensor:
+        fused = self.embedding.pooled(batch, self.pooling)  # mean/sum pooling: one bag lookup
+        if fused is not None:
+            dense = batch.dense.repeat(self.copies, 1) if self.copies > 1 else batch.dense
+            x = torch.cat([fused, dense.to(fused.dtype)], dim=1)
+            return x.view(self.copies, -1, self.out_dim) if self.copies > 1 else x
         emb = self.embedding(batch)
         parts = [emb.sparse.flatten(1)]
         if self.pooling is not None:
