@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
+import logging
 import os
 import shutil
 import sys
@@ -162,12 +164,32 @@ def _slice(ds: Dataset, rows: int) -> Dataset:
     return dataclasses.replace(ds, splits={s: cut(sp, n[s]) for s, sp in ds.splits.items()})
 
 
-def train(data: Path, steps: int, fraction_rows: int, threads: int, precision: str) -> None:
-    """RSS of load + `steps` steps on the full data + validation pass; one epoch on a slice."""
-    from automtl.train import device_split, fit, predict_logits
+class _PlanLine(logging.Handler):
+    """Keeps the memory plan's log line (logger "automtl.train")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.line = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("data plan"):
+            self.line = record.getMessage()
+
+
+def train(data: Path, steps: int, fraction_rows: int, threads: int, precision: str,
+          budget: str | None = None, data_on: str = "auto") -> None:
+    """RSS of load + `steps` steps on the full data + validation pass; one epoch on a slice.
+    `budget`: a simulated device budget (`AUTOMTL_DEVICE_BUDGET`, e.g. 24G): the memory plan
+    decides which split is resident and which is streamed, as on a GPU of that size."""
+    from automtl.train import clear_device_cache, device_split, fit, predict_logits
     from automtl.train.metrics import compute_metrics
 
     torch.set_num_threads(threads)
+    if budget:
+        os.environ["AUTOMTL_DEVICE_BUDGET"] = budget
+    plan = _PlanLine()
+    logging.getLogger("automtl.train").addHandler(plan)
+    logging.getLogger("automtl.train").setLevel(logging.INFO)
     sampler = _PeakSampler()
     sampler.start()
     t0 = time.perf_counter()
@@ -175,10 +197,16 @@ def train(data: Path, steps: int, fraction_rows: int, threads: int, precision: s
     load_s = time.perf_counter() - t0
     n_train = len(ds.splits["train"])
     stop = _StopAfter(steps)
+    cpu0 = time.process_time()
     try:
-        fit(_mmoe(1, 2048, precision), ds, callbacks=[stop])
+        fit(_mmoe(1, 2048, precision), ds, callbacks=[stop], data_on=data_on)
     except _StopAfter.Stopped:  # fit ends an epoch with this too, before the validation pass
-        device_split(ds, "train", torch.device("cpu")).release_pages()
+        clear_device_cache()  # drop the train split (resident or streamed) and its mapped pages
+        gc.collect()
+    train_cpu = time.process_time() - cpu0
+    print(f"budget {budget or 'unlimited'}, --data-on {data_on}: {plan.line}")
+    print(f"{steps} steps: CPU {train_cpu:.0f} s ({train_cpu / steps * 1000:.0f} CPU-ms per step "
+          f"incl. set-up); load average {os.getloadavg()[0]:.1f}")
     rate = (steps - 3) * 2048 / max(stop.seconds, 1e-9)
     t1 = time.perf_counter()
     val = device_split(ds, "val", torch.device("cpu"))
@@ -238,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--fraction-rows", type=int, default=2_000_000)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    t.add_argument("--budget", default=None,
+                   help="simulated device budget for the memory plan (e.g. 24G)")
+    t.add_argument("--data-on", default="auto", choices=["auto", "device", "host"])
     p = sub.add_parser("prepare")
     p.add_argument("--raw-gb", type=float, default=2.0)
     p.add_argument("--threads", type=int, default=2)
@@ -246,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "build":
         build(args.out, args.rows, args.chunk, args.layout)
     elif args.cmd == "train":
-        train(args.data, args.steps, args.fraction_rows, args.threads, args.precision)
+        train(args.data, args.steps, args.fraction_rows, args.threads, args.precision,
+              args.budget, args.data_on)
     else:
         prepare(args.raw_gb, args.threads)
     return 0

@@ -50,6 +50,7 @@ class Row:
     model_only_per_s: float
     test_auc: dict[str, float]
     gflop_per_sample: float
+    cpu_s_per_sample: float = 0.0  # process CPU seconds of the training epochs per sample
 
 
 def model_config(name: str) -> ModelConfig:
@@ -98,6 +99,26 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, tries:
     return 2 * 2048**3 / sec / 1e9
 
 
+def matmul_peak_cpu_time(dtype: torch.dtype, tries: int = 5) -> float:
+    """GFLOP per CPU-second of the same matmul on ONE thread (process CPU time, so other load
+    on the machine does not enter, except through shared caches): the per-core peak that
+    CPU-time rates are compared with."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        a @ b
+        best = float("inf")
+        for _ in range(tries):
+            c0 = time.process_time()
+            for _ in range(3):
+                a @ b
+            best = min(best, (time.process_time() - c0) / 3)
+        return 2 * 2048**3 / best / 1e9
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------- automtl
 
 
@@ -108,7 +129,12 @@ def run_automtl(ds: Dataset, name: str, args: argparse.Namespace, device: torch.
                                         patience=args.epochs, seed=0, device=str(device),
                                         precision=precision,  # type: ignore[arg-type]
                                         optimizer=getattr(args, "optimizer", "adam")))
+    cpu0 = time.process_time()
     result = fit(cfg, ds)
+    cpu_fit = time.process_time() - cpu0
+    train_s = sum(h.seconds for h in result.history)
+    # the epochs' share of fit's CPU time (validation and test passes excluded), by wall share
+    cpu_train = cpu_fit * train_s / max(result.seconds, 1e-9)
     # model-only: forward + backward + Adam step on one pre-built batch already on the device
     torch.manual_seed(0)
     model = build_model(cfg.model, ds.features, ds.tasks).to(device)
@@ -132,8 +158,10 @@ def run_automtl(ds: Dataset, name: str, args: argparse.Namespace, device: torch.
 
     sec = timed_steps(step, args.model_steps, device)
     flops = flops_per_step(step)
+    rows = len(ds.splits["train"]) * result.epochs_run
     return Row("automtl", name, precision, result.samples_per_s, args.batch_size / sec,
-               {k: result.test[f"{k}_auc"] for k in ("ctr", "ctcvr")}, flops / args.batch_size / 1e9)
+               {k: result.test[f"{k}_auc"] for k in ("ctr", "ctcvr")}, flops / args.batch_size / 1e9,
+               cpu_train / rows)
 
 
 # ---------------------------------------------------------------- torch-rechub
@@ -186,12 +214,13 @@ def run_rechub(ds: Dataset, name: str, args: argparse.Namespace, device: torch.d
         trainer = MTLTrainer(model, task_types=types, optimizer_params={"lr": 1e-3, "weight_decay": 0.0},
                              n_epoch=args.epochs, earlystop_patience=args.epochs, device=str(device),
                              model_path=tmp)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for _ in range(args.epochs):
             trainer.train_one_epoch(train_dl)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
+        cpu_train = time.process_time() - cpu0
         model.eval()
         preds = []
         with torch.no_grad():
@@ -219,7 +248,7 @@ def run_rechub(ds: Dataset, name: str, args: argparse.Namespace, device: torch.d
     flops = flops_per_step(step)
     rows = len(y_tr) * args.epochs
     return Row("torch-rechub", name, "fp32", rows / seconds, args.batch_size / sec, auc,
-               flops / args.batch_size / 1e9)
+               flops / args.batch_size / 1e9, cpu_train / rows)
 
 
 # ---------------------------------------------------------------- main
@@ -260,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_dataset(DataConfig(name="synthetic", options={"rows": args.rows, "schema": "ali-ccp",
                                                            "n_tasks": 2}))
     peaks = {"fp32": matmul_peak(device), "bf16": matmul_peak(device, torch.bfloat16)}
+    core_peaks = ({"fp32": matmul_peak_cpu_time(torch.float32),
+                   "bf16": matmul_peak_cpu_time(torch.bfloat16)} if device.type == "cpu" else {})
     print(f"machine: {machine()}; device {device}, {args.threads} threads, torch {torch.__version__}, "
           f"optimizer {args.optimizer}")
     print(f"data: synthetic ali-ccp schema, {len(ds.splits['train']):,} train rows; measured matmul "
@@ -292,6 +323,18 @@ def main(argv: list[str] | None = None) -> int:
               f"{frac:13.1%} {r.test_auc['ctr']:12.4f} {r.test_auc['ctcvr']:14.4f}")
     print("(% matmul peak: matmul FLOPs per sample x training samples/s / this precision's measured "
           "peak; a model-only rate below the training rate is timing noise on a shared machine)")
+    if core_peaks:
+        print()
+        print(f"CPU time (load-robust; exact at --threads 1, OMP spin-waits inflate it at more "
+              f"threads): one-thread matmul peak fp32 {core_peaks['fp32']:.0f}, bf16 "
+              f"{core_peaks['bf16']:.0f} GFLOP per CPU-second; load average now "
+              f"{os.getloadavg()[0]:.1f}")
+        for r in rows:
+            rate = 1 / max(r.cpu_s_per_sample, 1e-12)
+            frac = r.gflop_per_sample * rate / core_peaks[r.precision]
+            print(f"  {r.model:6} {r.framework:13} {r.precision:4} {r.cpu_s_per_sample * 1e6:8.1f} "
+                  f"CPU-us/sample = {rate:9,.0f} samples per CPU-second, {frac:6.1%} of the "
+                  f"one-thread {r.precision} peak")
     if not args.skip_rechub:
         print()
         for name in args.models.split(","):
@@ -299,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
             for ours in (r for r in rows if r.model == name and r.framework == "automtl"):
                 print(f"{name} {ours.precision}: automtl / torch-rechub = "
                       f"{ours.samples_per_s / peer.samples_per_s:.2f}x training samples/s "
-                      f"(model-only {ours.model_only_per_s / peer.model_only_per_s:.2f}x); test AUC "
+                      f"(model-only {ours.model_only_per_s / peer.model_only_per_s:.2f}x; CPU time "
+                      f"per sample {peer.cpu_s_per_sample / max(ours.cpu_s_per_sample, 1e-12):.2f}x"
+                      f"); test AUC "
                       f"ctr {ours.test_auc['ctr'] - peer.test_auc['ctr']:+.4f}, ctcvr "
                       f"{ours.test_auc['ctcvr'] - peer.test_auc['ctcvr']:+.4f} vs the peer")
     return 0
