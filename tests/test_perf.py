@@ -139,3 +139,21 @@ def test_search_cli_refuses_trials_per_device_on_cpu(tmp_path: Path,
     assert rc == 2
     assert "needs CUDA devices" in out + err and "--workers N" in out + err
     assert not db.exists()  # refused before any study was created
+
+
+def test_importing_automtl_makes_openmp_threads_wait_passively_unless_the_user_chose() -> None:
+    """OMP_WAIT_POLICY=PASSIVE is set before torch loads libgomp (a fresh interpreter), and a
+    user's own setting is kept."""
+    import os
+    import subprocess
+
+    code = ("import os, automtl, torch; print(os.environ['OMP_WAIT_POLICY'], "
+            "torch.get_num_threads() > 0)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["PASSIVE", "True"]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["ACTIVE", "True"]
