@@ -9,7 +9,8 @@ import typer
 
 from automtl.search.defaults import DEFAULT_STORAGE, STORAGE_ENV
 
-STORAGE_HELP = f"Database URL (Optuna RDB storage), e.g. {DEFAULT_STORAGE} (or ${STORAGE_ENV})."
+STORAGE_HELP = (f"Database URL (Optuna RDB storage), e.g. {DEFAULT_STORAGE}, or grpc://HOST:PORT of "
+                f"`automtl storage-proxy` (or ${STORAGE_ENV}).")
 DATA_ON_HELP = ("Where the data lives during training: device (resident), host (streamed "
                 "batch by batch) or auto (the memory plan: resident what fits).")
 

@@ -15,7 +15,8 @@ def worker_command(
     study: str = typer.Option(..., "--study", help="Name of the study to join."),
     storage: str = typer.Option(..., "--storage", envvar=STORAGE_ENV,
                                 help="Database URL shared by all workers, e.g. "
-                                "postgresql+psycopg://user:pass@host/db (or $AUTOMTL_STORAGE)."),
+                                "postgresql+psycopg://user:pass@host/db, or grpc://HOST:PORT of "
+                                "`automtl storage-proxy` (or $AUTOMTL_STORAGE)."),
     n_trials: int | None = typer.Option(None, "--n-trials", min=1, help="Stop after this many "
                                         "trials of this worker (default: until the study's "
                                         "target)."),
