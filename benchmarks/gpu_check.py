@@ -39,6 +39,16 @@ import throughput  # noqa: E402  (benchmarks/throughput.py: the models, peer and
 from automtl.config import DataConfig, ModelConfig, TrainConfig, TrialConfig  # noqa: E402
 
 
+class LiveRows(list[tuple[str, str, str]]):
+    """The table's rows, each also printed (stderr, flushed) the moment it exists: on the first
+    H200 run, parts stopped by an outer `timeout` lost every row they had measured, because the
+    table is printed only at the end."""
+
+    def append(self, row: tuple[str, str, str]) -> None:
+        super().append(row)
+        print(f"  row | {row[0]} | {row[1]} | {row[2]}", file=sys.stderr, flush=True)
+
+
 @dataclass
 class Sizes:
     rows: int  # throughput / streaming data
@@ -242,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device or ("cpu" if args.dry_run else "cuda:0"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else throughput.machine()
     started = time.perf_counter()
-    rows: list[tuple[str, str, str]] = []
+    rows = LiveRows()
     parts = {"throughput": lambda: part_throughput(sz, device, rows, args.dry_run),
              "streaming": lambda: part_streaming(sz, device, rows),
              "scaling": lambda: part_scaling(sz, device, rows),
