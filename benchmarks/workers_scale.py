@@ -12,7 +12,10 @@ a replacement. Afterwards the run is checked:
 - no connection error or traceback in any worker log;
 
 and measured: trials/s, peak PostgreSQL connections (pg_stat_activity, polled), the largest
-worker's resident memory, wall time.
+worker's resident memory, wall time, and from the workers' own timings (`AUTOMTL_WORKER_STATS`):
+seconds waited per acquisition of the study lock (the advisory lock around "count slots, create
+a trial"), how long it was held, and seconds per front refresh (row lock on the study's front
+version + recomputation).
 
     python benchmarks/workers_scale.py --workers 8 32 64 --target 200 --kills 10
     python benchmarks/workers_scale.py --workers 8 --target 24 --kills 3   # what the suite runs
@@ -89,6 +92,10 @@ class ChaosResult:
     killed: list[int]
     peak_connections: int
     peak_worker_rss_mb: float = 0.0
+    lock_wait: list[float] = field(default_factory=list)  # s per study-lock acquisition
+    lock_hold: list[float] = field(default_factory=list)
+    front_refresh: list[float] = field(default_factory=list)  # s per front refresh
+    load: tuple[float, float] = (0.0, 0.0)  # 1-min load average at start and end
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -107,11 +114,14 @@ def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedPro
                           text=True, timeout=timeout, check=False, env=_env())
 
 
-def _start_worker(url: str, study: str, log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def _start_worker(url: str, study: str, log: Path, cwd: Path,
+                  stats: Path) -> subprocess.Popen[bytes]:
+    from automtl.search.distributed import STATS_ENV
+
     fh = log.open("wb")
     proc = subprocess.Popen([sys.executable, "-c", ENTRY, "worker", "--study", study,
                              "--storage", url], cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                            env=_env())
+                            env=_env(**{STATS_ENV: str(stats)}))
     fh.close()
     return proc
 
@@ -223,11 +233,14 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
         raise RuntimeError(f"study create failed: {made.stdout[-800:]}{made.stderr[-800:]}")
     logs: list[Path] = []
     procs: dict[int, subprocess.Popen[bytes]] = {}
+    stats = folder / "stats"
+    stats.mkdir(exist_ok=True)
+    load0 = os.getloadavg()[0]
 
     def spawn() -> None:
         log = folder / f"worker{len(logs)}.log"
         logs.append(log)
-        p = _start_worker(worker_url or url, name, log, folder)
+        p = _start_worker(worker_url or url, name, log, folder, stats)
         procs[p.pid] = p
 
     for _ in range(workers):
@@ -265,13 +278,29 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
     trials = study.get_trials(deepcopy=False)
     result = ChaosResult(workers, target, seconds,
                          sum(t.state == TrialState.COMPLETE for t in trials),
-                         sum(t.state == TrialState.FAIL for t in trials), killed, peak, rss)
+                         sum(t.state == TrialState.FAIL for t in trials), killed, peak, rss,
+                         load=(load0, os.getloadavg()[0]))
+    from automtl.search.distributed import read_stats
+
+    for ws in read_stats(stats):
+        result.lock_wait += ws.lock_wait
+        result.lock_hold += ws.lock_hold
+        result.front_refresh += ws.front_refresh
     killed_logs = {p.pid for p in procs.values() if p.returncode == -signal.SIGKILL}
     live_logs = [log for log, p in zip(logs, procs.values()) if p.pid not in killed_logs]
     result.problems = check(url, name, target, killed, live_logs)
     if timed_out:
         result.problems.insert(0, f"deadline of {deadline_s:.0f} s reached: workers killed")
     return result
+
+
+def _ms(seconds: list[float]) -> str:
+    """"mean/p95/max" in milliseconds."""
+    if not seconds:
+        return "-"
+    xs = sorted(seconds)
+    p95 = xs[min(len(xs) - 1, int(0.95 * len(xs)))]
+    return f"{1e3 * sum(xs) / len(xs):.0f}/{1e3 * p95:.0f}/{1e3 * xs[-1]:.0f}"
 
 
 def main() -> None:
@@ -294,8 +323,11 @@ def main() -> None:
     server.start()
     print(f"{os.cpu_count()} cores; target {args.target} trials of 1 epoch on 2k rows; "
           f"SIGKILL every {args.kill_every:.0f} s (at most {args.kills})")
-    print(f"{'workers':>7} {'trials/s':>9} {'wall s':>7} {'complete':>8} {'killed':>6} "
-          f"{'peak conns':>10} {'worker MB':>9}  checks")
+    print("lock wait / hold, front refresh: mean / p95 / max in ms over all workers' events; "
+          "wait share = lock wait summed over workers / (workers x wall)")
+    print(f"{'workers':>7} {'trials/s':>8} {'wall s':>6} {'complete':>8} {'killed':>6} "
+          f"{'peak conns':>10} {'worker MB':>9} {'lock wait ms':>17} {'share':>6} "
+          f"{'lock hold ms':>17} {'front refresh ms':>17} {'load':>9}  checks")
     try:
         for n, via in [(n, via) for n in args.workers for via in args.via]:
             with tempfile.TemporaryDirectory() as tmp:
@@ -309,9 +341,12 @@ def main() -> None:
                         proxy.send_signal(signal.SIGINT)
                         proxy.wait(timeout=60)
             status = f"[{via}] " + ("ok" if not r.problems else "; ".join(r.problems)[:300])
-            print(f"{n:7d} {r.trials_per_s:9.2f} {r.seconds:7.0f} {r.complete:8d} "
-                  f"{len(r.killed):6d} {r.peak_connections:10d} {r.peak_worker_rss_mb:9.0f}  "
-                  f"{status}", flush=True)
+            share = sum(r.lock_wait) / (n * r.seconds) if r.seconds else 0.0
+            print(f"{n:7d} {r.trials_per_s:8.2f} {r.seconds:6.0f} {r.complete:8d} "
+                  f"{len(r.killed):6d} {r.peak_connections:10d} {r.peak_worker_rss_mb:9.0f} "
+                  f"{_ms(r.lock_wait):>17} {share:6.1%} {_ms(r.lock_hold):>17} "
+                  f"{_ms(r.front_refresh):>17} {r.load[0]:4.1f}-{r.load[1]:<4.1f}  {status}",
+                  flush=True)
     finally:
         server.stop()
 

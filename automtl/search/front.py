@@ -74,22 +74,50 @@ def point_row(base: FrontRow, sp: SweepRow, names: list[str]) -> FrontRow:
                     weights=dict(sp.weights), point=sp.point)
 
 
+def _points(bases: Iterable[FrontRow], sweeps: dict[int, list[SweepRow]],
+            names: list[str]) -> list[FrontRow]:
+    """One point per ordinary trial's row, one per sweep point of a conditioned trial."""
+    cands: list[FrontRow] = []
+    for base in bases:
+        if base.trial_number not in sweeps:
+            cands.append(base)
+            continue
+        cands += [point_row(base, sp, names) for sp in sweeps[base.trial_number]]
+    return cands
+
+
 def front_points(trials: Iterable[optuna.trial.FrozenTrial], sweeps: dict[int, list[SweepRow]],
                  names: list[str]) -> list[FrontRow]:
     """The non-dominated points of completed `trials` over objectives `names` (each in its
     direction, `automtl.search.objectives`): one point per ordinary trial, one per sweep point of
     a conditioned trial; sorted by trial, point.
     """
-    cands: list[FrontRow] = []
-    for tr in trials:
-        base = row_from_trial(tr, names)
-        if tr.number not in sweeps:
-            cands.append(base)
-            continue
-        cands += [point_row(base, sp, names) for sp in sweeps[tr.number]]
+    cands = _points((row_from_trial(tr, names) for tr in trials), sweeps, names)
     sign = signs(names)
     keep = nondominated_mask([[s * c.values[n] for s, n in zip(sign, names)] for c in cands])
     return [c for c, k in zip(cands, keep) if k]
+
+
+def feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial satisfies its constraints (all <= 0; none set = feasible), as in Optuna's
+    `Study.best_trials`."""
+    return all(float(c) <= 0.0 for c in trial.constraints.values())
+
+
+def fold_front(stored: list[FrontRow], new: list[FrontRow], sweeps: dict[int, list[SweepRow]],
+               names: list[str]) -> list[FrontRow]:
+    """The trial rows of the front after adding the rows `new` (feasible COMPLETE trials) to a
+    front whose rows are `stored`: front(S + N) = front(front(S) + N), so a refresh needs the
+    stored front and the new trials only, never the whole history. Points as in `front_points`
+    (`sweeps` must hold the sweeps of every conditioned trial among both), each objective in
+    its direction (`automtl.search.objectives`). Sorted by trial."""
+    sign = signs(names)
+    fresh = {r.trial_number for r in new}
+    bases = [r for r in stored if r.trial_number not in fresh] + list(new)
+    cands = _points(bases, sweeps, names)
+    keep = nondominated_mask([[s * c.values[n] for s, n in zip(sign, names)] for c in cands])
+    on = {c.trial_number for c, k in zip(cands, keep) if k}
+    return sorted((r for r in bases if r.trial_number in on), key=lambda r: r.trial_number)
 
 
 def row_from_trial(trial: optuna.trial.FrozenTrial, names: list[str]) -> FrontRow:
@@ -105,5 +133,5 @@ def row_from_trial(trial: optuna.trial.FrozenTrial, names: list[str]) -> FrontRo
     )
 
 
-__all__ = ["FrontRow", "SweepRow", "front_points", "nondominated_mask", "point_row",
-           "row_from_trial"]
+__all__ = ["FrontRow", "SweepRow", "feasible", "fold_front", "front_points", "nondominated_mask",
+           "point_row", "row_from_trial"]

@@ -61,6 +61,9 @@ class SearchListener:
     def on_epoch(self, number: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
         """An epoch finished with these validation metrics."""
 
+    def on_front_refreshed(self, seconds: float) -> None:
+        """The study's front was refreshed after a COMPLETE trial, in `seconds` (row lock incl.)."""
+
     def on_trial_end(self, trial: optuna.trial.FrozenTrial, front: list[FrontRow]) -> None:
         """A trial finished (COMPLETE, PRUNED or FAIL); `front` is the current Pareto front."""
 
@@ -222,16 +225,32 @@ def _check_data_fits(dataset: Any, train: dict[str, Any]) -> None:
 def optimize_study(study: optuna.Study, *, storage_url: str, n_trials: int | None,
                    timeout: float | None = None, device: str | None = None,
                    save_checkpoints: bool = False, listener: SearchListener | None = None,
-                   extra_callbacks: Sequence[Callback] = ()) -> SearchResult:
+                   extra_callbacks: Sequence[Callback] = (),
+                   store: Store | None = None) -> SearchResult:
     """Run `n_trials` more trials of a prepared study (settings from its user attributes).
+
+    `store`: automtl's tables at `storage_url`, kept open by a caller that runs many short
+    calls (a worker: one pooled connection for its life); by default one is opened and closed.
 
     Failing trials are stored FAIL with a `TrialMeta.fail_reason` and the loop goes on; Ctrl-C marks the
     running trial FAIL, keeps the database consistent and returns with `interrupted=True`.
     """
+    listener = listener or SearchListener()
+    own_store = store is None
+    store = Store(storage_url) if store is None else store
+    try:
+        return _optimize(study, store, storage_url, n_trials, timeout, device, save_checkpoints,
+                         listener, extra_callbacks)
+    finally:
+        if own_store:  # its pooled connection would otherwise stay open until a GC cycle
+            store.dispose()
+
+
+def _optimize(study: optuna.Study, store: Store, storage_url: str, n_trials: int | None,
+              timeout: float | None, device: str | None, save_checkpoints: bool,
+              listener: SearchListener, extra_callbacks: Sequence[Callback]) -> SearchResult:
     from automtl.data import load_dataset
 
-    listener = listener or SearchListener()
-    store = Store(storage_url)
     data_cfg = from_dict(DataConfig, StudyMeta.read(study).dataset)
     dataset = load_dataset(data_cfg)
     objective = _Objective(study, store, dataset, storage_url, device, save_checkpoints, listener,
@@ -243,8 +262,12 @@ def optimize_study(study: optuna.Study, *, storage_url: str, n_trials: int | Non
 
     def after_trial(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         finished.append(trial.number)
-        front = store.refresh_front(st) if trial.state == States.COMPLETE else \
-            store.front(st.study_name)
+        if trial.state == States.COMPLETE:
+            t0 = time.perf_counter()
+            front = store.refresh_front(st)
+            listener.on_front_refreshed(time.perf_counter() - t0)
+        else:
+            front = store.front(st.study_name)
         listener.on_trial_end(trial, front)
 
     started = time.perf_counter()

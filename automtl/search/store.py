@@ -2,10 +2,12 @@
 
 Optuna's RDB storage keeps studies, trials, parameters and objective values. `Store` reads and
 writes automtl's own tables (`automtl.search.tables`: per-epoch metrics, the Pareto front and its
-version, seed re-evaluations, sweep points of conditioned trials). The front is recomputed from
-Optuna's stored values in one transaction whenever a trial finishes, so concurrent workers
-converge on the same front; with conditioned trials it is the non-dominated set over points
-(`point_front`): an ordinary trial is one point, a conditioned trial one per sweep vector.
+version, seed re-evaluations, sweep points of conditioned trials). Whenever a trial finishes the
+front is updated from Optuna's stored values in one transaction, so concurrent workers converge
+on the same front: every COMPLETE trial not folded in yet is compared with the stored front
+only (`fold_front`), so a refresh costs the same at 10 trials and at 10,000. With conditioned
+trials it is the non-dominated set over points (`point_front`): an ordinary trial is one point,
+a conditioned trial one per sweep vector.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from automtl.search.defaults import DEFAULT_STORAGE
 from automtl.search.front import (
     FrontRow,
     SweepRow,
+    feasible,
+    fold_front,
     front_points,
     nondominated_mask,
     row_from_trial,
@@ -33,6 +37,7 @@ from automtl.search.meta import FRONT_FIELDS
 from automtl.search.storage import db_error, engine_kwargs, objective_names
 from automtl.search.tables import (
     epoch_metrics,
+    front_folded,
     front_version,
     metadata,
     pareto_front,
@@ -167,7 +172,7 @@ class Store:
                    .scalar_one())
 
     def refresh_front(self, study: optuna.Study) -> list[FrontRow]:
-        """Recompute the study's front from Optuna's stored values and replace its rows."""
+        """Fold every COMPLETE trial not folded yet into the study's stored front; its rows."""
         names = objective_names(study)
         for attempt in range(2):
             try:
@@ -175,19 +180,7 @@ class Store:
                     # Take the per-study lock first, then read trials: the last refresher
                     # always sees every trial committed before it, so the table converges.
                     self._lock_study(conn, study.study_name)
-                    rows = self._front_trial_rows(conn, study, names)
-                    rows.sort(key=lambda r: r.trial_number)
-                    conn.execute(sa.delete(pareto_front)
-                                 .where(pareto_front.c.study_name == study.study_name))
-                    if rows:
-                        now = _now()
-                        conn.execute(sa.insert(pareto_front), [
-                            {"study_name": study.study_name, "trial_number": r.trial_number,
-                             "values_json": json.dumps(r.values), "test_json": json.dumps(r.test),
-                             "config_json": json.dumps(r.config),
-                             "params_json": json.dumps(r.params, default=str),
-                             "attrs_json": json.dumps(r.attrs, default=str), "updated_at": now}
-                            for r in rows])
+                    rows = self._fold_new_trials(conn, study, names)
                 break
             except sa_exc.IntegrityError:
                 # Two first-ever refreshes raced on inserting the version row: retry once.
@@ -198,17 +191,47 @@ class Store:
             r.reeval = reeval.get(r.trial_number)
         return rows
 
-    def _front_trial_rows(self, conn: sa.Connection, study: optuna.Study,
-                          names: list[str]) -> list[FrontRow]:
-        """Trials with at least one point on the study's point front (`front_points`)."""
+    def _fold_new_trials(self, conn: sa.Connection, study: optuna.Study,
+                         names: list[str]) -> list[FrontRow]:
+        """Fold the COMPLETE trials missing from `automtl_front_folded` into the stored front
+        (under the caller's row lock) and return the front's rows. A trial whose worker died
+        between finishing and refreshing is folded by the next refresh, of any worker."""
+        name, ff = study.study_name, front_folded.c
+        stored = self._front_rows(conn, name)
         if not study.directions:
-            return []
-        sweeps = self._sweeps(conn, study.study_name)
-        if not sweeps:  # no conditioned trial: Optuna's own front
-            return [row_from_trial(tr, names) for tr in study.best_trials]
-        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        numbers = {r.trial_number for r in front_points(done, sweeps, names)}
-        return [row_from_trial(tr, names) for tr in done if tr.number in numbers]
+            return stored
+        folded = {n for (n,) in conn.execute(sa.select(ff.trial_number)
+                                             .where(ff.study_name == name))}
+        # deepcopy=False on Optuna's cached storage: only trials unfinished in this process's
+        # cache are read again, not the whole history
+        new = [t for t in study.get_trials(deepcopy=False,
+                                           states=(optuna.trial.TrialState.COMPLETE,))
+               if t.number not in folded]
+        if not new:
+            return stored
+        rows = [row_from_trial(t, names) for t in new if feasible(t)]
+        numbers = {r.trial_number for r in stored} | {r.trial_number for r in rows}
+        front = fold_front(stored, rows, self._sweeps(conn, name, numbers), names)
+        on = {r.trial_number for r in front}
+        new_numbers = {t.number for t in new}
+        gone = [r.trial_number for r in stored if r.trial_number not in on
+                or r.trial_number in new_numbers]
+        if gone:
+            conn.execute(sa.delete(pareto_front).where(pareto_front.c.study_name == name,
+                                                       pareto_front.c.trial_number.in_(gone)))
+        added = [r for r in front if r.trial_number in new_numbers]
+        if added:
+            now = _now()
+            conn.execute(sa.insert(pareto_front), [
+                {"study_name": name, "trial_number": r.trial_number,
+                 "values_json": json.dumps(r.values), "test_json": json.dumps(r.test),
+                 "config_json": json.dumps(r.config),
+                 "params_json": json.dumps(r.params, default=str),
+                 "attrs_json": json.dumps(r.attrs, default=str), "updated_at": now}
+                for r in added])
+        conn.execute(sa.insert(front_folded), [{"study_name": name, "trial_number": n}
+                                               for n in sorted(new_numbers)])
+        return front
 
     def point_front(self, study: optuna.Study) -> list[FrontRow]:
         """The study's front over points: every non-dominated (trial, sweep point) pair.
@@ -246,13 +269,16 @@ class Store:
         with self.engine.connect() as conn:
             return self._sweeps(conn, study_name)
 
-    def _sweeps(self, conn: sa.Connection, study_name: str) -> dict[int, list[SweepRow]]:
+    def _sweeps(self, conn: sa.Connection, study_name: str,
+                numbers: set[int] | None = None) -> dict[int, list[SweepRow]]:
         if not sa.inspect(conn).has_table(sweep_points.name):  # opened read-only, never created
             return {}
         t = sweep_points.c
         q = (sa.select(t.trial_number, t.point, t.weights_json, t.val_json, t.test_json,
                        t.trial_front)
              .where(t.study_name == study_name).order_by(t.trial_number, t.point))
+        if numbers is not None:
+            q = q.where(t.trial_number.in_(sorted(numbers)))
         out: dict[int, list[SweepRow]] = {}
         for n, i, w, v, te, f in conn.execute(q):
             out.setdefault(n, []).append(SweepRow(n, i, json.loads(w), _nan_dict(json.loads(v)),
@@ -261,18 +287,20 @@ class Store:
 
     def front(self, study_name: str) -> list[FrontRow]:
         """The stored front of a study (empty when no trial completed yet)."""
-        t = pareto_front.c
-        q = (sa.select(t.trial_number, t.values_json, t.test_json, t.config_json, t.params_json,
-                       t.attrs_json)
-             .where(t.study_name == study_name).order_by(t.trial_number))
         with self.engine.connect() as conn:
-            rows = [FrontRow(n, json.loads(v), json.loads(te), json.loads(c), json.loads(p),
-                             json.loads(a))
-                    for n, v, te, c, p, a in conn.execute(q)]
+            rows = self._front_rows(conn, study_name)
         reeval = self.reeval(study_name)
         for r in rows:
             r.reeval = reeval.get(r.trial_number)
         return rows
+
+    def _front_rows(self, conn: sa.Connection, study_name: str) -> list[FrontRow]:
+        t = pareto_front.c
+        q = (sa.select(t.trial_number, t.values_json, t.test_json, t.config_json, t.params_json,
+                       t.attrs_json)
+             .where(t.study_name == study_name).order_by(t.trial_number))
+        return [FrontRow(n, json.loads(v), json.loads(te), json.loads(c), json.loads(p),
+                         json.loads(a)) for n, v, te, c, p, a in conn.execute(q)]
 
     def front_version(self, study_name: str) -> int:
         """How many times the study's front was refreshed (0 = never); poll to detect changes."""
@@ -336,8 +364,8 @@ class Store:
     def delete_study(self, study_name: str) -> None:
         """Remove a study's rows from automtl's tables (Optuna's own rows are untouched)."""
         with self.engine.begin() as conn:
-            for table in (epoch_metrics, pareto_front, front_version, reeval_metrics,
-                          sweep_points):
+            for table in (epoch_metrics, pareto_front, front_folded, front_version,
+                          reeval_metrics, sweep_points):
                 conn.execute(sa.delete(table).where(table.c.study_name == study_name))
 
 

@@ -4,8 +4,11 @@
 - ``automtl_epoch_metrics``: one row per (study, trial, epoch, metric): the per-epoch validation
   metrics of every trial (read by the Pareto pruner, learning-curve figures and dashboards);
 - ``automtl_pareto_front``: one row per front trial (study, trial, validation objective values,
-  test metrics, config JSON, params JSON, attrs JSON), recomputed from Optuna's stored values in
+  test metrics, config JSON, params JSON, attrs JSON), updated from Optuna's stored values in
   one transaction whenever a trial finishes, so concurrent workers converge on the same front;
+- ``automtl_front_folded``: one row per (study, COMPLETE trial) already folded into the front:
+  a refresh folds only the trials missing here (incremental; a trial whose worker died before
+  its refresh is folded by the next one);
 - ``automtl_front_version``: one row per study, bumped by every front refresh (also the per-study
   lock that serialises refreshes; dashboards can poll it to know when to redraw);
 - ``automtl_reeval``: per-seed re-evaluation metrics of front configurations (Optuna forbids
@@ -60,6 +63,13 @@ front_version = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
 )
 
+front_folded = sa.Table(
+    "automtl_front_folded",
+    metadata,
+    sa.Column("study_name", sa.String(512), primary_key=True),
+    sa.Column("trial_number", sa.Integer, primary_key=True),
+)
+
 reeval_metrics = sa.Table(
     "automtl_reeval",
     metadata,
@@ -89,5 +99,5 @@ sweep_points = sa.Table(
 )
 
 
-__all__ = ["epoch_metrics", "front_version", "metadata", "pareto_front", "reeval_metrics",
+__all__ = ["epoch_metrics", "front_folded", "front_version", "metadata", "pareto_front", "reeval_metrics",
            "sweep_points"]

@@ -23,6 +23,8 @@ refresh); this module only decides when a trial may start.
   creating the trial are atomic: N workers never overshoot the target. When the target is
   reached but trials are still RUNNING, workers wait (checking heartbeats) instead of leaving,
   so a worker dying near the end still gets its trial retried.
+- Diagnostics: with `AUTOMTL_WORKER_STATS=<folder>` each worker keeps one JSON file there with
+  the seconds it waited on and held the study lock and spent refreshing the front (`_stats`).
 - SQLite: several processes on one file are made safe by a 60 s busy timeout on every
   connection (see `storage.engine_kwargs`), WAL journaling (readers never block the writer) and
   the same study lock. Only processes on ONE machine may share a SQLite file (file locks are not
@@ -51,6 +53,7 @@ from automtl.search.distributed._launcher import (
 )
 from automtl.search.distributed._group import run_worker_group
 from automtl.search.distributed._lock import StudyLock, study_lock
+from automtl.search.distributed._stats import STATS_ENV, WorkerStats, read_stats
 from automtl.search.distributed._worker import (
     Heartbeat,
     WorkerResult,
@@ -64,11 +67,11 @@ from automtl.search.distributed._worker import (
 from automtl.search.defaults import STORAGE_ENV
 
 __all__ = [
-    "STORAGE_ENV", "Budget", "Heartbeat",
+    "STATS_ENV", "STORAGE_ENV", "Budget", "Heartbeat",
     "LaunchResult", "StudyLock", "WorkerProcess", "WorkerResult", "WorkersView", "budget",
     "enable_sqlite_wal", "expand_devices", "interrupted", "join_study", "launch_workers",
-    "parse_devices", "prepare_shared_study", "run_worker", "run_worker_group", "running_epochs",
+    "parse_devices", "prepare_shared_study", "read_stats", "run_worker", "run_worker_group", "running_epochs",
     "search_with_workers",
     "set_target", "start_workers", "study_lock", "study_target", "superseded_trials",
-    "watch_workers", "worker_name", "worker_storage",
+    "watch_workers", "worker_name", "worker_storage", "WorkerStats",
 ]

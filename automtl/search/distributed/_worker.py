@@ -21,6 +21,7 @@ from automtl.errors import AutomtlError
 from automtl.search.dburl import mask_url, sqlite_path
 from automtl.search.distributed._budget import Budget, budget, set_target, study_target
 from automtl.search.distributed._lock import StudyLock, study_lock
+from automtl.search.distributed._stats import WorkerStats
 from automtl.search.enqueue import WarmStart
 from automtl.search.front import FrontRow
 from automtl.search.meta import StudyMeta, TrialMeta, count_states
@@ -34,6 +35,7 @@ from automtl.search.storage import (
     make_storage,
     study_names,
 )
+from automtl.search.store import Store
 from automtl.search.study_config import StudyConfig
 
 
@@ -113,14 +115,34 @@ def worker_name() -> str:
     return os.environ.get(WORKER_NAME_ENV) or f"{socket.gethostname()}:{os.getpid()}"
 
 
+class _TimedLock:
+    """The study lock, recording into `stats` how long each acquire waited and each hold lasted."""
+
+    def __init__(self, lock: StudyLock, stats: WorkerStats) -> None:
+        self._lock, self._stats = lock, stats
+
+    def acquire(self) -> None:
+        t0 = time.perf_counter()
+        self._lock.acquire()
+        self._stats.acquired(time.perf_counter() - t0)
+
+    def release(self) -> None:
+        self._lock.release()
+        self._stats.released()
+
+    def close(self) -> None:
+        self._lock.close()
+        self._stats.released()
+
+
 class _WorkerListener(SearchListener):
     """Releases the study lock once the trial exists and tags it with the worker's name."""
 
     def __init__(self, study: optuna.Study, lock: StudyLock, me: str,
                  on_trial: Callable[[FrozenTrial, Budget], None] | None,
-                 result: WorkerResult) -> None:
+                 result: WorkerResult, stats: WorkerStats) -> None:
         self.study, self.lock, self.me = study, lock, me
-        self.on_trial, self.result = on_trial, result
+        self.on_trial, self.result, self.stats = on_trial, result, stats
         self.finished: list[FrozenTrial] = []
 
     def on_trial_created(self, trial: optuna.Trial) -> None:
@@ -129,8 +151,13 @@ class _WorkerListener(SearchListener):
         self.lock.release()
         TrialMeta.write(trial, worker=self.me)
 
+    def on_front_refreshed(self, seconds: float) -> None:
+        self.stats.front_refresh.append(seconds)
+
     def on_trial_end(self, trial: FrozenTrial, front: list[FrontRow]) -> None:
         self.lock.release()  # the trial failed before training started
+        self.stats.trials += 1
+        self.stats.save()
         self.result.trials.append(trial.number)
         self.finished.append(trial)
         self.result.states = count_states(self.finished)
@@ -196,8 +223,10 @@ def run_worker(
     enable_sqlite_wal(storage_url)
     me = worker_name()
     result = WorkerResult(worker=me)
-    lock = study_lock(storage_url, study_name)
-    listener = _WorkerListener(study, lock, me, on_trial, result)
+    stats = WorkerStats(me)
+    store: Store | None = None  # one pooled connection for all of this worker's trials
+    lock = _TimedLock(study_lock(storage_url, study_name), stats)
+    listener = _WorkerListener(study, lock, me, on_trial, result, stats)
     start = time.monotonic()
     try:
         while True:
@@ -223,9 +252,11 @@ def run_worker(
                     lock.release()
                     time.sleep(min(2.0, hb.interval))
                     continue
+                if store is None:  # under the lock: PostgreSQL's CREATE TABLE races otherwise
+                    store = Store(storage_url)
                 try:
                     run = optimize_study(study, storage_url=storage_url, n_trials=1,
-                                         device=device, listener=listener)
+                                         device=device, listener=listener, store=store)
                 except ValueError as exc:
                     if not str(exc).startswith("Cannot tell a"):
                         raise
@@ -247,6 +278,9 @@ def run_worker(
         raise db_error(storage_url, exc.__cause__ or exc) from None
     finally:
         lock.close()
+        if store is not None:
+            store.dispose()
+        stats.save()
         result.seconds = time.monotonic() - start
     return result
 
