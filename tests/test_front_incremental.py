@@ -12,7 +12,8 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from automtl.search.store import Store, make_storage
+from automtl.search.storage import make_storage
+from automtl.search.store import Store
 from automtl.search.tables import front_folded, pareto_front
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
