@@ -312,6 +312,9 @@ def main() -> None:
     ap.add_argument("--max-connections", type=int, default=400)
     ap.add_argument("--via", nargs="+", choices=("direct", "proxy"), default=["direct"],
                     help="workers on the database URL, through `automtl storage-proxy`, or both")
+    ap.add_argument("--mb-per-worker", type=float, default=600,
+                    help="resident memory to reserve per worker; a row that does not fit in "
+                         "the available memory (minus 2 GiB) is skipped, never risked")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
     from pg import PostgresServer, pg_bin  # the suite's throwaway server
@@ -330,6 +333,13 @@ def main() -> None:
           f"{'lock hold ms':>17} {'front refresh ms':>17} {'load':>9}  checks")
     try:
         for n, via in [(n, via) for n in args.workers for via in args.via]:
+            import psutil
+
+            free_mb = psutil.virtual_memory().available / 2**20
+            if n * args.mb_per_worker > free_mb - 2048:
+                print(f"{n:7d} skipped: {n} x {args.mb_per_worker:.0f} MB does not fit in "
+                      f"{free_mb:.0f} MB available (minus 2 GiB)", flush=True)
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 db = server.create_database()
                 proxy, grpc_url = start_proxy(db, Path(tmp)) if via == "proxy" else (None, None)

@@ -172,6 +172,16 @@ def _worker_sampler(study: optuna.Study) -> optuna.samplers.BaseSampler:
     return make_sampler(str(cfg.get("sampler", "tpe")), seed, int(cfg.get("n_trials", 20)))
 
 
+def _load_data(study: optuna.Study) -> None:
+    """Load the study's data (memoised per process) and the training imports before the first
+    study lock: under it, N workers starting together would take turns loading."""
+    from automtl._typed import from_dict
+    from automtl.config import DataConfig
+    from automtl.data import load_dataset
+
+    load_dataset(from_dict(DataConfig, StudyMeta.read(study).dataset))
+
+
 def join_study(storage_url: str, study_name: str,
                heartbeat: Heartbeat | None = None) -> tuple[optuna.Study, Heartbeat]:
     """Load an existing study through a heartbeat storage (settings: given, else the study's)."""
@@ -221,6 +231,7 @@ def run_worker(
                            "`automtl search`); pass --n-trials N or --timeout S, or make studies "
                            "for workers with `automtl study create`")
     enable_sqlite_wal(storage_url)
+    _load_data(study)
     me = worker_name()
     result = WorkerResult(worker=me)
     stats = WorkerStats(me)
