@@ -23,3 +23,7 @@ def test_eight_workers_under_sigkill_chaos_reach_exactly_the_target(
     assert r.problems == []
     assert r.complete == 24 and len(r.killed) == 3 and r.failed == 3
     assert 0 < r.peak_connections < 100
+    # every worker's timings came back (AUTOMTL_WORKER_STATS): one front refresh per COMPLETE
+    # trial (a killed worker's file keeps those before its kill), a lock acquisition per trial
+    assert r.complete - len(r.killed) <= len(r.front_refresh) <= r.complete
+    assert len(r.lock_wait) >= len(r.front_refresh) and min(r.lock_wait) >= 0
