@@ -19,9 +19,11 @@ from automtl.search.distributed import expand_devices
 from automtl.train import fit, tune_cpu_allocator
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # restored after the module (it used to leak)
+
+
 @pytest.fixture(scope="module")
 def ds():
-    torch.set_num_threads(1)
     return load_dataset(DataConfig(name="synthetic", options={"rows": 12000, "seed": 0}))
 
 

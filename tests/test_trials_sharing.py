@@ -20,7 +20,15 @@ from automtl.search.meta import TrialMeta
 from automtl.train import device_split, fit
 from automtl.train.sharing import run_sharing_data
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.usefixtures("one_thread")]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bit-equality needs one reduction order on both sides: one intra-op thread here (the
+    `one_thread` fixture) AND in the spawned trial processes, which read OMP_NUM_THREADS when
+    torch starts. A module that left this process on one thread made logloss differ by 1e-10."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 DATA = DataConfig(options={"rows": 3000, "seed": 2})
 
