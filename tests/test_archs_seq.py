@@ -1,7 +1,9 @@
 """Issue-18 architectures that read the raw batch (`Body.reads_batch`): MoSE (LSTM experts over
 the behaviour stream) and STAN (lifecycle stage from activity, Beta-smoothed task preferences,
-stage-adaptive task weights): shapes and gradients, a short real training, each paper's
-property, search sampling only with sequences, exports, the example configs, bad configs."""
+stage-adaptive task weights): each paper's property, search sampling only with sequences, the
+example configs, bad configs. The generic checks (shapes and gradients, a short real training,
+exports, task-specific bottoms with bf16, preference conditioning) run them from
+tests/test_archs_more.py's SYSTEMS."""
 
 from __future__ import annotations
 
@@ -16,16 +18,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from automtl.config import DataConfig, LossConfig, TrialConfig
 from automtl.data.batching import Batch
-from automtl.errors import AutomtlError, ConfigError
-from automtl.losses import build_loss
+from automtl.errors import ConfigError
 from automtl.models import build_model
 from automtl.models.archs.stan import activity_stage
 from tests.test_archs_more import CASCADE, FEATURES, FLAT, make_batch, small_cfg
 
-SYSTEMS = [("mose", {"lstm_dim": 8}), ("stan", {})]
-IDS = ["mose", "stan"]
 NO_SEQUENCES = [f for f in FEATURES if f.kind != "sequence"]
 
 
@@ -35,43 +33,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _slice(b: Batch, sl: slice) -> Batch:
     return Batch(b.sparse[sl], b.dense[sl], {k: v[sl] for k, v in b.sequences.items()},
                  b.labels[sl])
-
-
-@pytest.mark.parametrize("tasks", [CASCADE, FLAT], ids=["cascade", "flat"])
-@pytest.mark.parametrize("arch,extra", SYSTEMS, ids=IDS)
-def test_shapes_and_every_parameter_gets_a_gradient(arch: str, extra: dict, tasks: list) -> None:
-    torch.manual_seed(0)
-    model = build_model(small_cfg(arch=arch, **extra), FEATURES, tasks).train()
-    loss = build_loss(LossConfig(), tasks, model)
-    batch = make_batch(64, tasks)
-    out = model.forward_tensor(batch)
-    assert out.shape == (len(tasks), 64) and torch.isfinite(out).all()
-    lo = loss(out.t(), batch.labels)
-    assert [n for n in loss.term_names if n.startswith("model_")] == [
-        f"model_{n}" for n in model.aux_terms]
-    lo.total.backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, name
-
-
-@pytest.mark.parametrize("arch,extra", SYSTEMS, ids=IDS)
-def test_short_run_on_synthetic_data_learns_every_task(arch: str, extra: dict) -> None:
-    from automtl.data import load_dataset
-    from automtl.train import fit
-    from automtl.config import TrainConfig
-
-    # the LSTMs of MoSE need more steps than MLP bodies (benchmarks/RESULTS.md)
-    epochs, batch = (4, 128) if arch == "mose" else (2, 256)
-    cfg = TrialConfig(
-        data=DataConfig(options={"rows": 6000, "n_tasks": 2, "seed": 3}),
-        model=small_cfg(arch=arch, **extra),
-        train=TrainConfig(epochs=epochs, batch_size=batch, lr=3e-3, device="cpu", seed=0,
-                          patience=epochs))
-    data = load_dataset(cfg.data)
-    res = fit(cfg, data)
-    aucs = {t.name: res.test[f"{t.name}_auc"] for t in data.tasks}
-    assert min(aucs.values()) > 0.55, aucs
 
 
 # -- MoSE ------------------------------------------------------------------------------------
@@ -238,75 +199,6 @@ def test_default_space_samples_them_only_on_data_with_sequences() -> None:
                     seen.add(cfg.model.arch)
                 study.tell(trial, 0.5)
             assert seen == ({"mose", "stan"} if "sequences" in caps else set()), (name, caps)
-
-
-@pytest.mark.parametrize("arch,extra", SYSTEMS, ids=IDS)
-def test_export_onnx_torchscript_and_foreign_formats_say_what_is_missing(
-        tmp_path: Path, arch: str, extra: dict) -> None:
-    import onnxruntime as ort
-
-    from automtl.export.fuxictr import fuxictr_config
-    from automtl.export.rechub import rechub_script
-    from automtl.export.serving import TensorModel, export_onnx, export_torchscript
-
-    torch.manual_seed(0)
-    model = build_model(small_cfg(arch=arch, **extra), FEATURES, CASCADE).eval()
-
-    def inputs(b: Batch) -> tuple[torch.Tensor, ...]:
-        return (b.sparse, b.dense, b.sequences["hist_items"])
-
-    example, other = inputs(make_batch(16, CASCADE)), inputs(make_batch(9, CASCADE, seed=4))
-    ref = [t.detach().numpy() for t in TensorModel(model, FEATURES)(*other)]
-    session = ort.InferenceSession(str(export_onnx(model, FEATURES, CASCADE, example,
-                                                   tmp_path / "m.onnx")))
-    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), other)}
-    for got, want in zip(session.run(None, feeds), ref):
-        np.testing.assert_allclose(got, want, atol=1e-5)
-    traced = torch.jit.load(str(export_torchscript(model, FEATURES, CASCADE, example,
-                                                   tmp_path / "m.pt")))
-    for got, want in zip(traced(*other), ref):
-        np.testing.assert_allclose(got.detach().numpy(), want, atol=1e-5)
-    trial = TrialConfig(model=small_cfg(arch=arch, **extra))
-    for writer, tool in ((fuxictr_config, "fuxictr"), (rechub_script, "torch-rechub")):
-        with pytest.raises(AutomtlError, match=f"{tool} has no '{arch}' architecture") as info:
-            writer(trial, FEATURES, CASCADE)
-        assert "\n" not in str(info.value)
-
-
-@pytest.mark.parametrize("bottom", ["stem", "dtrn"])
-@pytest.mark.parametrize("arch,extra", SYSTEMS, ids=IDS)
-def test_task_specific_bottoms_and_bf16_autocast(arch: str, extra: dict, bottom: str) -> None:
-    torch.manual_seed(0)
-    cfg = small_cfg(arch=arch, bottom=bottom, transformer_dim=8, stem_embedding_dim=4, **extra)
-    model = build_model(cfg, FEATURES, CASCADE).train()
-    loss = build_loss(LossConfig(), CASCADE, model)
-    batch = make_batch(32, CASCADE)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model.forward_tensor(batch)
-    lo = loss(out.float().t(), batch.labels)
-    lo.total.backward()
-    assert out.shape == (3, 32) and torch.isfinite(lo.terms).all()
-    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
-
-
-@pytest.mark.parametrize("arch,extra", SYSTEMS, ids=IDS)
-def test_preference_conditioning_reaches_them(arch: str, extra: dict) -> None:
-    from automtl.config import WeightingConfig
-    from automtl.models.film import conditioner_of, set_preference
-
-    batch = make_batch(32, FLAT)
-    for sites in (["towers"], ["bottom"], ["gates"]):
-        torch.manual_seed(0)
-        weighting = WeightingConfig(scheme="conditioned", film=sites)  # type: ignore[arg-type]
-        model = build_model(small_cfg(arch=arch, **extra), FEATURES, FLAT, weighting).eval()
-        with torch.no_grad():
-            for p in conditioner_of(model).parameters():
-                p.normal_(0, 0.5)
-            set_preference(model, torch.tensor([0.9, 0.1]))
-            a = model.forward_tensor(batch)
-            set_preference(model, torch.tensor([0.1, 0.9]))
-            b = model.forward_tensor(batch)
-        assert not torch.allclose(a, b), (arch, sites)
 
 
 @pytest.mark.parametrize("name", ["mose", "stan"])
