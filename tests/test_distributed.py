@@ -50,10 +50,12 @@ def write_study(folder: Path, name: str, n_trials: int) -> Path:
     return load_benchmark("workers_scale").write_study(folder, name, n_trials, rows=3000)
 
 
-def automtl(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def automtl(*args: str, cwd: Path, timeout: float = 240,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess."""
     return subprocess.run([sys.executable, "-c", ENTRY, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+                          text=True, timeout=timeout, check=False,
+                          env={**os.environ, **(env or {})})
 
 
 def quiet() -> Console:
@@ -166,9 +168,12 @@ def test_sigkilled_worker_trial_fails_after_grace_and_is_retried(pg_url: str,
 def test_two_workers_share_one_sqlite_file(tmp_path: Path) -> None:
     preset = write_study(tmp_path, "lite", 6)
     url = f"sqlite:///{tmp_path / 'study.db'}"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     run = automtl("search", "--study-config", str(preset), "--storage", url, "--workers", "2",
-                  "--no-report", cwd=tmp_path)
+                  "--no-report", cwd=tmp_path, env={"TMPDIR": str(scratch)})
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert not list(scratch.glob("automtl-workers-*"))  # the workers' logs are not left behind
     assert "Pareto front of 'lite'" in run.stdout and "6 trials in" in run.stdout
     study = optuna.load_study(study_name="lite", storage=url)
     trials = study.get_trials()

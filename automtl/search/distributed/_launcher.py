@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -301,6 +302,8 @@ def search_with_workers(
         raise AutomtlError(f"{len(bad)} of {len(launched.returncodes)} workers failed ("
                            f"{'; '.join(bad)}); their logs are in {launched.log_dir}; rerun to "
                            "resume")
+    # All went well: the temporary log folder (named only on failure) would pile up in /tmp.
+    shutil.rmtree(launched.log_dir, ignore_errors=True)
     study = optuna.load_study(study_name=study.study_name, storage=make_storage(storage))
     trials = study.get_trials(deepcopy=False)
     states = count_states(trials)
