@@ -37,6 +37,7 @@ def worker_command(
     import optuna
 
     from automtl.search.meta import TrialMeta
+    from automtl.search import interrupt
     from automtl.search.dburl import mask_url
     from automtl.search.storage import make_storage, objective_names
     from automtl.search.distributed import (
@@ -51,6 +52,7 @@ def worker_command(
         check_seconds(timeout, "--timeout")
     optuna.logging.set_verbosity(logging.WARNING)
     use_data_on(data_on)
+    interrupt.install()  # a Ctrl-C (the launcher's stop signal) is never lost
     hb = None
     if heartbeat_interval is not None or grace_period is not None:
         interval = heartbeat_interval or Heartbeat().interval

@@ -26,6 +26,7 @@ from automtl.search.dburl import mask_url, sqlite_path
 from automtl.search.defaults import DEFAULT_STORAGE
 from automtl.search.enqueue import WarmStart
 from automtl.search.front import FrontRow
+from automtl.search import interrupt
 from automtl.search.meta import StudyMeta, TrialMeta, count_states
 from automtl.search.naming import confined_path
 from automtl.search.objectives import is_cost, metric_objectives
@@ -173,6 +174,7 @@ class _Objective:
                 *self.extra_callbacks,
             ]
             result = fit(cfg, self.dataset, callbacks=callbacks, device=self.device)
+            interrupt.check()  # a Ctrl-C swallowed by a finalizer during training still stops
             result.val.update(fixed)
             result.test.update(fixed)
             values = [float(result.val.get(o, float("nan"))) for o in self.objectives]

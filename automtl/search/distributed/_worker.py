@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
 from automtl.errors import AutomtlError
+from automtl.search import interrupt
 from automtl.search.dburl import mask_url, sqlite_path
 from automtl.search.distributed._budget import Budget, budget, set_target, study_target
 from automtl.search.distributed._lock import StudyLock, study_lock
@@ -280,7 +281,7 @@ def run_worker(
                     continue
             finally:
                 lock.release()
-            if run.interrupted:
+            if run.interrupted or interrupt.requested():  # see automtl.search.interrupt
                 result.stopped_by = "interrupted"
                 break
     except KeyboardInterrupt:
