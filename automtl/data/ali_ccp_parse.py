@@ -9,6 +9,7 @@ on a small thread pool ahead of the second; `csv_batches` streams a raw file in 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -65,10 +66,16 @@ class _Vocab:
 
 
 _ENTRY = "^(?P<f>[^\\x02]*)\\x02(?P<i>[^\\x03]*)\\x03(?P<v>.*)$"
-_FIELD_SET = pa.array([*SPARSE_FIELDS, *SEQ_FIELDS])
 _DENSE_COL = np.full(N_SPARSE + N_SEQ, -1, dtype=np.int64)  # field index -> dense column (or -1)
 for _j, _d in enumerate(DENSE_FIELDS):
     _DENSE_COL[[*SPARSE_FIELDS, *SEQ_FIELDS].index(_d[1:])] = _j
+
+
+@functools.cache
+def _field_set() -> pa.Array:
+    # built at first use: pyarrow imports pandas (~30 MB per process) when it makes an array, and
+    # every trial process imports this module through the data registry
+    return pa.array([*SPARSE_FIELDS, *SEQ_FIELDS])
 
 
 def _first_bad(arr: pa.Array, to: pa.DataType) -> int:
@@ -129,7 +136,7 @@ def tokenize(flist: pa.Array, nums: pa.Array, lines: np.ndarray, path: Path) -> 
         raise DataError(f"{path}: line {lines[parent[k]]}: feature entry "
                         f"{entries[k].as_py()[:30]!r} is not field\\x02feature_id\\x03value; "
                         "the separators are broken, re-extract the raw file")
-    fld = pc.index_in(parts.field(0), value_set=_FIELD_SET)
+    fld = pc.index_in(parts.field(0), value_set=_field_set())
     known = pc.is_valid(fld).to_numpy(zero_copy_only=False)
     if not known.all():  # fields outside the 23 used by the common preprocessing
         sel = pa.array(known)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
+from automtl.binary_metrics import roc_auc
 from automtl.data.schema import Dataset
 from automtl.errors import DataError
 
@@ -12,7 +12,7 @@ from automtl.errors import DataError
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
     if y.size == 0 or y.min() == y.max():
         return float("nan")  # AUC is undefined with one class
-    return float(roc_auc_score(y, p))
+    return roc_auc(y, p)
 
 
 def bayes_auc(dataset: Dataset, split: str = "val") -> dict[str, float]:

@@ -5,7 +5,7 @@ plan says it does not fit (`memory.plan_run`), on the host, streamed batch by ba
 draws a permutation and gathers batches by index. Inside a step nothing is read back to the host: the
 epoch's loss is accumulated on the device and read once per epoch, and non-finite losses are
 tracked on the device and checked every few steps (every step on CPU, where a read is free), then
-reported with the step and the loss term that failed. Validation AUC/logloss (sklearn) after each
+reported with the step and the loss term that failed. Validation AUC/logloss (binary_metrics) after each
 epoch; early stopping on the mean validation AUC; test metrics at the best epoch with its weights.
 """
 

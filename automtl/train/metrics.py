@@ -1,4 +1,4 @@
-"""Evaluation of a model on a split: per-task AUC and logloss (sklearn), conditional AUC.
+"""Evaluation of a model on a split: per-task AUC and logloss, conditional AUC.
 
 Metric names: `{task}_auc`, `{task}_logloss` over all rows; `{cond}_auc` for a dependent task over
 rows whose parent label is 1, ranked by p(task | parent) = p_task / p_parent (log space); and
@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import log_loss, roc_auc_score
 
+from automtl.binary_metrics import log_loss, roc_auc
 from automtl.data.batching import Batch, DeviceSplit, iter_batches
 from automtl.data.streaming import StreamedSplit
 from automtl.data.schema import TaskSpec
@@ -73,14 +73,14 @@ def predict_logits(
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
     if y.size == 0 or y.min() == y.max():
         return float("nan")  # undefined with one class (tiny splits)
-    return float(roc_auc_score(y, score))
+    return roc_auc(y, score)
 
 
 def _logloss(y: np.ndarray, logit: np.ndarray) -> float:
     if y.size == 0:
         return float("nan")
     p = 1.0 / (1.0 + np.exp(-logit))
-    return float(log_loss(y, p, labels=[0.0, 1.0]))
+    return log_loss(y, p)
 
 
 def _log_sigmoid(x: np.ndarray) -> np.ndarray:
