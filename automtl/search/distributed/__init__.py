@@ -14,7 +14,8 @@ refresh); this module only decides when a trial may start.
   heartbeat). A RUNNING trial whose beat is older than `grace_period` belongs to a dead worker
   (SIGKILL, OOM, preemption); the next worker to look marks it FAIL, and Optuna's
   `RetryFailedTrialCallback(max_retry=1)` enqueues its parameters once as a WAITING trial, which
-  the next `ask` of any worker picks up.
+  the next `ask` of any worker picks up. A retry whose worker dies too is not retried again; its
+  slot goes to a new trial (bounded, see `_budget`), so the target count is still reached.
 - Target count: a study's target (`target_trials` user attribute) counts *trial slots*: every
   trial except one superseded by its retry. COMPLETE, PRUNED and genuinely FAILed trials (NaN,
   invalid combination: they would fail again) fill their slot; a trial FAILed because its worker
@@ -34,7 +35,9 @@ refresh); this module only decides when a trial may start.
 from automtl.search.distributed._budget import (
     Budget,
     budget,
+    died,
     interrupted,
+    orphan_cap,
     set_target,
     study_target,
     superseded_trials,
@@ -69,8 +72,8 @@ from automtl.search.defaults import STORAGE_ENV
 __all__ = [
     "STATS_ENV", "STORAGE_ENV", "Budget", "Heartbeat",
     "LaunchResult", "StudyLock", "WorkerProcess", "WorkerResult", "WorkersView", "budget",
-    "enable_sqlite_wal", "expand_devices", "interrupted", "join_study", "launch_workers",
-    "parse_devices", "prepare_shared_study", "read_stats", "run_worker", "run_worker_group", "running_epochs",
+    "died", "enable_sqlite_wal", "expand_devices", "interrupted", "join_study", "launch_workers",
+    "orphan_cap", "parse_devices", "prepare_shared_study", "read_stats", "run_worker", "run_worker_group", "running_epochs",
     "search_with_workers",
     "set_target", "start_workers", "study_lock", "study_target", "superseded_trials",
     "watch_workers", "worker_name", "worker_storage", "WorkerStats",

@@ -1,7 +1,10 @@
 """A study's trial budget: the target count of trial slots and how many are used, by state.
 
 A slot is used by every trial except one superseded by its retry (a dead worker's FAIL) and one
-stopped by Ctrl-C ("interrupted" FAIL): those hand their slot on. See `automtl.search.distributed`.
+stopped by Ctrl-C ("interrupted" FAIL): those hand their slot on. A dead worker's trial that got
+no retry (its configuration was already a retry whose worker died too: Optuna retries a trial
+once, `max_retry=1`) hands its slot to a new trial, at most `orphan_cap(target)` times per study,
+so a study whose every trial kills its worker still ends. See `automtl.search.distributed`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class Budget:
     target: int | None
     states: dict[str, int]  # slot-filling trials by state name (superseded FAILs excluded)
     retried: int  # FAILed trials of dead workers whose configuration was re-queued
+    orphaned: int = 0  # dead workers' trials without a retry whose slot went to a new trial
 
     @property
     def used(self) -> int:
@@ -52,6 +56,22 @@ def superseded_trials(trials: Sequence[FrozenTrial]) -> set[int]:
     return out
 
 
+def died(trial: FrozenTrial) -> bool:
+    """A trial FAILed because its process stopped: by Optuna's heartbeat check (which records no
+    reason; every failure of automtl's own objective has a `fail_reason`) or by
+    `automtl studies --repair` ("stale: ...")."""
+    if trial.state != TrialState.FAIL:
+        return False
+    reason = TrialMeta.read(trial).fail_reason
+    return reason is None or str(reason).startswith("stale:")
+
+
+def orphan_cap(target: int | None) -> int:
+    """How many dead workers' trials without a retry may hand their slot on: 10 % of the target,
+    at least 1 (an occasional retry whose worker died too, not a study where every trial dies)."""
+    return 0 if target is None else max(1, target // 10)
+
+
 def study_target(study: optuna.Study) -> int | None:
     """The study's target trial count (user attribute `target_trials`), None = unlimited.
 
@@ -69,10 +89,15 @@ def interrupted(trial: FrozenTrial) -> bool:
 def budget(study: optuna.Study, target: int | None = None) -> Budget:
     """Count the study's trial slots now (target: the study's own unless given)."""
     trials = study.get_trials(deepcopy=False)
+    target = study_target(study) if target is None else target
     gone = superseded_trials(trials)
-    states = count_states(t for t in trials if t.number not in gone and not interrupted(t))
-    return Budget(target=study_target(study) if target is None else target,
-                  states=states, retried=len(gone))
+    # Counted under the study lock, which is also held around Optuna's stale-trial check and its
+    # retry callback (a worker's ask), so a trial is never seen FAILed but not yet retried.
+    orphans = sorted(t.number for t in trials if t.number not in gone and died(t))
+    freed = set(orphans[:orphan_cap(target)])
+    states = count_states(t for t in trials
+                          if t.number not in gone and t.number not in freed and not interrupted(t))
+    return Budget(target=target, states=states, retried=len(gone), orphaned=len(freed))
 
 
 def set_target(study: optuna.Study, target: int) -> None:
@@ -82,4 +107,5 @@ def set_target(study: optuna.Study, target: int) -> None:
     StudyMeta.write(study, target_trials=int(target))
 
 
-__all__ = ["Budget", "budget", "interrupted", "set_target", "study_target", "superseded_trials"]
+__all__ = ["Budget", "budget", "died", "interrupted", "orphan_cap", "set_target", "study_target",
+           "superseded_trials"]
