@@ -11,8 +11,8 @@ a replacement. Afterwards the run is checked:
 - automtl's Pareto table equal to a brute-force non-dominated filter of Optuna's stored values;
 - no connection error or traceback in any worker log;
 
-and measured: trials/s, peak PostgreSQL connections (pg_stat_activity, polled), the largest
-worker's resident memory, wall time, and from the workers' own timings (`AUTOMTL_WORKER_STATS`):
+and measured: trials/s, peak PostgreSQL connections (pg_stat_activity, polled), worker memory,
+wall time, and from the workers' own timings (`AUTOMTL_WORKER_STATS`):
 seconds waited per acquisition of the study lock (the advisory lock around "count slots, create
 a trial"), how long it was held, and seconds per front refresh (row lock on the study's front
 version + recomputation).
@@ -23,6 +23,20 @@ version + recomputation).
 
 `--via proxy` runs the same chaos through `automtl storage-proxy` (workers use grpc://; peak
 connections then count the proxy's, the only process connected to PostgreSQL).
+
+Memory is proportional (PSS) and unique (USS = private clean + dirty) set size from
+/proc/PID/smaps_rollup, not RSS: RSS counts the shared library pages every worker maps (~150 MB
+of torch & co.) once per worker. "worker MB" is the largest worker's PSS, "all MB" the largest
+sum of all workers' PSS, i.e. what the run really took. A row is skipped when workers x
+`--mb-per-worker` (PSS) does not fit in the available memory minus 2 GiB, and a run is stopped
+(workers killed, reported) when available memory falls below 1 GiB: never the OOM killer.
+`--start fork` forks the workers from one process that has imported everything
+(benchmarks/forked_workers.py: they share those pages), for 64 workers on a small box.
+
+When a check fails, the run folder is kept (worker logs, `trials.tsv`: every trial's state,
+retry chain, worker and fail reason) and its path printed. "starved" counts trials FAILed by the
+heartbeat check whose worker the driver did not kill: live workers that missed heartbeats for
+longer than the grace period (a starved machine).
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +52,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = "import sys; from automtl.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -91,7 +107,10 @@ class ChaosResult:
     failed: int
     killed: list[int]
     peak_connections: int
-    peak_worker_rss_mb: float = 0.0
+    peak_worker_pss_mb: float = 0.0  # the largest worker's proportional set size
+    peak_worker_uss_mb: float = 0.0  # the largest worker's private (unique) memory
+    peak_all_pss_mb: float = 0.0  # the largest sum of all workers' PSS at one poll
+    starved: list[int] = field(default_factory=list)  # heartbeat-FAILed, not killed by us
     lock_wait: list[float] = field(default_factory=list)  # s per study-lock acquisition
     lock_hold: list[float] = field(default_factory=list)
     front_refresh: list[float] = field(default_factory=list)  # s per front refresh
@@ -139,13 +158,24 @@ def _connections(url: str) -> int:
         engine.dispose()
 
 
-def _rss_mb(pid: int) -> float:
+def _mem_mb(pid: int) -> tuple[float, float]:
+    """(PSS, USS) of process `pid` in MB from /proc/PID/smaps_rollup ((0, 0) once it exited)."""
+    kb: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                if key in ("Pss", "Private_Clean", "Private_Dirty"):
+                    kb[key] = int(rest.split()[0])
+    except (OSError, ValueError):  # exited between poll and read
+        return 0.0, 0.0
+    return kb.get("Pss", 0) / 1024, (kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)) / 1024
+
+
+def _available_mb() -> float:
     import psutil
 
-    try:
-        return psutil.Process(pid).memory_info().rss / 2**20
-    except psutil.Error:  # exited between poll and read
-        return 0.0
+    return psutil.virtual_memory().available / 2**20
 
 
 def _non_dominated(points: dict[int, tuple[float, ...]]) -> set[int]:
@@ -154,6 +184,20 @@ def _non_dominated(points: dict[int, tuple[float, ...]]) -> set[int]:
 
     return {n for n, v in points.items()
             if not any(dominates(w, v) for m, w in points.items() if m != n)}
+
+
+def dump_trials(url: str, study_name: str, path: Path) -> None:
+    """Every trial's state, retry chain, worker and fail reason as a TSV (a failed check's
+    evidence, kept with the run folder)."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=url)
+    with path.open("w") as fh:
+        fh.write("number\tstate\tretry_history\tworker\tstart\tcomplete\tfail_reason\n")
+        for t in study.get_trials(deepcopy=False):
+            fh.write(f"{t.number}\t{t.state.name}\t{t.system_attrs.get('retry_history', '')}\t"
+                     f"{t.user_attrs.get('worker', '')}\t{t.datetime_start}\t"
+                     f"{t.datetime_complete}\t{t.user_attrs.get('fail_reason', '')}\n")
 
 
 def check(url: str, study_name: str, target: int, killed: list[int], logs: list[Path]) -> list[str]:
@@ -215,13 +259,19 @@ def start_proxy(url: str, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float,
               folder: Path, deadline_s: float = 900, seed: int = 0,
-              heartbeat: tuple[int, int] = (2, 10), worker_url: str | None = None) -> ChaosResult:
+              heartbeat: tuple[int, int] = (2, 10), worker_url: str | None = None,
+              fork_server: Any = None, min_available_mb: float = 1024) -> ChaosResult:
     """One chaos run on the (empty) database `url`; see the module docstring. `heartbeat` is
     (interval, grace) in seconds: a grace well above the interval keeps a starved but live
     worker's trial from being failed as dead on a loaded machine. `worker_url`: what workers
-    use as --storage (a storage proxy's grpc:// address); checks always read `url` directly."""
+    use as --storage (a storage proxy's grpc:// address); checks always read `url` directly.
+    `fork_server`: a `forked_workers.ForkServer` to fork workers from (default: exec each).
+    The run stops (workers killed, a problem reported) when available memory falls below
+    `min_available_mb`. When a check fails, `folder/trials.tsv` lists every trial."""
     import optuna
     from optuna.trial import TrialState
+
+    from automtl.search.distributed import died
 
     rng = random.Random(seed)
     name = f"chaos{workers}"
@@ -240,25 +290,39 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
     def spawn() -> None:
         log = folder / f"worker{len(logs)}.log"
         logs.append(log)
-        p = _start_worker(worker_url or url, name, log, folder, stats)
+        if fork_server is None:
+            p: Any = _start_worker(worker_url or url, name, log, folder, stats)
+        else:
+            from automtl.search.distributed import STATS_ENV
+
+            p = fork_server.spawn(["worker", "--study", name, "--storage", worker_url or url],
+                                  log, {STATS_ENV: str(stats)})
         procs[p.pid] = p
 
     for _ in range(workers):
         spawn()
     study = optuna.load_study(study_name=name, storage=url)
     killed: list[int] = []
-    peak, rss, t0, timed_out = 0, 0.0, time.monotonic(), False
-    next_kill = t0 + kill_every
+    peak, mem, t0, stopped = 0, [0.0, 0.0, 0.0], time.monotonic(), ""
+    next_kill, next_mem = t0 + kill_every, t0
     while any(p.poll() is None for p in procs.values()):
         now = time.monotonic()
         if now - t0 > deadline_s:
+            stopped = f"deadline of {deadline_s:.0f} s reached: workers killed"
+        elif _available_mb() < min_available_mb:
+            stopped = (f"available memory fell to {_available_mb():.0f} MB: workers killed "
+                       "before the OOM killer")
+        if stopped:
             for p in procs.values():
                 p.kill()
-            timed_out = True
             break
         peak = max(peak, _connections(url))
-        rss = max(rss, max((_rss_mb(p.pid) for p in procs.values() if p.poll() is None),
-                           default=0.0))
+        if now >= next_mem:  # smaps_rollup walks page tables: not every 0.3 s for 64 workers
+            sizes = [_mem_mb(p.pid) for p in procs.values() if p.poll() is None]
+            mem = [max(mem[0], max((s[0] for s in sizes), default=0.0)),
+                   max(mem[1], max((s[1] for s in sizes), default=0.0)),
+                   max(mem[2], sum(s[0] for s in sizes))]
+            next_mem = now + 2.0
         if len(killed) < kills and now >= next_kill:
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             mine = [(t, int(str(t.user_attrs.get("worker", ":-1")).rsplit(":", 1)[1]))
@@ -268,7 +332,7 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
                     and not t.system_attrs.get("retry_history")]
             if mine:
                 trial, pid = rng.choice(mine)
-                os.kill(pid, signal.SIGKILL)
+                procs[pid].kill()
                 procs[pid].wait()
                 killed.append(trial.number)
                 spawn()  # a replacement, as a cluster scheduler would start
@@ -278,7 +342,8 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
     trials = study.get_trials(deepcopy=False)
     result = ChaosResult(workers, target, seconds,
                          sum(t.state == TrialState.COMPLETE for t in trials),
-                         sum(t.state == TrialState.FAIL for t in trials), killed, peak, rss,
+                         sum(t.state == TrialState.FAIL for t in trials), killed, peak, *mem,
+                         starved=[t.number for t in trials if died(t) and t.number not in killed],
                          load=(load0, os.getloadavg()[0]))
     from automtl.search.distributed import read_stats
 
@@ -289,8 +354,10 @@ def run_chaos(url: str, workers: int, target: int, kills: int, kill_every: float
     killed_logs = {p.pid for p in procs.values() if p.returncode == -signal.SIGKILL}
     live_logs = [log for log, p in zip(logs, procs.values()) if p.pid not in killed_logs]
     result.problems = check(url, name, target, killed, live_logs)
-    if timed_out:
-        result.problems.insert(0, f"deadline of {deadline_s:.0f} s reached: workers killed")
+    if stopped:
+        result.problems.insert(0, stopped)
+    if result.problems:
+        dump_trials(url, name, folder / "trials.tsv")
     return result
 
 
@@ -309,14 +376,21 @@ def main() -> None:
     ap.add_argument("--target", type=int, default=200)
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--kill-every", type=float, default=3.0)
+    ap.add_argument("--deadline", type=float, default=1800, help="seconds per run")
     ap.add_argument("--max-connections", type=int, default=400)
     ap.add_argument("--via", nargs="+", choices=("direct", "proxy"), default=["direct"],
                     help="workers on the database URL, through `automtl storage-proxy`, or both")
-    ap.add_argument("--mb-per-worker", type=float, default=600,
-                    help="resident memory to reserve per worker; a row that does not fit in "
-                         "the available memory (minus 2 GiB) is skipped, never risked")
+    ap.add_argument("--start", choices=("exec", "fork"), default="exec",
+                    help="exec: each worker a new `python -c automtl worker` process; fork: "
+                         "forked from one process that imported everything (shared pages)")
+    ap.add_argument("--mb-per-worker", type=float, default=None,
+                    help="memory (PSS) to reserve per worker (default 320 exec, 200 fork); a "
+                         "row that does not fit in the available memory minus 2 GiB is skipped")
     args = ap.parse_args()
+    mb_per_worker = args.mb_per_worker or (320.0 if args.start == "exec" else 200.0)
     sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from forked_workers import ForkServer
     from pg import PostgresServer, pg_bin  # the suite's throwaway server
 
     bin_dir = pg_bin()
@@ -325,38 +399,48 @@ def main() -> None:
     server = PostgresServer(bin_dir, max_connections=args.max_connections)
     server.start()
     print(f"{os.cpu_count()} cores; target {args.target} trials of 1 epoch on 2k rows; "
-          f"SIGKILL every {args.kill_every:.0f} s (at most {args.kills})")
+          f"SIGKILL every {args.kill_every:.0f} s (at most {args.kills}); workers by "
+          f"{args.start}")
     print("lock wait / hold, front refresh: mean / p95 / max in ms over all workers' events; "
-          "wait share = lock wait summed over workers / (workers x wall)")
+          "wait share = lock wait summed over workers / (workers x wall); worker MB: largest "
+          "worker PSS / USS, all MB: largest sum of workers' PSS; starved: heartbeat-FAILed "
+          "trials of live workers")
     print(f"{'workers':>7} {'trials/s':>8} {'wall s':>6} {'complete':>8} {'killed':>6} "
-          f"{'peak conns':>10} {'worker MB':>9} {'lock wait ms':>17} {'share':>6} "
-          f"{'lock hold ms':>17} {'front refresh ms':>17} {'load':>9}  checks")
+          f"{'starved':>7} {'peak conns':>10} {'worker MB':>9} {'all MB':>6} "
+          f"{'lock wait ms':>17} {'share':>6} {'lock hold ms':>17} {'front refresh ms':>17} "
+          f"{'load':>9}  checks")
     try:
         for n, via in [(n, via) for n in args.workers for via in args.via]:
-            import psutil
-
-            free_mb = psutil.virtual_memory().available / 2**20
-            if n * args.mb_per_worker > free_mb - 2048:
-                print(f"{n:7d} skipped: {n} x {args.mb_per_worker:.0f} MB does not fit in "
-                      f"{free_mb:.0f} MB available (minus 2 GiB)", flush=True)
+            free_mb = _available_mb()
+            if n * mb_per_worker > free_mb - 2048:
+                print(f"{n:7d} skipped [{via}]: {n} x {mb_per_worker:.0f} MB (PSS) does not fit "
+                      f"in {free_mb:.0f} MB available (minus 2 GiB)", flush=True)
                 continue
-            with tempfile.TemporaryDirectory() as tmp:
-                db = server.create_database()
-                proxy, grpc_url = start_proxy(db, Path(tmp)) if via == "proxy" else (None, None)
-                try:
-                    r = run_chaos(db, n, args.target, args.kills, args.kill_every, Path(tmp),
-                                  worker_url=grpc_url)
-                finally:
-                    if proxy is not None:
-                        proxy.send_signal(signal.SIGINT)
-                        proxy.wait(timeout=60)
+            tmp = Path(tempfile.mkdtemp(prefix=f"workers_scale-{n}-{via}-"))
+            db = server.create_database()
+            proxy, grpc_url = start_proxy(db, tmp) if via == "proxy" else (None, None)
+            forks = ForkServer(_env(), tmp) if args.start == "fork" else None
+            try:
+                r = run_chaos(db, n, args.target, args.kills, args.kill_every, tmp,
+                              deadline_s=args.deadline, worker_url=grpc_url, fork_server=forks)
+            finally:
+                if forks is not None:
+                    forks.close()
+                if proxy is not None:
+                    proxy.send_signal(signal.SIGINT)
+                    proxy.wait(timeout=60)
             status = f"[{via}] " + ("ok" if not r.problems else "; ".join(r.problems)[:300])
+            if r.problems:
+                status += f" (run folder kept: {tmp})"
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
             share = sum(r.lock_wait) / (n * r.seconds) if r.seconds else 0.0
+            mem = f"{r.peak_worker_pss_mb:.0f}/{r.peak_worker_uss_mb:.0f}"
             print(f"{n:7d} {r.trials_per_s:8.2f} {r.seconds:6.0f} {r.complete:8d} "
-                  f"{len(r.killed):6d} {r.peak_connections:10d} {r.peak_worker_rss_mb:9.0f} "
-                  f"{_ms(r.lock_wait):>17} {share:6.1%} {_ms(r.lock_hold):>17} "
-                  f"{_ms(r.front_refresh):>17} {r.load[0]:4.1f}-{r.load[1]:<4.1f}  {status}",
-                  flush=True)
+                  f"{len(r.killed):6d} {len(r.starved):7d} {r.peak_connections:10d} {mem:>9} "
+                  f"{r.peak_all_pss_mb:6.0f} {_ms(r.lock_wait):>17} {share:6.1%} "
+                  f"{_ms(r.lock_hold):>17} {_ms(r.front_refresh):>17} "
+                  f"{r.load[0]:4.1f}-{r.load[1]:<4.1f}  {status}", flush=True)
     finally:
         server.stop()
 

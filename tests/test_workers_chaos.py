@@ -20,7 +20,8 @@ def test_eight_workers_under_sigkill_chaos_reach_exactly_the_target(
         pg_url: str, tmp_path: Path) -> None:
     r = workers_scale.run_chaos(pg_url, workers=8, target=24, kills=3, kill_every=2.0,
                                 folder=tmp_path, deadline_s=1200)
-    assert r.problems == []
+    # on failure tmp_path keeps the worker logs and trials.tsv (every trial's state and retries)
+    assert r.problems == [], f"run folder: {tmp_path}"
     assert r.complete == 24 and len(r.killed) == 3 and r.failed == 3
     assert 0 < r.peak_connections < 100
     # every worker's timings came back (AUTOMTL_WORKER_STATS): one front refresh per COMPLETE
