@@ -75,8 +75,8 @@ COMPACT_SPACE = {
         }},
         "model.head": {"choices": {"plain": {}, "esmm": {"requires": "cascade"}}},
         "model.embedding_dim": {"choices": [4, 8, 16]},
-        "model.seq_pooling": {"choices": {"mean": {}, "sum": {"requires": "sequences"},
-                                          "din": {"requires": "sequences"}}},
+        # no "din": its activation unit costs 4-6x a mean-pooled epoch on one CPU thread
+        "model.seq_pooling": {"choices": {"mean": {}, "sum": {"requires": "sequences"}}},
         "model.wide": {"choices": [False, True]},
         "model.tower_dims": {"choices": [[16], [32]]},
         "train.lr": {"float": [3.0e-4, 3.0e-2], "log": True},
@@ -102,28 +102,44 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, storage: str) -> dict
     cfg = StudyConfig(
         name=f"{arm}-s{seed}", data=DataConfig("synthetic", options={"rows": args.rows}),
         objectives=["ctr_auc", "cvr_auc"], space=args.space, epochs=args.epochs,
-        n_trials=args.trials, sampler=sampler, seed=seed,  # type: ignore[arg-type]
+        n_trials=args.pruned_trials if pruner != "none" and args.pruned_trials else args.trials,
+        sampler=sampler, seed=seed,  # type: ignore[arg-type]
         pruner=PrunerConfig(kind=pruner, min_epoch=1, warmup_trials=args.warmup,  # type: ignore[arg-type]
-                            reduction_factor=args.eta),
+                            reduction_factor=args.eta, rungs=args.rungs),
         train={"patience": 1})
-    t0 = time.perf_counter()
-    result = run_search(cfg, storage=storage, device="cpu")
-    seconds = time.perf_counter() - t0
-    study = open_study(storage, cfg.name)
-    front = result.front
-    val_points = [[r.values[o] for o in result.objectives] for r in front]
-    test_points = [[r.test.get(o, float("nan")) for o in result.objectives] for r in front]
-    history = Store(storage).epoch_history(cfg.name)
-    epochs = sum(len(h) for h in history.values())
+    t0, c0 = time.perf_counter(), time.process_time()
+    run_search(cfg, storage=storage, device="cpu")
+    return summarize_run(storage, cfg.name, arm, seed, time.perf_counter() - t0,
+                         time.process_time() - c0, finished=True)
+
+
+def summarize_run(storage: str, name: str, arm: str, seed: int, seconds: float,
+                  cpu_seconds: float | None, finished: bool) -> dict:
+    """One arm/seed's figures from its study (a cut run gives the trials finished so far)."""
+    study = open_study(storage, name)
+    names = list(study.user_attrs["objectives"])
+    history = Store(storage).epoch_history(name)
+    curve = trajectory(study, history)
+    complete = [t for t in study.get_trials(deepcopy=False)
+                if t.state == optuna.trial.TrialState.COMPLETE]
+    front = [c for c in complete if not any(
+        all(o >= v for o, v in zip(d.values, c.values)) and d.values != c.values for d in complete)]
+    val_points = [list(c.values) for c in front]
+    test_points = [[c.user_attrs.get("test_metrics", {}).get(n, float("nan")) for n in names]
+                   for c in front]
+    states: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    nan = float("nan")
     return {
-        "curve": trajectory(study, history),
-        "arm": arm, "seed": seed, "seconds": seconds, "epochs": epochs,
-        "states": result.states, "front": len(front),
+        "curve": curve, "arm": arm, "seed": seed, "seconds": seconds, "cpu_seconds": cpu_seconds,
+        "finished": finished, "epochs": curve[-1]["epochs"] if curve else 0,
+        "states": states, "front": len(front),
         "hv_val": hypervolume(val_points), "hv_test": hypervolume(test_points),
-        "best_val": {o: max(p[i] for p in val_points) for i, o in enumerate(result.objectives)},
-        "best_test": {o: max(r.test.get(o, float("nan")) for r in front)
-                      for o in result.objectives},
-        "trials": len(study.get_trials(deepcopy=False)),
+        "best_val": {o: max((p[i] for p in val_points), default=nan) for i, o in enumerate(names)},
+        "best_test": {o: max((p[i] for p in test_points), default=nan)
+                      for i, o in enumerate(names)},
+        "trials": len(curve),
     }
 
 
@@ -157,67 +173,163 @@ def epochs_to_reach(curve: list[dict], target: float) -> float | None:
     return None
 
 
-def hv_at(curve: list[dict], epochs: float) -> float:
-    """Validation hypervolume after the trials finished within `epochs` cumulative epochs."""
+def hv_at(curve: list[dict], epochs: float, key: str = "hv_val") -> float:
+    """Hypervolume (`key`: hv_val or hv_test) after the trials finished within `epochs`
+    cumulative epochs."""
     hv = 0.0
     for point in curve:
         if point["epochs"] > epochs:
             break
-        hv = point["hv_val"]
+        hv = point[key]
     return hv
 
 
 def save_figure(results: list[dict], path: Path) -> None:
     import plotly.graph_objects as go
+    from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
 
-    fig = go.Figure()
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "validation front", "test values of the same trials"))
+    colours = {arm: qualitative.Plotly[i % 10] for i, arm in enumerate(ARMS)}
     for r in results:
         curve = r["curve"]
-        fig.add_trace(go.Scatter(x=[p["epochs"] for p in curve], y=[p["hv_val"] for p in curve],
-                                 mode="lines+markers", line_shape="hv",
-                                 name=f"{r['arm']} seed {r['seed']}"))
-    fig.update_layout(title="Hypervolume of the validation front vs cumulative epochs trained",
-                      xaxis_title="cumulative epochs (all trials, pruned included)",
-                      yaxis_title="hypervolume (ref 0.5)")
+        for col, key in ((1, "hv_val"), (2, "hv_test")):
+            fig.add_trace(go.Scatter(
+                x=[p["epochs"] for p in curve], y=[p[key] for p in curve],
+                mode="lines+markers", line_shape="hv", legendgroup=r["arm"],
+                showlegend=col == 1, line={"color": colours.get(r["arm"])},
+                name=f"{r['arm']} seed {r['seed']}" + ("" if r.get("finished", True) else " (cut)")),
+                row=1, col=col)
+    fig.update_layout(title="Hypervolume (reference 0.5 on every AUC) vs cumulative epochs trained")
+    fig.update_xaxes(title_text="cumulative epochs (all trials, pruned included)")
+    fig.update_yaxes(title_text="hypervolume")
     fig.write_html(path, include_plotlyjs="cdn")
 
 
 def efficiency_table(results: list[dict], arms: list[str]) -> tuple[list[str], dict]:
-    """Hypervolume at fractions of the TPE arm's epochs, and the two target ratios."""
+    """Hypervolume (val and test) at fractions of the TPE arm's epochs (same seed), and the two
+    target ratios: epochs to reach TPE's / random's final validation hypervolume, as a fraction
+    of their epochs."""
     seeds = sorted({r["seed"] for r in results})
     by = {(r["arm"], r["seed"]): r for r in results}
     fractions = (0.25, 0.5, 0.75, 1.0)
-    lines = [f"{'arm':11s} " + " ".join(f"{'HV@' + format(f, '.0%'):>8s}" for f in fractions)
-             + f" {'HV end':>7s} {'epochs':>7s}  {'reach TPE end':>13s}  {'reach random end':>16s}"]
+    lines = [f"{'arm':11s} {'n':>2s} " + " ".join(f"{'HV@' + format(f, '.0%'):>8s}" for f in fractions)
+             + f" {'HV end':>7s} {'test@50%':>8s} {'test end':>8s} {'epochs':>6s}"
+             f"  {'reach TPE end':>15s}  {'reach random end':>16s}"]
     summary: dict = {}
+    fmt = lambda xs: "/".join("never" if x == float("inf") else f"{x:.0%}" for x in xs) or "-"
     for arm in arms:
         hv = {f: [] for f in fractions}
+        test50: list[float] = []
         to_tpe, to_rnd = [], []
         for s in seeds:
             r, tpe, rnd = by.get((arm, s)), by.get(("tpe", s)), by.get(("random", s))
-            if r is None:
+            if r is None or not r["curve"]:
                 continue
-            if tpe is not None:
+            if tpe is not None and tpe["epochs"]:
                 for f in fractions:
                     hv[f].append(hv_at(r["curve"], f * tpe["epochs"]))
+                test50.append(hv_at(r["curve"], 0.5 * tpe["epochs"], "hv_test"))
                 reach = epochs_to_reach(r["curve"], tpe["curve"][-1]["hv_val"])
                 to_tpe.append(reach / tpe["epochs"] if reach is not None else float("inf"))
-            if rnd is not None:
+            if rnd is not None and rnd["epochs"]:
                 reach = epochs_to_reach(r["curve"], rnd["curve"][-1]["hv_val"])
                 to_rnd.append(reach / rnd["epochs"] if reach is not None else float("inf"))
-        rows = [by[(arm, s)] for s in seeds if (arm, s) in by]
+        rows = [by[(arm, s)] for s in seeds if (arm, s) in by and by[(arm, s)]["curve"]]
+        if not rows:
+            continue
         summary[arm] = {
+            "runs": len(rows), "cut": sum(not r.get("finished", True) for r in rows),
             "hv_at_tpe_fraction": {f: statistics.fmean(v) for f, v in hv.items() if v},
+            "hv_test_at_half_tpe": statistics.fmean(test50) if test50 else None,
             "hv_end": statistics.fmean(r["hv_val"] for r in rows),
+            "hv_test_end": statistics.fmean(r["hv_test"] for r in rows),
             "epochs": statistics.fmean(r["epochs"] for r in rows),
             "reach_tpe_end": to_tpe, "reach_random_end": to_rnd,
         }
-        fmt = lambda xs: "/".join("never" if x == float("inf") else f"{x:.0%}" for x in xs) or "-"
-        lines.append(f"{arm:11s} " + " ".join(
-            f"{summary[arm]['hv_at_tpe_fraction'].get(f, float('nan')):8.5f}" for f in fractions)
-            + f" {summary[arm]['hv_end']:7.5f} {summary[arm]['epochs']:7.1f}  {fmt(to_tpe):>13s}"
-            f"  {fmt(to_rnd):>16s}")
+        m = summary[arm]
+        lines.append(f"{arm:11s} {m['runs']:2d} " + " ".join(
+            f"{m['hv_at_tpe_fraction'].get(f, float('nan')):8.5f}" for f in fractions)
+            + f" {m['hv_end']:7.5f} {(m['hv_test_at_half_tpe'] or float('nan')):8.5f}"
+            f" {m['hv_test_end']:8.5f} {m['epochs']:6.1f}  {fmt(to_tpe):>15s}  {fmt(to_rnd):>16s}")
     return lines, summary
+
+
+def arm_table(results: list[dict], arms: list[str], bayes: dict) -> tuple[list[str], dict]:
+    """Per arm: mean hypervolumes, epochs, front size, wall and CPU minutes, best AUCs."""
+    lines = [f"{'arm':11s} {'runs':>7s} {'HV val':>8s} {'HV test':>8s} {'epochs':>7s} "
+             f"{'front':>5s} {'wall min':>8s} {'CPU min':>7s}  best val / test (gap to Bayes test)"]
+    summary = {}
+    for arm in arms:
+        rows = [r for r in results if r["arm"] == arm and r["curve"]]
+        if not rows:
+            continue
+        cpu = [r["cpu_seconds"] for r in rows if r.get("cpu_seconds") is not None]
+        best = " ".join(
+            f"{o}={statistics.fmean(r['best_val'][o] for r in rows):.4f}/"
+            f"{statistics.fmean(r['best_test'][o] for r in rows):.4f}"
+            f"({bayes['test'].get(o, float('nan')) - statistics.fmean(r['best_test'][o] for r in rows):+.4f})"
+            for o in rows[0]["best_val"])
+        summary[arm] = {
+            "hv_val": statistics.fmean(r["hv_val"] for r in rows),
+            "hv_test": statistics.fmean(r["hv_test"] for r in rows),
+            "epochs": statistics.fmean(r["epochs"] for r in rows),
+            "trials": statistics.fmean(r["trials"] for r in rows),
+            "front": statistics.fmean(r["front"] for r in rows),
+            "minutes": statistics.fmean(r["seconds"] for r in rows) / 60,
+            "cpu_minutes": statistics.fmean(cpu) / 60 if cpu else None,
+        }
+        s = summary[arm]
+        cut = sum(not r.get("finished", True) for r in rows)
+        runs = f"{len(rows)}" + (f"({cut}c)" if cut else "")
+        lines.append(f"{arm:11s} {runs:>7s} {s['hv_val']:8.5f} {s['hv_test']:8.5f} "
+                     f"{s['epochs']:7.1f} {s['front']:5.1f} {s['minutes']:8.2f} "
+                     f"{(s['cpu_minutes'] or float('nan')):7.2f}  {best}")
+    return lines, summary
+
+
+def collect(workdir: Path) -> list[dict]:
+    """Finished runs' JSON files in `workdir`, and the trials finished so far of every run
+    that has a database but no JSON (a run cut before its end)."""
+    results = []
+    for db in sorted(workdir.glob("*.db")):
+        done = db.with_suffix(".json")
+        if done.exists():
+            results.append(json.loads(done.read_text(encoding="utf-8")))
+            continue
+        arm, _, seed = db.stem.rpartition("-s")
+        storage = f"sqlite:///{db}"
+        try:
+            study = open_study(storage, db.stem)
+        except Exception:  # a run that had not created its study yet
+            continue
+        times = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start]
+        ends = [t.datetime_complete for t in study.get_trials(deepcopy=False)
+                if t.datetime_complete]
+        wall = (max(ends) - min(times)).total_seconds() if ends and times else 0.0
+        results.append(summarize_run(storage, db.stem, arm, int(seed), wall, None,
+                                     finished=False))
+    return results
+
+
+def report(results: list[dict], args: argparse.Namespace, bayes: dict) -> None:
+    arms = [a for a in ARMS if any(r["arm"] == a for r in results)]
+    print(f"\n{args.trials} trials x <= {args.epochs} epochs, {args.rows} rows, space "
+          f"{args.space}; Bayes AUC val {({k: round(v, 4) for k, v in bayes['val'].items()})}")
+    lines, summary = arm_table(results, arms, bayes)
+    print("\n".join(lines))
+    lines, efficiency = efficiency_table(results, arms)
+    print("\nhypervolume (val) at fractions of TPE's epochs (same seed); test HV at 50% and at "
+          "the end; epochs to reach TPE's / random's final val hypervolume as a fraction of "
+          "theirs (per repeat)")
+    print("\n".join(lines))
+    if args.out:
+        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},
+                                        "bayes": bayes, "runs": results, "summary": summary,
+                                        "efficiency": efficiency},
+                                       indent=2, default=str), encoding="utf-8")
+        save_figure(results, args.out.with_suffix(".html"))
 
 
 def main() -> None:
@@ -226,15 +338,28 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--space", default="default")
-    parser.add_argument("--repeats", type=int, default=1, help="sampler seeds per arm")
+    parser.add_argument("--repeats", type=int, default=1, help="sampler seeds per arm (0..n-1)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (overrides --repeats)")
+    parser.add_argument("--pruned-trials", type=int, default=None, help="trials of the arms "
+                        "with a pruner (default --trials): a pruned arm may try more configurations "
+                        "in the epochs an unpruned arm spends on --trials")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--eta", type=float, default=3.0)
+    parser.add_argument("--rungs", choices=["every", "geometric"], default="every")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--workdir", type=Path, default=None, help="keep each arm/seed's "
+                        "database (ARM-sSEED.db) and, once it finishes, its figures (.json) here, "
+                        "so arms can run as separate processes and a cut run still reports")
+    parser.add_argument("--summarize", action="store_true", help="train nothing: report the "
+                        "runs in --workdir (finished and cut)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON "
                         "(and the figure as the same name .html)")
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI: 3 trials x 2 "
                         "epochs, 3000 rows, a tiny space, every arm")
     args = parser.parse_args()
+    if args.summarize and args.workdir is None:
+        parser.error("--summarize needs --workdir")
     tmp_space = None
     if args.smoke:
         import yaml
@@ -244,6 +369,7 @@ def main() -> None:
         tmp_space.close()
         args.trials, args.epochs, args.rows, args.repeats = 3, 2, 3000, 1
         args.space, args.warmup = tmp_space.name, 1
+    space_label = args.space
     if args.space == "compact":
         import yaml
 
@@ -251,62 +377,29 @@ def main() -> None:
         yaml.safe_dump(COMPACT_SPACE, tmp_space)
         tmp_space.close()
         args.space = tmp_space.name
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     dataset = load_dataset(DataConfig("synthetic", options={"rows": args.rows}))  # once
     bayes = {"val": bayes_auc(dataset, "val"), "test": bayes_auc(dataset, "test")}
+    seeds = ([int(s) for s in args.seeds.split(",")] if args.seeds
+             else list(range(args.repeats)))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        storage = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        for seed in range(args.repeats):
-            for arm in args.arms.split(","):
-                r = run_arm(arm, seed, args, storage)
-                results.append(r)
-                print(json.dumps(r), flush=True)
-
-    print(f"\n{args.trials} trials x <= {args.epochs} epochs, {args.rows} rows, space "
-          f"{args.space}, {args.repeats} repeat(s); Bayes AUC val "
-          f"{ {k: round(v, 4) for k, v in bayes['val'].items()} }")
-    header = (f"{'arm':12s} {'HV val':>8s} {'HV test':>8s} {'HV/noprune':>10s} {'epochs':>7s} "
-              f"{'ep/noprune':>10s} {'front':>5s} {'minutes':>8s}  best val / test (gap to Bayes)")
-    print(header)
-    summary = {}
-    for arm in args.arms.split(","):
-        rows = [r for r in results if r["arm"] == arm]
-        base = [r for r in results if r["arm"] == "tpe"]
-        hv_ratio = [r["hv_val"] / b["hv_val"] for r, b in zip(rows, base) if b["hv_val"] > 0]
-        ep_ratio = [r["epochs"] / b["epochs"] for r, b in zip(rows, base) if b["epochs"] > 0]
-        best = " ".join(
-            f"{o}={statistics.fmean(r['best_val'][o] for r in rows):.4f}/"
-            f"{statistics.fmean(r['best_test'][o] for r in rows):.4f}"
-            f"({bayes['test'].get(o, float('nan')) - statistics.fmean(r['best_test'][o] for r in rows):+.4f})"
-            for o in rows[0]["best_val"])
-        summary[arm] = {
-            "hv_val": statistics.fmean(r["hv_val"] for r in rows),
-            "hv_test": statistics.fmean(r["hv_test"] for r in rows),
-            "hv_ratio": statistics.fmean(hv_ratio) if hv_ratio else None,
-            "epochs": statistics.fmean(r["epochs"] for r in rows),
-            "epoch_ratio": statistics.fmean(ep_ratio) if ep_ratio else None,
-            "front": statistics.fmean(r["front"] for r in rows),
-            "minutes": statistics.fmean(r["seconds"] for r in rows) / 60,
-        }
-        s = summary[arm]
-        print(f"{arm:12s} {s['hv_val']:8.5f} {s['hv_test']:8.5f} "
-              f"{(s['hv_ratio'] or float('nan')):10.3f} {s['epochs']:7.1f} "
-              f"{(s['epoch_ratio'] or float('nan')):10.3f} {s['front']:5.1f} "
-              f"{s['minutes']:8.2f}  {best}")
-    arms = args.arms.split(",")
-    lines, efficiency = efficiency_table(results, arms)
-    print("\nhypervolume (val) at fractions of TPE's epochs; epochs to reach TPE's / random's "
-          "final hypervolume as a fraction of theirs (per repeat)")
-    print("\n".join(lines))
-    if args.out:
-        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},
-                                        "bayes": bayes, "runs": results, "summary": summary,
-                                        "efficiency": efficiency},
-                                       indent=2, default=str), encoding="utf-8")
-        save_figure(results, args.out.with_suffix(".html"))
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        if args.summarize:
+            results = collect(workdir)
+        else:
+            for seed in seeds:
+                for arm in args.arms.split(","):
+                    storage = f"sqlite:///{workdir / f'{arm}-s{seed}.db'}"
+                    r = run_arm(arm, seed, args, storage)
+                    (workdir / f"{arm}-s{seed}.json").write_text(json.dumps(r), encoding="utf-8")
+                    results.append(r)
+                    print(json.dumps({k: v for k, v in r.items() if k != "curve"}), flush=True)
+        args.space = space_label
+        report(results, args, bayes)
     if tmp_space is not None:
         Path(tmp_space.name).unlink()
 
