@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -289,6 +290,18 @@ def arm_table(results: list[dict], arms: list[str], bayes: dict) -> tuple[list[s
     return lines, summary
 
 
+def claim(workdir: Path, name: str) -> bool:
+    """Reserve run `name` in a shared --workdir (several processes may list the same arm and
+    seed: the first one runs it)."""
+    if (workdir / f"{name}.db").exists():
+        return False
+    try:
+        os.close(os.open(workdir / f"{name}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def collect(workdir: Path) -> list[dict]:
     """Finished runs' JSON files in `workdir`, and the trials finished so far of every run
     that has a database but no JSON (a run cut before its end)."""
@@ -393,6 +406,9 @@ def main() -> None:
         else:
             for seed in seeds:
                 for arm in args.arms.split(","):
+                    if not claim(workdir, f"{arm}-s{seed}"):
+                        print(f"{arm} seed {seed}: run by another process, skipped", flush=True)
+                        continue
                     storage = f"sqlite:///{workdir / f'{arm}-s{seed}.db'}"
                     r = run_arm(arm, seed, args, storage)
                     (workdir / f"{arm}-s{seed}.json").write_text(json.dumps(r), encoding="utf-8")

@@ -14,6 +14,7 @@ from automtl.search.pruner import (
     ParetoPruner,
     decide,
     is_rung,
+    rung_point,
     nondominated_ranks,
 )
 from automtl.search.storage import make_storage
@@ -112,3 +113,54 @@ def test_pruner_reads_the_metrics_table_and_marks_the_trial(tmp_path: Path):
     ParetoPruner(store, last, ["ctr_auc", "cvr_auc"], CFG, max_epoch=1).on_epoch_end(1, record)
     with pytest.raises(optuna.TrialPruned):
         ParetoPruner(store, last, ["ctr_auc", "cvr_auc"], CFG, max_epoch=2).on_epoch_end(1, record)
+
+
+def test_rung_point_epoch_or_best_so_far():
+    recs = [{"ctr_auc": 0.70, "cvr_auc": 0.60, "mean_auc": 0.65},
+            {"ctr_auc": 0.72, "cvr_auc": 0.62, "mean_auc": 0.67},
+            {"ctr_auc": 0.66, "cvr_auc": 0.58, "mean_auc": 0.62}]
+    names = ["ctr_auc", "cvr_auc"]
+    assert rung_point(recs, names) == [0.66, 0.58]  # default: the rung epoch's values
+    assert rung_point(recs, names, "best") == [0.72, 0.62]  # the epoch early stopping keeps
+    # a tie keeps the first epoch; a non-finite mean is never the best; all non-finite: last
+    tie = [dict(recs[0]), dict(recs[1], mean_auc=0.65)]
+    assert rung_point(tie, names, "best") == [0.70, 0.60]
+    nan = [dict(recs[0], mean_auc=float("nan")), dict(recs[1], mean_auc=float("nan"))]
+    assert rung_point(nan, names, "best") == [0.72, 0.62]
+    assert rung_point([dict(recs[0], mean_auc=float("nan")), recs[2]], names, "best") == \
+        [0.66, 0.58]
+
+
+@pytest.mark.parametrize("score,pruned", [("epoch", False), ("best", True)])
+def test_best_so_far_ranks_peers_by_the_epoch_they_would_return(tmp_path: Path, score: str,
+                                                                   pruned: bool):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    study = optuna.create_study(storage=make_storage(url), study_name="s",
+                                directions=["maximize", "maximize"])
+    store = Store(url)
+    # four peers peaked at epoch 1 and overfit at epoch 2: their results are the epoch-1 values
+    for number in range(100, 104):
+        store.record_epoch("s", number, 1, {"ctr_auc": 0.80, "cvr_auc": 0.80, "mean_auc": 0.80})
+        store.record_epoch("s", number, 2, {"ctr_auc": 0.55, "cvr_auc": 0.55, "mean_auc": 0.55})
+    trial = study.ask()
+    cfg = replace(CFG, min_epoch=2, score=score)  # warm-up 4, keep the best half
+    pruner = ParetoPruner(store, trial, ["ctr_auc", "cvr_auc"], cfg, max_epoch=3)
+    for epoch, v in ((1, 0.60), (2, 0.65)):  # still improving, below the peers' best
+        record = EpochRecord(epoch=epoch, val={"ctr_auc": v, "cvr_auc": v, "mean_auc": v},
+                             train_loss=0.5, samples_per_s=1000.0, seconds=0.1)
+        EpochRecorder(store, "s", trial.number).on_epoch_end(epoch, record)
+        if epoch == 2 and pruned:
+            with pytest.raises(optuna.TrialPruned, match="rank 2"):
+                pruner.on_epoch_end(epoch, record)
+        else:
+            pruner.on_epoch_end(epoch, record)
+
+
+def test_pruner_score_is_validated_in_presets():
+    from automtl._typed import from_dict
+    from automtl.errors import ConfigError
+
+    assert from_dict(PrunerConfig, {"score": "best"}).score == "best"
+    assert from_dict(PrunerConfig, {}).score == "epoch"
+    with pytest.raises(ConfigError, match="score"):
+        from_dict(PrunerConfig, {"score": "mean"})

@@ -7,6 +7,10 @@ IEEE TEVC 2002) together with every other trial that reached the same rung; the 
 only if fewer than ceil(n / eta) trials have a strictly better rank (ties at the cut-off are
 kept), i.e. it belongs to the best 1/eta of the rung. Decisions read the per-epoch metrics table,
 not process memory, so parallel workers prune against each other's trials.
+
+A trial's point at a rung is that epoch's values (`score: epoch`), or (`score: best`) the values
+of its best epoch so far by mean validation AUC: the trainer returns the best epoch's model and
+values, so a trial that peaked early and is now overfitting is ranked by what it would report.
 """
 
 from __future__ import annotations
@@ -73,6 +77,22 @@ def is_rung(epoch: int, cfg: PrunerConfig) -> bool:
     return abs(k - round(k)) < 1e-9
 
 
+def rung_point(records: Sequence[Mapping[str, float]], objectives: Sequence[str],
+               score: str = "epoch") -> list[float]:
+    """A trial's objective vector at the rung of its last record (`records`: its epochs 1..k in
+    order). `score` "epoch": the last epoch's values; "best": the values of the epoch with the
+    highest finite `mean_auc` (the first such epoch on ties, as early stopping keeps it), or the
+    last epoch when none is finite."""
+    chosen = records[-1]
+    if score == "best":
+        best = -math.inf
+        for rec in records:
+            v = float(rec.get("mean_auc", math.nan))
+            if math.isfinite(v) and v > best:
+                best, chosen = v, rec
+    return [float(chosen.get(o, math.nan)) for o in objectives]
+
+
 def decide(own: Sequence[float], peers: Sequence[Sequence[float]], epoch: int,
            cfg: PrunerConfig) -> PruneDecision:
     """Prune or keep a trial whose objective vector at `epoch` is `own`, given the vectors of
@@ -137,24 +157,43 @@ class ParetoPruner(Callback):
         self.objectives = list(objectives)
         self.cfg = cfg
         self.study_name = trial.study.study_name
+        self.own: list[dict[str, float]] = []  # this trial's epochs so far (for score "best")
+
+    def _peers(self, epoch: int) -> list[list[float]]:
+        """The other trials' points at `epoch` (trials that reached it), unsigned."""
+        wanted = self.objectives if self.cfg.score == "epoch" else [*self.objectives, "mean_auc"]
+        rung = self.store.rung_values(self.study_name, epoch, wanted)
+        numbers = [n for n, vals in rung.items()
+                   if n != self.trial.number and all(o in vals for o in self.objectives)]
+        if self.cfg.score == "epoch":
+            return [[rung[n][o] for o in self.objectives] for n in numbers]
+        records: dict[int, list[dict[str, float]]] = {n: [] for n in numbers}
+        for k in range(1, epoch):
+            earlier = self.store.rung_values(self.study_name, k, wanted)
+            for n in numbers:
+                if n in earlier:
+                    records[n].append(earlier[n])
+        for n in numbers:
+            records[n].append(rung[n])
+        return [rung_point(records[n], self.objectives, "best") for n in numbers]
 
     def on_epoch_end(self, epoch: int, record: EpochRecord) -> None:
-        if self.cfg.kind == "none" or self.protected or not is_rung(epoch, self.cfg):
+        if self.cfg.kind == "none" or self.protected:
+            return
+        if not is_rung(epoch, self.cfg):
+            self.own.append({**record.val, **self.fixed})
             return
         if self.max_epoch is not None and epoch >= self.max_epoch:
             return
-        mine = {**record.val, **self.fixed}
         sign = signs(self.objectives)
-        own = [s * float(mine.get(o, float("nan"))) for s, o in zip(sign, self.objectives)]
-        rung = self.store.rung_values(self.study_name, epoch, self.objectives)
-        peers = [[s * vals[o] for s, o in zip(sign, self.objectives)]
-                 for number, vals in rung.items()
-                 if number != self.trial.number and all(o in vals for o in self.objectives)]
+        self.own.append({**record.val, **self.fixed})
+        own = [s * v for s, v in zip(sign, rung_point(self.own, self.objectives, self.cfg.score))]
+        peers = [[s * v for s, v in zip(sign, point)] for point in self._peers(epoch)]
         decision = decide(own, peers, epoch, self.cfg)
         if decision.prune:
             TrialMeta.write(self.trial, pruned_rung=epoch, prune_reason=decision.reason)
             raise optuna.TrialPruned(decision.reason)
 
 
-__all__ = ["EpochRecorder", "ParetoPruner", "PruneDecision", "decide", "is_rung",
+__all__ = ["EpochRecorder", "ParetoPruner", "PruneDecision", "decide", "is_rung", "rung_point",
            "nondominated_ranks"]

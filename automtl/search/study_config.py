@@ -37,6 +37,10 @@ class PrunerConfig:
     warmup_trials: int = 5  # a rung decides only once this many other trials reached it
     reduction_factor: float = 3.0  # keep the best 1/reduction_factor of a rung (by Pareto rank)
     rungs: Literal["every", "geometric"] = "every"  # every epoch, or min_epoch * eta^k
+    # what a trial is ranked by at a rung: that epoch's values ("epoch"), or the values of its
+    # best epoch so far by mean validation AUC ("best": what the trial would return if stopped
+    # now, the epoch the trainer's early stopping keeps)
+    score: Literal["epoch", "best"] = "epoch"
 
     def validate(self) -> None:
         if self.min_epoch < 1:
