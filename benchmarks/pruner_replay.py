@@ -32,6 +32,7 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_efficiency import epochs_to_reach, hypervolume  # noqa: E402
 
+from automtl.errors import AutomtlError  # noqa: E402
 from automtl.search import Store, open_study  # noqa: E402
 from automtl.search.pruner import decide, rung_point  # noqa: E402
 from automtl.search.study_config import PrunerConfig  # noqa: E402
@@ -50,13 +51,20 @@ RULES = {
                                             reduction_factor=2.0),
     "best-so-far, warmup 2, eta 4": replace(BASE, score="best", warmup_trials=2,
                                             reduction_factor=4.0),
+    "warmup 3, eta 4": replace(BASE, warmup_trials=3, reduction_factor=4.0),
+    "geometric, warmup 3": replace(BASE, rungs="geometric", warmup_trials=3),
+    "best-so-far, geometric, warmup 3": replace(BASE, score="best", rungs="geometric",
+                                                warmup_trials=3),
 }
 
 
 def load_run(db: Path) -> dict | None:
     """The trials of one finished or cut unpruned run, in completion order."""
     storage = f"sqlite:///{db}"
-    study = open_study(storage, db.stem)
+    try:
+        study = open_study(storage, db.stem)
+    except AutomtlError:  # a run that has not created its study yet
+        return None
     names = list(study.user_attrs["objectives"])
     history = Store(storage).epoch_history(db.stem)
     done = sorted((t for t in study.get_trials(deepcopy=False) if t.datetime_complete),
@@ -86,7 +94,7 @@ def replay(run: dict, cfg: PrunerConfig) -> list[dict]:
         for k, rec in enumerate(t["epochs"], start=1):
             own = rung_point(t["epochs"][:k], names, cfg.score)
             peers = at_rung.get(k, [])
-            if k < max_epoch and k < trained + 1 and decide(own, peers, k, cfg).prune:
+            if k < max_epoch and decide(own, peers, k, cfg).prune:
                 trained = k
                 break
         for k in range(1, trained + 1):

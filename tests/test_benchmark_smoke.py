@@ -8,16 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.timeout(1800)  # five arms and four processes: minutes on a loaded 2-core machine
 def test_search_efficiency_smoke(tmp_path: Path):
-    out = tmp_path / "eff.json"
+    out, work = tmp_path / "eff.json", tmp_path / "runs"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"),
-                           "--smoke", "--out", str(out)], capture_output=True, text=True,
-                          env=env, timeout=900, check=False)
+    bench = [sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py")]
+    proc = subprocess.run([*bench, "--smoke", "--out", str(out), "--workdir", str(work)],
+                          capture_output=True, text=True, env=env, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "reach TPE end" in proc.stdout
     doc = json.loads(out.read_text())
@@ -30,3 +33,35 @@ def test_search_efficiency_smoke(tmp_path: Path):
         assert curve[-1]["epochs"] == r["epochs"]
         assert abs(curve[-1]["hv_val"] - r["hv_val"]) < 1e-9
     assert "plotly" in out.with_suffix(".html").read_text()
+
+    # each arm/seed kept its database and figures; a second process skips what is claimed
+    assert sorted(p.name for p in work.glob("*.json")) == sorted(
+        f"{a}-s0.json" for a in ("tpe+pareto", "tpe", "random", "nsga2", "gp"))
+    again = subprocess.run([*bench, "--smoke", "--workdir", str(work), "--arms", "tpe"],
+                           capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert again.returncode == 0 and "run by another process, skipped" in again.stdout
+
+    # a run cut before its end (database, no JSON) still reports its finished trials
+    (work / "random-s0.json").unlink()
+    summary = tmp_path / "summary.json"
+    proc = subprocess.run([*bench, "--smoke", "--workdir", str(work), "--summarize",
+                           "--out", str(summary)],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = {r["arm"]: r for r in json.loads(summary.read_text())["runs"]}
+    assert set(runs) == arms and runs["random"]["finished"] is False
+    assert runs["random"]["curve"] == next(r for r in doc["runs"] if r["arm"] == "random")["curve"]
+
+    # pruning rules replayed on the unpruned runs' learning curves
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pruner_replay.py"),
+                           str(work), "--out", str(tmp_path / "replay.json")],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    replay = json.loads((tmp_path / "replay.json").read_text())
+    # with 3 trials the default rule (5 warm-up trials) never decides: every epoch, whole front
+    assert {a for key in replay for a in [key.rpartition(" | ")[2]]} == {"tpe", "random",
+                                                                         "nsga2", "gp"}
+    for key, figures in replay.items():
+        assert all(0 < e <= 1.0 for e in figures["epochs"]), key
+        if key.startswith("default"):
+            assert figures["epochs"] == [1.0] and figures["hv_end"] == [1.0], key
