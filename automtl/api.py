@@ -106,6 +106,8 @@ def search(dataset: str | None = None, *, study_config: str | Path | None = None
              "seed": seed, "timeout": timeout}
     doc.update({k: v for k, v in given.items() if v is not None})
     doc.update(overrides or {})
+    if n_trials is not None and "budget" not in (overrides or {}):
+        doc["budget"], doc["probes"] = None, []  # a trial count sizes the search (size_search)
     if pruner is not None:
         doc["pruner"] = {**doc["pruner"], "kind": pruner}
     if data_dir is not None:

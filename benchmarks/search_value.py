@@ -40,13 +40,15 @@ from sklearn.metrics import roc_auc_score
 from automtl.config import DataConfig
 from automtl.data import load_dataset
 from automtl.data.schema import Dataset
-from automtl.search import Store, StudyConfig, open_study, run_search
+from automtl.config import load_trial_config
+from automtl.search import StudyConfig, open_study, run_search
+from automtl.search.budget import trial_cost
 from automtl.search.selection import parse_selection, select
-from automtl.search.study_config import PrunerConfig
+from automtl.search.study_config import study_preset
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = [str(ROOT / "studies" / "examples" / f"{n}.yaml") for n in ("mmoe", "ple", "esmm")]
+EXAMPLE_NAMES = ("mmoe", "ple", "esmm")
 DATASETS = {"default": {}, "ali-ccp-schema": {"schema": "ali-ccp"}, "additive": {"additive": True}}
 METRICS = ("ctr_auc", "cvr_auc", "ctcvr_auc")
 
@@ -81,36 +83,73 @@ def test_se(ds: Dataset, aucs: dict[str, float]) -> dict[str, float]:
             for m, pos in positives.items() if aucs.get(m) is not None}
 
 
-def automtl_arms(ds_opts: dict, args: argparse.Namespace, storage: str, name: str) -> list[dict]:
-    cfg = StudyConfig(name=name, data=DataConfig("synthetic", options=ds_opts),
-                      objectives=["ctr_auc", "cvr_auc"], space="quick", epochs=args.epochs,
-                      n_trials=args.trials, sampler="tpe", seed=0,
-                      pruner=PrunerConfig(kind="pareto", min_epoch=1, warmup_trials=5),
-                      train={"patience": 1}, enqueue=list(EXAMPLES))
-    t0 = time.perf_counter()
+def preset_config(ds_opts: dict, args: argparse.Namespace, name: str) -> StudyConfig:
+    """The shipped `synthetic` preset (its space, sampler, pruner, budget and baselines) on this
+    benchmark's data; --trials / --epochs / --budget override the preset only when given."""
+    cfg = study_preset("synthetic")
+    cfg.name = name
+    cfg.data = DataConfig("synthetic", options={**cfg.data.options, **ds_opts})
+    for key in ("epochs", "budget"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    if args.trials is not None:
+        cfg.n_trials = args.trials
+    return cfg
+
+
+def automtl_arms(ds: Dataset, cfg: StudyConfig, storage: str) -> list[dict]:
+    """The front picks of one default search, and its enqueued baselines (trials 0..k-1)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     result = run_search(cfg, storage=storage, device="cpu")
-    seconds = time.perf_counter() - t0
-    n_train = int(round(0.8 * ds_opts["rows"]))
-    epochs = sum(len(h) for h in Store(storage).epoch_history(name).values())
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    n_train = len(ds.splits["train"])
+    trials = open_study(storage, cfg.name).get_trials()
+    rows = sum(trial_rows(t, n_train) for t in trials)
+    states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
     out = []
     front = result.front
     picks = {f"front: best val {o}": max(front, key=lambda r, o=o: r.values[o])
              for o in result.objectives}
     picks["front: knee"] = select(front, result.objectives, parse_selection(pick="knee"))
     for label, row in picks.items():
-        out.append({"arm": label, "trial": row.trial_number, "test": {m: row.test.get(m)
-                                                                      for m in METRICS},
-                    "val": row.values, "rows_x_epochs": n_train * epochs, "seconds": seconds,
-                    "note": f"whole search: {len(open_study(storage, name).get_trials())} trials,"
-                            f" {epochs} epochs"})
-    for t in open_study(storage, name).get_trials()[:len(EXAMPLES)]:
+        cfg_row = next(t for t in trials if t.number == row.trial_number).user_attrs
+        out.append({"arm": label, "trial": row.trial_number,
+                    "test": {m: row.test.get(m) for m in METRICS}, "val": row.values,
+                    "rows_x_epochs": rows, "seconds": seconds, "cpu_seconds": cpu,
+                    "config": cfg_row.get("config"),
+                    "note": f"whole search: {len(trials)} trials {states}"})
+    for t in trials:
         a = t.user_attrs
-        out.append({"arm": f"automtl {a['enqueued'].split()[-1]}", "trial": t.number,
+        if not a.get("enqueued"):
+            continue
+        out.append({"arm": f"automtl {a['enqueued'].split()[-1]} (trial {t.number})",
+                    "trial": t.number,
                     "test": {m: a.get("test_metrics", {}).get(m) for m in METRICS},
                     "val": dict(zip(result.objectives, t.values or [])),
-                    "rows_x_epochs": n_train * a.get("epochs_run", 0),
-                    "seconds": a.get("seconds"), "note": t.state.name})
+                    "rows_x_epochs": trial_rows(t, n_train), "seconds": a.get("seconds"),
+                    "cpu_seconds": None, "note": t.state.name})
     return out
+
+
+def trial_rows(trial: optuna.trial.FrozenTrial, n_train: int) -> int:
+    """Training rows one trial of the study consumed (`automtl.search.budget`)."""
+    return int(round(trial_cost(trial) * n_train))
+
+
+def example_arm(ds: Dataset, ds_opts: dict, name: str) -> dict:
+    """One documented example (studies/examples/NAME.yaml) trained alone with its own settings."""
+    from automtl.train import fit
+
+    cfg = load_trial_config(ROOT / "studies" / "examples" / f"{name}.yaml")
+    cfg.data = DataConfig("synthetic", options={**cfg.data.options, **ds_opts})
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = fit(cfg, ds, device="cpu")
+    return {"arm": f"automtl examples/{name}.yaml (alone)", "test": {m: result.test.get(m)
+                                                                     for m in METRICS},
+            "val": result.val, "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0,
+            "rows_x_epochs": len(ds.splits["train"]) * result.epochs_run,
+            "note": f"{result.epochs_run} epochs, best {result.best_epoch}"}
 
 
 def rechub_arm(ds: Dataset, model_name: str, epochs: int) -> dict:
@@ -153,14 +192,14 @@ def rechub_arm(ds: Dataset, model_name: str, epochs: int) -> dict:
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (inputs(s) for s in ("train", "val", "test"))
     train_dl, _, test_dl = DataGenerator(x_tr, y_tr).generate_dataloader(
         x_val=x_va, y_val=y_va, x_test=x_te, y_test=y_te, batch_size=1024)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = MTLTrainer(model, task_types=types,
                              optimizer_params={"lr": 1e-3, "weight_decay": 1e-4}, n_epoch=epochs,
                              earlystop_patience=30, device="cpu", model_path=tmp)
         for _ in range(epochs):
             trainer.train_one_epoch(train_dl)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
     with torch.no_grad():
         p = torch.cat([model(xb).float() for xb, _ in test_dl]).numpy()
@@ -168,7 +207,7 @@ def rechub_arm(ds: Dataset, model_name: str, epochs: int) -> dict:
     test = task_aucs(labels, p[:, 1], p[:, 2], p[:, 0]) if model_name == "ESMM" else \
         task_aucs(labels, p[:, 0], p[:, 1])
     return {"arm": f"torch-rechub {model_name}", "test": test, "seconds": seconds,
-            "rows_x_epochs": len(y_tr) * epochs, "note": "examples' settings"}
+            "cpu_seconds": cpu, "rows_x_epochs": len(y_tr) * epochs, "note": "examples' settings"}
 
 
 def logistic_arm(ds: Dataset) -> dict:
@@ -184,7 +223,7 @@ def logistic_arm(ds: Dataset) -> dict:
 
     x = {k: design(s) for k, s in splits.items()}
     y = {k: s.labels for k, s in splits.items()}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     best = None
     for c in (0.01, 0.03, 0.1, 0.3, 1.0, 3.0):
         ctr = LogisticRegression(C=c, max_iter=2000).fit(x["train"], y["train"][:, 0])
@@ -203,6 +242,7 @@ def logistic_arm(ds: Dataset) -> dict:
     assert best is not None
     return {"arm": f"logistic regression (C={best[1]:g} on val)", "test": best[2],
             "val": best[3], "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0,
             "rows_x_epochs": len(y["train"]), "note": "lbfgs, 6 C values"}
 
 
@@ -212,49 +252,88 @@ def dominated(point: dict, fronts: list[dict]) -> bool:
                for f in fronts)
 
 
+ARMS = ("examples", "rechub", "logistic", "search")
+
+
+def print_table(name: str, ds: Dataset, arms: list[dict], unit: dict) -> dict[str, float]:
+    """The arms of one data set as a table (ratios against one baseline training); returns the
+    Hanley-McNeil standard error of each test AUC at the best front pick's values."""
+    fronts = [a for a in arms if a["arm"].startswith("front")]
+    print(f"\n{name}: {len(ds.splits['train'])} training rows; one baseline training = "
+          f"{unit['rows_x_epochs']:,} rows x epochs, {unit['cpu_seconds']:.0f} CPU-s "
+          f"({unit['arm']})")
+    print(f"{'arm':44s} {'ctr':>7s} {'cvr':>7s} {'ctcvr':>7s} {'rows x ep':>10s} {'x base':>6s}"
+          f" {'CPU s':>7s} {'x CPU':>5s} {'wall s':>7s}  dominated by front")
+    for a in arms:
+        t = a["test"]
+        dom = "" if a in fronts or not fronts else ("yes" if dominated(a, fronts) else "NO")
+        cpu = a.get("cpu_seconds")
+        print(f"{a['arm'][:44]:44s} {t['ctr_auc']:7.4f} {t['cvr_auc']:7.4f} "
+              f"{t['ctcvr_auc']:7.4f} {a['rows_x_epochs']:10d} "
+              f"{a['rows_x_epochs'] / unit['rows_x_epochs']:6.2f} "
+              f"{cpu if cpu is not None else float('nan'):7.0f} "
+              f"{(cpu or float('nan')) / unit['cpu_seconds']:5.2f} {a['seconds'] or 0:7.0f}  {dom}",
+              flush=True)
+    ref = max(fronts or arms, key=lambda a: a["test"]["ctr_auc"] or 0)["test"]
+    se = test_se(ds, {m: v for m, v in ref.items() if v is not None})
+    print("standard error of a test AUC (Hanley-McNeil, at the best arm's values): " +
+          ", ".join(f"{m} +-{v:.4f}" for m, v in se.items()), flush=True)
+    return se
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="baseline trainings (default: the preset's)")
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--skip-rechub", action="store_true")
+    parser.add_argument("--arms", default=",".join(ARMS),
+                        help=f"comma list of {', '.join(ARMS)}; results already in --out for "
+                             "other arms are kept, so arms can run in separate processes")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--storage", default=None, help="study storage (default: a temp SQLite)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    report = {}
+    wanted = args.arms.split(",")
+    report = json.loads(args.out.read_text())["results"] if args.out and args.out.exists() else {}
+
+    def save(name: str, arms: list[dict], ds: Dataset, unit: dict | None) -> None:
+        merged = [a for a in report.get(name, {}).get("arms", [])
+                  if not any(a["arm"] == b["arm"] for b in arms)] + arms
+        se = print_table(name, ds, merged, unit) if unit else {}
+        report[name] = {"arms": merged, "test_se": se, "rows": args.rows,
+                        "load": os.getloadavg()}
+        if args.out:  # after every arm: a stopped run keeps what finished
+            args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},
+                                            "results": report}, indent=2, default=str))
+
     with tempfile.TemporaryDirectory() as tmp:
-        storage = f"sqlite:///{Path(tmp) / 'value.db'}"
+        storage = args.storage or f"sqlite:///{Path(tmp) / 'value.db'}"
         for name in args.datasets.split(","):
             opts = {"rows": args.rows, **DATASETS[name]}
-            ds = load_dataset(DataConfig("synthetic", options=opts))
-            arms = automtl_arms(opts, args, storage, f"value-{name}")
-            if not args.skip_rechub:
-                arms += [rechub_arm(ds, m, 1) for m in ("MMOE", "PLE", "ESMM")]
-            if DATASETS[name].get("additive"):
-                arms.append(logistic_arm(ds))
-            fronts = [a for a in arms if a["arm"].startswith("front")]
-            base = [a for a in arms if not a["arm"].startswith("front")]
-            one = max((a["rows_x_epochs"] for a in base), default=1)
-            print(f"\n{name}: {args.rows} rows, {args.trials} trials x <= {args.epochs} epochs")
-            print(f"{'arm':36s} {'ctr':>7s} {'cvr':>7s} {'ctcvr':>7s} {'rows x ep':>10s} "
-                  f"{'x base':>6s} {'s':>7s}  dominated by front")
-            for a in arms:
-                t = a["test"]
-                dom = "" if a in fronts else ("yes" if dominated(a, fronts) else "NO")
-                print(f"{a['arm']:36s} {t['ctr_auc']:7.4f} {t['cvr_auc']:7.4f} "
-                      f"{t['ctcvr_auc']:7.4f} {a['rows_x_epochs']:10d} "
-                      f"{a['rows_x_epochs'] / one:6.1f} {a['seconds'] or 0:7.1f}  {dom}",
-                      flush=True)
-            ref = max(fronts, key=lambda a: a["test"]["ctr_auc"] or 0)["test"] if fronts else {}
-            se = test_se(ds, {m: v for m, v in ref.items() if v is not None})
-            print("standard error of a test AUC at the front's values (Hanley-McNeil): " +
-                  ", ".join(f"{m} +-{v:.4f}" for m, v in se.items()), flush=True)
-            report[name] = {"arms": arms, "test_se": se}
-    if args.out:
-        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},
-                                        "results": report}, indent=2, default=str))
+            cfg = preset_config(opts, args, f"value-{name}-{args.rows}")
+            ds = load_dataset(cfg.data)
+            for arm in wanted:
+                if arm == "examples":
+                    new = [example_arm(ds, cfg.data.options, n) for n in EXAMPLE_NAMES]
+                elif arm == "rechub":
+                    new = [rechub_arm(ds, m, 1) for m in ("MMOE", "PLE", "ESMM")]
+                elif arm == "logistic":
+                    if not DATASETS[name].get("additive"):
+                        continue
+                    new = [logistic_arm(ds)]
+                elif arm == "search":
+                    new = automtl_arms(ds, cfg, storage)
+                else:
+                    raise SystemExit(f"--arms: unknown arm {arm!r}; use {', '.join(ARMS)}")
+                have = report.get(name, {}).get("arms", []) + new
+                unit = next((a for a in have if a["arm"].startswith("automtl examples/mmoe")),
+                            None)
+                save(name, new, ds, unit)
 
 
 if __name__ == "__main__":

@@ -56,10 +56,15 @@ def _write(folder: Path, name: str, doc: dict) -> Path:
 
 def test_shipped_presets_enqueue_examples_expressible_in_their_space(ctx):
     cfg = study_preset("synthetic")
-    assert [Path(p).name for p in cfg.enqueue] == ["mmoe.yaml", "ple.yaml", "esmm.yaml"]
+    # one baseline (each costs a whole training of the budget) and a wide-first probe
+    assert [Path(p).name for p in cfg.enqueue] == ["mmoe.yaml"]
+    assert [Path(p).name for p in cfg.probes] == ["wide.yaml"]
+    assert [Path(p).name for p in study_preset("ali-ccp").enqueue] == [
+        "mmoe.yaml", "ple.yaml", "esmm.yaml"]
+    examples = Path(cfg.enqueue[0]).parent
     for space_name in ("quick", "default"):
         space = load_space(space_name)
-        for path in cfg.enqueue:
+        for path in [str(examples / f"{n}.yaml") for n in ("mmoe", "ple", "esmm", "wide")]:
             example = load_trial_config(path)
             params = config_params(space, _plain(path), ctx, trial_base(cfg), path)
             rebuilt = space.suggest(optuna.trial.FixedTrial(params), ctx, trial_base(cfg))
@@ -78,7 +83,7 @@ def _plain(path: str) -> dict:
 def test_a_config_the_space_cannot_express_is_one_line(ctx):
     space = load_space("mmoe")
     cfg = StudyConfig()
-    ple = str(Path(study_preset("synthetic").enqueue[1]))
+    ple = str(Path(study_preset("synthetic").enqueue[0]).parent / "ple.yaml")
     with pytest.raises(ConfigError) as err:
         config_params(space, _plain(ple), ctx, trial_base(cfg), "ple.yaml")
     assert "\n" not in str(err.value) and "model.arch is 'ple'" in str(err.value)

@@ -58,7 +58,14 @@ Sampler = Annotated[Optional[SamplerName], _opt("--sampler", panel=_STUDY,
 Pruner = Annotated[Optional[PrunerKind], _opt("--pruner", panel=_STUDY,
                                               help="pareto (default) or none.")]
 NTrials = Annotated[Optional[int], _opt("--n-trials", panel=_TRIALS, min=1,
-                                        help="New trials to run (default: the preset's).")]
+                                        help="New trials to run (default: the preset's); "
+                                        "sizes the search by trials: the preset's budget is "
+                                        "dropped unless --budget is given too.")]
+BudgetOpt = Annotated[Optional[float], _opt("--budget", panel=_TRIALS, min=0.01,
+                                            help="Compute cap in baseline trainings (one = the "
+                                            "epochs over the training split); probes at a rows "
+                                            "rung, then the best trained in full (default: the "
+                                            "preset's budget).")]
 Epochs = Annotated[Optional[int], _opt("--epochs", panel=_TRIALS, min=1, help="Epochs per trial.")]
 Seed = Annotated[Optional[int], _opt("--seed", panel=_TRIALS, min=0, max=SEED_MAX,
                                      help="Sampler and training seed (0 .. 2^32-1).")]
@@ -107,6 +114,7 @@ def search_command(
     study_config: StudyConfigOpt = None,
     space: Space = None,
     n_trials: NTrials = None,
+    budget: BudgetOpt = None,
     timeout: Timeout = None,
     storage: Storage = DEFAULT_STORAGE,
     study_name: StudyName = None,
@@ -140,7 +148,12 @@ def search_command(
     from automtl.search.dburl import mask_url
     from automtl.search.naming import check_study_name
     from automtl.search.objectives import COST_OBJECTIVES
-    from automtl.search.study_config import apply_overrides, study_for_dataset, study_preset
+    from automtl.search.study_config import (
+        apply_overrides,
+        size_search,
+        study_for_dataset,
+        study_preset,
+    )
 
     # Every option is checked here, before the preset, the data or the database is touched.
     if dataset and study_config:
@@ -166,6 +179,7 @@ def search_command(
         "max_params": max_params, "max_latency_ms": max_latency_ms,
         "cost_objective": cost_objective,
     })
+    size_search(cfg, n_trials, budget)
     if warm_start_storage is not None and warm_start is None:
         raise AutomtlError("--warm-start-storage needs --warm-start STUDY")
     cfg.validate()

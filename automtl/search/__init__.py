@@ -44,9 +44,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "automtl.search.store": ("Store", "compute_front", "read_or"),
     "automtl.search.study_config": (
-        "PrunerConfig", "StudyConfig", "list_presets", "load_study_config", "resolve_objectives",
-        "study_for_dataset", "study_preset",
+        "BudgetConfig", "PrunerConfig", "StudyConfig", "list_presets", "load_study_config",
+        "resolve_objectives", "size_search", "study_for_dataset", "study_preset",
     ),
+    "automtl.search.budget": ("BudgetState", "budget_state", "pick_finals", "trial_cost"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

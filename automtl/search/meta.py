@@ -119,7 +119,9 @@ class TrialMeta(_Record):
     fail_reason: str | None = None
     fail_traceback: str | None = None
     prune_reason: str | None = None
-    pruned_rung: int | None = None
+    pruned_rung: int | None = None  # 0: the rows rung (automtl.search.budget)
+    train_passes: float | None = None  # passes over the training split trained (budget)
+    final_of: int | None = None  # a budget's final: the probe whose configuration it trains
     worker: str | None = None  # "host:pid" of the worker that ran it
     enqueued: str | None = None  # where an enqueued trial's configuration came from
     reeval: dict[str, Any] | None = None  # {metric: {"mean", "std", "n"}} (older studies)

@@ -55,11 +55,12 @@ def _probe_space(space: SearchSpace, ctx: SpaceContext, cfg: StudyConfig) -> Non
         space.suggest(probe.ask(), ctx, trial_base(cfg))
 
 
-def _baseline_seeds(cfg: StudyConfig, space: SearchSpace,
-                    ctx: SpaceContext) -> tuple[list[Seed], list[str]]:
-    """The preset's `enqueue:` files as seeds, and a note per file the space cannot express."""
+def _baseline_seeds(cfg: StudyConfig, space: SearchSpace, ctx: SpaceContext,
+                    kind: str = "baseline") -> tuple[list[Seed], list[str]]:
+    """The preset's `enqueue:` (kind "baseline") or `probes:` (kind "probe") files as seeds, and
+    a note per file the space cannot express."""
     seeds, skipped = [], []
-    for entry in cfg.enqueue:
+    for entry in (cfg.enqueue if kind == "baseline" else cfg.probes):
         label = "/".join(Path(entry).parts[-2:])
         doc = load_trial_config(entry)
         try:
@@ -67,7 +68,7 @@ def _baseline_seeds(cfg: StudyConfig, space: SearchSpace,
         except ConfigError as exc:
             skipped.append(str(exc))
             continue
-        seeds.append(Seed(f"baseline {label}", params))
+        seeds.append(Seed(f"{kind} {label}", params))
     return seeds, skipped
 
 
@@ -90,6 +91,7 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
     ctx = SpaceContext.from_dataset(dataset)
     _probe_space(space, ctx, cfg)
     baselines, skipped = _baseline_seeds(cfg, space, ctx)
+    probes, skipped_probes = _baseline_seeds(cfg, space, ctx, "probe")
     transfer = warm_start_seeds(warm_start, space, ctx, trial_base(cfg), cfg.n_trials) \
         if warm_start is not None else []
     rdb = make_storage(storage, **(rdb_kwargs or {}))
@@ -126,9 +128,10 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
         StudyMeta.write(study, objectives=objectives, dataset=data_dict, space=space.name,
                         space_doc=space_doc, preset=cfg.name,
                         automtl_version=automtl.__version__,
-                        baselines=[s.source for s in baselines], baselines_skipped=skipped,
+                        baselines=[s.source for s in baselines + probes],
+                        baselines_skipped=skipped + skipped_probes,
                         meta_version=META_VERSION)
-        enqueue_seeds(study, baselines)
+        enqueue_seeds(study, baselines + probes)
     if transfer:
         enqueue_seeds(study, transfer)
         StudyMeta.write(study, warm_start={"study": warm_start.study,  # type: ignore[union-attr]

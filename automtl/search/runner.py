@@ -20,6 +20,7 @@ import optuna
 from automtl._typed import from_dict, to_dict
 from automtl.config import DataConfig, TrialConfig
 from automtl.errors import AutomtlError, TrialFailedError
+from automtl.search import budget as budgeting
 from automtl.search.constraints import ServingCost
 from automtl.search.dbopen import require_automtl_study
 from automtl.search.dburl import mask_url, sqlite_path
@@ -164,12 +165,14 @@ class _Objective:
             # a cost objective's value, measured at train start, is part of every epoch's
             # record (the pruner ranks it with the metrics) and of the trial's val/test values
             fixed = cost.objective_values([o for o in self.objectives if is_cost(o)])
+            meta = TrialMeta.read(trial)
             callbacks: list[Callback] = [
                 cost,  # first: an infeasible trial stops before anything else runs
+                *self._budget_callbacks(trial, meta, cfg, fixed),
                 EpochRecorder(self.store, self.study.study_name, trial.number, on_metrics,
                               fixed=fixed),
                 ParetoPruner(self.store, trial, self.objectives, self.cfg.pruner, epochs,
-                             protected=TrialMeta.read(trial).enqueued is not None, fixed=fixed),
+                             protected=budgeting.is_protected(meta), fixed=fixed),
                 _BatchForwarder(self.listener, trial.number),
                 *self.extra_callbacks,
             ]
@@ -213,6 +216,50 @@ class _Objective:
                     and "out of memory" not in str(exc).lower():
                 TrialMeta.write(trial, fail_traceback=traceback.format_exc()[-4000:])
             raise
+
+
+    def _budget_callbacks(self, trial: optuna.Trial, meta: TrialMeta, cfg: TrialConfig,
+                          fixed: dict[str, float]) -> list[Callback]:
+        """A budgeted study's pass meter and rows rung (`automtl.search.budget`)."""
+        if self.cfg.budget is None:
+            return []
+        meter = budgeting.PassMeter(trial, len(self.dataset.splits["train"]),
+                                    cfg.train.batch_size)
+        rung = budgeting.RowsRung(
+            store=self.store, trial=trial, fraction=self.cfg.budget.rows_fraction,
+            evaluate=lambda model: _validate(model, self.dataset, cfg), meter=meter,
+            probe=budgeting.is_probe(meta), fixed=fixed)
+        return [meter, rung]
+
+
+def _validate(model: Any, dataset: Any, cfg: TrialConfig) -> dict[str, float]:
+    """Validation metrics of `model` on the split `fit` placed, as `fit` computes them."""
+    from automtl.train import evaluate, resolve_precision
+    from automtl.train.cache import cached_split, device_split
+    from automtl.train.sweep import Sweeper
+
+    dev = next(model.parameters()).device
+    val = cached_split(dataset, "val", dev) or device_split(dataset, "val", dev)
+    precision = resolve_precision(cfg.train.precision, dev)
+    sweeper = Sweeper.of(cfg.loss.weighting, dataset.tasks, cfg.train.eval_batch_size, precision)
+    if sweeper is not None:
+        return sweeper.validate(model, val)[0]
+    return evaluate(model, val, dataset.tasks, cfg.train.eval_batch_size, precision)
+
+
+def _budget_step(study: optuna.Study, store: Store, cfg: StudyConfig,
+                 objectives: Sequence[str]) -> bool:
+    """After a trial of a budgeted study: enqueue the finals when the probes are done; False
+    when the budget is spent (the search stops)."""
+    if cfg.budget is None:
+        return True
+    state = budgeting.budget_state(study, cfg.budget, cfg.epochs, cfg.n_trials)
+    action = state.action(cfg.budget.rows_fraction)
+    if action == "promote":
+        finals = budgeting.pick_finals(study, store, objectives, cfg.budget.finals)
+        budgeting.enqueue_finals(study, finals)
+        return bool(finals)
+    return action == "run"
 
 
 def _check_data_fits(dataset: Any, train: dict[str, Any]) -> None:
@@ -271,14 +318,17 @@ def _optimize(study: optuna.Study, store: Store, storage_url: str, n_trials: int
         else:
             front = store.front(st.study_name)
         listener.on_trial_end(trial, front)
+        if not _budget_step(st, store, objective.cfg, objective.objectives):
+            st.stop()  # the budget is spent
 
     started = time.perf_counter()
     interrupted = False
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by the listener
     try:
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
-                       callbacks=[after_trial], gc_after_trial=False)
+        if _budget_step(study, store, objective.cfg, objective.objectives):
+            study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
+                           callbacks=[after_trial], gc_after_trial=False)
     except KeyboardInterrupt:
         interrupted = True
     except (ValueError, optuna.exceptions.UpdateFinishedTrialError):

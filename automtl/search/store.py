@@ -137,7 +137,8 @@ class Store:
         """Trial number -> [{"epoch": e, metric: value, ...}] in epoch order (NaN for non-finite)."""
         t = epoch_metrics.c
         q = (sa.select(t.trial_number, t.epoch, t.metric, t.value)
-             .where(t.study_name == study_name).order_by(t.trial_number, t.epoch))
+             .where(t.study_name == study_name, t.epoch >= 1)  # 0: a rows rung (budget.py)
+             .order_by(t.trial_number, t.epoch))
         out: dict[int, dict[int, dict[str, float]]] = {}
         with self.engine.connect() as conn:
             for trial, epoch, metric, value in conn.execute(q):

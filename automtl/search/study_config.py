@@ -52,6 +52,25 @@ class PrunerConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """A search budget in baseline trainings with a rows rung (see `automtl.search.budget`)."""
+
+    # one training = the study's epochs over the whole training split (what a baseline costs);
+    # baselines, probes and finals together never train more than this many
+    trainings: float = 3.0
+    rows_fraction: float = 0.1  # a probe trains this fraction of epoch 1, then is ranked
+    finals: int = 1  # the best probes trained in full (from scratch, same seed) at the end
+
+    def validate(self) -> None:
+        if not 0.0 < self.rows_fraction < 1.0:
+            raise ConfigError(f"rows_fraction: must be in (0, 1), got {self.rows_fraction}")
+        if self.finals < 1:
+            raise ConfigError(f"finals: must be >= 1, got {self.finals}")
+        if not 0.0 < self.trainings < float("inf"):
+            raise ConfigError(f"trainings: must be a positive number, got {self.trainings}")
+
+
+@dataclass
 class StudyConfig:
     """One study preset: what to search, on which data, with which budget."""
 
@@ -72,6 +91,11 @@ class StudyConfig:
     # TrialConfig files (relative to the preset) run first, as trials 0..k-1 of a new study;
     # ones the space cannot express on the dataset are skipped with a note (automtl.search.enqueue)
     enqueue: list[str] = field(default_factory=list)
+    # TrialConfig files run first among the probes (after the baselines); unlike baselines they
+    # are ranked at the rows rung like sampled trials (e.g. a wide-first design); need `budget:`
+    probes: list[str] = field(default_factory=list)
+    # total compute in baseline trainings; None = n_trials / timeout only (automtl.search.budget)
+    budget: BudgetConfig | None = None
     # serving-cost constraints: trials above them are infeasible (never on the front)
     max_params: int | None = None  # trainable parameters
     max_latency_ms: float | None = None  # inference ms per 1,000 rows on the training device
@@ -99,6 +123,16 @@ class StudyConfig:
         if self.max_latency_ms is not None and not 0 < self.max_latency_ms < float("inf"):
             raise ConfigError(f"max_latency_ms: must be a positive number, got "
                               f"{self.max_latency_ms}")
+        if self.probes and self.budget is None:
+            raise ConfigError("probes: needs a budget: (probes are ranked at its rows rung); "
+                              "add budget: {trainings: 3} or move them to enqueue:")
+        if self.budget is not None:
+            least = len(self.enqueue) + self.budget.finals + self.budget.rows_fraction
+            if self.budget.trainings < least:
+                raise ConfigError(
+                    f"budget.trainings: {self.budget.trainings:g} cannot pay for the "
+                    f"{len(self.enqueue)} enqueued baselines, {self.budget.finals} final(s) and "
+                    f"one probe ({least:g} trainings); raise it or enqueue fewer baselines")
         try:
             from_dict(TrainConfig, self.train)
         except ConfigError as exc:
@@ -131,12 +165,14 @@ def load_study_config(path: str | Path) -> StudyConfig:
     local = p.parent / cfg.space
     if cfg.space.endswith((".yaml", ".yml")) and local.is_file():
         cfg.space = str(local)
-    for i, entry in enumerate(cfg.enqueue):
-        target = Path(entry) if Path(entry).is_absolute() else p.parent / entry
-        if not target.is_file():
-            raise ConfigError(f"{p}: enqueue[{i}]: {entry}: no such TrialConfig file (paths are "
-                              "relative to the preset); fix the path")
-        cfg.enqueue[i] = str(target)
+    for key in ("enqueue", "probes"):
+        entries = getattr(cfg, key)
+        for i, entry in enumerate(entries):
+            target = Path(entry) if Path(entry).is_absolute() else p.parent / entry
+            if not target.is_file():
+                raise ConfigError(f"{p}: {key}[{i}]: {entry}: no such TrialConfig file (paths "
+                                  "are relative to the preset); fix the path")
+            entries[i] = str(target)
     return cfg
 
 
@@ -185,7 +221,16 @@ def apply_overrides(cfg: StudyConfig, overrides: dict[str, Any]) -> None:
         setattr(target, last, value)
 
 
+def size_search(cfg: StudyConfig, n_trials: int | None, budget: float | None) -> None:
+    """The command line's sizing: `budget` (baseline trainings) sets the preset's budget; a
+    trial count without one sizes the search by trials alone (the budget and its probes go)."""
+    if budget is not None:
+        cfg.budget = BudgetConfig(**{**vars(cfg.budget or BudgetConfig()), "trainings": budget})
+    elif n_trials is not None:
+        cfg.budget, cfg.probes = None, []
+
+
 __all__ = [
-    "PrunerConfig", "Sampler", "StudyConfig", "apply_overrides", "list_presets",
-    "load_study_config", "resolve_objectives", "study_for_dataset", "study_preset",
+    "BudgetConfig", "PrunerConfig", "Sampler", "StudyConfig", "apply_overrides", "list_presets",
+    "load_study_config", "resolve_objectives", "size_search", "study_for_dataset", "study_preset",
 ]

@@ -60,6 +60,18 @@ def device_split(dataset: Dataset, split: str, device: torch.device,
         return data
 
 
+def cached_split(dataset: Dataset, split: str,
+                 device: torch.device) -> DeviceSplit | StreamedSplit | None:
+    """The copy of a split a run on `device` already made (resident or streamed), or None: lets
+    a callback evaluate on the split `fit` placed without placing it a second time."""
+    with _LOCK:
+        for where in ("device", "host"):
+            hit = _CACHE.get((id(dataset), split, _key(device), where))
+            if hit is not None and hit[0]() is dataset:
+                return hit[1]
+    return None
+
+
 def install_split(dataset: Dataset, split: str, data: DeviceSplit) -> None:
     """Put an already resident split (e.g. one received from another process) in the cache, so
     that `device_split` returns it instead of copying the data again."""

@@ -1,0 +1,192 @@
+"""A search budget in baseline trainings: cheap probes at a rows rung, then the best trained in
+full (synchronous successive halving over a rows fidelity; Jamieson & Talwalkar, AISTATS 2016;
+Hyperband's data-subset resource, Li et al., JMLR 2018; ranked by Pareto rank as in MO-ASHA).
+
+Unit. One baseline training = the study's `epochs` passes over the training split, what one
+enqueued example costs. `budget: {trainings: B}` caps the whole study at B x epochs passes
+(rows x epochs: the same on any device and under any load; benchmarks report CPU time beside it).
+Each trial records the passes it trained (`TrialMeta.train_passes`, fractions included).
+
+Plan. The enqueued baselines (and warm-start points) train in full first: they are the
+guarantee that the front is never worse than what it starts from. Every other trial is a probe:
+it trains `rows_fraction` f of epoch 1 (epoch 1 shuffles the training split with the trial's seed,
+so these are a seeded subsample of it), is evaluated on the validation split, and stops; its
+values are stored at epoch 0 of the per-epoch table (`ROWS_RUNG_EPOCH`; readers of epoch
+histories skip it). Baselines record the same point on their way, so probes are ranked against
+them. Probes run while their passes fit what the baselines and the finals leave, (B - k -
+finals) x epochs, and n_trials allows; then the `finals` best probes (Pareto rank among probes and
+baselines at the rung, then mean objective) are enqueued again and trained in full. Retraining
+from scratch costs only f more: with the same seed the final's first f rows train exactly the
+probe's model, and nothing is evaluated or resumed from a checkpoint. Why synchronous: with a
+budget of ~1 spare training, an asynchronous rule (continue a trial that ranks well among those
+seen so far) hands the whole budget to the first trial that beats the baselines at the rung.
+
+Bounds: a single worker stays within B up to one batch: a probe trains f plus < 1 batch, and the
+probes stop when what is left is less than the dearest probe so far (at least 2 f). With W workers, up to W - 1 probes in flight can overrun the
+probe share, and two workers may both enqueue finals (each final is checked first).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import optuna
+
+from automtl.search.meta import TrialMeta
+from automtl.search.objectives import signs
+from automtl.search.pruner import nondominated_ranks
+from automtl.search.store import Store
+from automtl.search.study_config import BudgetConfig
+from automtl.train.loop import Callback, EpochRecord
+
+ROWS_RUNG_EPOCH = 0  # where the rows rung's validation values are stored
+
+States = optuna.trial.TrialState
+
+
+def trial_cost(trial: optuna.trial.FrozenTrial) -> float:
+    """Passes over the training split a trial trained (older trials: the epochs they ran)."""
+    meta = TrialMeta.read(trial)
+    if meta.train_passes is not None:
+        return float(meta.train_passes)
+    if meta.epochs_run is not None:
+        return float(meta.epochs_run)
+    return float(meta.pruned_rung or 0)
+
+
+def is_probe(meta: TrialMeta) -> bool:
+    """Whether a trial of a budgeted study is a probe (sampled, or a preset's `probes:` seed)."""
+    return meta.enqueued is None or meta.enqueued.startswith("probe ")
+
+
+def is_protected(meta: TrialMeta) -> bool:
+    """Baselines, warm-start points and finals train in full: never pruned."""
+    return meta.enqueued is not None and not meta.enqueued.startswith("probe ")
+
+
+class PassMeter(Callback):
+    """Counts the training rows a trial consumes and records them as `TrialMeta.train_passes`
+    at every epoch end and at the rows rung."""
+
+    def __init__(self, trial: optuna.Trial, n_train: int, batch_size: int) -> None:
+        self.trial, self.n_train, self.batch_size = trial, max(n_train, 1), batch_size
+        self.rows = 0
+
+    def on_batch_end(self, epoch: int, step: int, n_steps: int) -> None:
+        last = self.n_train - (n_steps - 1) * self.batch_size
+        self.rows += self.batch_size if step < n_steps else last
+
+    def record(self) -> None:
+        TrialMeta.write(self.trial, train_passes=round(self.rows / self.n_train, 6))
+
+    def on_epoch_end(self, epoch: int, record: EpochRecord) -> None:
+        self.record()
+
+
+class RowsRung(Callback):
+    """Trainer callback: after `fraction` of epoch 1 records the trial's passes, evaluates the
+    model on the validation split (`evaluate(model) -> metrics`) and stores the values at
+    `ROWS_RUNG_EPOCH`; a probe then stops (`optuna.TrialPruned`). Put it after `PassMeter`."""
+
+    def __init__(self, *, store: Store, trial: optuna.Trial, fraction: float, evaluate: Any,
+                 meter: PassMeter, probe: bool, fixed: Mapping[str, float] | None = None) -> None:
+        self.store, self.trial, self.fraction = store, trial, fraction
+        self.evaluate, self.meter, self.probe = evaluate, meter, probe
+        self.fixed = dict(fixed or {})
+        self.model: Any = None
+        self.done = False
+
+    def on_train_start(self, model: Any) -> None:
+        self.model = model
+
+    def on_batch_end(self, epoch: int, step: int, n_steps: int) -> None:
+        if self.done or epoch != 1 or step < min(math.ceil(self.fraction * n_steps), n_steps):
+            return
+        self.done = True
+        self.meter.record()
+        values = {**self.evaluate(self.model), **self.fixed}
+        self.store.record_epoch(self.trial.study.study_name, self.trial.number, ROWS_RUNG_EPOCH,
+                                values)
+        if self.probe:
+            reason = f"probe: trained {self.fraction:g} of epoch 1 (rows rung)"
+            TrialMeta.write(self.trial, pruned_rung=ROWS_RUNG_EPOCH, prune_reason=reason)
+            raise optuna.TrialPruned(reason)
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """Where a budgeted study stands (passes over the training split)."""
+
+    total: float  # the budget
+    spent: float  # by every trial so far
+    probe_share: float  # what the probes may spend
+    probe_spent: float
+    probes: int  # probes finished or running
+    dearest_probe: float  # the most passes one probe has trained
+    max_probes: int  # n_trials less the full trainings
+    finals: list[int]  # trial numbers of the finals enqueued so far
+    waiting: int  # enqueued trials not started
+
+    def action(self, fraction: float) -> str:
+        """"run" (more probes / queued trials), "promote" (enqueue the finals) or "stop"."""
+        if self.finals:
+            return "run" if self.waiting else "stop"
+        if self.waiting:
+            return "run"
+        # the next probe costs f plus < 1 batch: reserve the dearest probe so far, at least 2 f
+        reserve = max(2 * fraction, self.dearest_probe)
+        if self.probe_spent + reserve > self.probe_share or self.probes >= self.max_probes:
+            return "promote"
+        return "run"
+
+
+def budget_state(study: optuna.Study, budget: BudgetConfig, epochs: int,
+                 n_trials: int) -> BudgetState:
+    trials = study.get_trials(deepcopy=False)
+    metas = [(t, TrialMeta.read(t)) for t in trials]
+    full = [t for t, m in metas if is_protected(m) and m.final_of is None]
+    probes = [t for t, m in metas if is_probe(m) and t.state != States.WAITING]
+    total = budget.trainings * epochs
+    share = total - (len(full) + budget.finals) * epochs
+    return BudgetState(
+        total=total, spent=sum(trial_cost(t) for t in trials), probe_share=share,
+        probe_spent=sum(trial_cost(t) for t in probes), probes=len(probes),
+        dearest_probe=max((trial_cost(t) for t in probes), default=0.0),
+        max_probes=n_trials - len(full) - budget.finals,
+        finals=[t.number for t, m in metas if m.final_of is not None],
+        waiting=sum(t.state == States.WAITING for t in trials))
+
+
+def pick_finals(study: optuna.Study, store: Store, objectives: Sequence[str],
+                n: int) -> list[optuna.trial.FrozenTrial]:
+    """The `n` best probes at the rows rung: Pareto rank among probes and baselines (every
+    objective maximised), then the mean of the objectives (cost objectives negated)."""
+    rung = store.rung_values(study.study_name, ROWS_RUNG_EPOCH, objectives)
+    sign = signs(objectives)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    numbers = [k for k, v in rung.items() if k in trials
+               and all(o in v and math.isfinite(v[o]) for o in objectives)]
+    if not numbers:
+        return []
+    points = np.asarray([[s * rung[k][o] for s, o in zip(sign, objectives)] for k in numbers])
+    ranks = nondominated_ranks(points)
+    order = sorted(range(len(numbers)), key=lambda i: (ranks[i], -points[i].mean(), numbers[i]))
+    probes = [trials[numbers[i]] for i in order
+              if is_probe(TrialMeta.read(trials[numbers[i]]))
+              and trials[numbers[i]].state == States.PRUNED]
+    return probes[:n]
+
+
+def enqueue_finals(study: optuna.Study, probes: Sequence[optuna.trial.FrozenTrial]) -> None:
+    """Enqueue each probe's parameters again, to be trained in full (same seed, from scratch)."""
+    for t in probes:
+        study.enqueue_trial(dict(t.params), user_attrs=TrialMeta.attrs(
+            enqueued=f"final of probe #{t.number}", final_of=t.number))
+
+
+__all__ = ["BudgetState", "PassMeter", "ROWS_RUNG_EPOCH", "RowsRung", "budget_state",
+           "enqueue_finals", "is_probe", "is_protected", "pick_finals", "trial_cost"]

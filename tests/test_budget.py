@@ -1,0 +1,161 @@
+"""A search budget in baseline trainings (`budget:` in a preset, `automtl.search.budget`):
+probes at a rows rung, the best retrained in full, the total within the budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from automtl.cli import main
+from automtl.errors import ConfigError
+from automtl.search import Store, open_study, run_search, study_preset
+from automtl.search.budget import ROWS_RUNG_EPOCH, BudgetState, trial_cost
+from automtl.search.pruner import nondominated_ranks
+from automtl.search.study_config import load_study_config
+
+States = optuna.trial.TrialState
+ROWS = 3000  # 2,400 training rows: 10 steps of 256
+SPACE = {
+    "name": "tiny",
+    "params": {
+        "model.arch": {"choices": {
+            "shared_bottom": {"model.bottom_dims": {"choices": [[16], [32]]}},
+            "mmoe": {"model.n_experts": {"int": [2, 3]}, "model.expert_dims": [16]},
+        }},
+        "model.embedding_dim": 4,
+        "model.tower_dims": [8],
+        "model.wide": {"choices": [False, True]},
+        "train.lr": {"float": [1.0e-3, 1.0e-2], "log": True},
+        "train.batch_size": 256,
+    },
+}
+BASELINE = {"model": {"arch": "mmoe", "n_experts": 2, "expert_dims": [16], "embedding_dim": 4,
+                      "tower_dims": [8]}, "train": {"lr": 0.004, "batch_size": 256}}
+WIDE = {"model": {"arch": "shared_bottom", "bottom_dims": [16], "embedding_dim": 4,
+                  "tower_dims": [8], "wide": True}, "train": {"lr": 0.01, "batch_size": 256}}
+
+
+def _write(folder: Path, name: str, doc: dict) -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+def _preset(folder: Path, **extra) -> Path:
+    _write(folder, "space.yaml", SPACE)
+    _write(folder, "base.yaml", BASELINE)
+    _write(folder, "wide.yaml", WIDE)
+    doc = {"name": "bud", "data": {"name": "synthetic", "options": {"rows": ROWS}},
+           "objectives": ["ctr_auc", "cvr_auc"], "space": "space.yaml", "epochs": 2,
+           "n_trials": 10, "seed": 3, "enqueue": ["base.yaml"], "probes": ["wide.yaml"],
+           "budget": {"trainings": 3, "rows_fraction": 0.3, "finals": 1}, **extra}
+    return _write(folder, "preset.yaml", doc)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("budget")
+    cfg = load_study_config(_preset(folder))
+    url = f"sqlite:///{folder / 'db.sqlite'}"
+    result = run_search(cfg, storage=url, device="cpu")
+    return url, result
+
+
+def test_baseline_then_probes_then_the_best_probe_in_full(searched):
+    url, result = searched
+    study = open_study(url, "bud")
+    trials = study.get_trials(deepcopy=False)
+    attrs = [t.user_attrs for t in trials]
+    # trial 0: the baseline, in full; trial 1: the preset's probe; then sampled probes
+    assert attrs[0]["enqueued"].startswith("baseline ") and trials[0].state == States.COMPLETE
+    assert attrs[0]["train_passes"] == pytest.approx(2.0)
+    assert attrs[1]["enqueued"].startswith("probe ") and attrs[1]["config"]["model"]["wide"]
+    probes = trials[1:-1]
+    assert len(probes) >= 2
+    for t in probes:
+        assert t.state == States.PRUNED and t.user_attrs["pruned_rung"] == ROWS_RUNG_EPOCH
+        assert t.user_attrs["prune_reason"].startswith("probe: trained 0.3 of epoch 1")
+        assert t.user_attrs["train_passes"] == pytest.approx(3 * 256 / 2400)  # ceil(0.3 x 10)
+    # the last trial: the final, the best probe's parameters trained from scratch in full
+    final = trials[-1]
+    assert final.state == States.COMPLETE and final.user_attrs["train_passes"] == 2.0
+    chosen = trials[final.user_attrs["final_of"]]
+    assert final.params == chosen.params
+    assert final.user_attrs["config"] == chosen.user_attrs["config"]
+    # brute force: the chosen probe is non-dominated among probes and baseline at the rung
+    rung = Store(url).rung_values("bud", ROWS_RUNG_EPOCH, ["ctr_auc", "cvr_auc"])
+    assert set(rung) == {t.number for t in trials}  # every trial recorded the rung
+    for other in rung.values():
+        mine = rung[chosen.number]
+        assert not all(other[k] >= mine[k] for k in mine) or other == mine \
+            or not all(other[k] > mine[k] for k in mine) and not any(other[k] > mine[k]
+                                                                     for k in mine)
+    numbers = sorted(rung)
+    pts = np.array([[rung[n]["ctr_auc"], rung[n]["cvr_auc"]] for n in numbers])
+    assert nondominated_ranks(pts)[numbers.index(chosen.number)] == 0
+    # same seed, same first rows: the final passed through exactly the probe's model
+    assert rung[final.number] == pytest.approx(rung[chosen.number], abs=1e-12)
+    # the whole study within the budget (3 trainings = 3 x 2 passes)
+    assert sum(trial_cost(t) for t in trials) <= 3 * 2 + 1e-9
+    # epoch histories skip the rung; the front holds only fully trained trials
+    assert all(rec["epoch"] >= 1 for h in Store(url).epoch_history("bud").values() for rec in h)
+    assert {r.trial_number for r in result.front} <= {0, final.number}
+
+
+def test_a_spent_budget_runs_nothing_more(searched):
+    url, _ = searched
+    before = len(open_study(url, "bud").get_trials())
+    cfg = load_study_config(Path(url.removeprefix("sqlite:///")).parent / "preset.yaml")
+    again = run_search(cfg, storage=url, device="cpu")
+    assert again.trials_run == 0 and len(open_study(url, "bud").get_trials()) == before
+
+
+def test_budget_state_actions():
+    state = dict(total=9.0, spent=3.0, probe_share=3.0, probe_spent=0.0, probes=0,
+                 dearest_probe=0.0, max_probes=18, finals=[], waiting=0)
+    assert BudgetState(**state).action(0.1) == "run"
+    assert BudgetState(**{**state, "waiting": 1}).action(0.1) == "run"  # queued seeds first
+    assert BudgetState(**{**state, "probe_spent": 2.85}).action(0.1) == "promote"
+    assert BudgetState(**{**state, "probe_spent": 2.0, "dearest_probe": 1.1}).action(0.1) \
+        == "promote"
+    assert BudgetState(**{**state, "probes": 18}).action(0.1) == "promote"
+    assert BudgetState(**{**state, "finals": [5], "waiting": 1}).action(0.1) == "run"
+    assert BudgetState(**{**state, "finals": [5]}).action(0.1) == "stop"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"budget": {"trainings": 1.5}}, "budget.trainings: 1.5 cannot pay for the 1 enqueued"),
+    ({"budget": {"rows_fraction": 1.0}}, "rows_fraction: must be in (0, 1)"),
+    ({"budget": {"finals": 0}}, "finals: must be >= 1"),
+    ({"budget": None}, "probes: needs a budget"),
+])
+def test_bad_budget_is_one_line(tmp_path: Path, extra, message):
+    with pytest.raises(ConfigError) as err:
+        load_study_config(_preset(tmp_path, **extra))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_trial_count_sizes_by_trials_unless_budget_given(tmp_path: Path, capsys):
+    """--n-trials alone drops the preset's budget (n full trials); --budget keeps one."""
+    preset = _preset(tmp_path)
+    url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    args = ["search", "--study-config", str(preset), "--storage", url, "--device", "cpu",
+            "--no-report", "--epochs", "1"]
+    assert main(args + ["--study-name", "plain", "--n-trials", "2"]) == 0
+    plain = open_study(url, "plain").get_trials()
+    assert [t.state for t in plain] == [States.COMPLETE, States.COMPLETE]
+    assert all(t.user_attrs.get("train_passes") is None for t in plain)
+    assert main(args + ["--study-name", "capped", "--n-trials", "4", "--budget", "2.5"]) == 0
+    capped = open_study(url, "capped").get_trials()
+    assert sum(trial_cost(t) for t in capped) <= 2.5 * 1 + 1e-9
+    assert capped[-1].user_attrs.get("final_of") is not None
+
+
+def test_the_shipped_default_preset_is_budgeted():
+    cfg = study_preset("synthetic")
+    assert cfg.budget is not None and cfg.budget.trainings == 3 and cfg.budget.finals == 1
+    assert len(cfg.enqueue) + cfg.budget.finals < cfg.budget.trainings
