@@ -193,7 +193,9 @@ def search_command(
     optuna.logging.set_verbosity(logging.WARNING)
     console.print(f"study {name!r} in {mask_url(storage)}: dataset {cfg.data.name} "
                   f"{cfg.data.options or ''}, space {cfg.space}, sampler {cfg.sampler}, pruner "
-                  f"{cfg.pruner.kind}, {cfg.n_trials} trials × ≤{cfg.epochs} epochs",
+                  f"{cfg.pruner.kind}, {cfg.n_trials} trials × ≤{cfg.epochs} epochs"
+                  + (f", budget {cfg.budget.trainings:g} trainings (probes: "
+                     f"{cfg.budget.rows_fraction:g} of epoch 1)" if cfg.budget else ""),
                   highlight=False, soft_wrap=True)
 
     started = time.perf_counter()

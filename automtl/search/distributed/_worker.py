@@ -104,7 +104,7 @@ class WorkerResult:
     worker: str
     trials: list[int] = field(default_factory=list)  # numbers of the trials it ran
     states: dict[str, int] = field(default_factory=dict)
-    stopped_by: str = "target"  # target | n_trials | timeout | interrupted
+    stopped_by: str = "target"  # target | n_trials | timeout | interrupted | budget
     seconds: float = 0.0
 
 
@@ -283,6 +283,9 @@ def run_worker(
                 lock.release()
             if run.interrupted or interrupt.requested():  # see automtl.search.interrupt
                 result.stopped_by = "interrupted"
+                break
+            if run.trials_run == 0:  # a budgeted study whose budget is spent (search/budget.py)
+                result.stopped_by = "budget"
                 break
     except KeyboardInterrupt:
         result.stopped_by = "interrupted"
