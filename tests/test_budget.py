@@ -159,3 +159,19 @@ def test_the_shipped_default_preset_is_budgeted():
     cfg = study_preset("synthetic")
     assert cfg.budget is not None and cfg.budget.trainings == 3 and cfg.budget.finals == 1
     assert len(cfg.enqueue) + cfg.budget.finals < cfg.budget.trainings
+
+
+def test_a_worker_stops_when_the_budget_is_spent(tmp_path: Path):
+    """A worker of a budgeted study stops at the budget, not at the (larger) trial target."""
+    from automtl.search.distributed import prepare_shared_study, run_worker
+
+    cfg = load_study_config(_preset(tmp_path, budget={"trainings": 2.5, "rows_fraction": 0.3},
+                                    epochs=1))
+    url = f"sqlite:///{tmp_path / 'w.sqlite'}"
+    prepare_shared_study(cfg, url)
+    result = run_worker(url, "bud", device="cpu")
+    trials = open_study(url, "bud").get_trials()
+    assert result.stopped_by == "budget" and len(trials) < cfg.n_trials
+    # baseline (1 pass), the preset's probe (0.32), its final (1 pass): 0.5 left < 2 probes
+    assert [t.state for t in trials] == [States.COMPLETE, States.PRUNED, States.COMPLETE]
+    assert sum(trial_cost(t) for t in trials) <= 2.5 + 1e-9
