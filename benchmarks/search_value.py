@@ -116,6 +116,7 @@ def automtl_arms(ds: Dataset, cfg: StudyConfig, storage: str) -> list[dict]:
         out.append({"arm": label, "trial": row.trial_number,
                     "test": {m: row.test.get(m) for m in METRICS}, "val": row.values,
                     "rows_x_epochs": rows, "seconds": seconds, "cpu_seconds": cpu,
+                    "load": os.getloadavg(),
                     "config": cfg_row.get("config"),
                     "note": f"whole search: {len(trials)} trials {states}"})
     for t in trials:
@@ -253,6 +254,7 @@ def dominated(point: dict, fronts: list[dict]) -> bool:
 
 
 ARMS = ("examples", "rechub", "logistic", "search")
+UNIT_ARM = "automtl examples/mmoe.yaml (alone)"  # one baseline training: the unit of compute
 
 
 def print_table(name: str, ds: Dataset, arms: list[dict], unit: dict) -> dict[str, float]:
@@ -304,12 +306,12 @@ def main() -> None:
     def save(name: str, arms: list[dict], ds: Dataset, unit: dict | None) -> None:
         merged = [a for a in report.get(name, {}).get("arms", [])
                   if not any(a["arm"] == b["arm"] for b in arms)] + arms
-        se = print_table(name, ds, merged, unit) if unit else {}
-        report[name] = {"arms": merged, "test_se": se, "rows": args.rows,
-                        "load": os.getloadavg()}
+        report[name] = {"arms": merged, "rows": args.rows, "load": os.getloadavg()}
         if args.out:  # after every arm: a stopped run keeps what finished
             args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},
                                             "results": report}, indent=2, default=str))
+        if unit:
+            print_table(name, ds, merged, unit)
 
     with tempfile.TemporaryDirectory() as tmp:
         storage = args.storage or f"sqlite:///{Path(tmp) / 'value.db'}"
@@ -331,8 +333,7 @@ def main() -> None:
                 else:
                     raise SystemExit(f"--arms: unknown arm {arm!r}; use {', '.join(ARMS)}")
                 have = report.get(name, {}).get("arms", []) + new
-                unit = next((a for a in have if a["arm"].startswith("automtl examples/mmoe")),
-                            None)
+                unit = next((a for a in have if a["arm"] == UNIT_ARM), None)
                 save(name, new, ds, unit)
 
 
