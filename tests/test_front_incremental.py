@@ -1,12 +1,14 @@
 """The incremental front (each refresh folds only the trials not folded yet into the stored
 front) equals a brute-force filter of every stored trial, through kills, failures, retries,
-constraints, conditioned trials and a database written by the old full recomputation."""
+constraints, conditioned trials and a database written by the old full recomputation; directly
+and through a real storage proxy process on PostgreSQL."""
 
 from __future__ import annotations
 
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy as sa
@@ -52,18 +54,15 @@ def _values(rng: random.Random) -> list[float]:
     return [a, round(min(0.95, max(0.4, 1.4 - a + rng.uniform(-0.2, 0.05))), 2)]
 
 
-def test_incremental_front_equals_brute_force_through_kills_and_failures(tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'inc.db'}"
-    first = optuna.create_study(storage=make_storage(url), study_name="s",
-                                directions=["maximize", "maximize"])
-    first.set_user_attr("objectives", NAMES)
-    # two "workers": their own study objects (own trial caches) and Stores
-    workers = [(first, Store(url)),
-               (optuna.load_study(study_name="s", storage=make_storage(url)), Store(url))]
-    rng = random.Random(7)
+Worker = tuple[optuna.Study, Any]  # a study object (its own trial cache) and a Store
+
+
+def _run(workers: list[Worker], n: int, rng: random.Random) -> None:
+    """`n` trials by the workers in turn (kills, failures, infeasible trials, trials finished
+    but never refreshed); after each refresh the front equals the brute-force filter."""
     pending: list[int] = []  # COMPLETE trials whose worker "died" before refreshing
-    for i in range(240):
-        study, store = workers[i % 2]
+    for i in range(n):
+        study, store = workers[i % len(workers)]
         t = _ask(study, rng)
         kind = rng.random()
         if kind < 0.08:  # genuine failure (NaN, bad combination)
@@ -86,19 +85,64 @@ def test_incremental_front_equals_brute_force_through_kills_and_failures(tmp_pat
         assert [r.trial_number for r in store.front("s")] == [r.trial_number for r in rows]
     assert pending, "the scenario must include trials finished but never refreshed"
     # a trial of the other worker's cache that this worker never saw is folded too
-    study, store = workers[0]
-    t = _ask(workers[1][0], rng)
-    workers[1][0].tell(t, [0.91, 0.93])
+    (study, store), other = workers[0], workers[1][0]
+    t = _ask(other, rng)
+    other.tell(t, [0.91, 0.93])
     rows = store.refresh_front(study)
     assert t.number in [r.trial_number for r in rows]
     assert [r.trial_number for r in rows] == _brute(study, store)
-    # every COMPLETE trial was folded exactly once
-    with store.engine.connect() as conn:
-        folded = sorted(n for (n,) in conn.execute(sa.select(front_folded.c.trial_number)))
-    done = sorted(t.number for t in study.get_trials(states=(TrialState.COMPLETE,)))
-    assert folded == done
     # Optuna's own front agrees (no constraints other than the infeasible ones above)
     assert [r.trial_number for r in rows] == sorted(t.number for t in study.best_trials)
+
+
+def _folded_once(url: str, study: optuna.Study) -> None:
+    """Every COMPLETE trial was folded exactly once."""
+    store = Store(url)
+    with store.engine.connect() as conn:
+        folded = sorted(n for (n,) in conn.execute(sa.select(front_folded.c.trial_number)))
+    store.dispose()
+    assert folded == sorted(t.number for t in study.get_trials(states=(TrialState.COMPLETE,)))
+
+
+def test_incremental_front_equals_brute_force_through_kills_and_failures(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'inc.db'}"
+    first = optuna.create_study(storage=make_storage(url), study_name="s",
+                                directions=["maximize", "maximize"])
+    first.set_user_attr("objectives", NAMES)
+    # two "workers": their own study objects (own trial caches) and Stores
+    workers = [(first, Store(url)),
+               (optuna.load_study(study_name="s", storage=make_storage(url)), Store(url))]
+    _run(workers, 240, random.Random(7))
+    _folded_once(url, first)
+
+
+def test_incremental_front_through_a_storage_proxy_beside_a_direct_worker(pg_url: str,
+                                                                          tmp_path: Path):
+    """On PostgreSQL, a direct worker and one through a real `automtl storage-proxy` process
+    (which reads only the trials not folded yet, by id, with no trial cache): the same table."""
+    from test_storage_proxy import Proxy
+
+    proxy = Proxy(pg_url, tmp_path)
+    try:
+        direct = optuna.create_study(storage=make_storage(pg_url), study_name="s",
+                                     directions=["maximize", "maximize"])
+        direct.set_user_attr("objectives", NAMES)
+        proxied = optuna.load_study(study_name="s", storage=make_storage(proxy.url))
+        _run([(direct, Store(pg_url)), (proxied, Store(proxy.url))], 40, random.Random(11))
+        _folded_once(pg_url, direct)
+        # a proxy restarted (nothing cached there) folds what finished while it was down
+        out = proxy.stop()
+        assert proxy.proc.returncode == 0, out[-2000:]
+        t = _ask(direct, random.Random(0))
+        direct.tell(t, [0.97, 0.96])
+        proxy = Proxy(pg_url, tmp_path)
+        rows = Store(proxy.url).refresh_front(
+            optuna.load_study(study_name="s", storage=make_storage(proxy.url)))
+        assert t.number in [r.trial_number for r in rows]
+        assert [r.trial_number for r in rows] == _brute(direct, Store(pg_url))
+        _folded_once(pg_url, direct)
+    finally:
+        proxy.stop()
 
 
 def test_conditioned_points_and_a_front_written_before_folding(tmp_path: Path):

@@ -46,11 +46,12 @@ def _free_port() -> int:
 
 class Proxy:
     """`automtl storage-proxy` in a subprocess (the database URL from the environment, so the
-    password is not on its command line); `url` is the grpc:// address it printed."""
+    password is not on its command line); `url` is the grpc:// address it printed. `entry`:
+    the Python code that runs the CLI (a probe may wrap it)."""
 
-    def __init__(self, db_url: str, cwd: Path) -> None:
+    def __init__(self, db_url: str, cwd: Path, entry: str = ENTRY) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", ENTRY, "storage-proxy", "--port", "0"], cwd=cwd,
+            [sys.executable, "-c", entry, "storage-proxy", "--port", "0"], cwd=cwd,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env=_env(AUTOMTL_STORAGE=db_url))
         self.lines: list[str] = []
@@ -243,3 +244,43 @@ def test_proxy_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     finally:
         plain.kill()
         plain.wait()
+
+
+def test_the_proxy_process_imports_neither_torch_nor_sklearn(pg_url: str,
+                                                             tmp_path: Path) -> None:
+    """`automtl storage-proxy` serves Optuna's service, automtl's tables, the front refresh,
+    heartbeats and the study lock without the training stack (its process's `sys.modules` at
+    exit, after every kind of operation went through it)."""
+    from test_cli_light import PROBE
+
+    from automtl.search.locks import study_lock
+    from automtl.search.storage import make_storage
+
+    proxy = Proxy(pg_url, tmp_path, entry=PROBE)
+    try:
+        storage = make_storage(proxy.url)
+        study = optuna.create_study(storage=storage, study_name="light",
+                                    directions=["maximize", "maximize"])
+        study.set_user_attr("objectives", ["ctr_auc", "cvr_auc"])
+        store = Store(proxy.url)
+        study_id = storage.get_study_id_from_name("light")
+        for values in ([0.7, 0.6], [0.6, 0.7], [0.5, 0.5]):
+            trial = study.ask()
+            trial.suggest_float("x", 0.0, 1.0)
+            storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(
+                study_id, trial.number))
+            store.record_epoch("light", trial.number, 0, dict(zip(["ctr_auc", "cvr_auc"],
+                                                                  values)))
+            study.tell(trial, values)
+        assert set(storage.heartbeat_ages("light", [0, 1, 2])) == {0, 1, 2}
+        assert store.running_epochs("light", [0, 1, 2]) == {0: 0, 1: 0, 2: 0}
+        assert [r.trial_number for r in store.refresh_front(study)] == [0, 1]
+        lock = study_lock(proxy.url, "light")
+        lock.acquire()
+        lock.release()
+        lock.close()
+    finally:
+        out = proxy.stop()
+    line = [x for x in out.splitlines() if x.startswith("PROBE")][-1]
+    result = json.loads(line[len("PROBE"):])
+    assert result["rc"] in (0, None) and result["heavy"] == [], out[-2000:]

@@ -21,6 +21,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Budget", "Heartbeat", "WorkersView", "launch_workers", "prepare_shared_study",
         "run_worker", "search_with_workers",
     ),
+    "automtl.search.locks": ("StudyLock", "study_lock"),
     "automtl.search.pruner": (
         "EpochRecorder", "ParetoPruner", "PruneDecision", "decide", "is_rung", "nondominated_ranks",
     ),
@@ -40,7 +41,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "automtl.search.front": ("FrontRow", "SweepRow", "front_points"),
     "automtl.search.storage": (
-        "db_error", "engine_kwargs", "make_storage", "objective_names", "open_study", "study_names",
+        "db_error", "enable_sqlite_wal", "engine_kwargs", "make_storage", "objective_names",
+        "open_study", "study_names",
     ),
     "automtl.search.store": ("Store", "compute_front", "read_or"),
     "automtl.search.study_config": (

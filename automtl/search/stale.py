@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from automtl.search.meta import StudyMeta, TrialMeta
+from automtl.search.tables import optuna_heartbeats, optuna_studies, optuna_trials
 
 # The owner ("host:pid") is `TrialMeta.worker`; heartbeat settings are `StudyMeta.heartbeat`.
 DEFAULT_GRACE_S = 60
@@ -91,9 +92,7 @@ def heartbeat_ages(source: HeartbeatSource, study_name: str,
     if not isinstance(source, sa.Engine):
         return source.heartbeat_ages(study_name, numbers)
     engine = source
-    hb = sa.table("trial_heartbeats", sa.column("trial_id"), sa.column("heartbeat"))
-    trials = sa.table("trials", sa.column("trial_id"), sa.column("study_id"), sa.column("number"))
-    studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
+    hb, trials, studies = optuna_heartbeats, optuna_trials, optuna_studies
     query = (sa.select(trials.c.number, hb.c.heartbeat)
              .select_from(hb.join(trials, hb.c.trial_id == trials.c.trial_id)
                           .join(studies, trials.c.study_id == studies.c.study_id))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from automtl.errors import AutomtlError
@@ -69,6 +70,22 @@ def make_storage(url: str, *, must_exist: bool = False,
         raise db_error(url, exc) from None
 
 
+def enable_sqlite_wal(url: str) -> None:
+    """Switch a SQLite database to WAL journaling (persistent; no-op for other backends)."""
+    if sqlite_path(url) is None:
+        return
+    engine = sa.create_engine(url, **engine_kwargs(url))
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+    except sa.exc.SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0]
+        raise AutomtlError(f"--storage {mask_url(url)}: cannot open the SQLite database for "
+                           f"several workers ({detail}); check the file is writable") from None
+    finally:
+        engine.dispose()
+
+
 def close_storage(storage: optuna.storages.BaseStorage) -> None:
     """Close a storage's database connections (a proxy client's channel stays shared)."""
     engine = getattr(storage, "engine", None)
@@ -105,5 +122,5 @@ def objective_names(study: optuna.Study) -> list[str]:
 
 
 
-__all__ = ["close_storage", "db_error", "engine_kwargs", "make_storage", "objective_names", "open_study",
-           "study_names"]
+__all__ = ["close_storage", "db_error", "enable_sqlite_wal", "engine_kwargs", "make_storage",
+           "objective_names", "open_study", "study_names"]

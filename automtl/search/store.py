@@ -43,6 +43,7 @@ from automtl.search.tables import (
     pareto_front,
     reeval_metrics,
     sweep_points,
+    unfolded_trials,
 )
 
 # Trial fields copied into the front table's attrs column (for tables and exports).
@@ -159,6 +160,15 @@ class Store:
                 out.setdefault(trial, {})[metric] = _nan_if_none(value)
         return out
 
+    def running_epochs(self, study_name: str, trials: Iterable[int]) -> dict[int, int]:
+        """Trial -> last recorded epoch, for the given trials (those with any)."""
+        t = epoch_metrics.c
+        q = (sa.select(t.trial_number, sa.func.max(t.epoch))
+             .where(t.study_name == study_name, t.trial_number.in_([int(n) for n in trials]))
+             .group_by(t.trial_number))
+        with self.engine.connect() as conn:
+            return {int(n): int(e) for n, e in conn.execute(q)}
+
     # -- Pareto front ------------------------------------------------------------------------
 
     def _lock_study(self, conn: sa.Connection, study_name: str) -> int:
@@ -172,8 +182,14 @@ class Store:
         return int(conn.execute(sa.select(fv.version).where(fv.study_name == study_name))
                    .scalar_one())
 
-    def refresh_front(self, study: optuna.Study) -> list[FrontRow]:
-        """Fold every COMPLETE trial not folded yet into the study's stored front; its rows."""
+    def refresh_front(self, study: optuna.Study,
+                      storage: optuna.storages.BaseStorage | None = None) -> list[FrontRow]:
+        """Fold every COMPLETE trial not folded yet into the study's stored front; its rows.
+
+        The database names those trials (`tables.unfolded_trials`); they are read from
+        `study.get_trials` (a worker's trial cache, warm: nothing read again), or, given
+        `storage`, one by one from it (the storage proxy's uncached RDB storage: a refresh then
+        reads only the new trials, whatever the study's size, and keeps no copy of the study)."""
         names = objective_names(study)
         for attempt in range(2):
             try:
@@ -181,7 +197,7 @@ class Store:
                     # Take the per-study lock first, then read trials: the last refresher
                     # always sees every trial committed before it, so the table converges.
                     self._lock_study(conn, study.study_name)
-                    rows = self._fold_new_trials(conn, study, names)
+                    rows = self._fold_new_trials(conn, study, names, storage)
                 break
             except sa_exc.IntegrityError:
                 # Two first-ever refreshes raced on inserting the version row: retry once.
@@ -192,22 +208,24 @@ class Store:
             r.reeval = reeval.get(r.trial_number)
         return rows
 
-    def _fold_new_trials(self, conn: sa.Connection, study: optuna.Study,
-                         names: list[str]) -> list[FrontRow]:
+    def _fold_new_trials(self, conn: sa.Connection, study: optuna.Study, names: list[str],
+                         storage: optuna.storages.BaseStorage | None) -> list[FrontRow]:
         """Fold the COMPLETE trials missing from `automtl_front_folded` into the stored front
         (under the caller's row lock) and return the front's rows. A trial whose worker died
         between finishing and refreshing is folded by the next refresh, of any worker."""
-        name, ff = study.study_name, front_folded.c
+        name = study.study_name
         stored = self._front_rows(conn, name)
         if not study.directions:
             return stored
-        folded = {n for (n,) in conn.execute(sa.select(ff.trial_number)
-                                             .where(ff.study_name == name))}
-        # deepcopy=False on Optuna's cached storage: only trials unfinished in this process's
-        # cache are read again, not the whole history
-        new = [t for t in study.get_trials(deepcopy=False,
-                                           states=(optuna.trial.TrialState.COMPLETE,))
-               if t.number not in folded]
+        unfolded = {int(n): int(tid) for n, tid in conn.execute(unfolded_trials(name))}
+        if not unfolded:
+            return stored
+        if storage is not None:
+            new = [storage.get_trial(tid) for tid in unfolded.values()]
+        else:  # deepcopy=False on Optuna's cached storage: nothing finished is read again
+            new = [t for t in study.get_trials(deepcopy=False,
+                                               states=(optuna.trial.TrialState.COMPLETE,))
+                   if t.number in unfolded]
         if not new:
             return stored
         rows = [row_from_trial(t, names) for t in new if feasible(t)]

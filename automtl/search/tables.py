@@ -99,5 +99,28 @@ sweep_points = sa.Table(
 )
 
 
-__all__ = ["epoch_metrics", "front_folded", "front_version", "metadata", "pareto_front", "reeval_metrics",
-           "sweep_points"]
+# Read-only views of the Optuna tables automtl joins with SQL where Optuna has no public reader
+# (heartbeat ages, the COMPLETE trials not folded into the front yet); columns of Optuna's
+# versioned schema, never written, not part of `metadata`.
+optuna_studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
+optuna_trials = sa.table("trials", sa.column("trial_id"), sa.column("study_id"),
+                         sa.column("number"), sa.column("state"))
+optuna_heartbeats = sa.table("trial_heartbeats", sa.column("trial_id"), sa.column("heartbeat"))
+
+
+def unfolded_trials(study_name: str) -> sa.Select[tuple[int, int]]:
+    """(number, trial_id) of the study's COMPLETE trials missing from ``automtl_front_folded``:
+    what a front refresh folds, found by the database (an anti-join on indexed keys) instead of
+    reading every trial. Optuna stores the state as the enum's name (a native enum type on
+    PostgreSQL, hence the cast)."""
+    t, s, ff = optuna_trials.c, optuna_studies.c, front_folded.c
+    return (sa.select(t.number, t.trial_id)
+            .select_from(optuna_trials.join(optuna_studies, t.study_id == s.study_id))
+            .where(s.study_name == study_name, sa.cast(t.state, sa.String) == "COMPLETE",
+                   ~sa.exists().where(ff.study_name == study_name, ff.trial_number == t.number))
+            .order_by(t.number))
+
+
+__all__ = ["epoch_metrics", "front_folded", "front_version", "metadata", "optuna_heartbeats",
+           "optuna_studies", "optuna_trials", "pareto_front", "reeval_metrics", "sweep_points",
+           "unfolded_trials"]

@@ -1,8 +1,9 @@
 """Many workers, one study: the worker loop, crash recovery and the local multi-process launcher.
 
-Private modules, one concern each: `_lock` (the per-study lock), `_budget` (trial slots against
-the target), `_worker` (the worker loop), `_launcher` (local worker processes and their view),
-`_group` (K trial processes of one device sharing one copy of the data).
+Private modules, one concern each: `_budget` (trial slots against the target), `_worker` (the
+worker loop), `_launcher` (local worker processes and their view), `_group` (K trial processes of
+one device sharing one copy of the data). The per-study lock is `automtl.search.locks` (torch-free:
+the storage proxy takes it too).
 
 A worker (`run_worker`, CLI `automtl worker`) joins an existing study in a shared Optuna RDB
 storage (PostgreSQL across machines, or one SQLite file on one machine) and runs trials until
@@ -55,12 +56,10 @@ from automtl.search.distributed._launcher import (
     watch_workers,
 )
 from automtl.search.distributed._group import run_worker_group
-from automtl.search.distributed._lock import StudyLock, study_lock
 from automtl.search.distributed._stats import STATS_ENV, WorkerStats, read_stats
 from automtl.search.distributed._worker import (
     Heartbeat,
     WorkerResult,
-    enable_sqlite_wal,
     join_study,
     prepare_shared_study,
     run_worker,
@@ -71,10 +70,10 @@ from automtl.search.defaults import STORAGE_ENV
 
 __all__ = [
     "STATS_ENV", "STORAGE_ENV", "Budget", "Heartbeat",
-    "LaunchResult", "StudyLock", "WorkerProcess", "WorkerResult", "WorkersView", "budget",
-    "died", "enable_sqlite_wal", "expand_devices", "interrupted", "join_study", "launch_workers",
+    "LaunchResult", "WorkerProcess", "WorkerResult", "WorkersView", "budget",
+    "died", "expand_devices", "interrupted", "join_study", "launch_workers",
     "orphan_cap", "parse_devices", "prepare_shared_study", "read_stats", "run_worker", "run_worker_group", "running_epochs",
     "search_with_workers",
-    "set_target", "start_workers", "study_lock", "study_target", "superseded_trials",
+    "set_target", "start_workers", "study_target", "superseded_trials",
     "watch_workers", "worker_name", "worker_storage", "WorkerStats",
 ]

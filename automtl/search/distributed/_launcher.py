@@ -23,11 +23,17 @@ from automtl.errors import AutomtlError
 from automtl.search.dburl import is_proxy_url, mask_url
 from automtl.search.defaults import STORAGE_ENV
 from automtl.search.distributed._budget import Budget, budget
-from automtl.search.distributed._worker import Heartbeat, enable_sqlite_wal, prepare_shared_study
+from automtl.search.distributed._worker import Heartbeat, prepare_shared_study
 from automtl.search.enqueue import WarmStart
 from automtl.search.meta import count_states
 from automtl.search.runner import SearchResult
-from automtl.search.storage import close_storage, engine_kwargs, make_storage, objective_names
+from automtl.search.storage import (
+    close_storage,
+    enable_sqlite_wal,
+    engine_kwargs,
+    make_storage,
+    objective_names,
+)
 from automtl.search.store import Store
 from automtl.search.study_config import StudyConfig
 
@@ -168,22 +174,16 @@ class WorkersView:
 
 
 def running_epochs(storage_url: str, study_name: str, trials: Sequence[int]) -> dict[int, int]:
-    """Trial -> last recorded epoch, for the given (running) trials."""
+    """Trial -> last recorded epoch, for the given (running) trials (polled: no pooled
+    connection is kept between polls)."""
     if not trials:
         return {}
     if is_proxy_url(storage_url):
         return Store(storage_url).running_epochs(study_name, trials)
-    from automtl.search.tables import epoch_metrics
-
-    t = epoch_metrics.c
-    q = (sa.select(t.trial_number, sa.func.max(t.epoch))
-         .where(t.study_name == study_name, t.trial_number.in_(list(trials)))
-         .group_by(t.trial_number))
     engine = sa.create_engine(storage_url, poolclass=sa.pool.NullPool, **{
         k: v for k, v in engine_kwargs(storage_url).items() if k != "pool_pre_ping"})
     try:
-        with engine.connect() as conn:
-            return {int(n): int(e) for n, e in conn.execute(q)}
+        return Store(storage_url, create=False, engine=engine).running_epochs(study_name, trials)
     except sa.exc.SQLAlchemyError:  # tables not created yet: nothing to show
         return {}
     finally:

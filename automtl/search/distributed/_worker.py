@@ -14,17 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
-import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
 from automtl.errors import AutomtlError
 from automtl.search import interrupt
-from automtl.search.dburl import mask_url, sqlite_path
+from automtl.search.dburl import mask_url
 from automtl.search.distributed._budget import Budget, budget, set_target, study_target
-from automtl.search.distributed._lock import StudyLock, study_lock
 from automtl.search.distributed._stats import WorkerStats
 from automtl.search.enqueue import WarmStart
 from automtl.search.front import FrontRow
+from automtl.search.locks import StudyLock, study_lock
 from automtl.search.meta import StudyMeta, TrialMeta, count_states
 from automtl.search.prepare import prepare_study
 from automtl.search.runner import SearchListener, optimize_study
@@ -32,7 +31,7 @@ from automtl.search.samplers import make_sampler
 from automtl.search.storage import (
     close_storage,
     db_error,
-    engine_kwargs,
+    enable_sqlite_wal,
     make_storage,
     study_names,
 )
@@ -79,22 +78,6 @@ def worker_storage(url: str, heartbeat: Heartbeat) -> optuna.storages.RDBStorage
             url, must_exist=True,
             heartbeat_interval=heartbeat.interval, grace_period=heartbeat.grace,
             heartbeat_stale_trial_callback=_retry_callback(max_retry=1))
-
-
-def enable_sqlite_wal(url: str) -> None:
-    """Switch a SQLite database to WAL journaling (persistent; no-op for other backends)."""
-    if sqlite_path(url) is None:
-        return
-    engine = sa.create_engine(url, **engine_kwargs(url))
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-    except sa.exc.SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", exc)).splitlines()[0]
-        raise AutomtlError(f"--storage {mask_url(url)}: cannot open the SQLite database for "
-                           f"several workers ({detail}); check the file is writable") from None
-    finally:
-        engine.dispose()
 
 
 @dataclass

@@ -23,8 +23,9 @@ import automtl
 from automtl.errors import AutomtlError
 from automtl.search.dbopen import check_database
 from automtl.search.dburl import is_proxy_url, mask_url, scrub
+from automtl.search.locks import study_lock
 from automtl.search.proxy._wire import CALL, HOLD, SERVICE, decode, encode, require_grpc
-from automtl.search.storage import make_storage
+from automtl.search.storage import enable_sqlite_wal, make_storage
 from automtl.search.store import Store, read_or
 from automtl.search.tables import metadata
 
@@ -41,8 +42,6 @@ class _StudyGate:
         self._backend: Any = None
 
     def acquire_backend(self) -> None:
-        from automtl.search.distributed import study_lock
-
         if self._backend is None:
             self._backend = study_lock(self.url, self.study_name)
         self._backend.acquire()
@@ -58,11 +57,6 @@ class ProxyService:
     def __init__(self, url: str, storage: optuna.storages.BaseStorage,
                  rdb: optuna.storages.RDBStorage) -> None:
         self.url, self.storage, self.rdb = url, storage, rdb
-        # Front refreshes read trials through their own trial cache: Optuna's cache holds its
-        # lock while it writes (set_trial_param ...), and a refresh holds the front's lock row
-        # (on SQLite the database's write lock) while it reads, so sharing one cache would let
-        # a writer and a refresher wait on each other until SQLite's busy timeout.
-        self.reader = optuna.storages.get_storage(rdb)
         self.store = Store(url, create=False, engine=rdb.engine)
         self._tables = False
         self._gates: dict[str, _StudyGate] = {}
@@ -70,13 +64,13 @@ class ProxyService:
         self.ops: dict[str, Callable[..., Any]] = {
             "info": self.info, "refresh_front": self.refresh_front,
             "record_heartbeat": self.rdb.record_heartbeat,
-            "heartbeat_ages": self.heartbeat_ages, "running_epochs": self.running_epochs,
+            "heartbeat_ages": self.heartbeat_ages,
         }
         for name in ("record_epoch", "record_sweep", "record_reeval", "delete_study"):
             self.ops[name] = self._writer(getattr(self.store, name))
         reads: dict[str, Any] = {"epoch_history": {}, "rung_values": {}, "front": [],
                                  "front_version": 0, "sweeps": {}, "reeval_seeds": set(),
-                                 "reeval": {}, "row_counts": {}}
+                                 "reeval": {}, "row_counts": {}, "running_epochs": {}}
         for name, default in reads.items():
             self.ops[name] = self._reader(getattr(self.store, name), default)
 
@@ -89,19 +83,20 @@ class ProxyService:
                 "backend": mask_url(self.url), "tables": sorted(tables)}
 
     def refresh_front(self, study_name: str) -> Any:
+        """Fold the trials not folded yet, read by id from the uncached RDB storage: the cost
+        does not grow with the study, a restarted proxy has nothing to load first, and no
+        second copy of the study is kept here (Optuna's service keeps its own cache). Not
+        through Optuna's cache: it holds its lock while it writes (set_trial_param ...) and a
+        refresh holds the front's lock row (on SQLite the database's write lock), so a writer
+        and a refresher could wait on each other until SQLite's busy timeout."""
         self._ensure_tables()
-        study = optuna.load_study(study_name=study_name, storage=self.reader)
-        return self.store.refresh_front(study)
+        study = optuna.load_study(study_name=study_name, storage=self.rdb)
+        return self.store.refresh_front(study, storage=self.rdb)
 
     def heartbeat_ages(self, study_name: str, numbers: list[int]) -> dict[int, float]:
         from automtl.search.stale import heartbeat_ages
 
         return heartbeat_ages(self.rdb.engine, study_name, [int(n) for n in numbers])
-
-    def running_epochs(self, study_name: str, trials: list[int]) -> dict[int, int]:
-        from automtl.search.distributed import running_epochs
-
-        return running_epochs(self.url, study_name, trials)
 
     def _ensure_tables(self) -> None:
         # automtl's tables appear on the first write, as with a direct `Store`; reads of a
@@ -191,8 +186,6 @@ def start_proxy(url: str, *, host: str = "127.0.0.1", port: int = 13000,
     The database is checked first like any automtl open (`dbopen.check_database`): a foreign,
     corrupt or incompatible one is refused before anything is served or written.
     """
-    from automtl.search.distributed import enable_sqlite_wal
-
     grpc = require_grpc(url)
     if is_proxy_url(url):
         raise AutomtlError(f"--storage {url}: the proxy needs a database URL (postgresql+psycopg:"

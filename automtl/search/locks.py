@@ -1,5 +1,9 @@
 """The per-study lock: a cross-process mutex around "count trial slots, then create a trial".
 
+Taken by workers (`automtl.search.distributed`) and by the storage proxy on their behalf
+(`automtl.search.proxy`); kept out of `distributed` so that the proxy process, which needs the
+lock but never trains, does not import the training stack (torch, scikit-learn).
+
 SQLite: a lock file beside the database (`filelock`, flock(2) on POSIX: processes on one machine).
 PostgreSQL: a session advisory lock, which the server frees when a worker's connection dies.
 Storage proxy (grpc://): the proxy holds the database's lock while the worker's call is open.
