@@ -1,8 +1,8 @@
 """Seconds per Pareto-front refresh as a study grows: direct PostgreSQL vs `automtl storage-proxy`.
 
-For each size N a study with N COMPLETE trials (two objectives, realistic trial attributes:
-config, test metrics, front fields) is written straight into a throwaway PostgreSQL server
-(tests/pg.py) and folded into the front once. Then, as a worker does after each trial, one new
+One study on a throwaway PostgreSQL server (tests/pg.py) is grown to each size N in turn: COMPLETE
+trials (two objectives, realistic trial attributes: config, test metrics, front fields) written
+straight into the database and folded into the front. Then, as a worker does after each trial, one new
 COMPLETE trial is added and `Store.refresh_front` is timed, `--repeats` times:
 
 - direct: the worker's own `Store` on the database URL and its study (Optuna's trial cache warm);
@@ -10,7 +10,8 @@ COMPLETE trial is added and `Store.refresh_front` is timed, `--repeats` times:
   first refresh after the proxy starts is reported apart (its cache is cold), then the median.
 
 Also recorded: the proxy's CPU time per refresh (its process's user + system time over the
-timed refreshes) and its resident memory after the largest study.
+timed refreshes) and its resident memory after them. `PYTHONPATH=/other/checkout python
+benchmarks/front_refresh.py` measures that checkout's code (the proxy process included).
 
     python benchmarks/front_refresh.py --sizes 100 1000 3000 --repeats 5
 """
@@ -34,7 +35,8 @@ NAMES = ["ctr_auc", "cvr_auc"]
 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", **extra)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    # an explicit PYTHONPATH comes first: the proxy then runs that code (e.g. an older checkout)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(ROOT)) if p)
     return env
 
 
@@ -58,18 +60,22 @@ def _trial(number: int, rng: random.Random):  # -> optuna.trial.FrozenTrial
                     "worker": f"host:{number}"})
 
 
-def populate(url: str, name: str, n: int, seed: int = 0) -> None:
-    """A study of `n` COMPLETE trials, written straight into the database, front folded."""
+def grow(url: str, name: str, have: int, n: int, seed: int = 0) -> None:
+    """Add COMPLETE trials numbered `have`..`n - 1` to the study (created when `have` is 0),
+    written straight into the database, then fold them into the front."""
     import optuna
 
     from automtl.search.storage import make_storage
     from automtl.search.store import Store
 
-    rng = random.Random(seed)
-    study = optuna.create_study(storage=make_storage(url), study_name=name,
-                                directions=["maximize", "maximize"])
-    study.set_user_attr("objectives", NAMES)
-    study.add_trials([_trial(i, rng) for i in range(n)])
+    rng = random.Random(seed + have)
+    if have == 0:
+        study = optuna.create_study(storage=make_storage(url), study_name=name,
+                                    directions=["maximize", "maximize"])
+        study.set_user_attr("objectives", NAMES)
+    else:
+        study = optuna.load_study(study_name=name, storage=make_storage(url))
+    study.add_trials([_trial(i, rng) for i in range(have, n)])
     store = Store(url)
     store.refresh_front(study)
     store.dispose()
@@ -145,17 +151,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{'proxy MB':>9} {'front':>6} {'load':>5}")
     try:
         with tempfile.TemporaryDirectory(prefix="automtl-refresh-") as tmp:
-            for n in args.sizes:
-                url = server.create_database()
+            url, have = server.create_database(), 0
+            for n in sorted(args.sizes):  # one study, grown to each size in turn
                 t0 = time.perf_counter()
-                for via in args.via:
-                    populate(url, via, n)
-                made = time.perf_counter() - t0
+                grow(url, "s", have, n)
+                print(f"        ({n - have} trials written in {time.perf_counter() - t0:.0f} s)",
+                      flush=True)
                 for via in args.via:
                     proc, grpc_url = (start_proxy(url, Path(tmp)) if via == "proxy"
                                       else (None, url))
                     try:
-                        r = time_refreshes(grpc_url, via, args.repeats, seed=n,
+                        r = time_refreshes(grpc_url, "s", args.repeats, seed=n,
                                            proxy_pid=proc.pid if proc else None)
                     finally:
                         if proc:
@@ -165,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                     mb = f"{r['proxy_rss']:.0f}" if "proxy_rss" in r else ""
                     print(f"{n:>7} {via:>6} {r['first']:>9.0f} {r['median']:>10.0f} {cpu:>13} "
                           f"{mb:>9} {r['front']:>6.0f} {os.getloadavg()[0]:>5.1f}", flush=True)
-                print(f"        (studies of {n} trials written in {made:.0f} s)", flush=True)
+                have = n + args.repeats * len(args.via)
     finally:
         server.stop()
     return 0
