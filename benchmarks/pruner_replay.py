@@ -1,7 +1,7 @@
 """Replay pruning rules on recorded learning curves: what a pruner would have saved and kept.
 
-`benchmarks/search_efficiency.py --workdir DIR` keeps each arm's study database. For an arm run
-without a pruner (tpe, random, nsga2, gp) every trial's validation metrics are recorded after
+`benchmarks/search_efficiency.py --workdir DIR` keeps each arm's study database. For a finished
+arm run without a pruner (tpe, random, nsga2, gp) every trial's validation metrics are recorded after
 every epoch it trained, so any pruning rule can be replayed on those curves without training
 again: the trials are taken in completion order (one worker, as the benchmark runs them); at
 each rung a trial is ranked by `automtl.search.pruner.decide` against the earlier trials that
@@ -121,7 +121,7 @@ def main() -> None:
     runs = {}
     for db in sorted(args.workdir.glob("*.db")):
         arm, _, seed = db.stem.rpartition("-s")
-        if arm in args.arms.split(","):
+        if arm in args.arms.split(",") and db.with_suffix(".json").exists():  # finished runs
             run = load_run(db)
             if run is not None and run["trials"]:
                 runs[(arm, int(seed))] = run

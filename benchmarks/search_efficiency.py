@@ -99,14 +99,14 @@ def hypervolume(points: list[list[float]], reference: float = 0.5) -> float:
 
 
 def run_arm(arm: str, seed: int, args: argparse.Namespace, storage: str) -> dict:
-    sampler, pruner = ARMS[arm]
+    sampler, pruner = ARMS[arm.partition("@")[0]]  # "tpe+pareto@w3": a --variant of an arm
     cfg = StudyConfig(
         name=f"{arm}-s{seed}", data=DataConfig("synthetic", options={"rows": args.rows}),
         objectives=["ctr_auc", "cvr_auc"], space=args.space, epochs=args.epochs,
         n_trials=args.pruned_trials if pruner != "none" and args.pruned_trials else args.trials,
         sampler=sampler, seed=seed,  # type: ignore[arg-type]
         pruner=PrunerConfig(kind=pruner, min_epoch=1, warmup_trials=args.warmup,  # type: ignore[arg-type]
-                            reduction_factor=args.eta, rungs=args.rungs),
+                            reduction_factor=args.eta, rungs=args.rungs, score=args.score),
         train={"patience": 1})
     t0, c0 = time.perf_counter(), time.process_time()
     run_search(cfg, storage=storage, device="cpu")
@@ -212,6 +212,8 @@ def efficiency_table(results: list[dict], arms: list[str]) -> tuple[list[str], d
     """Hypervolume (val and test) at fractions of the TPE arm's epochs (same seed), and the two
     target ratios: epochs to reach TPE's / random's final validation hypervolume, as a fraction
     of their epochs."""
+    # a cut run's last hypervolume is not final: only finished runs are compared here
+    results = [r for r in results if r.get("finished", True)]
     seeds = sorted({r["seed"] for r in results})
     by = {(r["arm"], r["seed"]): r for r in results}
     fractions = (0.25, 0.5, 0.75, 1.0)
@@ -328,14 +330,15 @@ def collect(workdir: Path) -> list[dict]:
 
 def report(results: list[dict], args: argparse.Namespace, bayes: dict) -> None:
     arms = [a for a in ARMS if any(r["arm"] == a for r in results)]
+    arms += sorted({r["arm"] for r in results} - set(arms))  # --variant runs
     print(f"\n{args.trials} trials x <= {args.epochs} epochs, {args.rows} rows, space "
           f"{args.space}; Bayes AUC val {({k: round(v, 4) for k, v in bayes['val'].items()})}")
     lines, summary = arm_table(results, arms, bayes)
     print("\n".join(lines))
     lines, efficiency = efficiency_table(results, arms)
-    print("\nhypervolume (val) at fractions of TPE's epochs (same seed); test HV at 50% and at "
-          "the end; epochs to reach TPE's / random's final val hypervolume as a fraction of "
-          "theirs (per repeat)")
+    print("\nfinished runs only: hypervolume (val) at fractions of TPE's epochs (same seed); "
+          "test HV at 50% and at the end; epochs to reach TPE's / random's final val "
+          "hypervolume as a fraction of theirs (per repeat)")
     print("\n".join(lines))
     if args.out:
         args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},
@@ -359,6 +362,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--eta", type=float, default=3.0)
     parser.add_argument("--rungs", choices=["every", "geometric"], default="every")
+    parser.add_argument("--score", choices=["epoch", "best"], default="epoch",
+                        help="the pruner's rung score (automtl.search.pruner.rung_point)")
+    parser.add_argument("--variant", default=None, help="label for non-default pruner settings: "
+                        "the pruned arms are named ARM@VARIANT, beside the default runs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--workdir", type=Path, default=None, help="keep each arm/seed's "
@@ -406,6 +413,8 @@ def main() -> None:
         else:
             for seed in seeds:
                 for arm in args.arms.split(","):
+                    if args.variant and ARMS[arm][1] != "none":
+                        arm = f"{arm}@{args.variant}"
                     if not claim(workdir, f"{arm}-s{seed}"):
                         print(f"{arm} seed {seed}: run by another process, skipped", flush=True)
                         continue

@@ -58,9 +58,9 @@ def test_search_efficiency_smoke(tmp_path: Path):
                           capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     replay = json.loads((tmp_path / "replay.json").read_text())
-    # with 3 trials the default rule (5 warm-up trials) never decides: every epoch, whole front
-    assert {a for key in replay for a in [key.rpartition(" | ")[2]]} == {"tpe", "random",
-                                                                         "nsga2", "gp"}
+    # finished unpruned runs only (random's was "cut" above); with 3 trials the default rule
+    # (5 warm-up trials) never decides: every epoch, whole front
+    assert {key.rpartition(" | ")[2] for key in replay} == {"tpe", "nsga2", "gp"}
     for key, figures in replay.items():
         assert all(0 < e <= 1.0 for e in figures["epochs"]), key
         if key.startswith("default"):
