@@ -3,11 +3,13 @@
 On the same data and splits (synthetic default; the Ali-CCP-schema synthetic; the additive option,
 whose step logits are sums of per-id and dense effects), compare test AUC per task of:
 
-- the automtl front: the synthetic preset's search (space `quick`, TPE, Pareto pruning, the
-  preset's baselines enqueued first) with --trials/--epochs; reported: the best validation point
-  per objective and the knee of the validation front (test values, never selected on);
-- automtl's documented examples (studies/examples/{mmoe,ple,esmm}.yaml): trials 0..2 of that same
-  study (enqueued, never pruned, same seed and data), so no second training is needed;
+- the automtl front: the shipped `synthetic` preset's search as is (space `quick`, TPE, its
+  budget of 3 baseline trainings: the MMoE example in full, probes at 10% of epoch 1, the best
+  probe retrained in full; automtl/search/budget.py) on this data; reported: the best validation
+  point per objective and the knee of the validation front (test values, never selected on),
+  compute = all its trials' training rows (`TrialMeta.train_passes`) and the process CPU time;
+- automtl's documented examples (studies/examples/{mmoe,ple,esmm}.yaml), each trained alone with
+  its own settings (`examples` arm); the MMoE one is the unit of compute ("x base");
 - torch-rechub 0.9.0 MMOE / PLE / ESMM with the settings of its examples/ranking/
   run_ali_ccp_multi_task.py (MMOE 8 experts [16], towers [8], embed 4; PLE 1 level, 2 specific +
   1 shared experts [16], towers [8]; ESMM sparse features only, embed 16, towers [16, 8]; Adam
@@ -17,10 +19,12 @@ whose step logits are sums of per-id and dense effects), compare test AUC per ta
   the well-specified model), C chosen on the validation split.
 
 cvr_auc is the AUC on clicked test rows of p_ctcvr / p_ctr (ESMM: its CVR output). Compute per
-arm: training rows x epochs and wall time (shared 2-core machine: timings are noisy).
+arm: training rows x epochs, CPU seconds of the process (1 thread) and wall time (a shared machine
+inflates wall time). Arms can run in separate processes into one --out file per process (results
+for other arms already in the file are kept).
 
-    python benchmarks/search_value.py --rows 200000 --trials 20 --epochs 3     # the issue's size
-    python benchmarks/search_value.py --rows 20000 --trials 8 --epochs 2 --out /tmp/value.json
+    python benchmarks/search_value.py --rows 200000 --out value.json              # the issue's size
+    python benchmarks/search_value.py --rows 200000 --datasets default --arms search --out s.json
 """
 
 from __future__ import annotations
@@ -121,9 +125,9 @@ def automtl_arms(ds: Dataset, cfg: StudyConfig, storage: str) -> list[dict]:
                     "note": f"whole search: {len(trials)} trials {states}"})
     for t in trials:
         a = t.user_attrs
-        if not a.get("enqueued"):
+        if not a.get("enqueued") or t.state.name != "COMPLETE":  # probes stop at the rows rung
             continue
-        out.append({"arm": f"automtl {a['enqueued'].split()[-1]} (trial {t.number})",
+        out.append({"arm": f"automtl {a['enqueued'].removeprefix('baseline ')} (trial {t.number})",
                     "trial": t.number,
                     "test": {m: a.get("test_metrics", {}).get(m) for m in METRICS},
                     "val": dict(zip(result.objectives, t.values or [])),
