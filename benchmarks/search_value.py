@@ -252,9 +252,10 @@ def logistic_arm(ds: Dataset) -> dict:
 
 
 def dominated(point: dict, fronts: list[dict]) -> bool:
-    """Whether some front pick is >= `point` on test ctr and cvr AUC."""
-    return any(all((f["test"][m] or 0) >= (point["test"][m] or 0) for m in ("ctr_auc", "cvr_auc"))
-               for f in fronts)
+    """Whether some front pick is >= `point` on test ctr and cvr AUC (1e-9: the same model
+    trained twice may differ in the last bit of its AUC's summation)."""
+    return any(all((f["test"][m] or 0) >= (point["test"][m] or 0) - 1e-9
+                   for m in ("ctr_auc", "cvr_auc")) for f in fronts)
 
 
 ARMS = ("examples", "rechub", "logistic", "search")
