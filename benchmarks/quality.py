@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
 import yaml
 
 import torch
@@ -22,7 +23,10 @@ import torch
 from automtl.config import DataConfig, ModelConfig, TrialConfig, load_trial_config
 from automtl.data import bayes_auc, load_dataset
 from automtl.resources import resource_dir
+from automtl.data.schema import Dataset
 from automtl.train import fit
+from automtl.train.cache import device_split
+from automtl.train.metrics import predict_logits
 
 
 def example_config(arch: str) -> tuple[TrialConfig, str]:
@@ -46,6 +50,56 @@ def apply_override(cfg: TrialConfig, assignment: str) -> None:
     setattr(target, name, value)
 
 
+def save_test_logits(model: torch.nn.Module, ds: Dataset, path: str) -> None:
+    """The test split's logits [N, T] and labels, so two runs can be compared row by row."""
+    split = device_split(ds, "test", next(model.parameters()).device)
+    logits = predict_logits(model, split, ds.task_names, 8192).cpu().numpy()
+    np.savez(path, logits=logits, labels=np.asarray(ds.splits["test"].labels))
+
+
+def _hanley_se(auc: float, n_pos: int, n_neg: int) -> float:
+    """Standard error of one AUC (Hanley & McNeil, Radiology 1982, eq. 2)."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) \
+        / max(n_pos * n_neg, 1)
+    return float(np.sqrt(max(var, 0.0)))
+
+
+def compare(ds: Dataset, bayes: dict[str, float], paths: list[str], reps: int = 200) -> None:
+    """Test AUCs of saved logits with their SEs, and paired differences against the first file
+    (bootstrap over test rows: both models see the same resampled rows)."""
+    from automtl.train.metrics import compute_metrics
+
+    runs = {p: np.load(p) for p in paths}
+    labels = runs[paths[0]]["labels"]
+    names = [f"{t.name}_auc" for t in ds.tasks] + \
+        [f"{t.cond_name}_auc" for t in ds.tasks if t.cond_name]
+    n_pos = {f"{t.name}_auc": int(labels[:, k].sum()) for k, t in enumerate(ds.tasks)}
+    n_all = {f"{t.name}_auc": len(labels) for t in ds.tasks}
+    for k, t in enumerate(ds.tasks):
+        if t.cond_name and t.depends_on:
+            rows = labels[:, ds.task_names.index(t.depends_on)] > 0.5
+            n_pos[f"{t.cond_name}_auc"], n_all[f"{t.cond_name}_auc"] = \
+                int(labels[rows, k].sum()), int(rows.sum())
+    rng = np.random.default_rng(0)
+    boots = [rng.integers(0, len(labels), len(labels)) for _ in range(reps)]
+    draws = {}
+    for p, run in runs.items():
+        point = compute_metrics(run["logits"], labels, ds.tasks)
+        draws[p] = np.array([[compute_metrics(run["logits"][i], labels[i], ds.tasks)[m]
+                              for m in names] for i in boots])
+        cells = []
+        for j, m in enumerate(names):
+            cell = (f"{m} {point[m]:.4f}+-{_hanley_se(point[m], n_pos[m], n_all[m] - n_pos[m]):.4f}"
+                    f" (gap {bayes[m] - point[m]:.4f})")
+            if p != paths[0]:
+                base = compute_metrics(runs[paths[0]]["logits"], labels, ds.tasks)[m]
+                diff = draws[p][:, j] - draws[paths[0]][:, j]
+                cell += f" diff {point[m] - base:+.4f}+-{np.nanstd(diff):.4f}"
+            cells.append(cell)
+        print(f"{p}: " + "; ".join(cells), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=200_000)
@@ -57,11 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="training seed (the data seed stays 0)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                     help="override a config field of every arch, e.g. train.weight_decay=1e-5")
+    ap.add_argument("--save-test", default=None, metavar="PREFIX",
+                    help="write each arch's test logits to PREFIX<arch>.npz (paired comparisons)")
+    ap.add_argument("--compare", default=None, metavar="A.npz,B.npz,...",
+                    help="only compare saved test logits (same --rows): AUC +- SE, gap to "
+                         "Bayes, and each file minus the first with a paired bootstrap SE")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     data_cfg = DataConfig(name="synthetic", options={"rows": args.rows, "n_tasks": args.n_tasks})
     ds = load_dataset(data_cfg)
     bayes = bayes_auc(ds, "test")
+    if args.compare:
+        compare(ds, bayes, args.compare.split(","))
+        return 0
     metrics = [m for m in ds.metric_names()]
     print(f"data: synthetic (default schema), {args.rows:,} rows, {args.n_tasks} tasks")
     print(f"{'arch':6} {'metric':10} {'val AUC':>8} {'test AUC':>9} {'Bayes':>7} {'gap':>7} {'ok':>3}")
@@ -75,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         for assignment in args.set:
             apply_override(cfg, assignment)
         result = fit(cfg, ds, device=args.device)
+        if args.save_test:
+            save_test_logits(result.model, ds, f"{args.save_test}{arch}.npz")
         for m in metrics:
             gap = bayes[m] - result.test[m]
             worst = max(worst, gap)

@@ -65,3 +65,36 @@ def test_search_efficiency_smoke(tmp_path: Path):
         assert all(0 < e <= 1.0 for e in figures["epochs"]), key
         if key.startswith("default"):
             assert figures["epochs"] == [1.0] and figures["hv_end"] == [1.0], key
+
+
+def test_additive_lr_smoke(tmp_path: Path, capsys):
+    """benchmarks/additive_lr.py on a tiny additive set (in this process: no second torch
+    import): the LR arm and one wide config write their JSON + predictions, and the summary
+    pairs them (gap to the LR and a bootstrap SE per task)."""
+    import importlib.util
+
+    import torch
+
+    path = ROOT / "benchmarks" / "additive_lr.py"
+    spec = importlib.util.spec_from_file_location("additive_lr", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    common = ["--rows", "4000", "--out", str(tmp_path)]
+    threads = torch.get_num_threads()
+    try:
+        assert mod.main([*common, "--arms", "lr,wide_esmm", "--epochs", "1", "--C", "0.3",
+                         "--probe-rows", "1000"]) == 0
+        for arm in ("lr", "wide_esmm"):
+            rec = json.loads((tmp_path / f"{arm}.json").read_text())
+            assert set(rec["test"]) == {"ctr_auc", "cvr_auc", "ctcvr_auc"}
+            assert (tmp_path / f"{arm}.npz").is_file()
+        lr = json.loads((tmp_path / "lr.json").read_text())
+        assert lr["test"]["ctr_auc"] > 0.6  # the well-specified model learns the additive data
+        assert [f["step"] for f in lr["fits"] if not f.get("probe")] == ["ctr", "cvr"]
+        capsys.readouterr()
+        assert mod.main([*common, "--summary", "--boot", "20"]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("wide_esmm"))
+        assert "gap to lr" in line and "best ep 1/1" in line
+    finally:
+        torch.set_num_threads(threads)
