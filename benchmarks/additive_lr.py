@@ -63,6 +63,20 @@ CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
     "wide_esmm_b4096": {"model": {**_BASE, "head": "esmm"},
                         "train": {**_TRAIN, "batch_size": 4096}},
     "nowide_esmm": {"model": {**_BASE, "head": "esmm", "wide": False}, "train": _TRAIN},
+    # L2 at the LR's optimum: Adam's coupled L2 minimises mean loss + wd/2 |w|^2, i.e. the LR
+    # objective with C = 1 / (wd * n_train); C = 0.1 at 800k rows is wd ~1.25e-5 (1e-4 at 50k)
+    "wide_esmm_wd1e-6": {"model": {**_BASE, "head": "esmm"},
+                         "train": {**_TRAIN, "weight_decay": 1e-6}},
+    "wide_esmm_wd1e-5_lr3e-3": {"model": {**_BASE, "head": "esmm"},
+                                "train": {**_TRAIN, "weight_decay": 1e-5, "lr": 3e-3}},
+    "wide_esmm_wd1e-5_lr1e-3": {"model": {**_BASE, "head": "esmm"},
+                                "train": {**_TRAIN, "weight_decay": 1e-5, "lr": 1e-3}},
+    "wide_esmm_wd1e-5_b4096": {"model": {**_BASE, "head": "esmm"},
+                               "train": {**_TRAIN, "weight_decay": 1e-5, "batch_size": 4096}},
+    "wide_plain_wd1e-5": {"model": {**_BASE, "head": "plain"},
+                          "train": {**_TRAIN, "weight_decay": 1e-5}},
+    "nowide_esmm_wd1e-5": {"model": {**_BASE, "head": "esmm", "wide": False},
+                           "train": {**_TRAIN, "weight_decay": 1e-5}},
 }
 
 
@@ -247,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma list of lr and {', '.join(CONFIGS)}")
     ap.add_argument("--out", type=Path, required=True, help="folder for <arm>.json/.npz")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (the data seed stays 0)")
+    ap.add_argument("--suffix", default="", help="appended to the arms' file names, e.g. _s1")
     ap.add_argument("--epochs", type=int, default=None, help="override the configs' epochs")
     ap.add_argument("--solver", default="lbfgs", choices=["lbfgs", "saga", "liblinear",
                                                           "newton-cholesky", "sag"])
@@ -271,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = np.asarray(ds.splits["test"].labels)
     for arm in arms:
         rec = lr_arm(ds, args) if arm == "lr" else nn_arm(ds, arm, args)
-        rec["rows"] = args.rows
+        rec["rows"], rec["arm"] = args.rows, rec["arm"] + args.suffix
         save(args.out, rec, labels)
     return 0
 
