@@ -26,8 +26,8 @@ connections then count the proxy's, the only process connected to PostgreSQL).
 
 Memory is proportional (PSS) and unique (USS = private clean + dirty) set size from
 /proc/PID/smaps_rollup, not RSS: RSS counts the shared library pages every worker maps (~150 MB
-of torch & co.) once per worker. "worker MB" is the largest worker's PSS, "all MB" the largest
-sum of all workers' PSS, i.e. what the run really took. A row is skipped when workers x
+of torch & co.) once per worker. "all MB" is the largest sum of all workers' PSS at one poll,
+i.e. what the run really took, "worker MB" that sum / workers and the largest worker's USS. A row is skipped when workers x
 `--mb-per-worker` (PSS) does not fit in the available memory minus 2 GiB, and a run is stopped
 (workers killed, reported) when available memory falls below 1 GiB: never the OOM killer.
 `--start fork` forks the workers from one process that has imported everything
@@ -402,8 +402,8 @@ def main() -> None:
           f"SIGKILL every {args.kill_every:.0f} s (at most {args.kills}); workers by "
           f"{args.start}")
     print("lock wait / hold, front refresh: mean / p95 / max in ms over all workers' events; "
-          "wait share = lock wait summed over workers / (workers x wall); worker MB: largest "
-          "worker PSS / USS, all MB: largest sum of workers' PSS; starved: heartbeat-FAILed "
+          "wait share = lock wait summed over workers / (workers x wall); worker MB: mean PSS "
+          "(all MB / workers) / largest USS, all MB: largest sum of workers' PSS; starved: heartbeat-FAILed "
           "trials of live workers")
     print(f"{'workers':>7} {'trials/s':>8} {'wall s':>6} {'complete':>8} {'killed':>6} "
           f"{'starved':>7} {'peak conns':>10} {'worker MB':>9} {'all MB':>6} "
@@ -435,7 +435,9 @@ def main() -> None:
             else:
                 shutil.rmtree(tmp, ignore_errors=True)
             share = sum(r.lock_wait) / (n * r.seconds) if r.seconds else 0.0
-            mem = f"{r.peak_worker_pss_mb:.0f}/{r.peak_worker_uss_mb:.0f}"
+            # mean PSS at the fullest poll (the largest single PSS grows as finished workers exit
+            # and the survivors share the fork server's pages among fewer) / largest USS
+            mem = f"{r.peak_all_pss_mb / n:.0f}/{r.peak_worker_uss_mb:.0f}"
             print(f"{n:7d} {r.trials_per_s:8.2f} {r.seconds:6.0f} {r.complete:8d} "
                   f"{len(r.killed):6d} {len(r.starved):7d} {r.peak_connections:10d} {mem:>9} "
                   f"{r.peak_all_pss_mb:6.0f} {_ms(r.lock_wait):>17} {share:6.1%} "
