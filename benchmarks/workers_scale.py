@@ -27,9 +27,10 @@ connections then count the proxy's, the only process connected to PostgreSQL).
 Memory is proportional (PSS) and unique (USS = private clean + dirty) set size from
 /proc/PID/smaps_rollup, not RSS: RSS counts the shared library pages every worker maps (~150 MB
 of torch & co.) once per worker. "all MB" is the largest sum of all workers' PSS at one poll,
-i.e. what the run really took, "worker MB" that sum / workers and the largest worker's USS. A row is skipped when workers x
-`--mb-per-worker` (PSS) does not fit in the available memory minus 2 GiB, and a run is stopped
-(workers killed, reported) when available memory falls below 1 GiB: never the OOM killer.
+i.e. what the run really took, "worker MB" that sum / workers and the largest worker's USS.
+A row is skipped when workers x `--mb-per-worker` (PSS) does not fit in the available memory
+minus 2 GiB, and a run is stopped (workers killed, reported) when available memory falls below
+1 GiB: never the OOM killer.
 `--start fork` forks the workers from one process that has imported everything
 (benchmarks/forked_workers.py: they share those pages), for 64 workers on a small box.
 
