@@ -170,7 +170,8 @@ def _mem_mb(pid: int) -> tuple[float, float]:
                     kb[key] = int(rest.split()[0])
     except (OSError, ValueError):  # exited between poll and read
         return 0.0, 0.0
-    return kb.get("Pss", 0) / 1024, (kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)) / 1024
+    private = kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)
+    return kb.get("Pss", 0) / 1024, private / 1024
 
 
 def _available_mb() -> float:
@@ -404,8 +405,8 @@ def main() -> None:
           f"{args.start}")
     print("lock wait / hold, front refresh: mean / p95 / max in ms over all workers' events; "
           "wait share = lock wait summed over workers / (workers x wall); worker MB: mean PSS "
-          "(all MB / workers) / largest USS, all MB: largest sum of workers' PSS; starved: heartbeat-FAILed "
-          "trials of live workers")
+          "(all MB / workers) / largest USS, all MB: largest sum of workers' PSS; starved: "
+          "heartbeat-FAILed trials of live workers")
     print(f"{'workers':>7} {'trials/s':>8} {'wall s':>6} {'complete':>8} {'killed':>6} "
           f"{'starved':>7} {'peak conns':>10} {'worker MB':>9} {'all MB':>6} "
           f"{'lock wait ms':>17} {'share':>6} {'lock hold ms':>17} {'front refresh ms':>17} "
