@@ -22,7 +22,9 @@ def test_eight_workers_under_sigkill_chaos_reach_exactly_the_target(
                                 folder=tmp_path, deadline_s=1200)
     # on failure tmp_path keeps the worker logs and trials.tsv (every trial's state and retries)
     assert r.problems == [], f"run folder: {tmp_path}"
-    assert r.complete == 24 and len(r.killed) == 3 and r.failed == 3
+    # a SIGKILL between two trials kills no trial; every FAIL is a killed or a starved trial
+    assert r.complete == 24 and r.kills == 3 and 1 <= len(r.killed) <= 3
+    assert r.failed == len(r.killed) + len(r.starved)
     assert 0 < r.peak_connections < 100
     # every worker's timings came back (AUTOMTL_WORKER_STATS): one front refresh per COMPLETE
     # trial (a killed worker's file keeps those before its kill), a lock acquisition per trial
