@@ -71,17 +71,13 @@ def test_additive_lr_smoke(tmp_path: Path, capsys):
     """benchmarks/additive_lr.py on a tiny additive set (in this process: no second torch
     import): the LR arm and one wide config write their JSON + predictions, and the summary
     pairs them (gap to the LR and a bootstrap SE per task)."""
-    import importlib.util
-
     import torch
 
-    path = ROOT / "benchmarks" / "additive_lr.py"
-    spec = importlib.util.spec_from_file_location("additive_lr", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from conftest import load_benchmark
+
+    mod = load_benchmark("additive_lr")
     common = ["--rows", "4000", "--out", str(tmp_path)]
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads()  # main() sets one thread; the rest of the suite keeps its own
     try:
         assert mod.main([*common, "--arms", "lr,wide_esmm", "--epochs", "1", "--C", "0.3",
                          "--probe-rows", "1000"]) == 0
