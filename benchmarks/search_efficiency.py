@@ -16,7 +16,11 @@ arm, the mean hypervolume at fractions of the TPE arm's epochs and those two rat
 figure (hypervolume vs cumulative epochs, one line per arm and repeat) is saved next to --out.
 
     python benchmarks/search_efficiency.py --trials 30 --epochs 4 --rows 100000 --repeats 3 \
-        --out benchmarks/search_efficiency.json          # the issue's full size
+        --out benchmarks/search_efficiency.json          # the issue's full size, one process
+    # one single-threaded process per arm sharing a --workdir; a cut run still reports
+    for a in tpe+pareto tpe random; do python benchmarks/search_efficiency.py --space compact \
+        --workdir runs --arms $a --seeds 0,1,2 & done; wait
+    python benchmarks/search_efficiency.py --workdir runs --summarize --out eff.json
     python benchmarks/search_efficiency.py --space compact --trials 20 --rows 10000   # small
     python benchmarks/search_efficiency.py --smoke --out /tmp/eff.json   # CI (tests/)
 """
