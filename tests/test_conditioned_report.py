@@ -1,16 +1,19 @@
 """The report and dashboard with preference-conditioned trials (issue 16), on a constructed study
 (known values, no training): the front over points, one curve per conditioned trial, points that
 carry their weight vector, and (in Chromium) a click on a curve point showing its weights and
-export command."""
+export command: on the 2-D figure (SVG) and on the 3-objective 3-D figure (WebGL; headless
+Chromium renders it with SwiftShader, the same pick buffer plotly uses in a real browser)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from automtl.config import LossConfig, ModelConfig, TrialConfig, WeightingConfig, to_dict
 from automtl.report import build_report_html, load_snapshot
@@ -99,8 +102,11 @@ def test_dashboard_detail_of_a_curve_point(tmp_path: Path) -> None:
 
 
 CHROMIUM = "/usr/bin/chromium"
+# --enable-unsafe-swiftshader: newer Chromium no longer falls back to software WebGL on its own;
+# the 3-D figure needs WebGL (Debian's chromium 156 renders it with or without the flag)
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--enable-unsafe-swiftshader"]
 
 
 @pytest.fixture()
@@ -121,6 +127,17 @@ def page() -> Iterator[object]:
         assert not errors, f"JavaScript errors: {errors}"
 
 
+# whether the element at (x, y) belongs to the figure div: the figure is shown there
+ON_TOP = """([id, x, y]) => {
+  const hit = document.elementFromPoint(x, y);
+  return hit !== null && document.getElementById(id).contains(hit);
+}"""
+# figures whose div is shorter than the plot (its card, which clips, would hide the rest; a
+# responsive plot in a div without a height collapsed to 0 px and the user saw nothing)
+CLIPPED = """() => Array.from(document.querySelectorAll('#figures .js-plotly-plot'))
+  .filter(d => d.getBoundingClientRect().height < d._fullLayout.height - 1).map(d => d.id)"""
+
+
 def test_browser_click_on_a_curve_point_shows_weights_and_export(tmp_path: Path, page) -> None:
     from report_study import serve_in_thread
     from test_dashboard_browser import WAIT_MS, _hover
@@ -129,11 +146,14 @@ def test_browser_click_on_a_curve_point_shows_weights_and_export(tmp_path: Path,
     with serve_in_thread(create_app(url, "cond", refresh_s=0.5)) as base:
         page.goto(base)
         page.wait_for_selector("body[data-version]", timeout=WAIT_MS)
+        assert page.evaluate(CLIPPED) == []
         names = page.evaluate("document.getElementById('fig-pareto').data.map(t => t.name)")
         idx = names.index("trial 3 (conditioned)")
         point = page.locator("#fig-pareto .scatterlayer .trace").nth(idx).locator(
             ".points path").nth(1)
         x, y = _hover(page, point)
+        # the point is drawn on top where it is clicked (not clipped away by its card)
+        assert page.evaluate(ON_TOP, ["fig-pareto", x, y]), "the Pareto point is not visible"
         page.mouse.click(x, y)
         page.wait_for_selector("#trial-card[data-trial='3']", timeout=WAIT_MS)
         page.wait_for_function("document.getElementById('trial-title').textContent"
@@ -219,3 +239,67 @@ def test_lattice_triangles_only_for_a_3_task_lattice() -> None:
     assert len(grid) == 15 and len(tris) == 16  # n^2 triangles
     assert lattice_triangles([dict(zip("ab", v)) for v in simplex_grid(2)]) == []
     assert lattice_triangles([{"a": 0.3, "b": 0.3, "c": 0.4}] * 3) == []
+
+
+# Screen position of point `index` of a scatter3d trace, as plotly's gl3d draws it: the data
+# scaled by the scene's dataScale, then the camera's model, view and projection matrices
+# (column-major 4x4), then the canvas box.
+PROJECT_3D = """([trace, index]) => {
+  const gd = document.getElementById('fig-pareto');
+  const scene = gd._fullLayout.scene._scene, tr = gd.data.find(d => d.name === trace);
+  const cam = scene.glplot.cameraParams, ds = scene.dataScale;
+  const mul = (m, a) => [0, 1, 2, 3].map(
+    r => m[r] * a[0] + m[4 + r] * a[1] + m[8 + r] * a[2] + m[12 + r] * a[3]);
+  const v = [tr.x[index] * ds[0], tr.y[index] * ds[1], tr.z[index] * ds[2], 1];
+  const c = mul(cam.projection, mul(cam.view, mul(cam.model, v)));
+  const box = scene.glplot.canvas.getBoundingClientRect();
+  return [box.left + (c[0] / c[3] + 1) / 2 * box.width,
+          box.top + (1 - c[1] / c[3]) / 2 * box.height];
+}"""
+
+
+def test_browser_click_on_a_3d_sweep_point_shows_weights_and_export(tmp_path: Path,
+                                                                    page) -> None:
+    """The 3-objective figure is WebGL (scatter3d): plotly picks the point under the mouse from
+    a pick buffer on its next frame and emits plotly_click from there while the button is down,
+    so the test hovers the projected point until plotly reports it, then presses the button."""
+    from report_study import serve_in_thread
+    from test_dashboard_browser import WAIT_MS
+
+    url = make_study3(tmp_path / "c3.db")
+    with serve_in_thread(create_app(url, "cond3", refresh_s=0.5)) as base:
+        page.goto(base)
+        page.wait_for_selector("body[data-version]", timeout=WAIT_MS)
+        assert page.evaluate("!!document.createElement('canvas').getContext('webgl')"), (
+            "no WebGL in this Chromium: the 3-D figure cannot be drawn (flags: ARGS)")
+        assert page.evaluate(CLIPPED) == []
+        assert "scatter3d" in page.evaluate(
+            "document.getElementById('fig-pareto').data.map(t => t.type)")
+        page.evaluate("""() => { window.hovered = null; document.getElementById('fig-pareto')
+            .on('plotly_hover', ev => { window.hovered = ev.points[0].customdata; }); }""")
+        index = 4  # lattice vector (0, 1/2, 1/2)
+        for _ in range(WAIT_MS // 2000):
+            x, y = page.evaluate(PROJECT_3D, ["trial 2 (conditioned)", index])
+            page.mouse.move(x - 30, y - 30)
+            page.mouse.move(x, y, steps=3)
+            try:  # plotly reports the point under the mouse (and not a neighbour on the way)
+                page.wait_for_function("JSON.stringify(window.hovered) === "
+                                       f"'{json.dumps([2, index], separators=(',', ':'))}'",
+                                       timeout=2000)
+                break
+            except PlaywrightTimeout:
+                continue
+        assert page.evaluate("window.hovered") == [2, index]
+        assert page.evaluate(ON_TOP, ["fig-pareto", x, y]), "the 3-D figure is not visible"
+        page.mouse.down()
+        try:
+            page.wait_for_selector("#trial-card[data-trial='2']", timeout=WAIT_MS)
+        finally:
+            page.mouse.up()
+        page.wait_for_function("document.getElementById('trial-title').textContent"
+                               ".includes('task weights')", timeout=WAIT_MS)
+        assert page.inner_text("#trial-title").startswith(
+            "Trial 2 at task weights ctr=0.00, cvr=0.500, purchase=0.500")
+        assert page.inner_text("#trial-export").strip() == (
+            f"automtl export --storage {url} --study cond3 --trial 2 --weights "
+            "ctr=0,cvr=0.5,purchase=0.5 --format yaml -o trial_2.yaml")

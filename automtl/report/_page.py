@@ -95,6 +95,9 @@ async function renderFigures(payload) {
       div = el("div"); div.id = "fig-" + name; card.append(div); box.append(card);
     }
     const fig = payload.figures[name];
+    // responsive plots take the div's height: a div without one collapses to 0 and the card
+    // (which clips its plot) shows nothing, so give it the figure's height (plotly's default 450)
+    div.style.height = (fig.layout.height || 450) + "px";
     drawn.push(Plotly.react(div, fig.data, fig.layout, {responsive: true, displaylogo: false}));
     if (!div.dataset.bound) {
       div.on("plotly_click", (ev) => {
