@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 import torch
 
+from automtl.data.pages import PassPager
 from automtl.data.schema import Split
 
 if TYPE_CHECKING:
@@ -133,17 +134,23 @@ def iter_batches(
 def _resident_batches(data: DeviceSplit, batch_size: int, shuffle: bool,
                       generator: torch.Generator | None, drop_last: bool) -> Iterator[Batch]:
     n = len(data)
-    if not shuffle:
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            if drop_last and stop - start < batch_size:
-                return
-            yield data.slice(start, stop)
-        return
-    device = data.labels.device
-    perm = torch.randperm(n, generator=generator, device="cpu").to(device)
-    for start in range(0, n, batch_size):
-        idx = perm[start : start + batch_size]
-        if drop_last and idx.numel() < batch_size:
+    pager = PassPager(data.maps, shuffle)  # memory-mapped columns: paging hints, bounded RSS
+    try:
+        if not shuffle:
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                if drop_last and stop - start < batch_size:
+                    return
+                yield data.slice(start, stop)
+                pager.batch_done()
             return
-        yield data.take(idx)
+        device = data.labels.device
+        perm = torch.randperm(n, generator=generator, device="cpu").to(device)
+        for start in range(0, n, batch_size):
+            idx = perm[start : start + batch_size]
+            if drop_last and idx.numel() < batch_size:
+                return
+            yield data.take(idx)
+            pager.batch_done()
+    finally:
+        pager.end()

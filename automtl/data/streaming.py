@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from automtl.data.batching import Batch, DeviceSplit
+from automtl.data.pages import PassPager
 from automtl.data.schema import Split
 
 
@@ -96,17 +97,28 @@ class StreamedSplit:
                 t.record_stream(current)  # freed only after the compute stream used it
         return ready.batch
 
-    def _stream_batches(self, keys: list[torch.Tensor | slice]) -> Iterator[Batch]:
+    def _stream_batches(self, keys: list[torch.Tensor | slice], shuffle: bool) -> Iterator[Batch]:
         if not keys:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="automtl-stream")
-        pending: Future[_Ready] = self._pool.submit(self._gather, keys[0])
-        for i in range(len(keys)):
-            ready = pending.result()
-            if i + 1 < len(keys):
-                pending = self._pool.submit(self._gather, keys[i + 1])  # overlaps this step
-            yield self._use(ready)
+        pager = PassPager(self.host.maps, shuffle)  # mapped columns: paging hints, bounded RSS
+
+        def gather(key: torch.Tensor | slice) -> _Ready:
+            ready = self._gather(key)
+            pager.batch_done()  # in the one gathering thread: never during a gather
+            return ready
+
+        pending: Future[_Ready] = self._pool.submit(gather, keys[0])
+        try:
+            for i in range(len(keys)):
+                ready = pending.result()
+                if i + 1 < len(keys):
+                    pending = self._pool.submit(gather, keys[i + 1])  # overlaps this step
+                yield self._use(ready)
+        finally:
+            pending.cancel()
+            pager.end()
 
     def batches(self, batch_size: int, shuffle: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[Batch]:
@@ -120,7 +132,7 @@ class StreamedSplit:
             keys = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
         if drop_last and keys and _rows(keys[-1]) < batch_size:
             keys.pop()
-        return self._stream_batches(keys)
+        return self._stream_batches(keys, shuffle)
 
     def slice(self, start: int, stop: int) -> Batch:
         """Rows [start, stop) copied to the device (synchronously usable)."""
