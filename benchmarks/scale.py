@@ -15,6 +15,7 @@ Measures (results go to benchmarks/RESULTS.md by hand):
   folder (tests/datagen.py writer; deleted afterwards).
 
     python benchmarks/scale.py build --rows 40000000 --out /tmp/automtl-40m
+    python benchmarks/scale.py build --rows 85300000 --layout ali-ccp --unique-chunks 4 --out D
     python benchmarks/scale.py train --data /tmp/automtl-40m --steps 300 --fraction-rows 2000000
     python benchmarks/scale.py prepare --raw-gb 2
     python benchmarks/scale.py build --rows 400000 --chunk 100000 --out /tmp/s && \\
@@ -81,39 +82,64 @@ class _PeakSampler(threading.Thread):
 ALI_CCP_SPLITS = {"train": 38.07, "val": 4.23, "test": 43.0}
 
 
-def _ali_ccp_layout(ds: Dataset) -> dict[str, dict[str, "np.ndarray"]]:
-    """A chunk's rows (its 80/10/10 splits concatenated) re-cut in Ali-CCP's proportions."""
+def _whole(ds: Dataset) -> dict[str, "np.ndarray"]:
+    """A chunk's rows (its 80/10/10 splits concatenated), column by column."""
     import numpy as np
 
     cols = [_column_names(ds.splits[s]) for s in ("train", "val", "test")]
-    whole = {c: np.concatenate([part[c] for part in cols]) for c in cols[0]}
+    return {c: np.concatenate([part[c] for part in cols]) for c in cols[0]}
+
+
+def _cut(whole: dict[str, "np.ndarray"], layout: str) -> dict[str, dict[str, "np.ndarray"]]:
+    """A chunk's rows cut into splits: Ali-CCP's proportions ("ali-ccp") or 80/10/10."""
     n = len(whole["labels"])
-    total = sum(ALI_CCP_SPLITS.values())
-    a = round(n * ALI_CCP_SPLITS["train"] / total)
-    b = a + round(n * ALI_CCP_SPLITS["val"] / total)
+    if layout == "ali-ccp":
+        total = sum(ALI_CCP_SPLITS.values())
+        a = round(n * ALI_CCP_SPLITS["train"] / total)
+        b = a + round(n * ALI_CCP_SPLITS["val"] / total)
+    else:
+        a = round(0.8 * n)  # the generator's own cut, so a generated chunk is written as before
+        b = a + round(0.1 * n)
     cut = {"train": slice(0, a), "val": slice(a, b), "test": slice(b, n)}
     return {s: {c: arr[sl] for c, arr in whole.items()} for s, sl in cut.items()}
 
 
-def build(out: Path, rows: int, chunk: int, layout: str = "80/10/10") -> None:
+def build(out: Path, rows: int, chunk: int, layout: str = "80/10/10",
+          unique_chunks: int = 0) -> None:
     """Write `rows` synthetic Ali-CCP-schema rows to `out` in `chunk`-row pieces; `layout`
-    "ali-ccp" splits them in the released data set's proportions (45/5/50) instead of 80/10/10."""
+    "ali-ccp" splits them in the released data set's proportions (45/5/50) instead of 80/10/10.
+    `unique_chunks` K > 0: only the first K chunks are generated; chunk i >= K is chunk i mod K
+    with its rows in a fresh random order (the generator costs ~8 CPU-s per 1M rows, which an
+    85M-row cache on a shared machine cannot afford; a row-permuted copy has the same columns,
+    id distributions and access pattern, which is what a memory/speed run measures)."""
+    import numpy as np
+
     t0, cpu0 = time.perf_counter(), time.process_time()
     writer = ColumnWriter(out)
     ds: Dataset | None = None
+    kept: list[dict[str, np.ndarray]] = []
     for i, start in enumerate(range(0, rows, chunk)):
         n = min(chunk, rows - start)
-        ds = generate_synthetic(rows=n, n_tasks=2, seed=i, schema="ali-ccp")
-        parts = (_ali_ccp_layout(ds) if layout == "ali-ccp" else
-                 {name: _column_names(split) for name, split in ds.splits.items()})
+        if unique_chunks and i >= unique_chunks and len(kept[i % unique_chunks]["labels"]) >= n:
+            src = kept[i % unique_chunks]
+            order = np.random.default_rng(i).permutation(len(src["labels"]))[:n]
+            whole = {c: arr[order] for c, arr in src.items()}
+        else:
+            ds = generate_synthetic(rows=n, n_tasks=2, seed=i, schema="ali-ccp")
+            whole = _whole(ds)
+            if unique_chunks and i < unique_chunks:
+                kept.append(whole)
+        parts = _cut(whole, layout)
         for split_name, columns in parts.items():
             for col, arr in columns.items():
                 writer.append(split_name, col, arr)
+        del whole, parts
         print(f"  chunk {i + 1}: {start + n:,} rows, {time.perf_counter() - t0:.0f} s", flush=True)
     assert ds is not None
     seqs = list(next(iter(ds.splits.values())).sequences)
     writer.finish(ds.features, ds.tasks, "synthetic",
-                  {"source": f"benchmarks/scale.py: {rows} rows in {chunk}-row chunks"}, seqs)
+                  {"source": f"benchmarks/scale.py: {rows} rows in {chunk}-row chunks"
+                             + (f", {unique_chunks} generated" if unique_chunks else "")}, seqs)
     size = sum(p.stat().st_size for p in out.rglob("*.bin"))
     secs = time.perf_counter() - t0
     print(f"build: {rows:,} rows, {size / GB:.2f} GiB on disk in {secs:.0f} s "
@@ -208,6 +234,9 @@ def train(data: Path, steps: int, fraction_rows: int, threads: int, precision: s
     print(f"{steps} steps: CPU {train_cpu:.0f} s ({train_cpu / steps * 1000:.0f} CPU-ms per step "
           f"incl. set-up); load average {os.getloadavg()[0]:.1f}")
     rate = (steps - 3) * 2048 / max(stop.seconds, 1e-9)
+    print(f"training: {rate:,.0f} samples/s; peak RSS so far (VmHWM) {_status()['VmHWM'] / GB:.2f}"
+          f" GiB: RssAnon peak {sampler.peak_anon / GB:.2f} GiB, RssFile peak "
+          f"{sampler.peak_file / GB:.2f} GiB", flush=True)
     t1 = time.perf_counter()
     val = device_split(ds, "val", torch.device("cpu"))
     assert stop.model is not None
@@ -260,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--layout", default="80/10/10", choices=["80/10/10", "ali-ccp"],
                    help="split proportions: 80/10/10, or Ali-CCP's 38.07/4.23/43.0")
+    b.add_argument("--unique-chunks", type=int, default=0,
+                   help="generate only the first K chunks; the others are row-permuted copies")
     t = sub.add_parser("train")
     t.add_argument("--data", type=Path, required=True)
     t.add_argument("--steps", type=int, default=300)
@@ -275,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("AUTOMTL_CACHE", "off")
     if args.cmd == "build":
-        build(args.out, args.rows, args.chunk, args.layout)
+        build(args.out, args.rows, args.chunk, args.layout, args.unique_chunks)
     elif args.cmd == "train":
         train(args.data, args.steps, args.fraction_rows, args.threads, args.precision,
               args.budget, args.data_on)
