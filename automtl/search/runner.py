@@ -234,17 +234,16 @@ class _Objective:
 
 def _validate(model: Any, dataset: Any, cfg: TrialConfig) -> dict[str, float]:
     """Validation metrics of `model` on the split `fit` placed, as `fit` computes them."""
-    from automtl.train import evaluate, resolve_precision
+    from automtl.train import resolve_precision
     from automtl.train.cache import cached_split, device_split
+    from automtl.train.loop import validate
     from automtl.train.sweep import Sweeper
 
     dev = next(model.parameters()).device
     val = cached_split(dataset, "val", dev) or device_split(dataset, "val", dev)
     precision = resolve_precision(cfg.train.precision, dev)
     sweeper = Sweeper.of(cfg.loss.weighting, dataset.tasks, cfg.train.eval_batch_size, precision)
-    if sweeper is not None:
-        return sweeper.validate(model, val)[0]
-    return evaluate(model, val, dataset.tasks, cfg.train.eval_batch_size, precision)
+    return validate(model, val, dataset.tasks, cfg.train.eval_batch_size, precision, sweeper)[0]
 
 
 def _budget_step(study: optuna.Study, store: Store, cfg: StudyConfig,

@@ -251,6 +251,17 @@ def _train_epoch(run: _Run, train: Any, epoch: int) -> tuple[float, float]:
     return train_loss, time.perf_counter() - t0
 
 
+def validate(model: nn.Module, val: Any, tasks: Sequence[Any], batch_size: int, precision: str,
+             sweeper: Sweeper | None) -> tuple[dict[str, float], float, list[SweepPoint]]:
+    """(reported metrics, early-stopping score, sweep points) of `model` on the split `val`:
+    what every epoch of `fit` records, also used by callbacks that validate mid-epoch (a
+    budget's rows rung). A conditioned model reports its sweep (`Sweeper`), others one point."""
+    if sweeper is not None:
+        return sweeper.validate(model, val)
+    metrics = evaluate(model, val, tasks, batch_size, precision)
+    return metrics, metrics.get("mean_auc", float("nan")), []
+
+
 def fit(
     cfg: TrialConfig,
     dataset: Dataset,
@@ -304,12 +315,8 @@ def fit(
         train_loss, seconds = _train_epoch(run, train, epoch)
         train_seconds += seconds
         train.release_pages()  # memory-mapped data: keep RSS to one split at a time
-        points: list[SweepPoint] = []
-        if sweeper is not None:
-            metrics, score, points = sweeper.validate(model, val)
-        else:
-            metrics = evaluate(model, val, dataset.tasks, tc.eval_batch_size, precision)
-            score = metrics.get("mean_auc", float("nan"))
+        metrics, score, points = validate(model, val, dataset.tasks, tc.eval_batch_size,
+                                          precision, sweeper)
         val.release_pages()
         record = EpochRecord(epoch=epoch, val=metrics, train_loss=train_loss,
                              samples_per_s=len(train) / max(seconds, 1e-9), seconds=seconds,
