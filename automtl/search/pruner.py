@@ -180,13 +180,11 @@ class ParetoPruner(Callback):
     def on_epoch_end(self, epoch: int, record: EpochRecord) -> None:
         if self.cfg.kind == "none" or self.protected:
             return
-        if not is_rung(epoch, self.cfg):
-            self.own.append({**record.val, **self.fixed})
-            return
-        if self.max_epoch is not None and epoch >= self.max_epoch:
+        self.own.append({**record.val, **self.fixed})
+        if not is_rung(epoch, self.cfg) or (self.max_epoch is not None
+                                            and epoch >= self.max_epoch):
             return
         sign = signs(self.objectives)
-        self.own.append({**record.val, **self.fixed})
         own = [s * v for s, v in zip(sign, rung_point(self.own, self.objectives, self.cfg.score))]
         peers = [[s * v for s, v in zip(sign, point)] for point in self._peers(epoch)]
         decision = decide(own, peers, epoch, self.cfg)
