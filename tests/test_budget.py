@@ -155,6 +155,18 @@ def test_cli_trial_count_sizes_by_trials_unless_budget_given(tmp_path: Path, cap
     assert capped[-1].user_attrs.get("final_of") is not None
 
 
+def test_cli_infinite_budget_is_one_line_before_any_write(tmp_path: Path, capsys):
+    """--budget inf passes the option's range check; the study's own check refuses it before a
+    database exists (an existing one would keep its bytes)."""
+    db = tmp_path / "inf.sqlite"
+    args = ["search", "--study-config", str(_preset(tmp_path)), "--storage", f"sqlite:///{db}",
+            "--device", "cpu", "--no-report", "--budget", "inf"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "budget: trainings: must be a positive number, got inf" in err and "\n" not in err
+    assert not db.exists()
+
+
 def test_the_shipped_default_preset_is_budgeted():
     cfg = study_preset("synthetic")
     assert cfg.budget is not None and cfg.budget.trainings == 3 and cfg.budget.finals == 1

@@ -127,6 +127,10 @@ class StudyConfig:
             raise ConfigError("probes: needs a budget: (probes are ranked at its rows rung); "
                               "add budget: {trainings: 3} or move them to enqueue:")
         if self.budget is not None:
+            try:  # again here: the command line's --budget replaces a loaded (checked) budget
+                self.budget.validate()
+            except ConfigError as exc:
+                raise ConfigError(f"budget: {exc}") from None
             least = len(self.enqueue) + self.budget.finals + self.budget.rows_fraction
             if self.budget.trainings < least:
                 raise ConfigError(
