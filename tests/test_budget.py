@@ -119,12 +119,17 @@ def test_budget_state_actions():
                  dearest_probe=0.0, max_probes=18, finals=[], waiting=0)
     assert BudgetState(**state).action(0.1) == "run"
     assert BudgetState(**{**state, "waiting": 1}).action(0.1) == "run"  # queued seeds first
-    assert BudgetState(**{**state, "probe_spent": 2.85}).action(0.1) == "promote"
-    assert BudgetState(**{**state, "probe_spent": 2.0, "dearest_probe": 1.1}).action(0.1) \
-        == "promote"
+    assert BudgetState(**{**state, "probes": 28, "probe_spent": 2.85}).action(0.1) == "promote"
+    assert BudgetState(**{**state, "probes": 9, "probe_spent": 2.0, "dearest_probe": 1.1}) \
+        .action(0.1) == "promote"
     assert BudgetState(**{**state, "probes": 18}).action(0.1) == "promote"
     assert BudgetState(**{**state, "finals": [5], "waiting": 1}).action(0.1) == "run"
-    assert BudgetState(**{**state, "finals": [5]}).action(0.1) == "stop"
+    # after the finals: a new round only where the budget still holds a final and a probe
+    spent = {**state, "finals": [5], "probe_share": -1.8, "candidates": 17}
+    assert BudgetState(**spent).action(0.1) == "stop"
+    assert BudgetState(**{**spent, "probe_share": 0.1}).action(0.1) == "promote"  # final only
+    assert BudgetState(**{**spent, "probe_share": 0.1, "candidates": 0}).action(0.1) == "stop"
+    assert BudgetState(**{**spent, "probe_share": 1.2}).action(0.1) == "run"  # probes again
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -187,3 +192,59 @@ def test_a_worker_stops_when_the_budget_is_spent(tmp_path: Path):
     # baseline (1 pass), the preset's probe (0.32), its final (1 pass): 0.5 left < 2 probes
     assert [t.state for t in trials] == [States.COMPLETE, States.PRUNED, States.COMPLETE]
     assert sum(trial_cost(t) for t in trials) <= 2.5 + 1e-9
+
+
+def test_cli_resume_spent_budget_says_so_and_a_larger_budget_extends(tmp_path: Path, capsys):
+    """Re-running a spent study: one line naming the --budget that extends it, exit 0, no trial;
+    a --budget too small to buy a final: that line, exit 2, the database untouched; a larger
+    --budget: a new round of probes and the next final, within the new budget."""
+    db = tmp_path / "r.sqlite"
+    url = f"sqlite:///{db}"
+    args = ["search", "--study-config", str(_preset(tmp_path)), "--storage", url,
+            "--device", "cpu", "--no-report", "--epochs", "1"]
+    assert main(args) == 0
+    first = open_study(url, "bud").get_trials()
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("budget spent: study 'bud' has trained") and "\n" not in err
+    assert len(open_study(url, "bud").get_trials()) == len(first)
+    at_least = float(err.split("--budget ")[1].split(" ")[0])  # a final of the next best probe
+    assert 3 < at_least <= 3 + sum(trial_cost(t) for t in first) - 2 + 1 + 0.01
+    before = db.read_bytes()
+    assert main(args + ["--budget", f"{at_least - 0.05:g}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: budget spent:") and "\n" not in err
+    assert db.read_bytes() == before
+    assert main(args + ["--budget", "5"]) == 0
+    trials = open_study(url, "bud").get_trials()
+    finals = [t for t in trials if t.user_attrs.get("final_of") is not None]
+    assert len(trials) > len(first) + 1 and len(finals) == 2
+    assert finals[0].user_attrs["final_of"] != finals[1].user_attrs["final_of"]
+    assert trials[-1].number == finals[1].number and trials[-1].state == States.COMPLETE
+    assert sum(trial_cost(t) for t in trials) <= 5 + 1e-9
+
+
+def test_a_final_stopped_by_ctrl_c_is_redone_on_resume():
+    """An interrupted final counts for nothing: its probe is a candidate again and the round
+    promotes it, where a final that failed otherwise is not retried."""
+    from automtl.search.budget import budget_state
+    from automtl.search.study_config import BudgetConfig
+
+    def study(final_reason: str) -> optuna.Study:
+        st = optuna.create_study(directions=["maximize", "maximize"])
+        add = lambda state, **attrs: st.add_trial(optuna.trial.create_trial(  # noqa: E731
+            state=state, values=[0.6, 0.6] if state == States.COMPLETE else None,
+            intermediate_values={0: 0.5} if state == States.PRUNED else None, user_attrs=attrs))
+        add(States.COMPLETE, enqueued="baseline base.yaml", train_passes=2.0)
+        for _ in range(5):  # 1.6 passes: the probe share (6 - 2 x 2) holds no sixth
+            add(States.PRUNED, train_passes=0.32)
+        add(States.FAIL, enqueued="final of probe #1", final_of=1, train_passes=1.5,
+            fail_reason=final_reason)
+        return st
+
+    budget = BudgetConfig(trainings=3, rows_fraction=0.3, finals=1)
+    redo = budget_state(study("interrupted by the user (Ctrl-C)"), budget, 2, 10)
+    assert redo.finals == [] and redo.candidates == 5 and redo.action(0.3) == "promote"
+    failed = budget_state(study("out of memory: CUDA"), budget, 2, 10)
+    assert failed.finals == [6] and failed.candidates == 4 and failed.action(0.3) == "stop"

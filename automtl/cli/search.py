@@ -190,6 +190,11 @@ def search_command(
 
     resolve_options(get_info(cfg.data.name), dict(cfg.data.options))  # typed, finite, in range
     name = study_name or cfg.name
+    from automtl.search.budget import resume_note
+
+    spent = resume_note(cfg, storage, name)  # a resumed study whose budget is spent
+    if spent and budget is not None:
+        raise AutomtlError(spent)  # the --budget given buys nothing: refused before any write
     optuna.logging.set_verbosity(logging.WARNING)
     console.print(f"study {name!r} in {mask_url(storage)}: dataset {cfg.data.name} "
                   f"{cfg.data.options or ''}, space {cfg.space}, sampler {cfg.sampler}, pruner "
@@ -197,6 +202,8 @@ def search_command(
                   + (f", budget {cfg.budget.trainings:g} trainings (probes: "
                      f"{cfg.budget.rows_fraction:g} of epoch 1)" if cfg.budget else ""),
                   highlight=False, soft_wrap=True)
+    if spent:  # the preset's budget on a finished study: say why no trial runs, show its front
+        err_console.print(spent, highlight=False, soft_wrap=True)
 
     started = time.perf_counter()
     if workers != 1 or devices or trials_per_device != 1:  # several processes: see workers

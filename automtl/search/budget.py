@@ -21,6 +21,12 @@ probe's model, and nothing is evaluated or resumed from a checkpoint. Why synchr
 budget of ~1 spare training, an asynchronous rule (continue a trial that ranks well among those
 seen so far) hands the whole budget to the first trial that beats the baselines at the rung.
 
+Rounds. Once its finals are enqueued a round is over; what the budget still holds opens another
+round (a resumed study with a larger `--budget`): new probes while their passes fit, then the
+`finals` best probes not yet trained in full (earlier rounds' probes stay candidates); with room
+for a final but not for a probe, the next best earlier probe is trained in full at once. A study
+whose budget cannot pay for a final runs nothing (`spent_note` says so and names the fix).
+
 Bounds: a single worker stays within B up to one batch: a probe trains f plus < 1 batch, and the
 probes stop when what is left is less than the dearest probe so far (at least 2 f). With W workers, up to W - 1 probes in flight can overrun the
 probe share, and two workers may both enqueue finals (each final is checked first).
@@ -36,11 +42,14 @@ from typing import Any, Sequence
 import numpy as np
 import optuna
 
+from automtl.errors import AutomtlError
+from automtl.search.dbopen import require_automtl_study
 from automtl.search.meta import TrialMeta
 from automtl.search.objectives import signs
 from automtl.search.pruner import nondominated_ranks
+from automtl.search.storage import close_storage, make_storage
 from automtl.search.store import Store
-from automtl.search.study_config import BudgetConfig
+from automtl.search.study_config import BudgetConfig, StudyConfig
 from automtl.train.loop import Callback, EpochRecord
 
 ROWS_RUNG_EPOCH = 0  # where the rows rung's validation values are stored
@@ -119,52 +128,116 @@ class RowsRung(Callback):
 
 @dataclass(frozen=True)
 class BudgetState:
-    """Where a budgeted study stands (passes over the training split)."""
+    """Where a budgeted study stands (passes over the training split). The current round's
+    probes are those after the last final (all of them before the first finals)."""
 
     total: float  # the budget
     spent: float  # by every trial so far
-    probe_share: float  # what the probes may spend
-    probe_spent: float
-    probes: int  # probes finished or running
-    dearest_probe: float  # the most passes one probe has trained
-    max_probes: int  # n_trials less the full trainings
+    probe_share: float  # what the current round's probes may spend
+    probe_spent: float  # by the current round's probes
+    probes: int  # the current round's probes finished or running
+    dearest_probe: float  # the most passes one probe has trained (any round)
+    max_probes: int  # n_trials less the round's full trainings
     finals: list[int]  # trial numbers of the finals enqueued so far
     waiting: int  # enqueued trials not started
+    candidates: int = 0  # probes stopped at the rung that no final trains yet
+    # passes reserved or spent: full trainings at `epochs` each (failed ones at what they
+    # trained), every probe at what it trained
+    committed: float = 0.0
+    full: int = 0  # baselines, warm-start points and finals not failed
+    probes_all: int = 0  # probes of every round
 
     def action(self, fraction: float) -> str:
         """"run" (more probes / queued trials), "promote" (enqueue the finals) or "stop"."""
-        if self.finals:
-            return "run" if self.waiting else "stop"
         if self.waiting:
             return "run"
         # the next probe costs f plus < 1 batch: reserve the dearest probe so far, at least 2 f
-        reserve = max(2 * fraction, self.dearest_probe)
-        if self.probe_spent + reserve > self.probe_share or self.probes >= self.max_probes:
-            return "promote"
-        return "run"
+        if self.probe_spent + self.reserve(fraction) <= self.probe_share \
+                and self.probes < self.max_probes:
+            return "run"
+        if self.probes or (self.candidates and self.probe_share >= -1e-9):
+            return "promote"  # this round's probes are done, or a final fits but no probe
+        return "stop"
+
+    def reserve(self, fraction: float) -> float:
+        return max(2 * fraction, self.dearest_probe)
 
 
 def budget_state(study: optuna.Study, budget: BudgetConfig, epochs: int,
                  n_trials: int) -> BudgetState:
-    trials = study.get_trials(deepcopy=False)
-    metas = [(t, TrialMeta.read(t)) for t in trials]
-    full = [t for t, m in metas if is_protected(m) and m.final_of is None]
+    """The study's spending so far. A trial stopped by Ctrl-C counts for nothing (the resumed
+    run redoes it); a full training that failed otherwise counts what it trained and is not
+    retried."""
+    metas = [(t, m) for t in study.get_trials(deepcopy=False)
+             if not (m := TrialMeta.read(t)).interrupted]
+    finals = [t.number for t, m in metas if m.final_of is not None]
+    last = max(finals, default=-1)  # the current round: trials after the last final
+    full = [t for t, m in metas if is_protected(m) and t.state != States.FAIL]
+    failed = sum(trial_cost(t) for t, m in metas if is_protected(m) and t.state == States.FAIL)
+    round_full = [t for t, m in metas if is_protected(m) and m.final_of is None and t.number > last]
     probes = [t for t, m in metas if is_probe(m) and t.state != States.WAITING]
+    current = [t for t in probes if t.number > last]
+    earlier = sum(trial_cost(t) for t in probes if t.number < last)
+    done = {m.final_of for _, m in metas if m.final_of is not None}
     total = budget.trainings * epochs
-    share = total - (len(full) + budget.finals) * epochs
     return BudgetState(
-        total=total, spent=sum(trial_cost(t) for t in trials), probe_share=share,
-        probe_spent=sum(trial_cost(t) for t in probes), probes=len(probes),
+        total=total, spent=sum(trial_cost(t) for t, _ in metas),
+        probe_share=total - (len(full) + budget.finals) * epochs - failed - earlier,
+        probe_spent=sum(trial_cost(t) for t in current), probes=len(current),
         dearest_probe=max((trial_cost(t) for t in probes), default=0.0),
-        max_probes=n_trials - len(full) - budget.finals,
-        finals=[t.number for t, m in metas if m.final_of is not None],
-        waiting=sum(t.state == States.WAITING for t in trials))
+        max_probes=n_trials - len(round_full) - budget.finals, finals=finals,
+        waiting=sum(t.state == States.WAITING for t, _ in metas),
+        candidates=sum(1 for t in probes if t.state == States.PRUNED and t.number not in done),
+        committed=len(full) * epochs + failed + sum(trial_cost(t) for t in probes),
+        full=len(full), probes_all=len(probes))
+
+
+def spent_note(study: optuna.Study, budget: BudgetConfig, epochs: int, n_trials: int) -> str | None:
+    """One line when `budget` leaves nothing to run in `study` (None when it does): how much the
+    study has trained, and the --budget that extends it."""
+    state = budget_state(study, budget, epochs, n_trials)
+    if state.action(budget.rows_fraction) != "stop":
+        return None
+    # a final fits once the share is >= 0; new probes once it also holds one probe's reserve
+    base = state.committed + budget.finals * epochs
+    final_at = math.ceil(base / epochs * 100 - 1e-6) / 100
+    probe_at = math.ceil((base + state.reserve(budget.rows_fraction)) / epochs * 100 - 1e-6) / 100
+    extend = (f"--budget {final_at:g} or more trains the next best probe in full, "
+              f"{probe_at:g} or more probes again first" if state.candidates
+              else f"--budget {probe_at:g} or more runs new probes, then their best in full")
+    return (f"budget spent: study {study.study_name!r} has trained {state.spent / epochs:.2f} "
+            f"of a budget of {budget.trainings:g} baseline trainings ({state.full} in full, "
+            f"{state.probes_all} probes), so no trial runs; to extend it, {extend}; for a new "
+            "study, --study-name NAME")
+
+
+def resume_note(cfg: StudyConfig, storage: str, study_name: str | None = None) -> str | None:
+    """`spent_note` for the existing study that `cfg` would resume in `storage` (None: no budget,
+    no such automtl study, or budget left). Reads only: run it before `prepare_study` writes."""
+    if cfg.budget is None:
+        return None
+    name = study_name or cfg.name
+    try:
+        rdb = make_storage(storage, must_exist=True)
+    except AutomtlError:  # no database (or an unusable one: the search itself says so)
+        return None
+    try:
+        if name not in optuna.get_all_study_names(rdb):
+            return None
+        study = optuna.load_study(study_name=name, storage=rdb)
+        require_automtl_study(study, storage)
+        return spent_note(study, cfg.budget, cfg.epochs, cfg.n_trials)
+    except AutomtlError:  # not automtl's study: the search refuses it with its own line
+        return None
+    finally:
+        close_storage(rdb)
 
 
 def pick_finals(study: optuna.Study, store: Store, objectives: Sequence[str],
                 n: int) -> list[optuna.trial.FrozenTrial]:
-    """The `n` best probes at the rows rung: Pareto rank among probes and baselines (every
-    objective maximised), then the mean of the objectives (cost objectives negated)."""
+    """The `n` best probes at the rows rung not yet trained in full: Pareto rank among every
+    trial's rung point (objectives maximised), then the mean of the objectives (cost
+    objectives negated)."""
     rung = store.rung_values(study.study_name, ROWS_RUNG_EPOCH, objectives)
     sign = signs(objectives)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -175,9 +248,11 @@ def pick_finals(study: optuna.Study, store: Store, objectives: Sequence[str],
     points = np.asarray([[s * rung[k][o] for s, o in zip(sign, objectives)] for k in numbers])
     ranks = nondominated_ranks(points)
     order = sorted(range(len(numbers)), key=lambda i: (ranks[i], -points[i].mean(), numbers[i]))
+    # probes trained in full (or whose final failed); a final stopped by Ctrl-C is redone
+    done = {m.final_of for t in trials.values() if not (m := TrialMeta.read(t)).interrupted}
     probes = [trials[numbers[i]] for i in order
               if is_probe(TrialMeta.read(trials[numbers[i]]))
-              and trials[numbers[i]].state == States.PRUNED]
+              and trials[numbers[i]].state == States.PRUNED and numbers[i] not in done]
     return probes[:n]
 
 
@@ -189,4 +264,5 @@ def enqueue_finals(study: optuna.Study, probes: Sequence[optuna.trial.FrozenTria
 
 
 __all__ = ["BudgetState", "PassMeter", "ROWS_RUNG_EPOCH", "RowsRung", "budget_state",
-           "enqueue_finals", "is_probe", "is_protected", "pick_finals", "trial_cost"]
+           "enqueue_finals", "is_probe", "is_protected", "pick_finals", "resume_note", "spent_note",
+           "trial_cost"]
