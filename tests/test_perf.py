@@ -108,11 +108,11 @@ def test_in_memory_split_is_shared_and_read_only_arrays_are_copied(ds) -> None:
     assert data.sparse.data_ptr() == split.sparse.__array_interface__["data"][0]
     frozen = np.array(split.dense)
     frozen.flags.writeable = False
-    from automtl.data.batching import _copy_on_write
+    from dataclasses import replace
 
-    copy = _copy_on_write(frozen)
-    assert copy.flags.writeable and np.array_equal(copy, frozen)
-    assert not np.shares_memory(copy, frozen)
+    copied = DeviceSplit.from_split(replace(split, dense=frozen), "cpu")
+    assert np.array_equal(copied.dense.numpy(), frozen)
+    assert not np.shares_memory(copied.dense.numpy(), frozen)  # read-only: torch gets a copy
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")

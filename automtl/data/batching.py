@@ -13,26 +13,25 @@ import torch
 
 from automtl.data.pages import PassPager
 from automtl.data.schema import Split
+from automtl.data.transfer import CopyStats, copy_column, root_memmap
+
+_NUMPY = {torch.int32: np.dtype(np.int32), torch.float32: np.dtype(np.float32)}
 
 if TYPE_CHECKING:
     from automtl.data.streaming import StreamedSplit
 
 
-def _copy_on_write(arr: np.ndarray) -> np.ndarray:
+def _copy_on_write(arr: np.ndarray) -> np.ndarray | None:
     """A writable array over `arr`'s memory without copying it when it views a memory-mapped file
     (the same file region mapped copy-on-write: pages are shared with the page cache and the
-    read-only map, so a CPU DeviceSplit of a 40M-row cache costs no anonymous memory); any other
-    read-only array is copied."""
-    base: object = arr
-    # the root memmap is the one whose base is the mmap itself (slices copy its filename/offset)
-    while isinstance(base, np.ndarray) and not (isinstance(base, np.memmap)
-                                                and isinstance(base.base, mmap.mmap)):
-        base = base.base
-    if isinstance(base, np.memmap) and base.filename and arr.flags.c_contiguous:
+    read-only map, so a CPU DeviceSplit of a 40M-row cache costs no anonymous memory); None for
+    any other array (it has to be copied)."""
+    base = root_memmap(arr)
+    if base is not None and base.filename and arr.flags.c_contiguous:
         start = arr.__array_interface__["data"][0] - base.__array_interface__["data"][0]
         return np.memmap(base.filename, dtype=arr.dtype, mode="c", offset=base.offset + start,
                          shape=arr.shape)
-    return np.array(arr)
+    return None
 
 
 @dataclass
@@ -60,24 +59,35 @@ class DeviceSplit:
     maps: list[mmap.mmap] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
-    def from_split(cls, split: Split, device: torch.device | str = "cpu") -> "DeviceSplit":
-        """Copy (or, on CPU, share memory with) the split's NumPy arrays."""
+    def from_split(cls, split: Split, device: torch.device | str = "cpu",
+                   chunk_rows: int | None = None,
+                   stats: CopyStats | None = None) -> "DeviceSplit":
+        """The split's columns on `device` (sparse ids and sequences int32, dense and labels
+        float32). On CPU a column already of that dtype shares the NumPy array's memory (a
+        memory-mapped cache through a copy-on-write mapping of the same file: no copy); any
+        other column, and every column on a GPU, is copied `chunk_rows` rows at a time
+        (`automtl.data.transfer`: pinned staging buffers on CUDA, default ~64 MiB a chunk), so
+        host memory stays bounded by a chunk, not by the column. The values are the same
+        either way."""
         dev = torch.device(device)
         maps: list[mmap.mmap] = []
 
-        def t(a: np.ndarray) -> torch.Tensor:
-            arr = np.ascontiguousarray(a)
-            if not arr.flags.writeable:  # memory-mapped caches are read-only; torch wants writable
-                arr = _copy_on_write(arr)
-                if dev.type == "cpu" and isinstance(arr.base, mmap.mmap):
-                    maps.append(arr.base)
-            return torch.from_numpy(arr).to(dev, non_blocking=True)
+        def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+            if dev.type == "cpu" and a.dtype == _NUMPY[dtype] and a.flags.c_contiguous:
+                if a.flags.writeable:
+                    return torch.from_numpy(a)
+                cow = _copy_on_write(a)  # memory-mapped caches are read-only; torch wants writable
+                if cow is not None:
+                    if isinstance(cow.base, mmap.mmap):
+                        maps.append(cow.base)
+                    return torch.from_numpy(cow)
+            return copy_column(a, dtype, dev, chunk_rows=chunk_rows, stats=stats)
 
         return cls(
-            sparse=t(split.sparse.astype(np.int32, copy=False)),
-            dense=t(split.dense.astype(np.float32, copy=False)),
-            sequences={k: t(v.astype(np.int32, copy=False)) for k, v in split.sequences.items()},
-            labels=t(split.labels.astype(np.float32, copy=False)),
+            sparse=t(split.sparse, torch.int32),
+            dense=t(split.dense, torch.float32),
+            sequences={k: t(v, torch.int32) for k, v in split.sequences.items()},
+            labels=t(split.labels, torch.float32),
             maps=maps,
         )
 
