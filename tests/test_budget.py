@@ -248,3 +248,54 @@ def test_a_final_stopped_by_ctrl_c_is_redone_on_resume():
     assert redo.finals == [] and redo.candidates == 5 and redo.action(0.3) == "promote"
     failed = budget_state(study("out of memory: CUDA"), budget, 2, 10)
     assert failed.finals == [6] and failed.candidates == 4 and failed.action(0.3) == "stop"
+
+
+def test_final_cost_caps_the_finals_by_time_per_row_at_the_rung(searched):
+    """Every trial records its training time per row at the rung; `final_cost` drops the probes
+    slower than that multiple of the baseline's from the choice of finals."""
+    from automtl.search.budget import cost_ratios, pick_finals
+
+    url, _ = searched
+    study = open_study(url, "bud")
+    trials = study.get_trials(deepcopy=False)
+    ratio = cost_ratios(trials)
+    assert set(ratio) == {t.number for t in trials} and ratio[0] == pytest.approx(1.0)
+    assert all(v > 0 for v in ratio.values())
+    store = Store(url)
+    objectives = ["ctr_auc", "cvr_auc"]
+    ranked = pick_finals(study, store, objectives, 99)  # the probes not yet trained in full
+    assert ranked and trials[-1].user_attrs["final_of"] not in [t.number for t in ranked]
+    best = ranked[0]
+    assert pick_finals(study, store, objectives, 1, final_cost=1e9) == [best]
+    capped = pick_finals(study, store, objectives, 1, final_cost=ratio[best.number] * 0.999)
+    assert best not in capped
+    assert all(ratio[t.number] <= ratio[best.number] * 0.999 for t in capped)
+    assert pick_finals(study, store, objectives, 1, final_cost=1e-12) == []
+
+
+def test_probe_weight_decay_scales_with_the_training_rows(tmp_path: Path):
+    """`probe_l2_rows: K`: a probe's weight decay is the space's value nearest K / training rows
+    (2,400 here), whatever its file says."""
+    from automtl.search import prepare_study
+    from automtl.search.prepare import scaled_weight_decay
+    from automtl.search.space import parse_space
+
+    space = parse_space({**SPACE, "params": {**SPACE["params"], "train.weight_decay": {
+        "choices": [0.0, 1.0e-5, 1.0e-4, 3.0e-4]}}}, where="test")
+    assert scaled_weight_decay(space, 10 / 40_000) == 3.0e-4
+    assert scaled_weight_decay(space, 10 / 160_000) == 1.0e-4
+    assert scaled_weight_decay(space, 10 / 800_000) == 1.0e-5
+    assert scaled_weight_decay(parse_space(SPACE, where="test"), 2e-5) == 2e-5  # not sampled
+    preset = _preset(tmp_path, probe_l2_rows=0.06)  # 0.06 / 2,400 = 2.5e-5 -> 1e-5
+    _write(tmp_path, "space.yaml", {**SPACE, "params": {**SPACE["params"], "train.weight_decay": {
+        "choices": [0.0, 1.0e-5, 1.0e-4, 3.0e-4]}}})
+    cfg = load_study_config(preset)
+    url = f"sqlite:///{tmp_path / 'l2.sqlite'}"
+    study = prepare_study(cfg, url)
+    waiting = study.get_trials(deepcopy=False)
+    assert [t.user_attrs["enqueued"].split()[0] for t in waiting] == ["baseline", "probe"]
+    fixed = [t.system_attrs["fixed_params"] for t in waiting]  # what each will train
+    assert fixed[0]["train.weight_decay"] == 0.0  # a baseline keeps its own
+    assert fixed[1]["train.weight_decay"] == 1.0e-5
+    with pytest.raises(ConfigError, match="probe_l2_rows: must be a positive number"):
+        load_study_config(_preset(tmp_path, probe_l2_rows=0))

@@ -35,6 +35,7 @@ probe share, and two workers may both enqueue finals (each final is checked firs
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -107,16 +108,26 @@ class RowsRung(Callback):
         self.evaluate, self.meter, self.probe = evaluate, meter, probe
         self.fixed = dict(fixed or {})
         self.model: Any = None
-        self.done = False
+        self.done, self.cuda, self.started = False, False, 0.0
 
     def on_train_start(self, model: Any) -> None:
         self.model = model
+        self.cuda = next(model.parameters()).device.type == "cuda"
+        self.started = self.clock()
+
+    def clock(self) -> float:
+        """CPU seconds of this process on a CPU device (the machine's load does not inflate
+        them); wall seconds on a GPU, whose kernels the CPU clock does not see."""
+        return time.perf_counter() if self.cuda else time.process_time()
 
     def on_batch_end(self, epoch: int, step: int, n_steps: int) -> None:
         if self.done or epoch != 1 or step < min(math.ceil(self.fraction * n_steps), n_steps):
             return
         self.done = True
         self.meter.record()
+        # training cost per row so far: finals are capped by it (`BudgetConfig.final_cost`)
+        TrialMeta.write(self.trial, rung_seconds_per_row=(self.clock() - self.started)
+                        / max(self.meter.rows, 1))
         values = {**self.evaluate(self.model), **self.fixed}
         self.store.record_epoch(self.trial.study.study_name, self.trial.number, ROWS_RUNG_EPOCH,
                                 values)
@@ -233,11 +244,25 @@ def resume_note(cfg: StudyConfig, storage: str, study_name: str | None = None) -
         close_storage(rdb)
 
 
+def cost_ratios(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[int, float]:
+    """Each trial's training time per row at the rows rung over the baselines' (their median;
+    {} when no baseline recorded one)."""
+    spr = {t.number: float(v) for t in trials
+           if (v := TrialMeta.read(t).rung_seconds_per_row) is not None and v > 0}
+    base = [spr[t.number] for t in trials if t.number in spr and is_protected(m := TrialMeta.read(t))
+            and m.final_of is None]
+    if not base:
+        return {}
+    unit = float(np.median(base))
+    return {k: v / unit for k, v in spr.items()}
+
+
 def pick_finals(study: optuna.Study, store: Store, objectives: Sequence[str],
-                n: int) -> list[optuna.trial.FrozenTrial]:
+                n: int, final_cost: float | None = None) -> list[optuna.trial.FrozenTrial]:
     """The `n` best probes at the rows rung not yet trained in full: Pareto rank among every
     trial's rung point (objectives maximised), then the mean of the objectives (cost
-    objectives negated)."""
+    objectives negated). `final_cost`: only probes whose training time per row at the rung is
+    at most this multiple of the baselines' (`cost_ratios`; a probe without a measure passes)."""
     rung = store.rung_values(study.study_name, ROWS_RUNG_EPOCH, objectives)
     sign = signs(objectives)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -250,9 +275,11 @@ def pick_finals(study: optuna.Study, store: Store, objectives: Sequence[str],
     order = sorted(range(len(numbers)), key=lambda i: (ranks[i], -points[i].mean(), numbers[i]))
     # probes trained in full (or whose final failed); a final stopped by Ctrl-C is redone
     done = {m.final_of for t in trials.values() if not (m := TrialMeta.read(t)).interrupted}
+    ratio = cost_ratios(list(trials.values())) if final_cost is not None else {}
     probes = [trials[numbers[i]] for i in order
               if is_probe(TrialMeta.read(trials[numbers[i]]))
-              and trials[numbers[i]].state == States.PRUNED and numbers[i] not in done]
+              and trials[numbers[i]].state == States.PRUNED and numbers[i] not in done
+              and ratio.get(numbers[i], 0.0) <= (final_cost or math.inf)]
     return probes[:n]
 
 
@@ -264,5 +291,5 @@ def enqueue_finals(study: optuna.Study, probes: Sequence[optuna.trial.FrozenTria
 
 
 __all__ = ["BudgetState", "PassMeter", "ROWS_RUNG_EPOCH", "RowsRung", "budget_state",
-           "enqueue_finals", "is_probe", "is_protected", "pick_finals", "resume_note", "spent_note",
+           "cost_ratios", "enqueue_finals", "is_probe", "is_protected", "pick_finals", "resume_note", "spent_note",
            "trial_cost"]

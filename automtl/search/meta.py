@@ -121,6 +121,7 @@ class TrialMeta(_Record):
     prune_reason: str | None = None
     pruned_rung: int | None = None  # 0: the rows rung (automtl.search.budget)
     train_passes: float | None = None  # passes over the training split trained (budget)
+    rung_seconds_per_row: float | None = None  # training time per row at the rows rung (budget)
     final_of: int | None = None  # a budget's final: the probe whose configuration it trains
     worker: str | None = None  # "host:pid" of the worker that ran it
     enqueued: str | None = None  # where an enqueued trial's configuration came from

@@ -5,6 +5,7 @@ samples the same space with the same settings."""
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from automtl.search.meta import META_VERSION, StudyMeta
 from automtl.search.objectives import directions
 from automtl.search.samplers import make_sampler
 from automtl.search.space import load_space_doc, parse_space
-from automtl.search.space_nodes import SearchSpace, SpaceContext
+from automtl.search.space_nodes import Choice, Range, SearchSpace, SpaceContext
 from automtl.search.storage import db_error, make_storage
 from automtl.search.study_config import StudyConfig, resolve_objectives
 
@@ -55,16 +56,36 @@ def _probe_space(space: SearchSpace, ctx: SpaceContext, cfg: StudyConfig) -> Non
         space.suggest(probe.ask(), ctx, trial_base(cfg))
 
 
+def scaled_weight_decay(space: SearchSpace, target: float) -> float:
+    """The space's `train.weight_decay` value nearest `target` (log scale; a range is clamped),
+    or `target` when the space does not sample it."""
+    for node in space.nodes:
+        if node.path != "train.weight_decay":
+            continue
+        if isinstance(node, Range):
+            return min(max(target, node.low), node.high)
+        if isinstance(node, Choice):
+            values = [float(o.value) for o in node.options
+                      if isinstance(o.value, (int, float)) and o.value > 0]
+            if values:
+                return min(values, key=lambda v: abs(math.log(v / target)))
+    return target
+
+
 def _baseline_seeds(cfg: StudyConfig, space: SearchSpace, ctx: SpaceContext,
-                    kind: str = "baseline") -> tuple[list[Seed], list[str]]:
+                    kind: str = "baseline", n_train: int = 0) -> tuple[list[Seed], list[str]]:
     """The preset's `enqueue:` (kind "baseline") or `probes:` (kind "probe") files as seeds, and
-    a note per file the space cannot express."""
+    a note per file the space cannot express. With `probe_l2_rows`, a probe's weight decay is
+    the space's value nearest probe_l2_rows / n_train (training rows)."""
     seeds, skipped = [], []
     for entry in (cfg.enqueue if kind == "baseline" else cfg.probes):
         label = "/".join(Path(entry).parts[-2:])
-        doc = load_trial_config(entry)
+        doc = to_dict(load_trial_config(entry))
+        if kind == "probe" and cfg.probe_l2_rows is not None and n_train > 0:
+            doc["train"]["weight_decay"] = scaled_weight_decay(space,
+                                                               cfg.probe_l2_rows / n_train)
         try:
-            params = config_params(space, to_dict(doc), ctx, trial_base(cfg), label)
+            params = config_params(space, doc, ctx, trial_base(cfg), label)
         except ConfigError as exc:
             skipped.append(str(exc))
             continue
@@ -91,7 +112,8 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
     ctx = SpaceContext.from_dataset(dataset)
     _probe_space(space, ctx, cfg)
     baselines, skipped = _baseline_seeds(cfg, space, ctx)
-    probes, skipped_probes = _baseline_seeds(cfg, space, ctx, "probe")
+    probes, skipped_probes = _baseline_seeds(cfg, space, ctx, "probe",
+                                             len(dataset.splits["train"]))
     transfer = warm_start_seeds(warm_start, space, ctx, trial_base(cfg), cfg.n_trials) \
         if warm_start is not None else []
     rdb = make_storage(storage, **(rdb_kwargs or {}))
@@ -142,4 +164,4 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
 
 
 
-__all__ = ["prepare_study", "trial_base"]
+__all__ = ["prepare_study", "scaled_weight_decay", "trial_base"]

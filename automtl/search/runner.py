@@ -255,7 +255,8 @@ def _budget_step(study: optuna.Study, store: Store, cfg: StudyConfig,
     state = budgeting.budget_state(study, cfg.budget, cfg.epochs, cfg.n_trials)
     action = state.action(cfg.budget.rows_fraction)
     if action == "promote":
-        finals = budgeting.pick_finals(study, store, objectives, cfg.budget.finals)
+        finals = budgeting.pick_finals(study, store, objectives, cfg.budget.finals,
+                                       cfg.budget.final_cost)
         budgeting.enqueue_finals(study, finals)
         return bool(finals)
     return action == "run"

@@ -60,12 +60,18 @@ class BudgetConfig:
     trainings: float = 3.0
     rows_fraction: float = 0.1  # a probe trains this fraction of epoch 1, then is ranked
     finals: int = 1  # the best probes trained in full (from scratch, same seed) at the end
+    # a final's training time per row at most this multiple of the baselines' (measured at the
+    # rows rung: CPU seconds on CPU, wall on GPU), so the finals cost about what a baseline does;
+    # None: no cap (the best probe at the rung, however slow)
+    final_cost: float | None = None
 
     def validate(self) -> None:
         if not 0.0 < self.rows_fraction < 1.0:
             raise ConfigError(f"rows_fraction: must be in (0, 1), got {self.rows_fraction}")
         if self.finals < 1:
             raise ConfigError(f"finals: must be >= 1, got {self.finals}")
+        if self.final_cost is not None and not 0.0 < self.final_cost < float("inf"):
+            raise ConfigError(f"final_cost: must be a positive number, got {self.final_cost}")
         if not 0.0 < self.trainings < float("inf"):
             raise ConfigError(f"trainings: must be a positive number, got {self.trainings}")
 
@@ -94,6 +100,10 @@ class StudyConfig:
     # TrialConfig files run first among the probes (after the baselines); unlike baselines they
     # are ranked at the rows rung like sampled trials (e.g. a wide-first design); need `budget:`
     probes: list[str] = field(default_factory=list)
+    # the probes' weight decay scaled to the data: the space's value nearest this / training
+    # rows (Adam's L2 wd is a logistic regression's C = 1 / (wd x rows), whose best value moves
+    # little with the rows; benchmarks/RESULTS.md, issue 15); None: as the probe files set it
+    probe_l2_rows: float | None = None
     # total compute in baseline trainings; None = n_trials / timeout only (automtl.search.budget)
     budget: BudgetConfig | None = None
     # serving-cost constraints: trials above them are infeasible (never on the front)
@@ -126,6 +136,9 @@ class StudyConfig:
         if self.probes and self.budget is None:
             raise ConfigError("probes: needs a budget: (probes are ranked at its rows rung); "
                               "add budget: {trainings: 3} or move them to enqueue:")
+        if self.probe_l2_rows is not None and not 0 < self.probe_l2_rows < float("inf"):
+            raise ConfigError(f"probe_l2_rows: must be a positive number, got "
+                              f"{self.probe_l2_rows}")
         if self.budget is not None:
             try:  # again here: the command line's --budget replaces a loaded (checked) budget
                 self.budget.validate()
