@@ -161,7 +161,8 @@ def test_fit_sweeps_k_points_and_reports_one() -> None:
             seen.append(len(record.sweep))  # type: ignore[attr-defined]
 
     result = fit(cfg, ds, callbacks=[Listen()])
-    assert seen == [5, 5]
+    assert seen == [3, 3]  # every epoch: the coarse sweep (corners and centre) only
+    assert [p.weights["ctr"] for p in result.history[0].sweep] == [1.0, 0.5, 0.0]
     assert len(result.sweep) == 5
     assert [p.weights["ctr"] for p in result.sweep] == [1.0, 0.75, 0.5, 0.25, 0.0]
     point = result.sweep[result.sweep_index]
@@ -174,6 +175,63 @@ def test_fit_sweeps_k_points_and_reports_one() -> None:
     again = fit(_trial(head="esmm", sweep_points=5, preference={"ctr": 3, "ctcvr": 1}), ds)
     assert again.sweep_index == 1
     assert conditioner_of(again.model).pref is None
+    # the epochs also sweep the served vector (what they report), but early stopping scores the
+    # same corners and centre: the same epoch and the same curve as without a preference
+    assert [p.weights["ctr"] for p in again.history[0].sweep] == [1.0, 0.75, 0.5, 0.0]
+    assert again.history[0].val == again.history[0].sweep[1].val
+    assert again.best_epoch == result.best_epoch
+    assert [p.val for p in again.sweep] == [p.val for p in result.sweep]
+
+
+class _BodyRows(Callback):
+    """Counts the rows the body sees in evaluation (every forward outside training), and
+    zeroes the body after every step of the epochs after `wreck_after` (their validation sees
+    constant outputs, AUC 0.5: epoch `wreck_after` is the best one, not the last)."""
+
+    def __init__(self, wreck_after: int = 0) -> None:
+        self.rows, self.wreck_after, self.model = 0, wreck_after, None
+
+    def on_train_start(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+        def count(module: torch.nn.Module, args: tuple) -> None:
+            if not model.training:
+                self.rows += args[0].shape[-2]
+        model.body.register_forward_pre_hook(count)
+
+    def on_batch_end(self, epoch: int, step: int, n_steps: int) -> None:
+        if self.wreck_after and epoch > self.wreck_after:
+            with torch.no_grad():
+                for p in self.model.body.parameters():  # type: ignore[union-attr]
+                    p.zero_()
+
+
+def test_full_sweep_only_once_on_the_selected_weights_and_reproducible() -> None:
+    """The compute of a conditioned trial's validation: the coarse vectors every epoch, the
+    rest of the grid once, the test split at every vector; and the stored curve is exactly a
+    fresh sweep of the returned (best-epoch) model, also when the best epoch is not the last."""
+    from automtl.data import load_dataset
+    from automtl.train import fit, sweep_eval
+    from automtl.train.cache import device_split
+
+    cfg = _trial(sweep_points=7)
+    cfg.train.epochs = cfg.train.patience = 3
+    cfg.train.batch_size = 128  # enough steps for epoch 1 to beat the wrecked epochs 2-3
+    ds = load_dataset(cfg.data)
+    n_val, n_test = len(ds.splits["val"]), len(ds.splits["test"])
+    rows = _BodyRows(wreck_after=1)
+    result = fit(cfg, ds, callbacks=[rows])
+    assert result.best_epoch == 1 and result.epochs_run == 3
+    # 3 coarse vectors x 3 epochs, the 4 others once, 7 on test
+    assert rows.rows == 3 * 3 * n_val + 4 * n_val + 7 * n_test
+    assert [len(r.sweep) for r in result.history] == [3, 3, 3]
+    fresh = sweep_eval(result.model, device_split(ds, "val", torch.device("cpu")), ds.tasks,
+                       [p.weights for p in result.sweep], cfg.train.eval_batch_size)
+    assert [p.val for p in result.sweep] == fresh
+    assert result.val == result.sweep[result.sweep_index].val
+    # the coarse points of the selected epoch are the full sweep's points at those vectors
+    coarse = {p.weights["ctr"]: p.val for p in result.history[0].sweep}
+    assert {p.weights["ctr"]: p.val for p in result.sweep if p.weights["ctr"] in coarse} == coarse
 
 
 @pytest.mark.parametrize("space_name", ["conditioned", "quick"])

@@ -51,7 +51,7 @@ class EpochRecord:
     train_loss: float
     samples_per_s: float
     seconds: float
-    sweep: list[SweepPoint] = field(default_factory=list)  # conditioned: every sweep point
+    sweep: list[SweepPoint] = field(default_factory=list)  # conditioned: the coarse sweep
 
 
 @dataclass
@@ -71,8 +71,9 @@ class TrainResult:
     precision: str = "fp32"
     loss_terms: list[str] = field(default_factory=list)
     task_weights: dict[str, float] = field(default_factory=dict)  # effective, at the last epoch
-    # conditioned weighting: the sweep at the best epoch (val and test per weight vector) and
-    # the index of the point `val`/`test` report
+    # conditioned weighting: the full sweep at the best epoch (val and test per weight vector)
+    # and the index of the point `val`/`test` report (chosen among all K; the epochs' records
+    # hold only the coarse sweep, so `val` may be another point than that epoch's record)
     sweep: list[SweepPoint] = field(default_factory=list)
     sweep_index: int = 0
     memory_plan: str = ""  # the data plan's line: which split was resident, which streamed
@@ -252,12 +253,15 @@ def _train_epoch(run: _Run, train: Any, epoch: int) -> tuple[float, float]:
 
 
 def validate(model: nn.Module, val: Any, tasks: Sequence[Any], batch_size: int, precision: str,
-             sweeper: Sweeper | None) -> tuple[dict[str, float], float, list[SweepPoint]]:
+             sweeper: Sweeper | None, full: bool = False,
+             known: Sequence[SweepPoint] = ()) -> tuple[dict[str, float], float, list[SweepPoint]]:
     """(reported metrics, early-stopping score, sweep points) of `model` on the split `val`:
     what every epoch of `fit` records, also used by callbacks that validate mid-epoch (a
-    budget's rows rung). A conditioned model reports its sweep (`Sweeper`), others one point."""
+    budget's rows rung). A conditioned model reports its sweep (`Sweeper`): the coarse vectors,
+    or (`full`, once, on the selected weights) every vector, re-using the `known` points of
+    those weights; others one point."""
     if sweeper is not None:
-        return sweeper.validate(model, val)
+        return sweeper.validate(model, val, full=full, known=known)
     metrics = evaluate(model, val, tasks, batch_size, precision)
     return metrics, metrics.get("mean_auc", float("nan")), []
 
@@ -304,7 +308,6 @@ def fit(
         batch_hooks=[cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end],
     )
     sweeper = Sweeper.of(cfg.loss.weighting, dataset.tasks, tc.eval_batch_size, precision)
-    best_index = 0
     for cb in callbacks:
         cb.on_train_start(model)
 
@@ -322,8 +325,7 @@ def fit(
                              samples_per_s=len(train) / max(seconds, 1e-9), seconds=seconds,
                              sweep=points)
         history.append(record)
-        if stopper.update(epoch, score, model):
-            best_index = sweeper.index if sweeper is not None else 0
+        stopper.update(epoch, score, model)
         for cb in callbacks:
             cb.on_epoch_end(epoch, record)
         if stopper.stop:
@@ -333,7 +335,14 @@ def fit(
     model.load_state_dict(stopper.best_state)
     model.eval()
     best_epoch = stopper.best_epoch
-    sweep = [SweepPoint(dict(p.weights), dict(p.val)) for p in history[best_epoch - 1].sweep]
+    best_val: dict[str, float] = dict(history[best_epoch - 1].val)
+    sweep: list[SweepPoint] = []
+    best_index = 0
+    if sweeper is not None:  # the whole curve, once, on the selected weights
+        best_val, _, sweep = validate(model, val, dataset.tasks, tc.eval_batch_size, precision,
+                                      sweeper, full=True, known=history[best_epoch - 1].sweep)
+        best_index = sweeper.index
+        val.release_pages()
     if sweeper is not None and test is not None:
         test_metrics = sweeper.test(model, test, sweep, best_index)
     else:
@@ -345,7 +354,7 @@ def fit(
     return TrainResult(
         history=history,
         best_epoch=best_epoch,
-        val=dict(history[best_epoch - 1].val),
+        val=best_val,
         test=test_metrics,
         model=model,
         n_params=int(count_parameters(model)),

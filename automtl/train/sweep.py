@@ -1,9 +1,11 @@
 """The evaluation sweep of a preference-conditioned model, and the one point it reports.
 
-After each epoch a conditioned model is evaluated at K fixed task-weight vectors (the simplex
-grid of `automtl.losses.simplex_grid`); its test metrics are computed at the same K vectors at
-the best epoch. The trial's single validation vector (what `fit` reports, what early stopping,
-Optuna and the Pareto pruner see) is the metrics of ONE sweep point, chosen by `pick_point`:
+A conditioned model is evaluated at K fixed task-weight vectors (the simplex grid of
+`automtl.losses.simplex_grid`): after each epoch at the few coarse ones (`Sweeper`: the corners
+and the centre, what early stopping and the pruner see), and at all K, on validation and test,
+once, on the selected epoch's weights (what the trial stores). The trial's single validation
+vector (what `fit` reports, what Optuna and the Pareto pruner see) is the metrics of ONE sweep
+point, chosen by `pick_point` among the points evaluated (at an epoch: the coarse ones):
 
 - the config's `preference` when it is set (a served model is judged where it is served);
 - else the knee of the trial's own front: the non-dominated sweep points over `select_on`
@@ -15,7 +17,8 @@ Why the trial's own knee (issue 16, item 4): it depends only on the trial, so th
 sampler sees never changes after the fact and two workers agree on it; it is an actual point of
 the curve (exportable, reproducible by `automtl train`), and it is the balanced operating point
 a fixed-weight trial would be compared against. Early stopping scores an epoch by the mean over
-sweep points of the mean AUC (the whole curve, not one point of it).
+the coarse sweep's corners and centre of the mean AUC (the curve's ends and middle, not one point
+of it).
 """
 
 from __future__ import annotations
@@ -102,7 +105,17 @@ __all__ = ["SweepPoint", "curve_score", "knee_index", "pick_point", "sweep_eval"
 
 
 class Sweeper:
-    """Runs the sweep of a conditioned trial inside `fit` (built by `Sweeper.of`)."""
+    """Runs the sweep of a conditioned trial inside `fit` (built by `Sweeper.of`).
+
+    Cost (issue 16: one conditioned trial within 1.5x the compute of one fixed trial): every
+    vector is a full forward pass over the split, so every epoch sweeps only the *coarse* vectors
+    (`coarse`: the T single-task corners, the grid vector nearest the uniform one and, when the
+    config serves a `preference`, the one nearest it), and the full grid is evaluated once, on
+    the selected epoch's weights (`validate(..., full=True, known=...)` re-using that epoch's
+    coarse points). The early-stopping score is the curve score over the preference-independent
+    coarse vectors (`scored`) in both modes, so it is the same number whichever mode computed
+    it, and a trial trained again with a serving preference selects the same epoch.
+    """
 
     def __init__(self, cfg: WeightingConfig, tasks: Sequence[TaskSpec], batch_size: int,
                  precision: str) -> None:
@@ -112,6 +125,14 @@ class Sweeper:
         self.names = [t.name for t in tasks]
         self.vectors = sweep_vectors(cfg, self.names)
         self.batch_size, self.precision = batch_size, precision
+        grid = [[v[t] for t in self.names] for v in self.vectors]
+        uniform = [1.0 / len(self.names)] * len(self.names)
+        corners = [i for i, v in enumerate(grid) if max(v) >= 1.0 - 1e-9]
+        self.scored = sorted(set(corners) | {_nearest(grid, uniform)})
+        serve = set()
+        if cfg.preference:
+            serve = {_nearest(grid, preference_vector(cfg.preference, self.names).tolist())}
+        self.coarse = sorted(set(self.scored) | serve)
         self.index = 0
 
     @classmethod
@@ -120,14 +141,25 @@ class Sweeper:
         """A sweeper for a conditioned weighting, None otherwise."""
         return cls(cfg, tasks, batch_size, precision) if cfg.scheme == "conditioned" else None
 
-    def validate(self, model: torch.nn.Module,
-                 data: DeviceSplit) -> tuple[dict[str, float], float, list[SweepPoint]]:
-        """(reported metrics, early-stopping score, sweep points) of one epoch."""
-        metrics = sweep_eval(model, data, self.tasks, self.vectors, self.batch_size,
-                             self.precision)
-        points = [SweepPoint(dict(v), m) for v, m in zip(self.vectors, metrics)]
-        self.index = pick_point(self.vectors, metrics, self.cfg, self.names)
-        return dict(metrics[self.index]), curve_score(metrics), points
+    def validate(self, model: torch.nn.Module, data: DeviceSplit, full: bool = False,
+                 known: Sequence[SweepPoint] = ()) -> tuple[dict[str, float], float,
+                                                          list[SweepPoint]]:
+        """(reported metrics, early-stopping score, sweep points) at the coarse vectors, or at
+        every vector (`full`); `known`: points already evaluated on these same weights and
+        split (not evaluated again). `index` is then the reported point's index in `vectors`."""
+        wanted = list(range(len(self.vectors))) if full else self.coarse
+        have = {_key(p.weights, self.names): p.val for p in known}
+        todo = [i for i in wanted if _key(self.vectors[i], self.names) not in have]
+        fresh = sweep_eval(model, data, self.tasks, [self.vectors[i] for i in todo],
+                           self.batch_size, self.precision)
+        got = dict(zip(todo, fresh))
+        metrics = [dict(got[i]) if i in got else dict(have[_key(self.vectors[i], self.names)])
+                   for i in wanted]
+        points = [SweepPoint(dict(self.vectors[i]), m) for i, m in zip(wanted, metrics)]
+        pick = pick_point([self.vectors[i] for i in wanted], metrics, self.cfg, self.names)
+        self.index = wanted[pick]
+        score = curve_score([metrics[wanted.index(i)] for i in self.scored])
+        return dict(metrics[pick]), score, points
 
     def test(self, model: torch.nn.Module, data: DeviceSplit, points: list[SweepPoint],
              index: int) -> dict[str, float]:
@@ -137,6 +169,15 @@ class Sweeper:
         for p, m in zip(points, metrics):
             p.test = m
         return dict(points[index].test)
+
+
+def _nearest(grid: Sequence[Sequence[float]], target: Sequence[float]) -> int:
+    """Index of the grid vector nearest `target` (the first on ties)."""
+    return int(np.argmin([math.dist(v, target) for v in grid]))
+
+
+def _key(weights: dict[str, float], names: Sequence[str]) -> tuple[float, ...]:
+    return tuple(round(float(weights.get(t, 0.0)), 9) for t in names)
 
 
 __all__ += ["Sweeper"]
