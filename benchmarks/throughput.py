@@ -21,11 +21,14 @@ batches from device-resident columns.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
+import math
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # torch-rechub's progress bars would flood the output
@@ -51,6 +54,7 @@ class Row:
     test_auc: dict[str, float]
     gflop_per_sample: float
     cpu_s_per_sample: float = 0.0  # process CPU seconds of the training epochs per sample
+    ran_on: str = ""  # the device the model's parameters were on while it trained
 
 
 def model_config(name: str) -> ModelConfig:
@@ -139,7 +143,12 @@ def run_automtl(ds: Dataset, name: str, args: argparse.Namespace, device: torch.
     torch.manual_seed(0)
     model = build_model(cfg.model, ds.features, ds.tasks).to(device)
     opt = make_optimizer(cfg.train, model, torch.nn.Module())  # lazy_*: sparse table gradients
-    batch = DeviceSplit.from_split(ds.splits["train"], device).slice(0, args.batch_size)
+    train = ds.splits["train"]
+    first = dataclasses.replace(train, sparse=train.sparse[: args.batch_size],
+                                dense=train.dense[: args.batch_size],
+                                sequences={k: v[: args.batch_size] for k, v in train.sequences.items()},
+                                labels=train.labels[: args.batch_size], truth=None)
+    batch = DeviceSplit.from_split(first, device).slice(0, args.batch_size)  # one batch copied
     precision = result.precision
     amp = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16"
            else None)
@@ -161,7 +170,7 @@ def run_automtl(ds: Dataset, name: str, args: argparse.Namespace, device: torch.
     rows = len(ds.splits["train"]) * result.epochs_run
     return Row("automtl", name, precision, result.samples_per_s, args.batch_size / sec,
                {k: result.test[f"{k}_auc"] for k in ("ctr", "ctcvr")}, flops / args.batch_size / 1e9,
-               cpu_train / rows)
+               cpu_train / rows, str(next(model.parameters()).device))
 
 
 # ---------------------------------------------------------------- torch-rechub
@@ -210,24 +219,50 @@ def run_rechub(ds: Dataset, name: str, args: argparse.Namespace, device: torch.d
     x_te, y_te = rechub_inputs(ds, "test")
     train_dl, _, test_dl = DataGenerator(x_tr, y_tr).generate_dataloader(
         x_va, y_va, x_te, y_te, batch_size=args.batch_size)
+    steps = getattr(args, "peer_steps", None)  # None: whole epochs; N: N timed steps
     with tempfile.TemporaryDirectory() as tmp:
         trainer = MTLTrainer(model, task_types=types, optimizer_params={"lr": 1e-3, "weight_decay": 0.0},
                              n_epoch=args.epochs, earlystop_patience=args.epochs, device=str(device),
                              model_path=tmp)
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        for _ in range(args.epochs):
-            trainer.train_one_epoch(train_dl)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-        cpu_train = time.process_time() - cpu0
-        model.eval()
-        preds = []
-        with torch.no_grad():
-            for xb, _ in test_dl:
-                preds.append(model({k: v.to(device) for k, v in xb.items()}).float().cpu())
-        p = torch.cat(preds).numpy()
-    auc = {t.name: float(roc_auc_score(y_te[:, k], p[:, k])) for k, t in enumerate(ds.tasks)}
+        ran_on = str(next(model.parameters()).device)
+        if steps:
+            # its own loop on its own DataLoader, N batches after 3 warm-up batches (the rate is
+            # steady: per-row collation bounds it, so a whole 800k-row epoch adds only minutes)
+            batches = iter(train_dl)
+            trainer.train_one_epoch(itertools.islice(batches, 3))
+            seen = [0]
+
+            def counted() -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+                for b in itertools.islice(batches, steps):
+                    seen[0] += len(b[1])
+                    yield b
+
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            trainer.train_one_epoch(counted())
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+            cpu_train = time.process_time() - cpu0
+            trained = seen[0]
+            auc = {t.name: math.nan for t in ds.tasks}  # a partial epoch: no test AUC
+        else:
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            for _ in range(args.epochs):
+                trainer.train_one_epoch(train_dl)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+            cpu_train = time.process_time() - cpu0
+            trained = len(y_tr) * args.epochs
+            model.eval()
+            preds = []
+            with torch.no_grad():
+                for xb, _ in test_dl:
+                    preds.append(model({k: v.to(device) for k, v in xb.items()}).float().cpu())
+            p = torch.cat(preds).numpy()
+            auc = {t.name: float(roc_auc_score(y_te[:, k], p[:, k])) for k, t in enumerate(ds.tasks)}
 
     # model-only on one pre-built batch
     model.train()
@@ -246,9 +281,8 @@ def run_rechub(ds: Dataset, name: str, args: argparse.Namespace, device: torch.d
 
     sec = timed_steps(step, args.model_steps, device)
     flops = flops_per_step(step)
-    rows = len(y_tr) * args.epochs
-    return Row("torch-rechub", name, "fp32", rows / seconds, args.batch_size / sec, auc,
-               flops / args.batch_size / 1e9, cpu_train / rows)
+    return Row("torch-rechub", name, "fp32", trained / seconds, args.batch_size / sec, auc,
+               flops / args.batch_size / 1e9, cpu_train / trained, ran_on)
 
 
 # ---------------------------------------------------------------- main
@@ -281,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="automtl runs, comma-separated (fp32, bf16, auto); the peer runs fp32")
     ap.add_argument("--model-steps", type=int, default=20, help="timed steps of the model-only rate")
     ap.add_argument("--skip-rechub", action="store_true")
+    ap.add_argument("--peer-steps", type=int, default=None,
+                    help="time the peer on N batches (after 3 warm-up ones) instead of whole "
+                         "epochs; its test AUC is then not measured")
     ap.add_argument("--optimizer", default="adam",
                     help="automtl's train.optimizer (adam, adamw, lazy_adam, lazy_adamw)")
     args = ap.parse_args(argv)

@@ -21,10 +21,32 @@ def test_gpu_check_dry_run_prints_the_table() -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     table = out.stdout[out.stdout.index("gpu_check on cpu"):]
     for row in ("bf16 matmul peak", "mmoe automtl fp32 samples/s", "x torch-rechub",
-                "mmoe AUC bf16 - fp32", "resident vs streamed", "trials per device K=2",
-                "2-trial search", "export reproducibility"):
+                "mmoe torch-rechub fp32 samples/s", "model on cpu", "mmoe AUC bf16 - fp32",
+                "resident vs streamed", "host->device copy (chunked)", "values equal",
+                "trials per device K=2", "4-trial search", "synthetic preset",
+                "export reproducibility"):
         assert row in table, table
-    assert "FAILED" not in table
+    assert "FAILED" not in table and "skipped" not in table and "not measured" not in table
+    # the order of the parts: the rows still missing from a GPU run come first
+    assert table.index("x torch-rechub") < table.index("4-trial search") < table.index(
+        "resident vs streamed") < table.index("trials per device")
+
+
+def test_gpu_check_skips_what_does_not_fit_its_budget_and_names_missing_packages() -> None:
+    code = ("import sys; sys.modules['torch_rechub'] = None; sys.path.insert(0, 'benchmarks'); "
+            "import gpu_check; sys.exit(gpu_check.main(sys.argv[1:]))")
+    out = subprocess.run([sys.executable, "-c", code, "--dry-run", "--budget-s", "1", "--parts",
+                          "throughput,scaling"], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "lacks torch_rechub" in out.stderr and "missing packages: torch_rechub" in out.stdout
+    table = out.stdout[out.stdout.index("gpu_check on cpu"):]
+    assert "throughput  skipped" in table and "--parts throughput" in table
+    assert "scaling     skipped" in table and "Traceback" not in out.stderr
+    bad = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--parts", "nope"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert bad.returncode == 2 and "use some of throughput, search" in bad.stdout
 
 
 def test_gpu_check_without_a_gpu_refuses_in_one_line() -> None:
