@@ -256,3 +256,35 @@ def test_shipped_spaces_sample_buildable_conditioned_models(space_name: str) -> 
         assert model.forward_tensor(batch).shape == (2, 16)
         built += 1
     assert built >= 3
+
+
+@pytest.mark.parametrize("arch", ["mmoe", "ple", "shared_bottom"])
+def test_sweep_shares_the_bottom_and_matches_one_vector_at_a_time(arch: str) -> None:
+    """sweep_eval runs the bottom once per batch for every vector: the same metrics as
+    evaluating the model under each vector in turn (`evaluate`, the fixed trials' path)."""
+    from automtl.data import load_dataset
+    from automtl.train.cache import device_split
+    from automtl.train.metrics import evaluate
+    from automtl.train import sweep_eval
+
+    cfg = _trial(arch=arch, film=["bottom", "towers"])
+    ds = load_dataset(cfg.data)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, ds.features, ds.tasks, cfg.loss.weighting)
+    for p in conditioner_of(model).parameters():
+        torch.nn.init.normal_(p, 0, 0.3)
+    val = device_split(ds, "val", torch.device("cpu"))
+    vectors = [{"ctr": 1.0, "ctcvr": 0.0}, {"ctr": 0.3, "ctcvr": 0.7}]
+    calls = []
+    model.bottom.register_forward_hook(lambda m, a, o: calls.append(1))
+    swept = sweep_eval(model, val, ds.tasks, vectors, 700)
+    assert len(calls) == -(-len(val) // 700)  # once per batch, not per batch and vector
+    one = []
+    for v in vectors:
+        set_preference(model, torch.tensor([v["ctr"], v["ctcvr"]]))
+        one.append(evaluate(model, val, ds.tasks, 700))
+    set_preference(model, None)
+    assert swept[0] != swept[1]
+    for a, b in zip(swept, one):
+        assert a.keys() == b.keys()
+        assert all(a[k] == pytest.approx(b[k], abs=1e-9, nan_ok=True) for k in a)

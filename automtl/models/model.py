@@ -67,6 +67,17 @@ class MTLModel(nn.Module):
         x, main = self._main_input(batch)
         return self._add_terms(self._body(x, main), batch, main)
 
+    def encode(self, batch: Batch) -> tuple[BodyInput, Batch]:
+        """The bottom's output and the main model's batch: the part of a forward pass that no
+        task-weight vector changes (FiLM sits in the body), which a preference sweep computes
+        once per batch for all its vectors (`decode` does the rest)."""
+        return self._main_input(batch)
+
+    def decode(self, encoded: tuple[BodyInput, Batch], batch: Batch) -> Tensor:
+        """Task logits ``[T, B]`` from `encode(batch)`: `forward_tensor(batch)` in two parts."""
+        x, main = encoded
+        return self.head(self._add_terms(self._body(x, main), batch, main))
+
     def _body(self, x: Tensor | list[Tensor], batch: Batch) -> Tensor:
         return self.body(x, batch) if self.reads_batch else self.body(x)
 

@@ -31,10 +31,11 @@ import numpy as np
 import torch
 
 from automtl.config import WeightingConfig
-from automtl.data.batching import DeviceSplit
+from automtl.data.batching import DeviceSplit, iter_batches
 from automtl.data.schema import TaskSpec
 from automtl.models.film import preference_vector, set_preference
-from automtl.train.metrics import evaluate
+from automtl.train.device import autocast
+from automtl.train.metrics import compute_metrics, evaluate
 
 
 @dataclass
@@ -49,16 +50,43 @@ class SweepPoint:
 def sweep_eval(model: torch.nn.Module, data: DeviceSplit, tasks: Sequence[TaskSpec],
                vectors: Sequence[dict[str, float]], batch_size: int,
                precision: str = "fp32") -> list[dict[str, float]]:
-    """Metrics of `model` on `data` conditioned on each weight vector in turn."""
+    """Metrics of `model` on `data` conditioned on each weight vector in turn (the same
+    numbers as `evaluate` under `set_preference`; the bottom runs once per batch for all)."""
     names = [t.name for t in tasks]
-    out = []
+    prefs = [preference_vector(w, names) for w in vectors]
+    if not callable(getattr(model, "encode", None)) or not prefs:
+        out = []
+        try:
+            for pref in prefs:
+                set_preference(model, pref)
+                out.append(evaluate(model, data, tasks, batch_size, precision))
+        finally:
+            set_preference(model, None)
+        return out
+    labels = data.labels.cpu().numpy()
+    return [compute_metrics(logits.numpy(), labels, tasks)
+            for logits in _sweep_logits(model, data, prefs, batch_size, precision)]
+
+
+def _sweep_logits(model: torch.nn.Module, data: DeviceSplit, prefs: Sequence[torch.Tensor],
+                  batch_size: int, precision: str) -> list[torch.Tensor]:
+    """Host logits ``[N, T]`` per preference, batch by batch: `encode` once, `decode` per
+    vector (as `predict_logits` does for one)."""
+    was_training = model.training
+    model.eval()
+    chunks: list[list[torch.Tensor]] = [[] for _ in prefs]
     try:
-        for weights in vectors:
-            set_preference(model, preference_vector(weights, names))
-            out.append(evaluate(model, data, tasks, batch_size, precision))
+        with torch.inference_mode(), autocast(data.device, precision):
+            for batch in iter_batches(data, batch_size):
+                encoded = model.encode(batch)  # type: ignore[operator]
+                for k, pref in enumerate(prefs):
+                    set_preference(model, pref)
+                    logits = model.decode(encoded, batch)  # type: ignore[operator]
+                    chunks[k].append(logits.t().float().cpu())
     finally:
         set_preference(model, None)
-    return out
+        model.train(was_training)
+    return [torch.cat(c) for c in chunks]
 
 
 def curve_score(points: Sequence[dict[str, float]]) -> float:
