@@ -37,16 +37,18 @@ from automtl.search import Store, open_study  # noqa: E402
 from automtl.search.pruner import decide, rung_point  # noqa: E402
 from automtl.search.study_config import PrunerConfig  # noqa: E402
 
-BASE = PrunerConfig(kind="pareto", min_epoch=1, warmup_trials=5, reduction_factor=3.0)
+# the rule before the default changed (score epoch, warm-up 5): the variations start from it
+BASE = PrunerConfig(kind="pareto", min_epoch=1, warmup_trials=5, reduction_factor=3.0,
+                    score="epoch")
 RULES = {
-    "default (warmup 5, eta 3, every epoch)": BASE,
+    "default (best-so-far, warmup 3, eta 3)": PrunerConfig(kind="pareto"),  # as shipped
+    "old default (epoch, warmup 5, eta 3)": BASE,
     "warmup 3": replace(BASE, warmup_trials=3),
     "warmup 2": replace(BASE, warmup_trials=2),
     "eta 2": replace(BASE, reduction_factor=2.0),
     "eta 4": replace(BASE, reduction_factor=4.0),
     "geometric rungs (1, 3)": replace(BASE, rungs="geometric"),
     "score best-so-far": replace(BASE, score="best"),
-    "best-so-far, warmup 3": replace(BASE, score="best", warmup_trials=3),
     "best-so-far, warmup 3, eta 2": replace(BASE, score="best", warmup_trials=3,
                                             reduction_factor=2.0),
     "best-so-far, warmup 2, eta 4": replace(BASE, score="best", warmup_trials=2,
@@ -56,6 +58,9 @@ RULES = {
     "best-so-far, geometric, warmup 3": replace(BASE, score="best", rungs="geometric",
                                                 warmup_trials=3),
 }
+# bounds, not rules: every trial off the unpruned run's final front stopped at epoch 1
+ORACLES = {"oracle: non-front trials stopped at epoch 1, warmup 3": replace(BASE, warmup_trials=3),
+           "oracle: non-front trials stopped at epoch 1, warmup 0": replace(BASE, warmup_trials=0)}
 
 
 def load_run(db: Path) -> dict | None:
@@ -83,9 +88,19 @@ def load_run(db: Path) -> dict | None:
         "study_config", {}).get("epochs", 0)) or max(len(t["epochs"]) for t in trials)}
 
 
-def replay(run: dict, cfg: PrunerConfig) -> list[dict]:
-    """Cumulative epochs and validation / test hypervolume after each replayed trial."""
+def front_numbers(trials: list[dict]) -> set[int]:
+    """Numbers of the trials on the Pareto front of `trials`' values."""
+    return {c["number"] for c in trials if not any(
+        all(o >= v for o, v in zip(d["values"], c["values"])) and d["values"] != c["values"]
+        for d in trials)}
+
+
+def replay(run: dict, cfg: PrunerConfig, oracle: bool = False) -> list[dict]:
+    """Cumulative epochs and validation / test hypervolume after each replayed trial. `oracle`:
+    instead of `decide`, prune at epoch 1 every trial (after `cfg.warmup_trials`) that is not
+    on the unpruned run's final front: a bound no rule with a rung at epoch 1 can beat."""
     names, max_epoch = run["objectives"], run["epochs_max"]
+    keep = front_numbers(run["trials"]) if oracle else set()
     at_rung: dict[int, list[list[float]]] = {}  # epoch -> points of earlier trials there
     complete: list[dict] = []
     curve, epochs = [], 0
@@ -94,6 +109,10 @@ def replay(run: dict, cfg: PrunerConfig) -> list[dict]:
         for k, rec in enumerate(t["epochs"], start=1):
             own = rung_point(t["epochs"][:k], names, cfg.score)
             peers = at_rung.get(k, [])
+            if oracle:
+                if len(peers) >= cfg.warmup_trials and t["number"] not in keep:
+                    trained = 1
+                break
             if k < max_epoch and decide(own, peers, k, cfg).prune:
                 trained = k
                 break
@@ -128,17 +147,17 @@ def main() -> None:
     random_end = {s: replay(r, replace(BASE, kind="none"))[-1]["hv_val"]
                   for (a, s), r in runs.items() if a == "random"}
     print(f"runs replayed: {sorted(runs)}")
-    print(f"{'rule':40s} {'arm':7s} {'epochs':>7s} {'HV end':>7s} {'test end':>8s} "
+    print(f"{'rule':55s} {'arm':7s} {'epochs':>7s} {'HV end':>7s} {'test end':>8s} "
           f"{'reach own end':>14s} {'reach random end':>16s}")
     out = {}
-    for name, cfg in RULES.items():
+    for name, cfg in [*RULES.items(), *ORACLES.items()]:
         for arm in sorted({a for a, _ in runs}):
             ep, hv, hvt, reach, reach_rnd = [], [], [], [], []
             for (a, s), run in sorted(runs.items()):
                 if a != arm:
                     continue
                 base = replay(run, replace(cfg, kind="none"))
-                curve = replay(run, cfg)
+                curve = replay(run, cfg, oracle=name in ORACLES)
                 ep.append(curve[-1]["epochs"] / base[-1]["epochs"])
                 hv.append(curve[-1]["hv_val"] / base[-1]["hv_val"] if base[-1]["hv_val"] else 1.0)
                 hvt.append(curve[-1]["hv_test"] / base[-1]["hv_test"]
@@ -151,7 +170,7 @@ def main() -> None:
                     r = epochs_to_reach(curve, random_end[s])
                     reach_rnd.append(r / rnd[-1]["epochs"] if r is not None else float("inf"))
             fmt = lambda xs: "/".join("never" if x == float("inf") else f"{x:.0%}" for x in xs)
-            print(f"{name:40s} {arm:7s} {statistics.fmean(ep):7.0%} {statistics.fmean(hv):7.1%} "
+            print(f"{name:55s} {arm:7s} {statistics.fmean(ep):7.0%} {statistics.fmean(hv):7.1%} "
                   f"{statistics.fmean(hvt):8.1%} {fmt(reach):>14s} {fmt(reach_rnd) or '-':>16s}")
             out[f"{name} | {arm}"] = {"epochs": ep, "hv_end": hv, "hv_test_end": hvt,
                                       "reach_own_end": reach, "reach_random_end": reach_rnd}

@@ -1,6 +1,7 @@
 """Search efficiency: samplers and Pareto pruning at equal trial budgets, hypervolume vs compute.
 
-Arms: tpe+pareto (TPE with automtl's Pareto pruner), tpe, random, nsga2 (no pruning), gp (Optuna
+Arms: tpe+pareto (TPE with automtl's Pareto pruner at its default settings, or --warmup, --eta,
+--rungs, --score), tpe, random, nsga2 (no pruning), gp (Optuna
 5's GPSampler: LogEHVI for several objectives). BoTorch's qNEHVI through optuna-integration is
 not an arm: `pip install optuna-integration[botorch]` resolves to botorch 0.9.5 / gpytorch 1.11
 (optuna-integration 5.0.0 pins botorch < 0.10, 2023 releases) next to torch 2.13, and Optuna's
@@ -221,7 +222,7 @@ def efficiency_table(results: list[dict], arms: list[str]) -> tuple[list[str], d
     seeds = sorted({r["seed"] for r in results})
     by = {(r["arm"], r["seed"]): r for r in results}
     fractions = (0.25, 0.5, 0.75, 1.0)
-    lines = [f"{'arm':11s} {'n':>2s} " + " ".join(f"{'HV@' + format(f, '.0%'):>8s}" for f in fractions)
+    lines = [f"{'arm':18s} {'n':>2s} " + " ".join(f"{'HV@' + format(f, '.0%'):>8s}" for f in fractions)
              + f" {'HV end':>7s} {'test@50%':>8s} {'test end':>8s} {'epochs':>6s}"
              f"  {'reach TPE end':>15s}  {'reach random end':>16s}"]
     summary: dict = {}
@@ -256,16 +257,32 @@ def efficiency_table(results: list[dict], arms: list[str]) -> tuple[list[str], d
             "reach_tpe_end": to_tpe, "reach_random_end": to_rnd,
         }
         m = summary[arm]
-        lines.append(f"{arm:11s} {m['runs']:2d} " + " ".join(
+        lines.append(f"{arm:18s} {m['runs']:2d} " + " ".join(
             f"{m['hv_at_tpe_fraction'].get(f, float('nan')):8.5f}" for f in fractions)
             + f" {m['hv_end']:7.5f} {(m['hv_test_at_half_tpe'] or float('nan')):8.5f}"
             f" {m['hv_test_end']:8.5f} {m['epochs']:6.1f}  {fmt(to_tpe):>15s}  {fmt(to_rnd):>16s}")
     return lines, summary
 
 
+def curve_grid(results: list[dict], arms: list[str], step: int = 10,
+               key: str = "hv_val") -> list[str]:
+    """The figure as text: per arm, the mean over its finished runs of the hypervolume (`key`)
+    reached within 0, step, 2 step, ... cumulative epochs (up to the longest run)."""
+    results = [r for r in results if r.get("finished", True) and r["curve"]]
+    top = max((r["epochs"] for r in results), default=0)
+    grid = list(range(step, top + step, step))
+    lines = [f"{'arm':20s} " + " ".join(f"{e:>7d}" for e in grid)]
+    for arm in arms:
+        rows = [r for r in results if r["arm"] == arm]
+        if rows:
+            lines.append(f"{arm:20s} " + " ".join(
+                f"{statistics.fmean(hv_at(r['curve'], e, key) for r in rows):7.5f}" for e in grid))
+    return lines
+
+
 def arm_table(results: list[dict], arms: list[str], bayes: dict) -> tuple[list[str], dict]:
     """Per arm: mean hypervolumes, epochs, front size, wall and CPU minutes, best AUCs."""
-    lines = [f"{'arm':11s} {'runs':>7s} {'HV val':>8s} {'HV test':>8s} {'epochs':>7s} "
+    lines = [f"{'arm':18s} {'runs':>7s} {'HV val':>8s} {'HV test':>8s} {'epochs':>7s} "
              f"{'front':>5s} {'wall min':>8s} {'CPU min':>7s}  best val / test (gap to Bayes test)"]
     summary = {}
     for arm in arms:
@@ -290,7 +307,7 @@ def arm_table(results: list[dict], arms: list[str], bayes: dict) -> tuple[list[s
         s = summary[arm]
         cut = sum(not r.get("finished", True) for r in rows)
         runs = f"{len(rows)}" + (f"({cut}c)" if cut else "")
-        lines.append(f"{arm:11s} {runs:>7s} {s['hv_val']:8.5f} {s['hv_test']:8.5f} "
+        lines.append(f"{arm:18s} {runs:>7s} {s['hv_val']:8.5f} {s['hv_test']:8.5f} "
                      f"{s['epochs']:7.1f} {s['front']:5.1f} {s['minutes']:8.2f} "
                      f"{(s['cpu_minutes'] or float('nan')):7.2f}  {best}")
     return lines, summary
@@ -344,6 +361,9 @@ def report(results: list[dict], args: argparse.Namespace, bayes: dict) -> None:
           "test HV at 50% and at the end; epochs to reach TPE's / random's final val "
           "hypervolume as a fraction of theirs (per repeat)")
     print("\n".join(lines))
+    for key, what in (("hv_val", "validation"), ("hv_test", "test values")):
+        print(f"\nmean {what} hypervolume within N cumulative epochs (finished runs; the figure)")
+        print("\n".join(curve_grid(results, arms, key=key)))
     if args.out:
         args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},
                                         "bayes": bayes, "runs": results, "summary": summary,
@@ -363,10 +383,10 @@ def main() -> None:
     parser.add_argument("--pruned-trials", type=int, default=None, help="trials of the arms "
                         "with a pruner (default --trials): a pruned arm may try more configurations "
                         "in the epochs an unpruned arm spends on --trials")
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=PrunerConfig().warmup_trials)
     parser.add_argument("--eta", type=float, default=3.0)
     parser.add_argument("--rungs", choices=["every", "geometric"], default="every")
-    parser.add_argument("--score", choices=["epoch", "best"], default="epoch",
+    parser.add_argument("--score", choices=["epoch", "best"], default=PrunerConfig().score,
                         help="the pruner's rung score (automtl.search.pruner.rung_point)")
     parser.add_argument("--variant", default=None, help="label for non-default pruner settings: "
                         "the pruned arms are named ARM@VARIANT, beside the default runs")

@@ -160,7 +160,68 @@ def test_pruner_score_is_validated_in_presets():
     from automtl._typed import from_dict
     from automtl.errors import ConfigError
 
-    assert from_dict(PrunerConfig, {"score": "best"}).score == "best"
-    assert from_dict(PrunerConfig, {}).score == "epoch"
+    assert from_dict(PrunerConfig, {"score": "epoch"}).score == "epoch"
+    assert from_dict(PrunerConfig, {}).score == "best"
     with pytest.raises(ConfigError, match="score"):
         from_dict(PrunerConfig, {"score": "mean"})
+
+
+def _epoch(store: Store, trial: optuna.Trial, pruner: ParetoPruner, epoch: int, v: float) -> None:
+    record = EpochRecord(epoch=epoch, val={"ctr_auc": v, "cvr_auc": v, "mean_auc": v},
+                         train_loss=0.5, samples_per_s=1000.0, seconds=0.1)
+    EpochRecorder(store, "s", trial.number).on_epoch_end(epoch, record)
+    pruner.on_epoch_end(epoch, record)
+
+
+def test_default_pruner_keeps_an_early_peak_and_decides_after_three_peers(tmp_path: Path):
+    """The shipped default (score best, warm-up 3, eta 3), through the metrics table: a trial
+    whose epoch 1 dominates its peers but that overfits at epoch 2 keeps its front point (the
+    old default, score epoch with warm-up 5, prunes it: RESULTS.md issue 15, bound 4); a trial
+    dominated at its best epoch is pruned once 3 peers reached the rung (warm-up 5 waits)."""
+    default = PrunerConfig()
+    assert (default.kind, default.warmup_trials, default.reduction_factor, default.rungs,
+            default.score) == ("pareto", 3, 3.0, "every", "best")
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    study = optuna.create_study(storage=make_storage(url), study_name="s",
+                                directions=["maximize", "maximize"])
+    store = Store(url)
+    for number in range(100, 105):  # five peers improving steadily to 0.72
+        for epoch, v in ((1, 0.70), (2, 0.72)):
+            store.record_epoch("s", number, epoch, {"ctr_auc": v, "cvr_auc": v, "mean_auc": v})
+    old = PrunerConfig(warmup_trials=5, score="epoch")
+    names = ["ctr_auc", "cvr_auc"]
+
+    peaked = study.ask()
+    pruner = ParetoPruner(store, peaked, names, default, max_epoch=4)
+    _epoch(store, peaked, pruner, 1, 0.80)
+    _epoch(store, peaked, pruner, 2, 0.60)  # its point is still epoch 1's 0.80: kept
+    again = study.ask()
+    pruner = ParetoPruner(store, again, names, old, max_epoch=4)
+    _epoch(store, again, pruner, 1, 0.80)
+    with pytest.raises(optuna.TrialPruned, match="epoch 2: Pareto rank 2"):
+        _epoch(store, again, pruner, 2, 0.60)
+
+    # a fresh study: 3 peers at the rung are enough for the default, not for warm-up 5
+    study = optuna.create_study(storage=make_storage(url), study_name="t",
+                                directions=["maximize", "maximize"])
+    for number in range(100, 103):
+        store.record_epoch("t", number, 1, {"ctr_auc": 0.70, "cvr_auc": 0.70, "mean_auc": 0.70})
+    for cfg, pruned in ((default, True), (old, False)):
+        trial = study.ask()
+        record = EpochRecord(epoch=1, val={"ctr_auc": 0.6, "cvr_auc": 0.6, "mean_auc": 0.6},
+                             train_loss=0.5, samples_per_s=1000.0, seconds=0.1)
+        pruner = ParetoPruner(store, trial, names, cfg, max_epoch=4)
+        if pruned:
+            with pytest.raises(optuna.TrialPruned, match="3 of 4 trials"):
+                pruner.on_epoch_end(1, record)
+        else:
+            pruner.on_epoch_end(1, record)  # warm-up: 3 of 5 other trials
+
+
+def test_shipped_presets_use_the_default_pruner():
+    from automtl.search.study_config import list_presets, study_preset
+
+    presets = list_presets()
+    assert "synthetic" in presets and "ali-ccp" in presets
+    for name in presets:
+        assert study_preset(name).pruner == PrunerConfig(), name

@@ -8,9 +8,10 @@ only if fewer than ceil(n / eta) trials have a strictly better rank (ties at the
 kept), i.e. it belongs to the best 1/eta of the rung. Decisions read the per-epoch metrics table,
 not process memory, so parallel workers prune against each other's trials.
 
-A trial's point at a rung is that epoch's values (`score: epoch`), or (`score: best`) the values
-of its best epoch so far by mean validation AUC: the trainer returns the best epoch's model and
-values, so a trial that peaked early and is now overfitting is ranked by what it would report.
+A trial's point at a rung is (`score: best`, the default) the values of its best epoch so far by
+mean validation AUC: the trainer returns the best epoch's model and values, so a trial that
+peaked early and is now overfitting is ranked by what it would report; or (`score: epoch`) that
+epoch's values, which pruned trials whose best epoch was on the final front.
 """
 
 from __future__ import annotations

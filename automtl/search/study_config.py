@@ -34,13 +34,15 @@ class PrunerConfig:
 
     kind: Annotated[str, OneOf(_pruner_kinds)] = "pareto"
     min_epoch: int = 1  # never prune before this epoch
-    warmup_trials: int = 5  # a rung decides only once this many other trials reached it
+    warmup_trials: int = 3  # a rung decides only once this many other trials reached it
     reduction_factor: float = 3.0  # keep the best 1/reduction_factor of a rung (by Pareto rank)
     rungs: Literal["every", "geometric"] = "every"  # every epoch, or min_epoch * eta^k
     # what a trial is ranked by at a rung: that epoch's values ("epoch"), or the values of its
     # best epoch so far by mean validation AUC ("best": what the trial would return if stopped
-    # now, the epoch the trainer's early stopping keeps)
-    score: Literal["epoch", "best"] = "epoch"
+    # now, the epoch the trainer's early stopping keeps). Defaults best / warm-up 3 (were epoch /
+    # 5): on the issue-15 efficiency runs they kept the whole front and trained fewer epochs
+    # (benchmarks/RESULTS.md, issue 15, "the pruner default")
+    score: Literal["epoch", "best"] = "best"
 
     def validate(self) -> None:
         if self.min_epoch < 1:
