@@ -6,8 +6,8 @@ every epoch it trained, so any pruning rule can be replayed on those curves with
 again: the trials are taken in completion order (one worker, as the benchmark runs them); at
 each rung a trial is ranked by `automtl.search.pruner.decide` against the earlier trials that
 reached the same epoch in the replay; a pruned trial costs the epochs up to its rung and leaves
-the front; a kept trial finishes exactly as recorded (its values and test values are the
-recorded ones). For the random sampler this is the pruned run exactly (its proposals do not
+the front (also when early stopping ended it at that epoch: the live pruner decides first); a
+kept trial finishes exactly as recorded (its values and test values are the recorded ones). For the random sampler this is the pruned run exactly (its proposals do not
 depend on results); for TPE it ignores that the sampler would have seen pruned trials.
 
     python benchmarks/pruner_replay.py /tmp/eff            # every rule below, every unpruned run
@@ -105,21 +105,23 @@ def replay(run: dict, cfg: PrunerConfig, oracle: bool = False) -> list[dict]:
     complete: list[dict] = []
     curve, epochs = [], 0
     for t in run["trials"]:
-        trained = len(t["epochs"])
+        trained, pruned = len(t["epochs"]), False
         for k, rec in enumerate(t["epochs"], start=1):
             own = rung_point(t["epochs"][:k], names, cfg.score)
             peers = at_rung.get(k, [])
             if oracle:
                 if len(peers) >= cfg.warmup_trials and t["number"] not in keep:
-                    trained = 1
+                    trained, pruned = 1, True
                 break
+            # as live: a trial pruned at the epoch where early stopping ends it is still pruned
+            # (the pruner's callback runs before the stop), so it leaves the front
             if k < max_epoch and decide(own, peers, k, cfg).prune:
-                trained = k
+                trained, pruned = k, True
                 break
         for k in range(1, trained + 1):
             at_rung.setdefault(k, []).append(rung_point(t["epochs"][:k], names, cfg.score))
         epochs += trained
-        if trained == len(t["epochs"]):
+        if not pruned:
             complete.append(t)
         front = [c for c in complete if not any(
             all(o >= v for o, v in zip(d["values"], c["values"])) and d["values"] != c["values"]

@@ -94,3 +94,29 @@ def test_additive_lr_smoke(tmp_path: Path, capsys):
         assert "gap to lr" in line and "best ep 1/1" in line
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("score,kept", [("epoch", False), ("best", True)])
+def test_replay_prunes_at_the_epoch_early_stopping_ends_a_trial(score: str, kept: bool):
+    """pruner_replay as the live pruner: its callback runs before early stopping, so a trial
+    pruned at its last recorded epoch (< the study's epochs) is pruned and leaves the front.
+    Trial 1 peaked at epoch 1 (its result, 0.75) and early-stopped after epoch 3 at 0.60: the
+    rung-epoch score prunes it there, the best-so-far score keeps it."""
+    from dataclasses import replace
+
+    from conftest import load_benchmark
+
+    replay_mod = load_benchmark("pruner_replay")
+
+    def recs(*vs: float) -> list[dict[str, float]]:
+        return [{"ctr_auc": v, "cvr_auc": v, "mean_auc": v} for v in vs]
+
+    run = {"objectives": ["ctr_auc", "cvr_auc"], "epochs_max": 4, "trials": [
+        {"number": 0, "values": [0.73, 0.73], "test": [0.7, 0.7], "epochs": recs(0.70, 0.72, 0.73)},
+        {"number": 1, "values": [0.75, 0.75], "test": [0.8, 0.8], "epochs": recs(0.75, 0.74, 0.60)},
+    ]}
+    cfg = replace(replay_mod.BASE, warmup_trials=1, reduction_factor=2.0, score=score)
+    curve = replay_mod.replay(run, cfg)
+    assert curve[-1]["epochs"] == 6  # no epoch saved either way: it stopped at 3 anyway
+    front = [[0.75, 0.75]] if kept else [[0.73, 0.73]]
+    assert curve[-1]["hv_val"] == pytest.approx(replay_mod.hypervolume(front))
