@@ -273,10 +273,10 @@ class WeightingConfig:
 
     `conditioned` (preference-conditioned training, `automtl.losses.conditioned`): each batch
     (or row, `draw: row`) draws a task-weight vector r ~ Dirichlet(`concentration`), trains on
-    T * sum_k r_k L_k (minus `cosine` * cos(r, L), COSMOS) and feeds r to FiLM layers at `film`
-    sites; after training the model is evaluated at `sweep_points` fixed vectors (0 = default
-    grid). `preference` is the vector it serves at (empty: the knee of the sweep over
-    `select_on` metrics, default every task's AUC).
+    T * sum_k r_k L_k (minus `cosine` * cos(r, L / s), COSMOS, s the losses' running scale) and
+    feeds r to FiLM layers at `film` sites; after training the model is evaluated at
+    `sweep_points` fixed vectors (0 = default grid). `preference` is the vector it serves at
+    (empty: the knee of the sweep over `select_on` metrics, default every task's AUC).
     """
 
     scheme: Literal["fixed", "ple_decay", "uncertainty", "gradnorm", "conditioned"] = "fixed"

@@ -258,6 +258,36 @@ def test_shipped_spaces_sample_buildable_conditioned_models(space_name: str) -> 
     assert built >= 3
 
 
+def test_cosine_term_sees_scale_normalised_losses() -> None:
+    """The cosine term compares r with L / s (s: running mean of each task's loss): a task
+    whose losses are all 10x larger changes nothing in it, while the raw cos(r, L) would move."""
+    torch.manual_seed(0)
+    seq = [torch.rand(2) * 0.3 + 0.05 for _ in range(20)]
+    r = torch.tensor([[0.7, 0.3]])
+    cos_terms, scales = [], []
+    for factor in (1.0, 10.0):
+        w = build_loss(LossConfig(weighting=_weighting(["bottom"], cosine=1.0)),
+                       TASKS[2]).weighting
+        plain = build_loss(LossConfig(weighting=_weighting(["bottom"])), TASKS[2]).weighting
+        for losses in seq:
+            scaled = losses * torch.tensor([1.0, factor])
+            w.pref = plain.pref = r
+            total = w.combine(scaled, 0)
+        cos_terms.append(float(plain.combine(scaled, 0) - total))
+        raw = float(torch.nn.functional.cosine_similarity(r[0], scaled, dim=0))
+        assert abs(cos_terms[-1] - raw) > 1e-3  # not the raw cosine
+        scales.append(w.scale.clone())
+    assert cos_terms[0] == pytest.approx(cos_terms[1], abs=1e-5)
+    assert torch.allclose(scales[1], scales[0] * torch.tensor([1.0, 10.0]))
+    # row mode: the same scale from the batch's mean row losses
+    w = build_loss(LossConfig(weighting=_weighting(["bottom"], draw="row", cosine=0.5)),
+                   TASKS[2]).weighting
+    w.pref = torch.tensor([[0.5, 0.5], [0.9, 0.1]])
+    rows = torch.tensor([[0.2, 0.1], [0.4, 0.3]])
+    w.combine_rows(rows, 0)
+    assert torch.allclose(w.scale, rows.mean(0))
+
+
 @pytest.mark.parametrize("arch", ["mmoe", "ple", "shared_bottom"])
 def test_sweep_shares_the_bottom_and_matches_one_vector_at_a_time(arch: str) -> None:
     """sweep_eval runs the bottom once per batch for every vector: the same metrics as

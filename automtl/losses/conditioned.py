@@ -16,12 +16,22 @@ Options (`loss.weighting`):
   draws near single-task corners, > 1 near the uniform vector).
 - ``draw: batch`` one r per training batch (the papers); ``draw: row`` one r per row, each row's
   loss weighted by its own r: more distinct vectors per step at the same cost.
-- ``cosine`` lambda of COSMOS eq. (5): L = sum_k r_k L_k - lambda * cos(r, L), which pulls the
-  loss vector towards the ray r and spreads the front (per row in row mode).
+- ``cosine`` lambda of COSMOS eq. (5): L = sum_k r_k L_k - lambda * cos(r, L / s) (s: the
+  losses' running scale, below), which pulls the loss vector towards the ray r and spreads the
+  front (per row in row mode).
 
-Choice: the weighted loss is scaled by T so the uniform vector r = (1/T, ...) gives the loss
-(and gradient scale) of the default fixed weighting (every w_k = 1); r is a plain mixture. The
-cosine term is not scaled, so relative to the linear term our lambda is T times COSMOS's.
+Choices: the weighted loss is scaled by T so the uniform vector r = (1/T, ...) gives the loss
+(and gradient scale) of the default fixed weighting (every w_k = 1); r is a plain mixture.
+The cosine term compares r with the **scale-normalised** loss vector L / s, s_k an exponential
+running mean (decay 0.98, started at the first batch's value, detached) of task k's batch loss:
+the direction of the raw L is set by the tasks' loss scales, not by the trade-off, so at
+lambda = 1 the raw term pulled every vector towards the scales' ratio and bent the curve the
+wrong way (a larger CVR weight gave a worse CVR model, rho 0.2: benchmarks/RESULTS.md, issue
+16); cos is invariant to one common scale, so only the per-task normalisation matters, and
+lambda then means the same on any data. COSMOS states eq. (5) on raw losses. The cosine term is
+not scaled by T, so relative to the linear term our lambda is T times COSMOS's. The linear term
+keeps the raw losses: weighting L_k / s_k there too (every task the same say at the uniform
+vector) was tried and lowered the hypervolume in 4 of 4 runs (RESULTS.md, issue 16).
 """
 
 from __future__ import annotations
@@ -77,6 +87,8 @@ class ConditionedWeighting(Weighting):
         self.per_row = cfg.draw == "row"
         self.cosine = float(cfg.cosine)
         self.n_tasks = n_tasks
+        # running mean of each task's loss (the cosine term's scale); 0 = not seen one yet
+        self.register_buffer("scale", torch.zeros(n_tasks))
         from automtl.models.film import conditioner_of
 
         # a plain attribute, not a submodule: the conditioner's parameters belong to the model
@@ -102,19 +114,31 @@ class ConditionedWeighting(Weighting):
         pref = self.pref if self.pref is not None else self.w.unsqueeze(0)
         return pref.to(like.device)
 
+    def _observe(self, task_losses: torch.Tensor) -> torch.Tensor:
+        """Update the running loss scale s with a batch's task losses [T]; s (detached)."""
+        if self.cosine:
+            value = task_losses.detach().float().clamp_min(1e-12)
+            # no host read (a GPU step stays asynchronous): an unset scale takes the value
+            self.scale.copy_(torch.where(self.scale > 0, 0.98 * self.scale + 0.02 * value, value))
+        return self.scale
+
     def combine(self, task_losses: torch.Tensor, epoch: int) -> torch.Tensor:
         r = self._weights(task_losses)[0]
+        scale = self._observe(task_losses)
         total = self.n_tasks * (r * task_losses).sum()
         if self.cosine:
-            total = total - self.cosine * nn.functional.cosine_similarity(r, task_losses, dim=0)
+            total = total - self.cosine * nn.functional.cosine_similarity(
+                r, task_losses / scale, dim=0)
         return total
 
     def combine_rows(self, row_losses: torch.Tensor, epoch: int) -> torch.Tensor:
-        """Row mode: mean_b T * sum_k r_bk l_bk (- lambda * mean_b cos(r_b, l_b))."""
+        """Row mode: mean_b T * sum_k r_bk l_bk (- lambda * mean_b cos(r_b, l_b / s))."""
         r = self._weights(row_losses)
+        scale = self._observe(row_losses.mean(dim=0))
         total = self.n_tasks * (r * row_losses).sum(dim=1).mean()
         if self.cosine:
-            cos = nn.functional.cosine_similarity(r.expand_as(row_losses), row_losses, dim=1)
+            cos = nn.functional.cosine_similarity(r.expand_as(row_losses), row_losses / scale,
+                                                  dim=1)
             total = total - self.cosine * cos.mean()
         return total
 
