@@ -24,14 +24,16 @@ Choices: the weighted loss is scaled by T so the uniform vector r = (1/T, ...) g
 (and gradient scale) of the default fixed weighting (every w_k = 1); r is a plain mixture.
 The cosine term compares r with the **scale-normalised** loss vector L / s, s_k an exponential
 running mean (decay 0.98, started at the first batch's value, detached) of task k's batch loss:
-the direction of the raw L is set by the tasks' loss scales, not by the trade-off, so at
-lambda = 1 the raw term pulled every vector towards the scales' ratio and bent the curve the
-wrong way (a larger CVR weight gave a worse CVR model, rho 0.2: benchmarks/RESULTS.md, issue
-16); cos is invariant to one common scale, so only the per-task normalisation matters, and
-lambda then means the same on any data. COSMOS states eq. (5) on raw losses. The cosine term is
-not scaled by T, so relative to the linear term our lambda is T times COSMOS's. The linear term
-keeps the raw losses: weighting L_k / s_k there too (every task the same say at the uniform
-vector) was tried and lowered the hypervolume in 4 of 4 runs (RESULTS.md, issue 16).
+the direction of the raw L is set by the tasks' loss scales (CTR ~0.33 vs CVR ~0.1 on the
+synthetic data), not by the trade-off; cos is invariant to one common scale, so only the
+per-task normalisation matters, and lambda means the same on any data. COSMOS states eq. (5) on
+raw losses. The cosine term is not scaled by T, so relative to the linear term our lambda is T
+times COSMOS's. Caution (measured, benchmarks/RESULTS.md, issue 16): maximising cos(r, L / s)
+raises L_k where r_k is large, against the linear term, and at lambda = 1 it wins, raw or
+normalised: the curve runs the wrong way (a larger CVR weight gives a worse CVR model), so the
+search spaces offer lambda in {0, 0.1} only. The linear term keeps the raw losses: weighting
+L_k / s_k there too (every task the same say at the uniform vector) was tried and lowered the
+hypervolume in 4 of 4 runs.
 """
 
 from __future__ import annotations
