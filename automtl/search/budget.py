@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -45,9 +45,10 @@ import optuna
 
 from automtl.errors import AutomtlError
 from automtl.search.dbopen import require_automtl_study
-from automtl.search.meta import TrialMeta
+from automtl.search.meta import StudyMeta, TrialMeta
 from automtl.search.objectives import signs
 from automtl.search.pruner import nondominated_ranks
+from automtl.search.stale import heartbeat_source, running_trials
 from automtl.search.storage import close_storage, make_storage
 from automtl.search.store import Store
 from automtl.search.study_config import BudgetConfig, StudyConfig
@@ -175,12 +176,16 @@ class BudgetState:
 
 
 def budget_state(study: optuna.Study, budget: BudgetConfig, epochs: int,
-                 n_trials: int) -> BudgetState:
-    """The study's spending so far. A trial stopped by Ctrl-C counts for nothing (the resumed
-    run redoes it); a full training that failed otherwise counts what it trained and is not
-    retried."""
-    metas = [(t, m) for t in study.get_trials(deepcopy=False)
-             if not (m := TrialMeta.read(t)).interrupted]
+                 n_trials: int, gone: Collection[int] = ()) -> BudgetState:
+    """The study's spending so far. A trial stopped from outside (Ctrl-C, or its process
+    killed: `TrialMeta.stopped`) counts for nothing: the resumed run redoes it (an enqueued one
+    is enqueued again, `redo_trial`); a full training that failed otherwise counts what it
+    trained and is not retried. `gone`: RUNNING trials whose process is gone, not yet marked
+    (counted as stopped, an enqueued one as waiting for its redo)."""
+    trials = study.get_trials(deepcopy=False)
+    metas = [(t, m) for t in trials
+             if not (m := TrialMeta.read(t)).stopped and t.number not in gone]
+    redo = sum(1 for t in trials if t.number in gone and TrialMeta.read(t).enqueued is not None)
     finals = [t.number for t, m in metas if m.final_of is not None]
     last = max(finals, default=-1)  # the current round: trials after the last final
     full = [t for t, m in metas if is_protected(m) and t.state != States.FAIL]
@@ -197,16 +202,17 @@ def budget_state(study: optuna.Study, budget: BudgetConfig, epochs: int,
         probe_spent=sum(trial_cost(t) for t in current), probes=len(current),
         dearest_probe=max((trial_cost(t) for t in probes), default=0.0),
         max_probes=n_trials - len(round_full) - budget.finals, finals=finals,
-        waiting=sum(t.state == States.WAITING for t, _ in metas),
+        waiting=sum(t.state == States.WAITING for t, _ in metas) + redo,
         candidates=sum(1 for t in probes if t.state == States.PRUNED and t.number not in done),
         committed=len(full) * epochs + failed + sum(trial_cost(t) for t in probes),
         full=len(full), probes_all=len(probes))
 
 
-def spent_note(study: optuna.Study, budget: BudgetConfig, epochs: int, n_trials: int) -> str | None:
+def spent_note(study: optuna.Study, budget: BudgetConfig, epochs: int, n_trials: int,
+               gone: Collection[int] = ()) -> str | None:
     """One line when `budget` leaves nothing to run in `study` (None when it does): how much the
-    study has trained, and the --budget that extends it."""
-    state = budget_state(study, budget, epochs, n_trials)
+    study has trained, and the --budget that extends it (`gone`: see `budget_state`)."""
+    state = budget_state(study, budget, epochs, n_trials, gone)
     if state.action(budget.rows_fraction) != "stop":
         return None
     # a final fits once the share is >= 0; new probes once it also holds one probe's reserve
@@ -237,7 +243,11 @@ def resume_note(cfg: StudyConfig, storage: str, study_name: str | None = None) -
             return None
         study = optuna.load_study(study_name=name, storage=rdb)
         require_automtl_study(study, storage)
-        return spent_note(study, cfg.budget, cfg.epochs, cfg.n_trials)
+        # what the search marks FAIL (and redoes) first: RUNNING trials of a gone local run
+        gone = [] if StudyMeta.read(study).heartbeat is not None else [
+            r.number for r in running_trials(study, heartbeat_source(rdb))
+            if r.stale and r.heartbeat_age_s is None]
+        return spent_note(study, cfg.budget, cfg.epochs, cfg.n_trials, gone)
     except AutomtlError:  # not automtl's study: the search refuses it with its own line
         return None
     finally:
@@ -273,8 +283,8 @@ def pick_finals(study: optuna.Study, store: Store, objectives: Sequence[str],
     points = np.asarray([[s * rung[k][o] for s, o in zip(sign, objectives)] for k in numbers])
     ranks = nondominated_ranks(points)
     order = sorted(range(len(numbers)), key=lambda i: (ranks[i], -points[i].mean(), numbers[i]))
-    # probes trained in full (or whose final failed); a final stopped by Ctrl-C is redone
-    done = {m.final_of for t in trials.values() if not (m := TrialMeta.read(t)).interrupted}
+    # probes trained in full (or whose final failed); a final stopped from outside is redone
+    done = {m.final_of for t in trials.values() if not (m := TrialMeta.read(t)).stopped}
     ratio = cost_ratios(list(trials.values())) if final_cost is not None else {}
     probes = [trials[numbers[i]] for i in order
               if is_probe(TrialMeta.read(trials[numbers[i]]))

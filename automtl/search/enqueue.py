@@ -202,6 +202,28 @@ def warm_start_seeds(source: WarmStart, space: SearchSpace, ctx: SpaceContext,
     return seeds
 
 
+def redo_trial(study: optuna.Study, number: int) -> bool:
+    """Enqueue trial `number`'s configuration again after it was stopped from outside
+    (`TrialMeta.stopped`) when the study promised to train it: an enqueued baseline, preset
+    probe, warm-start point or budget final (a sampled trial is just replaced by the sampler).
+    The copy keeps the origin label (`enqueued`, `final_of`) and names its predecessor as
+    Optuna's retries do (`retry_history`), so it takes the stopped trial's slot. True when
+    one was enqueued."""
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    meta = TrialMeta.read(trial)
+    params = trial.system_attrs.get("fixed_params") or trial.params
+    if meta.enqueued is None or not params:
+        return False
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    origin = {"enqueued": meta.enqueued} | ({} if meta.final_of is None
+                                            else {"final_of": meta.final_of})
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.WAITING, user_attrs=TrialMeta.attrs(**origin),
+        system_attrs={"fixed_params": dict(params), "failed_trial": trial.number,
+                      "retry_history": history}))
+    return True
+
+
 def enqueue_seeds(study: optuna.Study, seeds: list[Seed]) -> None:
     """Enqueue `seeds` in order (ones whose parameters the study already holds are skipped)."""
     for seed in seeds:
@@ -209,5 +231,5 @@ def enqueue_seeds(study: optuna.Study, seeds: list[Seed]) -> None:
                             skip_if_exists=True)
 
 
-__all__ = ["Seed", "WarmStart", "config_params", "enqueue_seeds",
+__all__ = ["Seed", "WarmStart", "config_params", "enqueue_seeds", "redo_trial",
            "warm_start_seeds"]

@@ -133,6 +133,13 @@ class TrialMeta(_Record):
         return str(self.fail_reason or "").startswith("interrupted")
 
     @property
+    def stopped(self) -> bool:
+        """Stopped from outside: by Ctrl-C, or its process killed (marked "stale: ..." when the
+        study resumes or is repaired). Its configuration did not fail: a budget counts it for
+        nothing, and an enqueued one is trained again (`automtl.search.enqueue.redo_trial`)."""
+        return self.interrupted or str(self.fail_reason or "").startswith("stale:")
+
+    @property
     def model(self) -> dict[str, Any]:
         """The model section of the config ({} when none was recorded)."""
         return dict((self.config or {}).get("model") or {})

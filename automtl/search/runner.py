@@ -25,7 +25,7 @@ from automtl.search.constraints import ServingCost
 from automtl.search.dbopen import require_automtl_study
 from automtl.search.dburl import mask_url, sqlite_path
 from automtl.search.defaults import DEFAULT_STORAGE
-from automtl.search.enqueue import WarmStart
+from automtl.search.enqueue import WarmStart, redo_trial
 from automtl.search.front import FrontRow
 from automtl.search import interrupt
 from automtl.search.meta import StudyMeta, TrialMeta, count_states
@@ -209,6 +209,7 @@ class _Objective:
         except KeyboardInterrupt:
             self.interrupted = True
             TrialMeta.write(trial, fail_reason="interrupted by the user (Ctrl-C)")
+            redo_trial(self.study, trial.number)  # a baseline or final: the resumed run trains it
             raise
         except Exception as exc:
             TrialMeta.write(trial, fail_reason=_fail_reason(exc))

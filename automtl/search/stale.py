@@ -8,7 +8,9 @@ A SIGKILLed search leaves its trial RUNNING forever. A trial is *stale* when
 
 `automtl studies` shows stale trials (read-only); `automtl studies --repair` marks them FAIL;
 `automtl search` resuming a study without heartbeats marks those of gone local processes FAIL
-before it starts (with heartbeats, Optuna's own stale-trial handling retries them).
+before it starts (with heartbeats, Optuna's own stale-trial handling retries them). A trial
+marked FAIL here that the study enqueued (baseline, preset probe, warm-start point, budget final)
+is enqueued again (`redo_trial`): a kill loses none of them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
+from automtl.search.enqueue import redo_trial
 from automtl.search.meta import StudyMeta, TrialMeta
 from automtl.search.tables import optuna_heartbeats, optuna_studies, optuna_trials
 
@@ -154,6 +157,7 @@ def mark_stale_failed(study: optuna.Study, storage: optuna.storages.BaseStorage,
         except RuntimeError:  # finished meanwhile (its process was alive after all)
             continue
         done.append(r)
+        redo_trial(study, r.number)  # a killed baseline or final is trained again
     return done
 
 
