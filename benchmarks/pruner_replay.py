@@ -7,8 +7,9 @@ again: the trials are taken in completion order (one worker, as the benchmark ru
 each rung a trial is ranked by `automtl.search.pruner.decide` against the earlier trials that
 reached the same epoch in the replay; a pruned trial costs the epochs up to its rung and leaves
 the front (also when early stopping ended it at that epoch: the live pruner decides first); a
-kept trial finishes exactly as recorded (its values and test values are the recorded ones). For the random sampler this is the pruned run exactly (its proposals do not
-depend on results); for TPE it ignores that the sampler would have seen pruned trials.
+kept trial finishes exactly as recorded (its values and test values are the recorded ones).
+For the random sampler this is the pruned run exactly (its proposals do not depend on
+results); for TPE it ignores that the sampler would have seen pruned trials.
 
     python benchmarks/pruner_replay.py /tmp/eff            # every rule below, every unpruned run
     python benchmarks/pruner_replay.py /tmp/eff --arms random --out replay.json
