@@ -184,6 +184,23 @@ def test_unconditioned_trial_refuses_inner_rule(study, capsys):
     assert "not preference-conditioned" in capsys.readouterr().err
 
 
+def test_inner_weights_are_a_direction_and_each_task_is_named_once(study, tmp_path, capsys):
+    """Inside a conditioned trial: 1e308 per task is the uniform vector (the sum must not
+    overflow to a zero vector), and one task under two names is refused, not added up."""
+    root, url, st, done = study
+    t = _conditioned(done)[0]
+    base = ["export", "--study", "cond", "--storage", url, "--trial", str(t.number), "-f", "yaml"]
+    path = tmp_path / "huge.yaml"
+    capsys.readouterr()
+    assert main([*base, "--weights", "ctr=1e308,cvr=1e308", "-o", str(path)]) == 0
+    assert load_trial_config(path).loss.weighting.preference == {"ctr": 0.5, "ctcvr": 0.5}
+    assert main([*base, "--weights", "cvr=0.3,ctcvr=0.7", "-o", str(tmp_path / "two.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: --weights: task 'ctcvr' is given twice ('cvr' and 'ctcvr'); give "
+                   "each task once")
+    assert not (tmp_path / "two.yaml").exists()
+
+
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_serving_export_bakes_the_vector_or_takes_it_as_input(study, tmp_path, capsys, fmt):
     root, url, st, done = study

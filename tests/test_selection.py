@@ -90,6 +90,20 @@ def test_minimised_objective_is_flipped():
     assert pick(Selection(pick="knee"), front, objs, dirs) == 2
 
 
+def test_extreme_weights_choose_as_their_ratio_does():
+    """Weights are a direction: 1e308 each must not overflow the sums into a tie, nor the
+    smallest float underflow them."""
+    assert pick(parse_selection(weights="ctr=1e308,cvr=1e308")) == 11
+    assert pick(parse_selection(weights="ctr=1.7e308,cvr=1.7e308")) == 11
+    assert pick(parse_selection(weights="ctr=5e-324,cvr=0")) == 3
+    assert pick(parse_selection(weights="cvr=5e-324")) == 12
+
+
+def test_one_objective_spelled_twice_names_both_spellings():
+    with pytest.raises(AutomtlError, match=r"'ctr_auc' is given twice \('ctr' and 'ctr_auc'\)"):
+        pick(parse_selection(weights="ctr=0.5,ctr_auc=0.5"))
+
+
 def test_ties_go_to_lower_trial_number():
     front = [_row(5, ctr_auc=0.8, cvr_auc=0.7), _row(2, ctr_auc=0.7, cvr_auc=0.8)]
     assert pick(parse_selection(weights="ctr=1,cvr=1"), front) == 2

@@ -48,14 +48,20 @@ def trial_points(study: optuna.Study, store: Store, number: int) -> list[FrontRo
 def _vector(weights: dict[str, float], aliases: dict[str, str],
             tasks: list[str]) -> dict[str, float]:
     vec = {t: 0.0 for t in tasks}
+    named: dict[str, str] = {}
     for name, w in weights.items():
         task = aliases.get(name, name if name in tasks else None)
         if task is None:
             raise AutomtlError(f"--weights: unknown task {name!r}; the trial's tasks are "
                                f"{', '.join(tasks)}")
-        vec[task] += w
-    total = sum(vec.values())
-    return {t: w / total for t, w in vec.items()}
+        if task in named:  # two spellings of one task would silently add up
+            raise AutomtlError(f"--weights: task {task!r} is given twice ({named[task]!r} and "
+                               f"{name!r}); give each task once")
+        named[task] = name
+        vec[task] = w
+    top = max(vec.values())  # first to 1, so huge weights do not overflow the sum
+    total = sum(w / top for w in vec.values())
+    return {t: w / top / total for t, w in vec.items()}
 
 
 def choose_within(study: optuna.Study, store: Store, rule: Selection,

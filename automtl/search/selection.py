@@ -145,12 +145,13 @@ def _resolved(pairs: dict[str, float], objectives: Sequence[str],
               option: str) -> dict[str, float]:
     """Pairs keyed by full objective names; two spellings of one objective are refused."""
     out: dict[str, float] = {}
+    named: dict[str, str] = {}
     for name, value in pairs.items():
         full = resolve_name(name, objectives, option)
         if full in out:
-            raise AutomtlError(f"{option}: {full!r} is given twice ({name!r} names it too); "
-                               "give each objective once")
-        out[full] = value
+            raise AutomtlError(f"{option}: {full!r} is given twice ({named[full]!r} and "
+                               f"{name!r}); give each objective once")
+        out[full], named[full] = value, name
     return out
 
 
@@ -257,7 +258,9 @@ def select(cands: Sequence[C], objectives: Sequence[str], rule: Selection,
         return max(zip(cands, scores), key=lambda cs: (cs[1], -cs[0].trial_number))[0]
     if rule.weights:
         weights = _resolved(rule.weights, objectives, "--weights")
-        score = {id(c): sum(_sign(dirs[o]) * w * c.values[o] for o, w in weights.items())
+        top = max(weights.values())  # scaled to 1: huge weights do not overflow, tiny ones
+        score = {id(c): sum(_sign(dirs[o]) * (w / top) * c.values[o]  # do not underflow
+                            for o, w in weights.items())
                  for c in cands}
         return _best(cands, score)
     if rule.minimums or rule.maximize:
