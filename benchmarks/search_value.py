@@ -5,8 +5,9 @@ whose step logits are sums of per-id and dense effects), compare test AUC per ta
 
 - the automtl front: the shipped `synthetic` preset's search as is (space `quick`, TPE, its
   budget of 3 baseline trainings: the MMoE example in full, probes at 10% of epoch 1, the best
-  probe retrained in full; automtl/search/budget.py) on this data; reported: the best validation
-  point per objective and the knee of the validation front (test values, never selected on),
+  probe no slower per row than the baseline retrained in full; automtl/search/budget.py) on
+  this data; reported: the best validation point per objective and the knee of the validation
+  front (test values, never selected on),
   compute = all its trials' training rows (`TrialMeta.train_passes`) and the process CPU time;
 - automtl's documented examples (studies/examples/{mmoe,ple,esmm}.yaml), each trained alone with
   its own settings (`examples` arm); the MMoE one is the unit of compute ("x base");

@@ -236,9 +236,10 @@ def test_a_final_stopped_by_ctrl_c_is_redone_on_resume():
         add = lambda state, **attrs: st.add_trial(optuna.trial.create_trial(  # noqa: E731
             state=state, values=[0.6, 0.6] if state == States.COMPLETE else None,
             intermediate_values={0: 0.5} if state == States.PRUNED else None, user_attrs=attrs))
-        add(States.COMPLETE, enqueued="baseline base.yaml", train_passes=2.0)
-        for _ in range(5):  # 1.6 passes: the probe share (6 - 2 x 2) holds no sixth
-            add(States.PRUNED, train_passes=0.32)
+        add(States.COMPLETE, enqueued="baseline base.yaml", train_passes=2.0,
+            rung_seconds_per_row=1e-4)
+        for k in range(5):  # 1.6 passes: the probe share (6 - 2 x 2) holds no sixth
+            add(States.PRUNED, train_passes=0.32, rung_seconds_per_row=(0.5, 2.0)[k % 2] * 1e-4)
         add(States.FAIL, enqueued="final of probe #1", final_of=1, train_passes=1.5,
             fail_reason=final_reason)
         return st
@@ -248,6 +249,9 @@ def test_a_final_stopped_by_ctrl_c_is_redone_on_resume():
     assert redo.finals == [] and redo.candidates == 5 and redo.action(0.3) == "promote"
     failed = budget_state(study("out of memory: CUDA"), budget, 2, 10)
     assert failed.finals == [6] and failed.candidates == 4 and failed.action(0.3) == "stop"
+    # final_cost: probes slower per row than that multiple of the baseline are no candidates
+    capped = BudgetConfig(trainings=3, rows_fraction=0.3, finals=1, final_cost=1.0)
+    assert budget_state(study("out of memory: CUDA"), capped, 2, 10).candidates == 2  # #3, #5
 
 
 def test_final_cost_caps_the_finals_by_time_per_row_at_the_rung(searched):

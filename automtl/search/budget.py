@@ -152,7 +152,7 @@ class BudgetState:
     max_probes: int  # n_trials less the round's full trainings
     finals: list[int]  # trial numbers of the finals enqueued so far
     waiting: int  # enqueued trials not started
-    candidates: int = 0  # probes stopped at the rung that no final trains yet
+    candidates: int = 0  # probes stopped at the rung, within final_cost, no final trains yet
     # passes reserved or spent: full trainings at `epochs` each (failed ones at what they
     # trained), every probe at what it trained
     committed: float = 0.0
@@ -195,6 +195,8 @@ def budget_state(study: optuna.Study, budget: BudgetConfig, epochs: int,
     current = [t for t in probes if t.number > last]
     earlier = sum(trial_cost(t) for t in probes if t.number < last)
     done = {m.final_of for _, m in metas if m.final_of is not None}
+    ratio = cost_ratios([t for t, _ in metas]) if budget.final_cost is not None else {}
+    cap = budget.final_cost if budget.final_cost is not None else math.inf
     total = budget.trainings * epochs
     return BudgetState(
         total=total, spent=sum(trial_cost(t) for t, _ in metas),
@@ -203,7 +205,8 @@ def budget_state(study: optuna.Study, budget: BudgetConfig, epochs: int,
         dearest_probe=max((trial_cost(t) for t in probes), default=0.0),
         max_probes=n_trials - len(round_full) - budget.finals, finals=finals,
         waiting=sum(t.state == States.WAITING for t, _ in metas) + redo,
-        candidates=sum(1 for t in probes if t.state == States.PRUNED and t.number not in done),
+        candidates=sum(1 for t in probes if t.state == States.PRUNED and t.number not in done
+                       and ratio.get(t.number, 0.0) <= cap),
         committed=len(full) * epochs + failed + sum(trial_cost(t) for t in probes),
         full=len(full), probes_all=len(probes))
 
