@@ -64,7 +64,7 @@ class BudgetConfig:
     finals: int = 1  # the best probes trained in full (from scratch, same seed) at the end
     # a final's training time per row at most this multiple of the baselines' (measured at the
     # rows rung: CPU seconds on CPU, wall on GPU), so the finals cost about what a baseline does;
-    # None: no cap (the best probe at the rung, however slow)
+    # None (or no baseline to measure against): no cap, the best probe at the rung however slow
     final_cost: float | None = None
 
     def validate(self) -> None:
