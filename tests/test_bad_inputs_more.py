@@ -166,6 +166,13 @@ ROWS: list[Row] = [
     Row("studies_on_empty_file",
         lambda d, u: ["studies", "--storage", _sqlite(d, _write(d / "e.db", b"").name)],
         ("empty",)),
+    # commands that need a study: an empty file gets no Optuna tables before the refusal
+    *[Row(f"{name}_on_empty_file",
+          lambda d, u, cmd=cmd: [*cmd, "--storage", _sqlite(d, _write(d / "e.db", b"").name)],
+          ("e.db", "empty")) for name, cmd in {
+        "reeval": ["reeval", *_STUDY], "worker": ["worker", *_STUDY],
+        "repair": ["studies", "--repair"],
+        "export": ["export", *_STUDY, "--trial", "0", "-f", "yaml", "-o", "x.yaml"]}.items()],
     # -- a study automtl did not create is refused before any write ------------------------------
     Row("search_into_plain_optuna_study",
         lambda d, u: [*_search(d, _plain_optuna(d), _preset(d))[:-3], "--study-name", OTHER,

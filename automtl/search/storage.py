@@ -44,7 +44,9 @@ def make_storage(url: str, *, must_exist: bool = False,
 
     The database is looked at read-only first (`dbopen.check_database`): a corrupt file, another
     application's database or an incompatible Optuna schema is refused before Optuna writes.
-    `must_exist`: a SQLite URL whose file is missing is an error instead of a new database.
+    `must_exist`: a SQLite URL whose file is missing, or a database without any table (an empty
+    file, a new server database), is an error instead of a new database: the caller reads or
+    joins studies, so nothing is created for it.
     Extra keyword arguments (heartbeat_interval, grace_period, ...) go to `RDBStorage`.
     A ``grpc://host:port`` URL gives the storage proxy's client (`automtl.search.proxy`).
     """
@@ -59,7 +61,9 @@ def make_storage(url: str, *, must_exist: bool = False,
     if must_exist and path is not None and not path.is_file():
         raise AutomtlError(f"--storage {mask_url(url)}: no database file at {path}; run "
                            "`automtl search` first or pass the right --storage")
-    check_database(url)
+    if not check_database(url) and must_exist:
+        raise AutomtlError(f"--storage {mask_url(url)}: the database is empty (no study in it); "
+                           "run `automtl search` first or pass the right --storage")
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **rdb_kwargs)
     except AutomtlError:
