@@ -40,6 +40,20 @@ def test_simplex_grid_sizes_and_sums() -> None:
         assert abs(sum(v) - 1.0) < 1e-9 and min(v) >= 0
 
 
+def test_preference_vector_of_huge_weights_is_their_direction() -> None:
+    """A config's preference is a direction: weights past float32's range (an edited export,
+    `ctr: 1e308`) must not turn the served vector into nan or the wrong corner."""
+    from automtl.models.film import preference_vector
+
+    assert preference_vector({"ctr": 1e308, "ctcvr": 1e308}, ["ctr", "ctcvr"]).tolist() \
+        == [0.5, 0.5]
+    big = preference_vector({"ctr": 1e39, "ctcvr": 1.0}, ["ctr", "ctcvr"])
+    assert torch.isfinite(big).all() and big.tolist() == pytest.approx([1.0, 0.0])
+    assert preference_vector({"ctcvr": 5e-324}, ["ctr", "ctcvr"]).tolist() == [0.0, 1.0]
+    with pytest.raises(ConfigError, match="positive sum"):
+        preference_vector({"ctr": 0.0}, ["ctr", "ctcvr"])
+
+
 SITES = {"single": [["towers"], ["bottom"]],
          "shared_bottom": [["towers"], ["bottom"]],
          "mmoe": [["towers"], ["experts", "gates"], ["bottom"]],

@@ -182,11 +182,15 @@ def preference_vector(weights: dict[str, float], task_names: Sequence[str]) -> T
     if unknown:
         raise ConfigError(f"loss.weighting.preference.{unknown[0]}: unknown task "
                           f"(tasks: {', '.join(task_names)})")
-    vec = torch.tensor([float(weights.get(t, 0.0)) for t in task_names])
-    if float(vec.sum()) <= 0:
+    values = [float(weights.get(t, 0.0)) for t in task_names]
+    top = max(values, default=0.0)
+    if not top > 0:
         raise ConfigError(f"loss.weighting.preference: weights must have a positive sum, got "
                           f"{weights}")
-    return vec / vec.sum()
+    # normalised in float64 after scaling to the largest: a float32 sum of weights above ~3e38
+    # is inf (the vector became nan), and a huge pair must stay a direction
+    total = sum(v / top for v in values)
+    return torch.tensor([v / top / total for v in values])
 
 
 def conditioner_of(model: nn.Module) -> PreferenceConditioner | None:
