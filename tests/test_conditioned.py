@@ -162,6 +162,25 @@ def _trial(arch: str = "mmoe", head: str = "plain", **w: object) -> TrialConfig:
     return TrialConfig(data=data, model=model, loss=LossConfig(weighting=weighting), train=train)
 
 
+def test_select_on_an_unknown_metric_is_refused_before_training() -> None:
+    """A hand-edited `select_on` naming no metric of the data made the knee all-nan, and the
+    trial silently reported the first corner; a cascade's conditional metric is accepted."""
+    from automtl.data import load_dataset
+    from automtl.train import fit
+
+    ds = load_dataset(_trial().data)
+    started: list[int] = []
+
+    class Listen(Callback):
+        def on_train_start(self, model: object) -> None:
+            started.append(1)
+
+    with pytest.raises(ConfigError, match=r"select_on: 'foo_auc' is not a metric .*cvr_auc"):
+        fit(_trial(head="esmm", select_on=["foo_auc"]), ds, callbacks=[Listen()])
+    assert not started
+    fit(_trial(head="esmm", select_on=["ctcvr_auc", "cvr_auc"]), ds)
+
+
 def test_fit_sweeps_k_points_and_reports_one() -> None:
     from automtl.data import load_dataset
     from automtl.train import fit

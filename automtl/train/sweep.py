@@ -33,6 +33,7 @@ import torch
 from automtl.config import WeightingConfig
 from automtl.data.batching import DeviceSplit, iter_batches
 from automtl.data.schema import TaskSpec
+from automtl.errors import ConfigError
 from automtl.models.film import preference_vector, set_preference
 from automtl.train.device import autocast
 from automtl.train.metrics import compute_metrics, evaluate
@@ -151,6 +152,12 @@ class Sweeper:
 
         self.cfg, self.tasks = cfg, list(tasks)
         self.names = [t.name for t in tasks]
+        metrics = [f"{t.name}_auc" for t in tasks] + [
+            f"{t.cond_name}_auc" for t in tasks if t.depends_on and t.cond_name]
+        unknown = [m for m in cfg.select_on if m not in metrics]
+        if unknown:  # the knee over an unknown metric silently reported the first corner
+            raise ConfigError(f"loss.weighting.select_on: {unknown[0]!r} is not a metric of "
+                              f"the data (available: {', '.join(metrics)})")
         self.vectors = sweep_vectors(cfg, self.names)
         self.batch_size, self.precision = batch_size, precision
         grid = [[v[t] for t in self.names] for v in self.vectors]
