@@ -118,6 +118,17 @@ def test_a_killed_final_is_trained_on_resume(tmp_path: Path, capsys):
     killed = open_study(url, "stop").get_trials()
     final = [t for t in killed if t.state == States.RUNNING]
     assert len(final) == 1 and final[0].user_attrs["final_of"] is not None
+    # resumed with another dataset: refused in one line before the stale repair writes anything
+    other = tmp_path / "other.yaml"
+    doc = yaml.safe_load(preset.read_text(encoding="utf-8"))
+    doc["data"]["options"]["rows"] = 4000
+    other.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    db = tmp_path / "db.sqlite"
+    before = db.read_bytes()
+    assert main(["search", "--study-config", str(other), "--storage", url, "--device", "cpu",
+                 "--no-report"]) == 2
+    assert "was made on dataset" in capsys.readouterr().err
+    assert db.read_bytes() == before
     assert main(["search", "--study-config", str(preset), "--storage", url, "--device", "cpu",
                  "--no-report", "--budget", "3"]) == 0, capsys.readouterr().err
     trials = open_study(url, "stop").get_trials()

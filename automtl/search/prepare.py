@@ -8,7 +8,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
 
@@ -93,6 +93,30 @@ def _baseline_seeds(cfg: StudyConfig, space: SearchSpace, ctx: SpaceContext,
     return seeds, skipped
 
 
+def check_resumable(study: optuna.Study, objectives: Sequence[str], data: dict[str, Any],
+                    space_name: str) -> None:
+    """Refuse (`AutomtlError`) resuming `study` with other objectives, dataset or space; reads
+    only, so callers run it before any repair of the study (stale trials) writes."""
+    meta = StudyMeta.read(study)
+    name, hint = study.study_name, "; pass another --study-name to start a new study"
+    if (meta.objectives or objectives) != list(objectives):
+        raise AutomtlError(f"study {name!r} optimises {meta.objectives}, not "
+                           f"{list(objectives)}{hint}")
+    if (meta.dataset if meta.dataset is not None else data) != data:
+        raise AutomtlError(f"study {name!r} was made on dataset {meta.dataset}, not {data}{hint}")
+    if (meta.space if meta.space is not None else space_name) != space_name:
+        raise AutomtlError(f"study {name!r} was made with search space {meta.space!r}, not "
+                           f"{space_name!r}{hint}")
+
+
+def resume_check(cfg: StudyConfig, study: optuna.Study) -> None:
+    """`check_resumable` for the study `cfg` would resume (before `prepare_study` writes)."""
+    from automtl.data import load_dataset
+
+    objectives = resolve_objectives(cfg, load_dataset(cfg.data), where=f"study {cfg.name}")
+    check_resumable(study, objectives, to_dict(cfg.data), _space_for(cfg)[0].name)
+
+
 def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
                   study_name: str | None = None, *, sampler_seed: int | None = None,
                   rdb_kwargs: dict[str, Any] | None = None,
@@ -130,17 +154,7 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
         raise db_error(storage, exc.__cause__ or exc) from None
     data_dict = to_dict(cfg.data)
     if existing:
-        meta = StudyMeta.read(study)
-        hint = "; pass another --study-name to start a new study"
-        if (meta.objectives or objectives) != objectives:
-            raise AutomtlError(f"study {name!r} optimises {meta.objectives}, not "
-                               f"{objectives}{hint}")
-        if (meta.dataset if meta.dataset is not None else data_dict) != data_dict:
-            raise AutomtlError(f"study {name!r} was made on dataset {meta.dataset}, not "
-                               f"{data_dict}{hint}")
-        if (meta.space if meta.space is not None else space.name) != space.name:
-            raise AutomtlError(f"study {name!r} was made with search space "
-                               f"{meta.space!r}, not {space.name!r}{hint}")
+        check_resumable(study, objectives, data_dict, space.name)
         # Same space name: the study keeps sampling its stored space document (`space_doc`),
         # so edits to a shipped space file never change the space of an existing study.
     else:
@@ -164,4 +178,4 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
 
 
 
-__all__ = ["prepare_study", "scaled_weight_decay", "trial_base"]
+__all__ = ["check_resumable", "prepare_study", "resume_check", "scaled_weight_decay", "trial_base"]

@@ -31,7 +31,7 @@ from automtl.search import interrupt
 from automtl.search.meta import StudyMeta, TrialMeta, count_states
 from automtl.search.naming import confined_path
 from automtl.search.objectives import is_cost, metric_objectives
-from automtl.search.prepare import prepare_study, trial_base
+from automtl.search.prepare import prepare_study, resume_check, trial_base
 from automtl.search.pruner import EpochRecorder, ParetoPruner
 from automtl.search.space import parse_space
 from automtl.search.space_nodes import SpaceContext
@@ -365,6 +365,7 @@ def run_search(cfg: StudyConfig, *, storage: str = DEFAULT_STORAGE, study_name: 
     if name in optuna.get_all_study_names(rdb):
         old = optuna.load_study(study_name=name, storage=rdb)
         require_automtl_study(old, storage)
+        resume_check(cfg, old)  # another dataset/space is refused before the repair below writes
         if StudyMeta.read(old).heartbeat is None:  # no heartbeats: a gone local run's trials
             mark_stale_failed(old, rdb, only_gone_owners=True)
         n_existing = len(old.get_trials(deepcopy=False))
