@@ -17,6 +17,7 @@ from automtl.data.columnar import load_columnar, save_dataset
 from automtl.errors import AutomtlError
 from automtl.search.distributed import expand_devices
 from automtl.train import fit, tune_cpu_allocator
+from smaps import resident_kb
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # restored after the module (it used to leak)
@@ -74,18 +75,6 @@ def test_cpu_device_split_shares_the_memory_map_and_copies_on_write(ds, tmp_path
     assert int(load_columnar(folder).splits["train"].sparse[0, 0]) == before
 
 
-def _resident_kb(path: Path) -> int:
-    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        head = line.split()
-        if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
-            inside = len(head) > 5 and head[5] == str(path)
-        elif inside and line.startswith("Rss:"):
-            total += int(head[1])
-    return total
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
 def test_release_pages_drops_the_mapped_pages_of_a_file_backed_split(ds, tmp_path: Path) -> None:
     folder = save_dataset(ds, tmp_path / "cols")
@@ -93,9 +82,9 @@ def test_release_pages_drops_the_mapped_pages_of_a_file_backed_split(ds, tmp_pat
     assert len(data.maps) == 3 + len(data.sequences)  # sparse, dense, labels, sequences
     seq_file = folder / "train" / "seq0.bin"
     total = data.take(torch.arange(len(data))).sequences  # touches every page
-    assert _resident_kb(seq_file) > 0
+    assert resident_kb(seq_file) > 0
     data.release_pages()
-    assert _resident_kb(seq_file) == 0
+    assert resident_kb(seq_file) == 0
     # the data is still there: the next access maps it again
     again = data.take(torch.arange(len(data))).sequences
     assert all(torch.equal(total[k], again[k]) for k in total)

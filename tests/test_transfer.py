@@ -17,6 +17,7 @@ from automtl.data import DeviceSplit, load_dataset
 from automtl.data.batching import iter_batches
 from automtl.data.columnar import load_columnar, save_dataset
 from automtl.data.transfer import CopyStats, copy_column, default_chunk_rows
+from smaps import resident_kb
 
 
 @pytest.fixture(scope="module")
@@ -79,18 +80,6 @@ def test_device_split_of_converted_columns_is_row_for_row_the_whole_copy(ds) -> 
             assert all(torch.equal(a.sequences[k], b.sequences[k]) for k in a.sequences)
 
 
-def _mapped_kb(path: Path) -> int:
-    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        head = line.split()
-        if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
-            inside = len(head) > 5 and head[5] == str(path)
-        elif inside and line.startswith("Rss:"):
-            total += int(head[1])
-    return total
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
 def test_a_memory_mapped_column_is_unmapped_after_every_chunk(ds, tmp_path: Path) -> None:
     folder = save_dataset(ds, tmp_path / "cols")
@@ -99,10 +88,10 @@ def test_a_memory_mapped_column_is_unmapped_after_every_chunk(ds, tmp_path: Path
     seq_file = folder / "train" / "seq0.bin"
     src = split.sequences[name]
     seen: list[int] = []
-    stats = CopyStats(probe=lambda: seen.append(_mapped_kb(seq_file)))
+    stats = CopyStats(probe=lambda: seen.append(resident_kb(seq_file)))
     out = copy_column(src, torch.int32, "cpu", chunk_rows=250, stage=True, stats=stats)
     assert torch.equal(out, torch.from_numpy(np.asarray(ds.splits["train"].sequences[name])))
     assert len(seen) == stats.chunks > 10 and max(seen) == 0  # nothing stays mapped
     # the contrast: a whole-column read leaves the whole column mapped in the process
     whole = torch.from_numpy(np.array(src))
-    assert torch.equal(whole, out) and _mapped_kb(seq_file) >= src.nbytes // 1024 - 4
+    assert torch.equal(whole, out) and resident_kb(seq_file) >= src.nbytes // 1024 - 4
