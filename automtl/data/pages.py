@@ -35,7 +35,8 @@ RELEASE_BYTES = 1 << 30  # an in-order pass over more than this unmaps the pages
 RELEASE_EVERY = 2  # batches between two unmaps (a page touched again after one re-faults)
 
 
-def _advise(m: mmap.mmap, name: str) -> None:
+def advise(m: mmap.mmap, name: str) -> None:
+    """`m.madvise(mmap.<name>)`, a no-op where the hint or `madvise` is missing or `m` is closed."""
     flag = getattr(mmap, name, None)
     if flag is None or not hasattr(m, "madvise"):
         return
@@ -72,7 +73,7 @@ class PassPager:
             self.release = size > RELEASE_BYTES
             hint = "MADV_SEQUENTIAL"
         for m in self.maps:
-            _advise(m, hint)
+            advise(m, hint)
 
     def batch_done(self) -> None:
         self.count += 1
@@ -85,7 +86,7 @@ class PassPager:
 
     def _drop(self) -> None:
         for m in self.maps:
-            _advise(m, "MADV_DONTNEED")
+            advise(m, "MADV_DONTNEED")
 
 
-__all__ = ["PassPager", "RELEASE_BYTES", "RELEASE_EVERY", "available_bytes"]
+__all__ = ["PassPager", "advise", "RELEASE_BYTES", "RELEASE_EVERY", "available_bytes"]

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-CHUNK_BYTES = 64 << 20  # host bytes per staging buffer (two on CUDA) and per CPU chunk
+from automtl.data.pages import advise
 
-_NP = {torch.int32: np.int32, torch.float32: np.float32, torch.int64: np.int64}
+CHUNK_BYTES = 64 << 20  # host bytes per staging buffer (two on CUDA) and per CPU chunk
 
 
 @dataclass
@@ -67,14 +67,7 @@ def _releaser(src: np.ndarray) -> Callable[[], None]:
         return lambda: None
     m = root.base
     assert isinstance(m, mmap.mmap)
-
-    def release() -> None:
-        try:
-            m.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError):  # a closed map or a kernel without the hint
-            pass
-
-    return release
+    return lambda: advise(m, "MADV_DONTNEED")
 
 
 def default_chunk_rows(src: np.ndarray, dtype: torch.dtype, chunk_bytes: int = CHUNK_BYTES) -> int:
