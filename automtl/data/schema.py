@@ -17,6 +17,7 @@ label is 1 (e.g. Ali-CCP: ctr, ctcvr over all rows; cvr over clicked rows).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -44,6 +45,12 @@ class TaskSpec:
     label: str  # source column, e.g. "click"
     depends_on: str | None = None  # parent task in a cascade (no positive without parent positive)
     cond_name: str | None = None  # metric name of p(task | parent), e.g. "cvr"
+
+
+def metric_names(tasks: Sequence[TaskSpec]) -> list[str]:
+    """`{task}_auc` for every task and `{cond}_auc` for every dependent one."""
+    names = [f"{t.name}_auc" for t in tasks]
+    return names + [f"{t.cond_name}_auc" for t in tasks if t.depends_on and t.cond_name]
 
 
 @dataclass
@@ -88,6 +95,4 @@ class Dataset:
 
     def metric_names(self) -> list[str]:
         """Objective-able metric names: `{task}_auc` and, for dependent tasks, `{cond}_auc`."""
-        names = [f"{t.name}_auc" for t in self.tasks]
-        names += [f"{t.cond_name}_auc" for t in self.tasks if t.depends_on and t.cond_name]
-        return names
+        return metric_names(self.tasks)

@@ -32,7 +32,7 @@ import torch
 
 from automtl.config import WeightingConfig
 from automtl.data.batching import DeviceSplit, iter_batches
-from automtl.data.schema import TaskSpec
+from automtl.data.schema import TaskSpec, metric_names
 from automtl.errors import ConfigError
 from automtl.models.film import preference_vector, set_preference
 from automtl.train.device import autocast
@@ -107,8 +107,7 @@ def pick_point(vectors: Sequence[dict[str, float]], points: Sequence[dict[str, f
     """Index of the sweep point the trial reports (see module docstring)."""
     if cfg.preference:
         want = preference_vector(cfg.preference, task_names).tolist()
-        dist = [math.dist(want, [v.get(t, 0.0) for t in task_names]) for v in vectors]
-        return int(np.argmin(dist))
+        return _nearest([[v.get(t, 0.0) for t in task_names] for v in vectors], want)
     metrics = list(cfg.select_on) or [f"{t}_auc" for t in task_names]
     return knee_index(points, metrics)
 
@@ -152,8 +151,7 @@ class Sweeper:
 
         self.cfg, self.tasks = cfg, list(tasks)
         self.names = [t.name for t in tasks]
-        metrics = [f"{t.name}_auc" for t in tasks] + [
-            f"{t.cond_name}_auc" for t in tasks if t.depends_on and t.cond_name]
+        metrics = metric_names(tasks)
         unknown = [m for m in cfg.select_on if m not in metrics]
         if unknown:  # the knee over an unknown metric silently reported the first corner
             raise ConfigError(f"loss.weighting.select_on: {unknown[0]!r} is not a metric of "
