@@ -194,9 +194,6 @@ def budget_state(study: optuna.Study, budget: BudgetConfig, epochs: int,
     probes = [t for t, m in metas if is_probe(m) and t.state != States.WAITING]
     current = [t for t in probes if t.number > last]
     earlier = sum(trial_cost(t) for t in probes if t.number < last)
-    done = {m.final_of for _, m in metas if m.final_of is not None}
-    ratio = cost_ratios([t for t, _ in metas]) if budget.final_cost is not None else {}
-    cap = budget.final_cost if budget.final_cost is not None else math.inf
     total = budget.trainings * epochs
     return BudgetState(
         total=total, spent=sum(trial_cost(t) for t, _ in metas),
@@ -205,8 +202,7 @@ def budget_state(study: optuna.Study, budget: BudgetConfig, epochs: int,
         dearest_probe=max((trial_cost(t) for t in probes), default=0.0),
         max_probes=n_trials - len(round_full) - budget.finals, finals=finals,
         waiting=sum(t.state == States.WAITING for t, _ in metas) + redo,
-        candidates=sum(1 for t in probes if t.state == States.PRUNED and t.number not in done
-                       and ratio.get(t.number, 0.0) <= cap),
+        candidates=len(final_candidates([t for t, _ in metas], budget.final_cost)),
         committed=len(full) * epochs + failed + sum(trial_cost(t) for t in probes),
         full=len(full), probes_all=len(probes))
 
@@ -270,6 +266,20 @@ def cost_ratios(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[int, float]:
     return {k: v / unit for k, v in spr.items()}
 
 
+def final_candidates(trials: Sequence[optuna.trial.FrozenTrial],
+                     final_cost: float | None) -> set[int]:
+    """Numbers of the probes a final may train: stopped at the rung (PRUNED), trained in full by
+    no final yet (a final stopped from outside does not count: it is redone), and, with
+    `final_cost`, at most that multiple of the baselines' time per row (`cost_ratios`; a probe
+    without a measure passes). Trials stopped from outside take no part."""
+    kept = [(t, m) for t in trials if not (m := TrialMeta.read(t)).stopped]
+    done = {m.final_of for _, m in kept if m.final_of is not None}
+    ratio = cost_ratios([t for t, _ in kept]) if final_cost is not None else {}
+    cap = final_cost if final_cost is not None else math.inf
+    return {t.number for t, m in kept if is_probe(m) and t.state == States.PRUNED
+            and t.number not in done and ratio.get(t.number, 0.0) <= cap}
+
+
 def pick_finals(study: optuna.Study, store: Store, objectives: Sequence[str],
                 n: int, final_cost: float | None = None) -> list[optuna.trial.FrozenTrial]:
     """The `n` best probes at the rows rung not yet trained in full: Pareto rank among every
@@ -286,14 +296,8 @@ def pick_finals(study: optuna.Study, store: Store, objectives: Sequence[str],
     points = np.asarray([[s * rung[k][o] for s, o in zip(sign, objectives)] for k in numbers])
     ranks = nondominated_ranks(points)
     order = sorted(range(len(numbers)), key=lambda i: (ranks[i], -points[i].mean(), numbers[i]))
-    # probes trained in full (or whose final failed); a final stopped from outside is redone
-    done = {m.final_of for t in trials.values() if not (m := TrialMeta.read(t)).stopped}
-    ratio = cost_ratios(list(trials.values())) if final_cost is not None else {}
-    probes = [trials[numbers[i]] for i in order
-              if is_probe(TrialMeta.read(trials[numbers[i]]))
-              and trials[numbers[i]].state == States.PRUNED and numbers[i] not in done
-              and ratio.get(numbers[i], 0.0) <= (final_cost or math.inf)]
-    return probes[:n]
+    eligible = final_candidates(list(trials.values()), final_cost)
+    return [trials[numbers[i]] for i in order if numbers[i] in eligible][:n]
 
 
 def enqueue_finals(study: optuna.Study, probes: Sequence[optuna.trial.FrozenTrial]) -> None:
@@ -304,5 +308,5 @@ def enqueue_finals(study: optuna.Study, probes: Sequence[optuna.trial.FrozenTria
 
 
 __all__ = ["BudgetState", "PassMeter", "ROWS_RUNG_EPOCH", "RowsRung", "budget_state",
-           "cost_ratios", "enqueue_finals", "is_probe", "is_protected", "pick_finals", "resume_note", "spent_note",
-           "trial_cost"]
+           "cost_ratios", "enqueue_finals", "final_candidates", "is_probe", "is_protected",
+           "pick_finals", "resume_note", "spent_note", "trial_cost"]
