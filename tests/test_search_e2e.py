@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import shlex
 import sqlite3
 from pathlib import Path
 
@@ -138,6 +140,22 @@ def test_same_study_name_resumes(searched, capsys):
     assert main(args[:i + 1] + ["mmoe"] + args[i + 2:]) == 2
     assert "made with search space 'tiny', not 'mmoe'" in capsys.readouterr().err
 
+
+
+def test_the_printed_pareto_command_works_for_an_odd_study_name(searched, tmp_path: Path, capsys):
+    """The closing line's `automtl pareto ...` is shell-quoted: pasted, it opens the study even
+    when the name holds quotes, spaces or a semicolon."""
+    _, _, args = searched
+    url = f"sqlite:///{tmp_path / 'odd db.sqlite'}"
+    odd = ["it's; a \"name\"" if a == "e2e" else a for a in args]
+    odd[odd.index("--storage") + 1] = url
+    odd[odd.index("--n-trials") + 1] = "1"
+    out = _cli_out(capsys, odd)
+    command = re.search(r"see `(automtl pareto [^`]*)`", out)
+    assert command is not None, out
+    argv = shlex.split(command.group(1))
+    assert argv[argv.index("--study") + 1] == "it's; a \"name\""
+    assert "Pareto front of" in _cli_out(capsys, argv[1:])
 
 class FailSecondTrial(Callback):
     """A real trainer callback that makes the second trial of this run fail mid-training."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from pathlib import Path
 from enum import Enum
@@ -289,9 +290,11 @@ def _print_result(result: SearchResult, name: str, storage: str, elapsed: float,
             console.print(f"report: {write_report(storage, name, out)}", highlight=False)
         except Exception as exc:  # the search result is stored; a report problem must not hide it
             err_console.print(f"report not written ({type(exc).__name__}: {exc}); run "
-                              f"`automtl report --study {name}` later", highlight=False)
-    console.print(f"study {name!r} lives in {result.storage}; see `automtl pareto --study {name}"
-                  f"{'' if storage == DEFAULT_STORAGE else ' --storage ' + repr(result.storage)}`",
+                              f"`automtl report --study {shlex.quote(name)}` later",
+                              highlight=False)
+    again = f"automtl pareto --study {shlex.quote(name)}" + (
+        "" if storage == DEFAULT_STORAGE else f" --storage {shlex.quote(result.storage)}")
+    console.print(f"study {name!r} lives in {result.storage}; see `{again}`",
                   highlight=False, soft_wrap=True)
     if result.interrupted:
         raise typer.Exit(130)
