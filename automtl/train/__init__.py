@@ -11,9 +11,9 @@ from automtl.train.loop import (
     EpochRecord,
     TrainResult,
     fit,
-    make_optimizer,
     seed_everything,
 )
+from automtl.train.step import TrainStep, build_train_step, make_optimizer
 from automtl.train.metrics import compute_metrics, evaluate, predict_logits
 from automtl.train.sweep import SweepPoint, knee_index, pick_point, sweep_eval
 
@@ -22,7 +22,7 @@ __all__ = [
     "TrainResult", "autocast", "clear_device_cache", "compute_metrics",
     "device_split", "evaluate", "fit", "load_trained", "make_optimizer", "predict_logits", "resolve_device",
     "resolve_precision", "save_trained", "seed_everything", "tune_cpu_allocator",
-    "SweepPoint", "knee_index", "pick_point", "sweep_eval",
+    "SweepPoint", "knee_index", "pick_point", "sweep_eval", "TrainStep", "build_train_step",
 ]
 
 # `automtl.train(...)` calls automtl.api.train (this subpackage shares the name)

@@ -25,20 +25,12 @@ from torch import nn
 from automtl.config import TrainConfig, TrialConfig
 from automtl.data.batching import iter_batches
 from automtl.data.schema import Dataset
-from automtl.errors import TrialFailedError
-from automtl.losses import MTLLoss, build_loss
 from automtl.train.cache import device_split
-from automtl.train.clippy import Clippy
-from automtl.train.device import (
-    autocast,
-    resolve_device,
-    resolve_precision,
-    synchronize,
-    tune_cpu_allocator,
-)
+from automtl.train.device import resolve_device, resolve_precision, synchronize, tune_cpu_allocator
 from automtl.train.memory import place_splits, plan_run
-from automtl.train.metrics import evaluate, train_outputs_fn
-from automtl.train.sparse_optim import ChainedOptimizer, RowAdam, clip_grad_norm, row_tables
+from automtl.train.metrics import evaluate
+# make_optimizer: re-exported here, where it lived before the step got its own module
+from automtl.train.step import TrainStep, build_train_step, make_optimizer  # noqa: F401
 from automtl.train.sweep import SweepPoint, Sweeper
 
 
@@ -100,64 +92,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(cfg: TrainConfig, model: nn.Module,
-                   loss: nn.Module) -> torch.optim.Optimizer | ChainedOptimizer:
-    """Adam, AdamW or Clippy over the model (with weight decay) and the loss's learnable weights
-    (without); `lazy_adam` / `lazy_adamw`: the embedding tables get row-wise Adam
-    (`sparse_optim.RowAdam`: only the rows a batch used), everything else the dense one."""
-    lazy = cfg.optimizer.startswith("lazy_")
-    tables = row_tables(model) if lazy else []
-    skip = {id(t) for t in tables}
-    groups: list[dict[str, Any]] = [
-        {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in skip],
-         "weight_decay": cfg.weight_decay}
-    ]
-    loss_params = [p for p in loss.parameters() if p.requires_grad]
-    if loss_params:
-        groups.append({"params": loss_params, "weight_decay": 0.0})
-    if cfg.optimizer == "clippy":
-        return Clippy(groups, lr=cfg.lr, lambda_rel=cfg.clippy_rel, lambda_abs=cfg.clippy_abs)
-    decoupled = cfg.optimizer in ("adamw", "lazy_adamw")
-    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
-    try:  # fused kernels: one update for all tensors instead of a Python loop over them
-        dense = cls(groups, lr=cfg.lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        dense = cls(groups, lr=cfg.lr, foreach=True)
-    if not tables:
-        return dense
-    return ChainedOptimizer(dense, RowAdam(tables, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                           decoupled=decoupled))
-
-
-class _NonFiniteGuard:
-    """Tracks, on the device, the first step whose loss terms are not finite."""
-
-    def __init__(self, names: list[str], device: torch.device) -> None:
-        self.names = names
-        self.every = 1 if device.type == "cpu" else 32
-        self.step = torch.zeros((), dtype=torch.long, device=device)
-        self.first = torch.full((), -1, dtype=torch.long, device=device)
-        self.bad_terms = torch.zeros(len(names), dtype=torch.bool, device=device)
-
-    def update(self, values: torch.Tensor) -> None:
-        bad = ~torch.isfinite(values.detach())
-        new = bad.any() & (self.first < 0)
-        self.first = torch.where(new, self.step, self.first)
-        self.bad_terms = torch.where(new, bad, self.bad_terms)
-        self.step += 1
-
-    def check(self, epoch: int, steps_before: int) -> None:
-        first = int(self.first)  # the one host read of this check
-        if first < 0:
-            return
-        terms = [n for n, b in zip(self.names, self.bad_terms.tolist()) if b]
-        raise TrialFailedError(
-            f"non-finite loss at epoch {epoch}, step {first + 1 - steps_before} of the epoch "
-            f"(step {first + 1} overall) in term {', '.join(terms) or 'total'}; lower the lr, "
-            "add grad_clip or check the data"
-        )
-
-
 class EarlyStopping:
     """Tracks the best epoch by mean validation AUC and its weights; `stop` once the score has not
     improved for more than `patience` epochs. A non-finite score never counts as an improvement,
@@ -195,13 +129,7 @@ class _Run:
 
     cfg: TrainConfig
     dev: torch.device
-    precision: str
-    model: nn.Module
-    loss_fn: MTLLoss
-    optimizer: torch.optim.Optimizer | ChainedOptimizer
-    forward: Any
-    guard: _NonFiniteGuard
-    clip_params: list[nn.Parameter]
+    step: TrainStep  # model, loss, optimizer and the step itself (`automtl.train.step`)
     generator: torch.Generator
     batch_hooks: list[Callback]
     steps_done: int = 0
@@ -216,8 +144,8 @@ def _check_callbacks(callbacks: Sequence[Callback]) -> list[Callback]:
 
 def _train_epoch(run: _Run, train: Any, epoch: int) -> tuple[float, float]:
     """One pass over the shuffled training split; returns (mean train loss, seconds)."""
-    tc, model, loss_fn, guard = run.cfg, run.model, run.loss_fn, run.guard
-    model.train()
+    tc, step_fn, guard = run.cfg, run.step, run.step.guard
+    step_fn.model.train()
     synchronize(run.dev)
     t0 = time.perf_counter()
     loss_sum = torch.zeros((), device=run.dev)
@@ -225,25 +153,12 @@ def _train_epoch(run: _Run, train: Any, epoch: int) -> tuple[float, float]:
     n_steps = -(-len(train) // tc.batch_size)
     for step, batch in enumerate(iter_batches(train, tc.batch_size, shuffle=True,
                                               generator=run.generator)):
-        loss_fn.weighting.before_forward(batch.labels.shape[0])
-        with autocast(run.dev, run.precision):
-            logits, head_outputs = run.forward(batch)
-        lo = loss_fn(logits.float(), batch.labels, epoch - 1, head_outputs)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss_fn.weighting.before_backward(lo.task_losses)
-        lo.total.backward()
-        if tc.grad_clip is not None:
-            if isinstance(run.optimizer, ChainedOptimizer):  # sparse row gradients
-                clip_grad_norm(run.clip_params, tc.grad_clip)
-            else:
-                torch.nn.utils.clip_grad_norm_(run.clip_params, tc.grad_clip, foreach=True)
-        guard.update(torch.cat([lo.terms, lo.total.reshape(1)]))
+        total = step_fn.forward_backward(batch, epoch)
         run.steps_done += 1
         if run.steps_done % guard.every == 0:
-            guard.check(epoch, epoch_start)
-        run.optimizer.step()
-        loss_fn.weighting.after_step()
-        loss_sum += lo.total.detach()
+            guard.check(epoch, epoch_start)  # before the step: a bad step is never applied
+        step_fn.apply()
+        loss_sum += total
         for cb in run.batch_hooks:
             cb.on_batch_end(epoch, step + 1, n_steps)
     guard.check(epoch, epoch_start)
@@ -277,7 +192,7 @@ def fit(
     `data_on` (auto | device | host; default `$AUTOMTL_DATA_ON`, else auto) overrides the
     memory plan's placement of the splits (`automtl.train.memory`)."""
     from automtl.memory_guard import check_model_fits
-    from automtl.models import build_model, count_parameters  # models import data/config only
+    from automtl.models import count_parameters  # models import data/config only
 
     callbacks = _check_callbacks(callbacks)
     started = time.perf_counter()
@@ -288,8 +203,8 @@ def fit(
         tune_cpu_allocator()
     seed_everything(tc.seed)
     check_model_fits(cfg, dataset, dev)  # a size that cannot fit: one line, before allocating
-    model = build_model(cfg.model, dataset.features, dataset.tasks, cfg.loss.weighting).to(dev)
-    loss_fn: MTLLoss = build_loss(cfg.loss, dataset.tasks, model, dataset.name).to(dev)
+    step_fn = build_train_step(cfg, dataset, dev)
+    model, loss_fn = step_fn.model, step_fn.loss_fn
     task_names = [t.name for t in dataset.tasks]
     plan = plan_run(dataset, dev, model, tc.batch_size, tc.eval_batch_size, data_on)
     splits = place_splits(dataset, plan)
@@ -298,11 +213,7 @@ def fit(
             device_split(dataset, name, dev)
     train, val, test = splits["train"], splits["val"], splits.get("test")
     run = _Run(
-        cfg=tc, dev=dev, precision=precision, model=model, loss_fn=loss_fn,
-        optimizer=make_optimizer(tc, model, loss_fn),
-        forward=train_outputs_fn(model, task_names),
-        guard=_NonFiniteGuard(loss_fn.term_names + ["total"], dev),
-        clip_params=[p for p in model.parameters() if p.requires_grad],
+        cfg=tc, dev=dev, step=step_fn,
         generator=torch.Generator().manual_seed(tc.seed),
         # per-batch calls only to callbacks that override the hook: no-op calls cost per step
         batch_hooks=[cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end],
