@@ -24,8 +24,17 @@ arm: training rows x epochs, CPU seconds of the process (1 thread) and wall time
 inflates wall time). Arms can run in separate processes into one --out file per process (results
 for other arms already in the file are kept).
 
+Seeds: `--data-seed` is the synthetic generator's seed (a new draw of the data's parameters and
+rows, hence also a new train/val/test split; default = --seed); `--seed` is the study's seed
+(TPE sampler and every trial's training seed), the examples' training seed, and torch-rechub's
+seed (2022 + seed; its example's 2022 at seed 0). `--preds DIR` keeps every arm's test scores
+(DIR/<data>-<rows>-d<data seed>-s<seed>/<arm>.npz; the search's completed trials as
+trial_<n>.npz, read back from their checkpoints and checked against the AUCs the study stored)
+for a paired bootstrap of AUC differences on the same test rows (benchmarks/paired_auc.py).
+
     python benchmarks/search_value.py --rows 200000 --out value.json              # the issue's size
     python benchmarks/search_value.py --rows 200000 --datasets default --arms search --out s.json
+    python benchmarks/search_value.py --rows 200000 --datasets default --seed 1 --preds preds
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,11 +55,17 @@ from sklearn.metrics import roc_auc_score
 from automtl.config import DataConfig
 from automtl.data import load_dataset
 from automtl.data.schema import Dataset
-from automtl.config import load_trial_config
+from automtl.config import TrialConfig, from_dict, load_trial_config
 from automtl.search import StudyConfig, open_study, run_search
 from automtl.search.budget import trial_cost
 from automtl.search.selection import parse_selection, select
 from automtl.search.study_config import study_preset
+from automtl.train.cache import device_split
+from automtl.train.device import resolve_precision
+from automtl.train.metrics import predict_logits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # a sibling module, however loaded
+import paired_auc  # noqa: E402
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +109,7 @@ def preset_config(ds_opts: dict, args: argparse.Namespace, name: str) -> StudyCo
     benchmark's data; --trials / --epochs / --budget override the preset only when given."""
     cfg = study_preset("synthetic")
     cfg.name = name
+    cfg.seed = args.seed
     cfg.data = DataConfig("synthetic", options={**cfg.data.options, **ds_opts})
     for key in ("epochs", "budget"):
         if getattr(args, key) is not None:
@@ -102,15 +119,54 @@ def preset_config(ds_opts: dict, args: argparse.Namespace, name: str) -> StudyCo
     return cfg
 
 
-def automtl_arms(ds: Dataset, cfg: StudyConfig, storage: str) -> list[dict]:
+def save_model_scores(preds: Path | None, arm: str, model: torch.nn.Module, ds: Dataset,
+                      cfg: TrialConfig) -> dict[str, float] | None:
+    """Test scores of a trained automtl model into preds/<arm>.npz; returns the AUCs they give
+    (benchmark's own computation, to check against the AUCs the trainer reported)."""
+    if preds is None:
+        return None
+    cpu = torch.device("cpu")
+    logits = predict_logits(model, device_split(ds, "test", cpu), [t.name for t in ds.tasks],
+                            cfg.train.eval_batch_size,
+                            resolve_precision(cfg.train.precision, cpu)).numpy()
+    scores = paired_auc.logit_scores(logits)
+    paired_auc.save_scores(preds, arm, scores["ctr"], scores["ctcvr"], scores["cvr"])
+    labels = ds.splits["test"].labels
+    return task_aucs(labels, scores["ctr"], scores["ctcvr"], np.exp(scores["cvr"]))
+
+
+def checkpoint_scores(preds: Path, ds: Dataset, trials: list[optuna.trial.FrozenTrial]) -> dict:
+    """Every completed trial's checkpoint -> preds/trial_<n>.npz; the largest |AUC - stored test
+    AUC| per trial (0 up to float summation order: the scores are the stored model's)."""
+    from automtl.models import build_model
+
+    check = {}
+    for t in trials:
+        path = t.user_attrs.get("checkpoint")
+        if t.state.name != "COMPLETE" or not path:
+            continue
+        cfg = from_dict(TrialConfig, t.user_attrs["config"], where=f"trial {t.number}")
+        model = build_model(cfg.model, ds.features, ds.tasks, cfg.loss.weighting)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        aucs = save_model_scores(preds, f"trial_{t.number}", model, ds, cfg)
+        stored = t.user_attrs.get("test_metrics", {})
+        check[t.number] = max(abs(aucs[m] - stored[m]) for m in METRICS) if aucs else None
+    return check
+
+
+def automtl_arms(ds: Dataset, cfg: StudyConfig, storage: str,
+                 preds: Path | None = None) -> list[dict]:
     """The front picks of one default search, and its enqueued baselines (trials 0..k-1)."""
     t0, c0 = time.perf_counter(), time.process_time()
-    result = run_search(cfg, storage=storage, device="cpu")
+    result = run_search(cfg, storage=storage, device="cpu", save_checkpoints=preds is not None)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     n_train = len(ds.splits["train"])
     trials = open_study(storage, cfg.name).get_trials()
     rows = sum(trial_rows(t, n_train) for t in trials)
     states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    check = checkpoint_scores(preds, ds, trials) if preds is not None else {}
+    final = [t.number for t in trials if t.state.name == "COMPLETE"
+             and str(t.user_attrs.get("enqueued", "")).startswith("final")]
     out = []
     front = result.front
     picks = {f"front: best val {o}": max(front, key=lambda r, o=o: r.values[o])
@@ -122,7 +178,8 @@ def automtl_arms(ds: Dataset, cfg: StudyConfig, storage: str) -> list[dict]:
                     "test": {m: row.test.get(m) for m in METRICS}, "val": row.values,
                     "rows_x_epochs": rows, "seconds": seconds, "cpu_seconds": cpu,
                     "load": os.getloadavg(),
-                    "config": cfg_row.get("config"),
+                    "config": cfg_row.get("config"), "final": final, "preds_check": check,
+                    "front_trials": sorted({r.trial_number for r in front}),
                     "note": f"whole search: {len(trials)} trials {states}"})
     for t in trials:
         a = t.user_attrs
@@ -142,29 +199,36 @@ def trial_rows(trial: optuna.trial.FrozenTrial, n_train: int) -> int:
     return int(round(trial_cost(trial) * n_train))
 
 
-def example_arm(ds: Dataset, ds_opts: dict, name: str) -> dict:
-    """One documented example (studies/examples/NAME.yaml) trained alone with its own settings."""
+def example_arm(ds: Dataset, ds_opts: dict, name: str, seed: int = 0,
+                preds: Path | None = None) -> dict:
+    """One documented example (studies/examples/NAME.yaml) trained alone with its own settings
+    (training seed `seed`: the search's seed, so the MMoE one is the search's trial 0)."""
     from automtl.train import fit
 
     cfg = load_trial_config(ROOT / "studies" / "examples" / f"{name}.yaml")
     cfg.data = DataConfig("synthetic", options={**cfg.data.options, **ds_opts})
+    cfg.train.seed = seed
     t0, c0 = time.perf_counter(), time.process_time()
     result = fit(cfg, ds, device="cpu")
-    return {"arm": f"automtl examples/{name}.yaml (alone)", "test": {m: result.test.get(m)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    aucs = save_model_scores(preds, f"example_{name}", result.model, ds, cfg)
+    return {"preds_check": None if aucs is None else
+            max(abs(aucs[m] - result.test[m]) for m in METRICS),
+            "arm": f"automtl examples/{name}.yaml (alone)", "test": {m: result.test.get(m)
                                                                      for m in METRICS},
-            "val": result.val, "seconds": time.perf_counter() - t0,
-            "cpu_seconds": time.process_time() - c0,
+            "val": result.val, "seconds": seconds, "cpu_seconds": cpu,
             "rows_x_epochs": len(ds.splits["train"]) * result.epochs_run,
             "note": f"{result.epochs_run} epochs, best {result.best_epoch}"}
 
 
-def rechub_arm(ds: Dataset, model_name: str, epochs: int) -> dict:
+def rechub_arm(ds: Dataset, model_name: str, epochs: int, seed: int = 0,
+               preds: Path | None = None) -> dict:
     from torch_rechub.basic.features import DenseFeature, SparseFeature
     from torch_rechub.models.multi_task import ESMM, MMOE, PLE
     from torch_rechub.trainers import MTLTrainer
     from torch_rechub.utils.data import DataGenerator
 
-    torch.manual_seed(2022)
+    torch.manual_seed(2022 + seed)
     sparse = [f for f in ds.features if f.kind == "sparse"]
     dense = [f for f in ds.features if f.kind == "dense"]
 
@@ -210,13 +274,18 @@ def rechub_arm(ds: Dataset, model_name: str, epochs: int) -> dict:
     with torch.no_grad():
         p = torch.cat([model(xb).float() for xb, _ in test_dl]).numpy()
     labels = ds.splits["test"].labels
+    p = p.astype(np.float64)
     test = task_aucs(labels, p[:, 1], p[:, 2], p[:, 0]) if model_name == "ESMM" else \
         task_aucs(labels, p[:, 0], p[:, 1])
+    if preds is not None:  # cvr: ESMM's own output, else p_ctcvr / p_ctr (as task_aucs ranks)
+        ctr, ctcvr = (p[:, 1], p[:, 2]) if model_name == "ESMM" else (p[:, 0], p[:, 1])
+        cvr = p[:, 0] if model_name == "ESMM" else ctcvr / np.maximum(ctr, 1e-12)
+        paired_auc.save_scores(preds, f"rechub_{model_name}", ctr, ctcvr, cvr)
     return {"arm": f"torch-rechub {model_name}", "test": test, "seconds": seconds,
             "cpu_seconds": cpu, "rows_x_epochs": len(y_tr) * epochs, "note": "examples' settings"}
 
 
-def logistic_arm(ds: Dataset) -> dict:
+def logistic_arm(ds: Dataset, preds: Path | None = None) -> dict:
     from scipy import sparse as sp
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import OneHotEncoder
@@ -245,6 +314,9 @@ def logistic_arm(ds: Dataset) -> dict:
         score = (val["ctr_auc"] + val["cvr_auc"]) / 2
         if best is None or score > best[0]:
             best = (score, c, predict("test"), val)
+            if preds is not None:
+                pc, pv = ctr.predict_proba(x["test"])[:, 1], cvr.predict_proba(x["test"])[:, 1]
+                paired_auc.save_scores(preds, "logistic", pc, pc * pv, pv)
     assert best is not None
     return {"arm": f"logistic regression (C={best[1]:g} on val)", "test": best[2],
             "val": best[3], "seconds": time.perf_counter() - t0,
@@ -300,6 +372,13 @@ def main() -> None:
     parser.add_argument("--arms", default=",".join(ARMS),
                         help=f"comma list of {', '.join(ARMS)}; results already in --out for "
                              "other arms are kept, so arms can run in separate processes")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="study seed (sampler, every trial's and the examples' training "
+                             "seed; torch-rechub's is 2022 + seed)")
+    parser.add_argument("--data-seed", type=int, default=None,
+                        help="synthetic data seed (data and split; default: --seed)")
+    parser.add_argument("--preds", type=Path, default=None,
+                        help="folder for every arm's test scores (paired bootstrap)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--storage", default=None, help="study storage (default: a temp SQLite)")
     parser.add_argument("--out", type=Path, default=None)
@@ -307,6 +386,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     wanted = args.arms.split(",")
+    if args.data_seed is None:
+        args.data_seed = args.seed
     report = json.loads(args.out.read_text())["results"] if args.out and args.out.exists() else {}
 
     def save(name: str, arms: list[dict], ds: Dataset, unit: dict | None) -> None:
@@ -322,20 +403,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         storage = args.storage or f"sqlite:///{Path(tmp) / 'value.db'}"
         for name in args.datasets.split(","):
-            opts = {"rows": args.rows, **DATASETS[name]}
-            cfg = preset_config(opts, args, f"value-{name}-{args.rows}")
+            opts = {"rows": args.rows, "seed": args.data_seed, **DATASETS[name]}
+            tag = f"{name}-{args.rows}-d{args.data_seed}-s{args.seed}"
+            cfg = preset_config(opts, args, f"value-{tag}")
             ds = load_dataset(cfg.data)
+            preds = args.preds / tag if args.preds else None
+            if preds is not None:
+                preds.mkdir(parents=True, exist_ok=True)
+                np.savez(preds / "labels.npz", labels=np.asarray(ds.splits["test"].labels))
             for arm in wanted:
                 if arm == "examples":
-                    new = [example_arm(ds, cfg.data.options, n) for n in EXAMPLE_NAMES]
+                    new = [example_arm(ds, cfg.data.options, n, args.seed, preds)
+                           for n in EXAMPLE_NAMES]
                 elif arm == "rechub":
-                    new = [rechub_arm(ds, m, 1) for m in ("MMOE", "PLE", "ESMM")]
+                    new = [rechub_arm(ds, m, 1, args.seed, preds) for m in ("MMOE", "PLE", "ESMM")]
                 elif arm == "logistic":
                     if not DATASETS[name].get("additive"):
                         continue
-                    new = [logistic_arm(ds)]
+                    new = [logistic_arm(ds, preds)]
                 elif arm == "search":
-                    new = automtl_arms(ds, cfg, storage)
+                    new = automtl_arms(ds, cfg, storage, preds)
                 else:
                     raise SystemExit(f"--arms: unknown arm {arm!r}; use {', '.join(ARMS)}")
                 have = report.get(name, {}).get("arms", []) + new
