@@ -148,10 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     res = paired(args.folder, args.front.split(","),
                  args.baselines.split(",") if args.baselines else None, args.boot, args.seed)
-    text = json.dumps(res, indent=1)
-    print(text)
     if args.out:
-        args.out.write_text(text)
+        args.out.write_text(json.dumps(res, indent=1))
+    print(f"{res['rows']:,} test rows, {res['boot']} paired resamples; best baseline per task: "
+          + ", ".join(f"{t} {a}" for t, a in res["best_baseline"].items()))
+    for f, per in res["diff"].items():
+        for b, d in per.items():
+            print(f"{f} - {b}: " + "  ".join(f"{t} {v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]"
+                                            for t, v in d.items()))
+    print("front dominates (ctr and cvr) on test / share of resamples: " + ", ".join(
+        f"{b} {'yes' if res['dominated_on_test'][b] else 'NO'} {s:.2f}"
+        for b, s in res["dominated_share"].items())
+          + f"; all at once {res['all_dominated_share']:.2f}")
     return 0
 
 

@@ -361,7 +361,7 @@ def print_table(name: str, ds: Dataset, arms: list[dict], unit: dict) -> dict[st
     return se
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--trials", type=int, default=None, help="default: the preset's")
@@ -382,7 +382,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--storage", default=None, help="study storage (default: a temp SQLite)")
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     wanted = args.arms.split(",")
