@@ -222,7 +222,8 @@ def train(config: TrialConfig | Mapping[str, Any] | str | Path, *, device: str |
     """
     from automtl._typed import from_dict, to_dict
     from automtl.config import TrialConfig, load_trial_config
-    from automtl.data import load_dataset
+    from automtl.data import check_data_config, load_dataset
+    from automtl.errors import config_file
     from automtl.train import fit, save_trained
 
     if isinstance(config, TrialConfig):
@@ -235,7 +236,10 @@ def train(config: TrialConfig | Mapping[str, Any] | str | Path, *, device: str |
         cfg.data.data_dir = data_dir
     if device is not None:
         cfg.train.device = device
-    result = fit(cfg, load_dataset(cfg.data), callbacks=callbacks)
+    where = "automtl.train()" if isinstance(config, (TrialConfig, Mapping)) else str(config)
+    check_data_config(cfg.data, where)
+    with config_file(where, unless=("train.device",) if device is not None else ()):
+        result = fit(cfg, load_dataset(cfg.data), callbacks=callbacks)
     if out is not None:
         save_trained(out, cfg, result.model)
     return result

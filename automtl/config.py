@@ -319,6 +319,12 @@ class WeightingConfig:
         if self.scheme == "conditioned" and not self.film:
             raise ConfigError("film: conditioned weighting needs at least one FiLM site, "
                               "e.g. [towers]")
+        if self.preference and self.scheme != "conditioned":
+            # e.g. an exported conditioned trial whose scheme was edited: the vector would be
+            # silently unused (a fixed scheme's per-task weights are `weights`)
+            raise ConfigError(f"preference: only a conditioned scheme serves a preference "
+                              f"(scheme is {self.scheme!r}); remove preference, or give the "
+                              "task weights as weights: {TASK: W}")
         bad = {k: v for k, v in self.preference.items() if v < 0}
         if bad or (self.preference and sum(self.preference.values()) <= 0):
             raise ConfigError(f"preference: weights must be >= 0 with a positive sum, "

@@ -7,6 +7,10 @@ prints it without a traceback and exits with code 2. Bugs raise ordinary Python 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class AutomtlError(Exception):
     """A user-caused problem: one-line message naming what is wrong and how to fix it."""
@@ -27,3 +31,20 @@ class TrialFailedError(RuntimeError):
 
     Search records the trial as FAIL with this message as the reason and goes on.
     """
+
+
+@contextmanager
+def config_file(path: str | Path, *, unless: tuple[str, ...] = ()) -> Iterator[None]:
+    """Name the config file `path` in a `ConfigError` raised inside (a problem found only once
+    the data or the model exists, e.g. an unknown task name). Messages already naming the file,
+    or starting with one of `unless` (keys a command-line option set), are left as they are."""
+    try:
+        yield
+    except ConfigError as exc:
+        text = str(exc)
+        if text.startswith((f"{path}:", *unless)):
+            raise
+        raise ConfigError(f"{path}: {text}") from None
+
+
+__all__ = ["AutomtlError", "ConfigError", "DataError", "TrialFailedError", "config_file"]

@@ -52,6 +52,8 @@ def load_yaml(path: str | Path) -> Any:
     "all defaults", which is never what a file given on purpose means.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, not a file; give the path of a YAML file in it")
     if not p.is_file():
         raise ConfigError(f"{p}: file not found; check the path")
     try:

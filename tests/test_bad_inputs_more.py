@@ -218,6 +218,7 @@ def _trial(text: str) -> Callable[[Path, str], list[str]]:
 _TRIAL = "data: {name: synthetic, options: {rows: 3000, n_tasks: 2}}\ntrain: {epochs: 1}\n"
 _LR = "  model.embedding_dim: 4\n  model.tower_dims: {choices: [[4]]}\n"
 _ARCH = "name: s\nparams:\n  model.arch: {choices: [shared_bottom]}\n"
+_SMALL = "model: {arch: mmoe, n_experts: 2, expert_dims: [8], embedding_dim: 4, tower_dims: [4]}\n"
 
 ROWS += [
     # -- every option checked before any side effect (typer ranges + one check pass) ------------
@@ -345,6 +346,22 @@ ROWS += [
         ("trial.yaml", "train", "twice")),
     Row("trial_data_rows_e_notation",
         _trial(_TRIAL.replace("rows: 3000", "rows: 1e5")), ("rows", "whole number")),
+    # a leftover preference under another scheme (an exported conditioned trial, edited)
+    Row("trial_preference_with_fixed_scheme",
+        _trial(_TRIAL + "loss: {weighting: {scheme: fixed, preference: {ctr: 1, cvr: 2}}}\n"),
+        ("trial.yaml", "preference", "'fixed'", "remove preference")),
+    # found only against the data or the model, still a line of the file: named
+    Row("trial_preference_unknown_task",
+        _trial(_TRIAL + _SMALL + "loss: {weighting: {scheme: conditioned, film: [towers], "
+               "preference: {ctr: 1, bogus: 2}}}\n"),
+        ("trial.yaml", "preference.bogus", "unknown task")),
+    Row("trial_weights_unknown_task",
+        _trial(_TRIAL + _SMALL + "loss: {weighting: {weights: {bogus: 2}}}\n"),
+        ("trial.yaml", "weights.bogus", "unknown task")),
+    Row("trial_data_rows_negative", _trial(_TRIAL.replace("rows: 3000", "rows: -5")),
+        ("trial.yaml", "rows", ">= 0, got -5")),
+    Row("trial_unknown_dataset", _trial(_TRIAL.replace("name: synthetic", "name: nope")),
+        ("trial.yaml", "unknown dataset 'nope'")),
     # -- sizes refused with the numbers before anything is allocated ---------------------------
     Row("trial_huge_embedding_dim",
         _trial(_TRIAL + "model: {arch: mmoe, embedding_dim: 100000000}\n"),
@@ -367,7 +384,7 @@ ROWS += [
         lambda d, u: ["export", *_STUDY, "--storage", u, "--trial", "999", "-f", "yaml",
                       "-o", str(d / "x.yaml")], ("999",)),
     Row("train_config_is_a_directory", lambda d, u: ["train", "--config", str(d)],
-        ("not found",)),
+        ("is a folder, not a file",)),
     Row("train_config_not_utf8",
         lambda d, u: ["train", "--config", str(_write(d / "bin.yaml", b"\xff\xfe\x00bad"))],
         ("bin.yaml", "cannot read")),

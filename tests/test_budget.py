@@ -254,6 +254,73 @@ def test_a_final_stopped_by_ctrl_c_is_redone_on_resume():
     assert budget_state(study("out of memory: CUDA"), capped, 2, 10).candidates == 2  # #3, #5
 
 
+def test_a_trial_killed_under_heartbeats_counts_for_nothing_as_on_one_process():
+    """A worker killed mid-trial: Optuna's heartbeat check FAILs the trial without a reason
+    and queues its retry (a copy of its attributes). Its passes count for nothing, exactly as
+    a killed single-process trial marked "stale: ..." on resume (the rule is one)."""
+    from automtl.search.budget import budget_state
+    from automtl.search.study_config import BudgetConfig
+
+    def study(dead: dict) -> optuna.Study:
+        st = optuna.create_study(directions=["maximize", "maximize"])
+        add = lambda state, system=None, **attrs: st.add_trial(  # noqa: E731
+            optuna.trial.create_trial(
+                state=state, values=[0.6, 0.6] if state == States.COMPLETE else None,
+                intermediate_values={0: 0.5} if state == States.PRUNED else None,
+                user_attrs=attrs, system_attrs=system or {}))
+        add(States.FAIL, enqueued="baseline base.yaml", train_passes=1.2, **dead)  # killed
+        add(States.PRUNED, train_passes=0.32)
+        add(States.FAIL, train_passes=0.2, **dead)  # a probe killed before its rung
+        if not dead:  # Optuna's retries: WAITING copies of the dead trials' attributes
+            add(States.WAITING, {"failed_trial": 0, "retry_history": [0]},
+                enqueued="baseline base.yaml", train_passes=1.2)
+            add(States.WAITING, {"failed_trial": 2, "retry_history": [2]}, train_passes=0.2)
+        else:  # redo_trial's copy of the enqueued one (a sampled probe is re-sampled)
+            add(States.WAITING, {"failed_trial": 0, "retry_history": [0]},
+                enqueued="baseline base.yaml")
+        return st
+
+    budget = BudgetConfig(trainings=3, rows_fraction=0.3, finals=1)
+    heartbeat = budget_state(study({}), budget, 2, 10)
+    repaired = budget_state(study({"fail_reason": "stale: its process host:1 is gone"}),
+                            budget, 2, 10)
+    assert heartbeat.spent == pytest.approx(0.32) == repaired.spent
+    # the baseline's retry reserves one full training; the killed attempt nothing
+    assert heartbeat.committed == pytest.approx(2 + 0.32) == repaired.committed
+    assert heartbeat.probe_share == pytest.approx(6 - 2 * 2) == repaired.probe_share
+    assert heartbeat.waiting == 2 and heartbeat.probes == 1 and heartbeat.probes_all == 1
+
+
+def test_resuming_a_budgeted_study_at_other_epochs_is_refused(searched, tmp_path: Path, capsys):
+    """The budget's unit is one baseline training = `epochs` passes: at other epochs the full
+    trainings already made would be re-counted in the new unit. Refused in one line naming the
+    stored epochs, before any write (with --budget too); the same epochs resume."""
+    import shutil
+
+    from automtl.errors import AutomtlError
+
+    url, _ = searched
+    db = tmp_path / "copy.sqlite"
+    shutil.copy(url.removeprefix("sqlite:///"), db)
+    preset = Path(url.removeprefix("sqlite:///")).parent / "preset.yaml"
+    args = ["search", "--study-config", str(preset), "--storage", f"sqlite:///{db}",
+            "--device", "cpu", "--no-report"]
+    before = db.read_bytes()
+    for extra in (["--epochs", "3"], ["--epochs", "1", "--budget", "6"]):
+        assert main(args + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "trained its trials at 2 epochs" in err, err
+        assert "resume it with --epochs 2" in err
+        assert db.read_bytes() == before
+    cfg = load_study_config(preset)
+    cfg.epochs = 1
+    with pytest.raises(AutomtlError, match="--epochs 2"):  # the library path: before the repair
+        run_search(cfg, storage=f"sqlite:///{db}", device="cpu")
+    assert db.read_bytes() == before
+    assert main(args + ["--epochs", "2"]) == 0  # spent: the note, no trial, no refusal
+    assert capsys.readouterr().err.startswith("budget spent")
+
+
 def test_final_cost_caps_the_finals_by_time_per_row_at_the_rung(searched):
     """Every trial records its training time per row at the rung; `final_cost` drops the probes
     slower than that multiple of the baseline's from the choice of finals."""

@@ -70,23 +70,30 @@ def train_command(
 
     from automtl.cli._progress import EpochProgress, epoch_columns
     from automtl.config import load_trial_config
-    from automtl.data import bayes_auc, load_dataset
+    from automtl.data import bayes_auc, check_data_config, load_dataset
+    from automtl.errors import config_file
     from automtl.train import fit, save_trained
 
     use_data_on(data_on)
     cfg: TrialConfig = load_trial_config(config)
+    own_data = dataset is None or dataset == cfg.data.name  # else the name is --dataset's
     if dataset is not None and dataset != cfg.data.name:
         cfg.data.name, cfg.data.options = dataset, {}
     if data_dir is not None:
         cfg.data.data_dir = data_dir
     if device is not None:
         cfg.train.device = device
-    data = load_dataset(cfg.data)
-    try:
-        with Progress(*epoch_columns(), console=console, transient=True) as progress:
-            result = fit(cfg, data, callbacks=[EpochProgress(progress)])
-    except TrialFailedError as exc:  # a failed trial is the user's config, not a crash: one line
-        raise AutomtlError(f"{config}: training failed: {exc}") from None
+    if own_data:
+        check_data_config(cfg.data, str(config))
+    # a key found wrong only against the data or the model (a task name, a data option) is
+    # still a line of the file: say which file; --device's value is the option's, not the file's
+    with config_file(config, unless=("train.device",) if device is not None else ()):
+        data = load_dataset(cfg.data)
+        try:
+            with Progress(*epoch_columns(), console=console, transient=True) as progress:
+                result = fit(cfg, data, callbacks=[EpochProgress(progress)])
+        except TrialFailedError as exc:  # a failed trial is the user's config: one line
+            raise AutomtlError(f"{config}: training failed: {exc}") from None
     has_truth = all(s.truth is not None for s in data.splits.values())
     bayes = bayes_auc(data, "test") if has_truth and "test" in data.splits else None
     rows = [(t.name, True) for t in data.tasks]

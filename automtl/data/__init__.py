@@ -8,6 +8,7 @@ from automtl.data.bayes import bayes_auc
 from automtl.data.registry import (
     DATASETS,
     DatasetInfo,
+    check_data_config,
     clear_memo,
     files_present,
     get_info,
@@ -36,6 +37,7 @@ __all__ = [
     "StreamedSplit",
     "TaskSpec",
     "bayes_auc",
+    "check_data_config",
     "clear_memo",
     "do_click_truth",
     "field_roles",

@@ -97,6 +97,17 @@ def resolve_options(info: DatasetInfo, options: dict[str, Any]) -> dict[str, Any
     return {**info.options, **{k: _typed_option(info, k, v) for k, v in options.items()}}
 
 
+def check_data_config(cfg: DataConfig, where: str) -> dict[str, Any]:
+    """`resolve_options` for the dataset of `cfg`, loading nothing; an unknown dataset or a bad
+    option is a `ConfigError` naming `where` (the file that set it)."""
+    from automtl.errors import ConfigError
+
+    try:
+        return resolve_options(get_info(cfg.name), dict(cfg.options))
+    except DataError as exc:
+        raise ConfigError(f"{where}: data: {exc}") from None
+
+
 def _typed_option(info: DatasetInfo, key: str, value: Any) -> Any:
     """An option value of its default's type, finite and in range (seeds fit the RNG)."""
     from automtl._typed import check_float, check_int

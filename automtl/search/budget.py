@@ -5,7 +5,9 @@ Hyperband's data-subset resource, Li et al., JMLR 2018; ranked by Pareto rank as
 Unit. One baseline training = the study's `epochs` passes over the training split, what one
 enqueued example costs. `budget: {trainings: B}` caps the whole study at B x epochs passes
 (rows x epochs: the same on any device and under any load; benchmarks report CPU time beside it).
-Each trial records the passes it trained (`TrialMeta.train_passes`, fractions included).
+Each trial records the passes it trained (`TrialMeta.train_passes`, fractions included). The
+unit is fixed per study: a budgeted run at other epochs than its trials trained at is refused
+(`prepare.check_budget_epochs`), where counting would re-price the full trainings already made.
 
 Plan. The enqueued baselines (and warm-start points) train in full first: they are the
 guarantee that the front is never worse than what it starts from. Every other trial is a probe:
@@ -45,8 +47,9 @@ import optuna
 
 from automtl.errors import AutomtlError
 from automtl.search.dbopen import require_automtl_study
-from automtl.search.meta import StudyMeta, TrialMeta
+from automtl.search.meta import StudyMeta, TrialMeta, stopped_from_outside
 from automtl.search.objectives import signs
+from automtl.search.prepare import check_budget_epochs
 from automtl.search.pruner import nondominated_ranks
 from automtl.search.stale import heartbeat_source, running_trials
 from automtl.search.storage import close_storage, make_storage
@@ -61,6 +64,8 @@ States = optuna.trial.TrialState
 
 def trial_cost(trial: optuna.trial.FrozenTrial) -> float:
     """Passes over the training split a trial trained (older trials: the epochs they ran)."""
+    if trial.state == States.WAITING:  # nothing yet (Optuna's retry copies the dead attempt's)
+        return 0.0
     meta = TrialMeta.read(trial)
     if meta.train_passes is not None:
         return float(meta.train_passes)
@@ -86,6 +91,9 @@ class PassMeter(Callback):
     def __init__(self, trial: optuna.Trial, n_train: int, batch_size: int) -> None:
         self.trial, self.n_train, self.batch_size = trial, max(n_train, 1), batch_size
         self.rows = 0
+
+    def on_train_start(self, model: Any) -> None:
+        self.record()  # 0: a heartbeat retry starts with a copy of its dead attempt's passes
 
     def on_batch_end(self, epoch: int, step: int, n_steps: int) -> None:
         last = self.n_train - (n_steps - 1) * self.batch_size
@@ -178,13 +186,13 @@ class BudgetState:
 def budget_state(study: optuna.Study, budget: BudgetConfig, epochs: int,
                  n_trials: int, gone: Collection[int] = ()) -> BudgetState:
     """The study's spending so far. A trial stopped from outside (Ctrl-C, or its process
-    killed: `TrialMeta.stopped`) counts for nothing: the resumed run redoes it (an enqueued one
-    is enqueued again, `redo_trial`); a full training that failed otherwise counts what it
-    trained and is not retried. `gone`: RUNNING trials whose process is gone, not yet marked
+    killed: `stopped_from_outside`, heartbeats or not) counts for nothing: it is redone (an
+    enqueued one is enqueued again, by `redo_trial` or Optuna's heartbeat retry); a full
+    training that failed otherwise counts what it trained and is not retried. `gone`: RUNNING trials whose process is gone, not yet marked
     (counted as stopped, an enqueued one as waiting for its redo)."""
     trials = study.get_trials(deepcopy=False)
-    metas = [(t, m) for t in trials
-             if not (m := TrialMeta.read(t)).stopped and t.number not in gone]
+    metas = [(t, TrialMeta.read(t)) for t in trials
+             if not stopped_from_outside(t) and t.number not in gone]
     redo = sum(1 for t in trials if t.number in gone and TrialMeta.read(t).enqueued is not None)
     finals = [t.number for t, m in metas if m.final_of is not None]
     last = max(finals, default=-1)  # the current round: trials after the last final
@@ -241,14 +249,16 @@ def resume_note(cfg: StudyConfig, storage: str, study_name: str | None = None) -
         if name not in optuna.get_all_study_names(rdb):
             return None
         study = optuna.load_study(study_name=name, storage=rdb)
-        require_automtl_study(study, storage)
+        try:
+            require_automtl_study(study, storage)
+        except AutomtlError:  # not automtl's study: the search refuses it with its own line
+            return None
+        check_budget_epochs(study, cfg.epochs)  # another unit would miscount what was spent
         # what the search marks FAIL (and redoes) first: RUNNING trials of a gone local run
         gone = [] if StudyMeta.read(study).heartbeat is not None else [
             r.number for r in running_trials(study, heartbeat_source(rdb))
             if r.stale and r.heartbeat_age_s is None]
         return spent_note(study, cfg.budget, cfg.epochs, cfg.n_trials, gone)
-    except AutomtlError:  # not automtl's study: the search refuses it with its own line
-        return None
     finally:
         close_storage(rdb)
 
@@ -272,7 +282,7 @@ def final_candidates(trials: Sequence[optuna.trial.FrozenTrial],
     no final yet (a final stopped from outside does not count: it is redone), and, with
     `final_cost`, at most that multiple of the baselines' time per row (`cost_ratios`; a probe
     without a measure passes). Trials stopped from outside take no part."""
-    kept = [(t, m) for t in trials if not (m := TrialMeta.read(t)).stopped]
+    kept = [(t, TrialMeta.read(t)) for t in trials if not stopped_from_outside(t)]
     done = {m.final_of for _, m in kept if m.final_of is not None}
     ratio = cost_ratios([t for t, _ in kept]) if final_cost is not None else {}
     cap = final_cost if final_cost is not None else math.inf

@@ -151,6 +151,15 @@ class TrialMeta(_Record):
                           model.get("head"))
 
 
+def stopped_from_outside(trial: Any) -> bool:
+    """Whether a trial (an Optuna `FrozenTrial`) was stopped from outside: by Ctrl-C, killed
+    and marked "stale: ..." (`TrialMeta.stopped`), or FAILed by Optuna's heartbeat check, which
+    records no reason (every failure of automtl's own objective records one). Its
+    configuration did not fail: a budget counts it for nothing, on one process or many."""
+    meta = TrialMeta.read(trial)
+    return meta.stopped or (trial.state.name == "FAIL" and meta.fail_reason is None)
+
+
 def arch_label(arch: str | None, bottom: str | None = None, head: str | None = None) -> str:
     """The architecture label shown everywhere: arch[/bottom][+head], defaults left out
     (e.g. "mmoe", "ple+esmm", "mmoe/dtrn")."""
@@ -181,4 +190,4 @@ DETAIL_FIELDS = ("arch", "bottom", "n_params", "epochs_run", "fail_reason", "pru
 POINT_FIELDS = ("arch", "bottom", "n_params")
 
 __all__ = ["DETAIL_FIELDS", "FRONT_FIELDS", "POINT_FIELDS", "META_VERSION", "StudyMeta", "TrialMeta", "arch_label",
-           "count_states"]
+           "count_states", "stopped_from_outside"]

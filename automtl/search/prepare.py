@@ -25,7 +25,7 @@ from automtl.search.enqueue import (
     enqueue_seeds,
     warm_start_seeds,
 )
-from automtl.search.meta import META_VERSION, StudyMeta
+from automtl.search.meta import META_VERSION, StudyMeta, TrialMeta
 from automtl.search.objectives import directions
 from automtl.search.samplers import make_sampler
 from automtl.search.space import load_space_doc, parse_space
@@ -93,12 +93,38 @@ def _baseline_seeds(cfg: StudyConfig, space: SearchSpace, ctx: SpaceContext,
     return seeds, skipped
 
 
+def trained_epochs(study: optuna.Study) -> set[int]:
+    """The `train.epochs` of every trial of `study` that started (its stored config)."""
+    out = set()
+    for t in study.get_trials(deepcopy=False):
+        epochs = ((TrialMeta.read(t).config or {}).get("train") or {}).get("epochs")
+        if isinstance(epochs, int) and t.state != optuna.trial.TrialState.WAITING:
+            out.add(epochs)
+    return out
+
+
+def check_budget_epochs(study: optuna.Study, epochs: int) -> None:
+    """Refuse (`AutomtlError`) a budgeted run of `study` at `epochs` when its trials trained at
+    other epochs: the budget's unit, one baseline training, is `epochs` passes, so the full
+    trainings already made would be re-counted at the new epochs (reads only)."""
+    other = sorted(trained_epochs(study) - {epochs})
+    if other:
+        shown = " and ".join(map(str, other)) + (" epoch" if other == [1] else " epochs")
+        raise AutomtlError(
+            f"study {study.study_name!r} trained its trials at {shown}, and its budget "
+            f"counts baseline trainings of that many passes: resume it with --epochs {other[-1]}"
+            f", or pass another --study-name to search at {epochs} epochs")
+
+
 def check_resumable(study: optuna.Study, objectives: Sequence[str], data: dict[str, Any],
-                    space_name: str) -> None:
-    """Refuse (`AutomtlError`) resuming `study` with other objectives, dataset or space; reads
-    only, so callers run it before any repair of the study (stale trials) writes."""
+                    space_name: str, budget_epochs: int | None = None) -> None:
+    """Refuse (`AutomtlError`) resuming `study` with other objectives, dataset or space (and,
+    for a budgeted run, `budget_epochs`, see `check_budget_epochs`); reads only, so callers run
+    it before any repair of the study (stale trials) writes."""
     meta = StudyMeta.read(study)
     name, hint = study.study_name, "; pass another --study-name to start a new study"
+    if budget_epochs is not None:
+        check_budget_epochs(study, budget_epochs)
     if (meta.objectives or objectives) != list(objectives):
         raise AutomtlError(f"study {name!r} optimises {meta.objectives}, not "
                            f"{list(objectives)}{hint}")
@@ -114,7 +140,8 @@ def resume_check(cfg: StudyConfig, study: optuna.Study) -> None:
     from automtl.data import load_dataset
 
     objectives = resolve_objectives(cfg, load_dataset(cfg.data), where=f"study {cfg.name}")
-    check_resumable(study, objectives, to_dict(cfg.data), _space_for(cfg)[0].name)
+    check_resumable(study, objectives, to_dict(cfg.data), _space_for(cfg)[0].name,
+                    cfg.epochs if cfg.budget is not None else None)
 
 
 def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
@@ -154,7 +181,8 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
         raise db_error(storage, exc.__cause__ or exc) from None
     data_dict = to_dict(cfg.data)
     if existing:
-        check_resumable(study, objectives, data_dict, space.name)
+        check_resumable(study, objectives, data_dict, space.name,
+                        cfg.epochs if cfg.budget is not None else None)
         # Same space name: the study keeps sampling its stored space document (`space_doc`),
         # so edits to a shipped space file never change the space of an existing study.
     else:
@@ -178,4 +206,5 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
 
 
 
-__all__ = ["check_resumable", "prepare_study", "resume_check", "scaled_weight_decay", "trial_base"]
+__all__ = ["check_budget_epochs", "check_resumable", "prepare_study", "resume_check",
+           "scaled_weight_decay", "trained_epochs", "trial_base"]

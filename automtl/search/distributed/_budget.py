@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automtl.errors import AutomtlError
-from automtl.search.meta import StudyMeta, TrialMeta, count_states
+from automtl.search.meta import StudyMeta, TrialMeta, count_states, stopped_from_outside
 
 @dataclass(frozen=True)
 class Budget:
@@ -60,10 +60,7 @@ def died(trial: FrozenTrial) -> bool:
     """A trial FAILed because its process stopped: by Optuna's heartbeat check (which records no
     reason; every failure of automtl's own objective has a `fail_reason`) or by
     `automtl studies --repair` ("stale: ...")."""
-    if trial.state != TrialState.FAIL:
-        return False
-    reason = TrialMeta.read(trial).fail_reason
-    return reason is None or str(reason).startswith("stale:")
+    return stopped_from_outside(trial) and not TrialMeta.read(trial).interrupted
 
 
 def orphan_cap(target: int | None) -> int:
