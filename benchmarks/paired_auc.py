@@ -2,9 +2,11 @@
 
 `benchmarks/search_value.py --preds DIR` writes one `<arm>.npz` per arm (scores per task on every
 test row: `ctr`, `ctcvr`, and `cvr`, a score whose order on clicked rows is the arm's CVR ranking)
-and `labels.npz` (the test labels [N, 2]: click, purchase) into DIR. This module resamples the
-test rows with replacement B times and computes every arm's AUCs on each resample, the same
-resample for every arm, so a difference between two arms keeps only the noise that is not shared
+and `labels.npz` (the test labels [N, 2]: click, purchase) into DIR; benchmarks/additive_lr.py's
+<arm>.npz (p_ctr / p_cvr / p_ctcvr) may be copied in when its data options are the same. This
+module resamples the test rows with replacement B times and computes every arm's AUCs on each
+resample, the same resample for every arm, so a difference between two arms keeps only the noise
+that is not shared
 (the "paired" bootstrap; Hanley-McNeil standard errors of single AUCs, as in RESULTS.md, ignore
 the shared part and overstate the noise of a difference). cvr AUC is over the resample's clicked
 rows. Reported: the 95% percentile interval of (arm - reference) per task, and how often the front
@@ -97,9 +99,14 @@ def bootstrap_aucs(arms: dict[str, dict[str, np.ndarray]], labels: np.ndarray, b
     return {a: np.array(v) for a, v in out.items()}
 
 
+# benchmarks/additive_lr.py's names for the same scores (its <arm>.npz can be copied in)
+_KEYS = {"p_ctr": "ctr", "p_cvr": "cvr", "p_ctcvr": "ctcvr"}
+
+
 def load_folder(folder: Path) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
     labels = np.load(folder / "labels.npz")["labels"]
-    arms = {p.stem: dict(np.load(p)) for p in sorted(folder.glob("*.npz")) if p.stem != "labels"}
+    arms = {p.stem: {_KEYS.get(k, k): v for k, v in np.load(p).items()}
+            for p in sorted(folder.glob("*.npz")) if p.stem != "labels"}
     return labels, arms
 
 

@@ -56,6 +56,11 @@ def test_paired_intervals_and_dominance(tmp_path: Path):
     assert all(low[t][1] > 0.05 for t in pa.TASKS), low  # lower 2.5% bound well above 0
     assert res["dominated_share"] == {"noise": 1.0, "good": 1.0}
     assert res["dominated_on_test"] == {"noise": True, "good": True}
+    # additive_lr.py's file (p_ctr / p_cvr / p_ctcvr) pairs under its own name
+    np.savez(tmp_path / "lr.npz", p_ctr=truth[:, 0], p_cvr=truth[:, 1],
+             p_ctcvr=truth[:, 0] + truth[:, 1])
+    assert pa.paired(tmp_path, ["good"], ["lr"], boot=5)["diff"]["good"]["lr"] == \
+        {t: [0.0, 0.0, 0.0] for t in pa.TASKS}
     with pytest.raises(SystemExit, match="no scores for missing"):
         pa.paired(tmp_path, ["missing"], None, boot=5)
 
