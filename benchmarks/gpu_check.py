@@ -11,6 +11,9 @@ Rows (each on the same device and data), in the order run:
   per-row collation makes a whole 800k-row epoch cost minutes), the ratio, and the bf16 step's
   matmul FLOP rate as a % of the measured bf16 matmul peak;
 - AUC parity: bf16 minus fp32 test AUC of the same model and seed;
+- the MMoE training step alone vs batch size (2,048 .. 262,144, resident batches): samples/s and
+  % of the bf16 peak eager and captured in a CUDA graph, with a loss-parity row
+  (`step_scaling.py`): what it takes to reach 50% of the peak;
 - a 20-trial search on 1M synthetic rows with the shipped `synthetic` preset (what `automtl
   search` runs: quick space, budget of 3 trainings: baseline, probes, final): wall time,
   trials/hour, states; a `timeout` keeps it inside the budget;
@@ -20,7 +23,9 @@ Rows (each on the same device and data), in the order run:
 - resident vs streamed (`--data-on host`) samples/s of the benchmark MMoE, and the chunked
   host->device copy of the train split (GB/s, host staging);
 - trials per device K = 1/2/4/8 (one data copy shared by K trial processes,
-  `automtl.train.sharing`): trials/hour and mean GPU utilisation (nvidia-smi; CPU % on CPU).
+  `automtl.train.sharing`): trials/hour and mean GPU utilisation (nvidia-smi; CPU % on CPU);
+- last, only when the budget still has ~45 s: the step with its forward `torch.compile`d
+  (inductor's fused elementwise kernels) at the largest batch size.
 Each part catches its own failure and prints it in its row, so one broken part does not hide
 the others; a part that would start with less than its minimum time left is skipped with a row.
 Python packages a part needs and this machine lacks are named in one line before the table.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import io
 import os
@@ -50,6 +56,7 @@ import torch  # noqa: E402
 
 import throughput  # noqa: E402  (benchmarks/throughput.py: the models, peer and peak)
 from automtl.config import DataConfig, ModelConfig, TrainConfig, TrialConfig  # noqa: E402
+from automtl.data.schema import Dataset  # noqa: E402
 
 
 class LiveRows(list[tuple[str, str, str]]):
@@ -73,23 +80,47 @@ class Sizes:
     peer_steps: int  # timed batches of the torch-rechub peer
     models: tuple[str, ...]
     budget_s: float | None  # the whole check's time budget (None: no limit)
+    step_batches: tuple[int, ...]  # batch sizes of the step part
+    step_steps: int  # timed steps per batch size and variant
+    compile_mode: str  # torch.compile mode of the compile part ("eager": dynamo only, CPU)
+    parity_steps: int  # steps of the eager-vs-graph loss parity
     batch_size: int = 2048
 
 
 FULL = Sizes(rows=1_000_000, search_rows=1_000_000, search_trials=20, scale_rows=200_000,
              ks=(1, 2, 4, 8), model_steps=20, peer_steps=100, models=("mmoe", "ple"),
-             budget_s=420)
+             budget_s=420, step_batches=(2048, 8192, 32768, 65536, 262144), step_steps=20,
+             compile_mode="default", parity_steps=8)
 DRY = Sizes(rows=3_000, search_rows=3_000, search_trials=4, scale_rows=3_000, ks=(1, 2),
-            model_steps=1, peer_steps=2, models=("mmoe",), budget_s=None, batch_size=512)
+            model_steps=1, peer_steps=2, models=("mmoe",), budget_s=None, step_batches=(64, 256),
+            step_steps=1, compile_mode="eager", parity_steps=4, batch_size=512)
 
 # Seconds a part needs at full size on an H200 (estimates from the first H200 run, 2026-11-29);
 # a part is skipped when less than this is left, and the search leaves this much to the parts
 # after it.
-MIN_S = {"throughput": 60, "search": 60, "streaming": 25, "scaling": 50}
+MIN_S = {"throughput": 60, "steps": 30, "search": 60, "streaming": 25, "scaling": 50,
+         "compile": 45}
+OPTIONAL = {"compile"}  # runs only on time left over: earlier parts reserve nothing for it
 # Python modules each part imports beyond torch/numpy (a bare GPU image lacks some: carry wheels)
 NEEDS = {"throughput": ("torch_rechub", "sklearn"), "search": ("optuna", "sqlalchemy", "alembic"),
-         "streaming": (), "scaling": ()}
-PARTS = ("throughput", "search", "streaming", "scaling")
+         "streaming": (), "scaling": (), "steps": (), "compile": ()}
+PARTS = ("throughput", "steps", "search", "streaming", "scaling", "compile")
+_PEAK: dict[str, float] = {}  # the bf16 matmul peak (GFLOP/s), once measured
+
+
+@functools.cache
+def synthetic(rows: int) -> Dataset:
+    """The parts' synthetic Ali-CCP-schema data, generated once per size."""
+    from automtl.data import load_dataset
+
+    return load_dataset(DataConfig(name="synthetic", options={"rows": rows, "schema": "ali-ccp",
+                                                             "n_tasks": 2}))
+
+
+def bf16_peak(device: torch.device, dry: bool) -> float:
+    if "bf16" not in _PEAK:
+        _PEAK["bf16"] = throughput.matmul_peak(device, torch.bfloat16, tries=1 if dry else 5)
+    return _PEAK["bf16"]
 
 
 class Clock:
@@ -105,7 +136,7 @@ class Clock:
     def spare(self, part: str) -> float:
         """Seconds `part` may use so that every later part still gets its minimum."""
         later = self.parts[self.parts.index(part) + 1:]
-        return self.left() - sum(MIN_S[p] for p in later)
+        return self.left() - sum(MIN_S[p] for p in later if p not in OPTIONAL)
 
 
 def _sync(device: torch.device) -> None:
@@ -181,11 +212,8 @@ def trial_job(cfg: TrialConfig) -> float:
 
 def part_throughput(sz: Sizes, device: torch.device, rows: list[tuple[str, str, str]],
                     dry: bool, clock: Clock) -> None:
-    from automtl.data import load_dataset
-
-    ds = load_dataset(DataConfig(name="synthetic", options={"rows": sz.rows, "schema": "ali-ccp",
-                                                           "n_tasks": 2}))
-    peak = throughput.matmul_peak(device, torch.bfloat16, tries=1 if dry else 5)
+    ds = synthetic(sz.rows)
+    peak = bf16_peak(device, dry)
     rows.append(("bf16 matmul peak (2048^3)", f"{peak:,.0f} GFLOP/s", "measured"))
     args = argparse.Namespace(epochs=1, batch_size=sz.batch_size, model_steps=sz.model_steps,
                               peer_steps=sz.peer_steps)
@@ -219,12 +247,10 @@ def part_throughput(sz: Sizes, device: torch.device, rows: list[tuple[str, str, 
 
 def part_streaming(sz: Sizes, device: torch.device, rows: list[tuple[str, str, str]],
                    clock: Clock) -> None:
-    from automtl.data import load_dataset
     from automtl.data.transfer import CopyStats, copy_column
     from automtl.train import clear_device_cache, fit
 
-    ds = load_dataset(DataConfig(name="synthetic", options={"rows": sz.rows, "schema": "ali-ccp",
-                                                           "n_tasks": 2}))
+    ds = synthetic(sz.rows)
     cfg = TrialConfig(model=throughput.model_config("mmoe"),
                       train=TrainConfig(epochs=1, batch_size=sz.batch_size, device=str(device),
                                         precision="bf16"))
@@ -256,6 +282,50 @@ def part_streaming(sz: Sizes, device: torch.device, rows: list[tuple[str, str, s
                  f"{nbytes / sec / 1e9:.2f} GB/s ({nbytes / 2**20:,.0f} MiB in {stats.chunks} "
                  f"chunks, {stats.staging_bytes / 2**20:,.1f} MiB staging)",
                  "values equal" if same else "VALUES DIFFER"))
+
+
+def child_rows(args: list[str], rows: list[tuple[str, str, str]], part: str,
+               seconds: float) -> None:
+    """Run `step_scaling.py ARGS --row-lines` in a child process and append the rows it prints
+    (a failed CUDA graph capture can leave a CUDA context unusable: the parts after it keep a
+    clean one); the child is stopped after `seconds`, keeping the rows it printed."""
+    cmd = [sys.executable, str(Path(__file__).with_name("step_scaling.py")), *args, "--row-lines",
+           "--budget-s", f"{max(seconds - 10, 1):.0f}"]  # its own clock: ~10 s for start-up
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    timer = threading.Timer(seconds, proc.kill)
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("ROW\t"):
+                check, value, note = (line.rstrip("\n").split("\t") + ["", "", ""])[1:4]
+                rows.append((check, value, note))
+        code = proc.wait()
+    finally:
+        timer.cancel()
+    if code != 0:
+        rows.append((part, f"stopped after {seconds:.0f} s" if code == -9 else
+                     f"FAILED: exit code {code}", "its rows above are kept; see the log"))
+
+
+def part_steps(sz: Sizes, device: torch.device, rows: list[tuple[str, str, str]], dry: bool,
+               clock: Clock) -> None:
+    """The MMoE step alone vs batch size, eager and CUDA-graph captured (`step_scaling.py`)."""
+    peak = bf16_peak(device, dry)
+    child_rows(["--device", str(device), "--batches", ",".join(map(str, sz.step_batches)),
+                "--steps", str(sz.step_steps), "--rows", str(sz.rows), "--peak", f"{peak:.1f}",
+                "--parity-steps", str(sz.parity_steps)], rows, "steps",
+               min(clock.spare("steps"), 600))
+
+
+def part_compile(sz: Sizes, device: torch.device, rows: list[tuple[str, str, str]], dry: bool,
+                 clock: Clock) -> None:
+    """The step with its forward compiled, at the largest batch size (`step_scaling.py`)."""
+    peak = bf16_peak(device, dry)
+    child_rows(["--device", str(device), "--batches", ",".join(map(str, sz.step_batches)),
+                "--steps", str(sz.step_steps), "--rows", str(sz.rows), "--peak", f"{peak:.1f}",
+                "--compile", sz.compile_mode, "--only-compile"], rows, "compile",
+               min(clock.spare("compile"), 600))
 
 
 def part_scaling(sz: Sizes, device: torch.device, rows: list[tuple[str, str, str]],
@@ -362,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     parts = {"throughput": lambda: part_throughput(sz, device, rows, args.dry_run, clock),
              "streaming": lambda: part_streaming(sz, device, rows, clock),
              "scaling": lambda: part_scaling(sz, device, rows, clock),
-             "search": lambda: part_search(sz, device, rows, clock)}
+             "search": lambda: part_search(sz, device, rows, clock),
+             "steps": lambda: part_steps(sz, device, rows, args.dry_run, clock),
+             "compile": lambda: part_compile(sz, device, rows, args.dry_run, clock)}
     for part in chosen:
         t0 = time.perf_counter()
         lack = [m for m in NEEDS[part] if m in missing and m != "torch_rechub"]

@@ -24,12 +24,15 @@ def test_gpu_check_dry_run_prints_the_table() -> None:
                 "mmoe torch-rechub fp32 samples/s", "model on cpu", "mmoe AUC bf16 - fp32",
                 "resident vs streamed", "host->device copy (chunked)", "values equal",
                 "trials per device K=2", "4-trial search", "synthetic preset",
-                "export reproducibility"):
+                "export reproducibility", "step B=64 eager", "step B=256 static",
+                "CPU twin of graph", "step parity eager vs static (4 steps, B=64)",
+                "4/4 losses bit-equal", "step FLOPs per sample", "step B=256 compile (eager)"):
         assert row in table, table
     assert "FAILED" not in table and "skipped" not in table and "not measured" not in table
     # the order of the parts: the rows still missing from a GPU run come first
-    assert table.index("x torch-rechub") < table.index("4-trial search") < table.index(
-        "resident vs streamed") < table.index("trials per device")
+    assert table.index("x torch-rechub") < table.index("step B=64 eager") < table.index(
+        "4-trial search") < table.index("resident vs streamed") < table.index(
+        "trials per device") < table.index("compile (eager)")
 
 
 def test_gpu_check_skips_what_does_not_fit_its_budget_and_names_missing_packages() -> None:
@@ -46,7 +49,7 @@ def test_gpu_check_skips_what_does_not_fit_its_budget_and_names_missing_packages
     bad = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--parts", "nope"],
                          capture_output=True, text=True, cwd=ROOT, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert bad.returncode == 2 and "use some of throughput, search" in bad.stdout
+    assert bad.returncode == 2 and "use some of throughput, steps, search" in bad.stdout
 
 
 def test_gpu_check_without_a_gpu_refuses_in_one_line() -> None:
