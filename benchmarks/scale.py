@@ -154,15 +154,25 @@ class _StopAfter(Callback):
 
     def __init__(self, steps: int) -> None:
         self.steps, self.model, self.t0, self.seconds = steps, None, 0.0, 0.0
+        self.cpu0, self.done = 0.0, 0
 
     def on_train_start(self, model: torch.nn.Module) -> None:
         self.model, self.t0 = model, time.perf_counter()
 
     def on_batch_end(self, epoch: int, step: int, n_steps: int) -> None:
         if step == 3:  # the first steps warm up (allocator, page faults of the first batches)
-            self.t0 = time.perf_counter()
-        if step >= self.steps:
-            self.seconds = time.perf_counter() - self.t0
+            self.t0, self.cpu0 = time.perf_counter(), time.process_time()
+        if step > 3 and step % 1000 == 0:  # progress, so a run cut short still tells its rate
+            wall, cpu = time.perf_counter() - self.t0, time.process_time() - self.cpu0
+            st = _status()
+            print(f"  step {step:,}/{n_steps:,}: {(step - 3) * 2048 / wall:,.0f} samples/s, "
+                  f"{cpu / (step - 3) * 1000:.0f} CPU-ms per step (steps 4-{step}); RSS "
+                  f"{st['VmRSS'] / GB:.2f} GiB (anon {st['RssAnon'] / GB:.2f}, file "
+                  f"{st['RssFile'] / GB:.2f}); load {os.getloadavg()[0]:.1f}", flush=True)
+        last = min(self.steps, n_steps) if self.steps else n_steps
+        stop_file = os.environ.get("SCALE_STOP_FILE")  # touch it to end a long run early
+        if step >= last or (stop_file and step > 3 and os.path.exists(stop_file)):
+            self.seconds, self.done = time.perf_counter() - self.t0, step
             raise self.Stopped
 
     def on_epoch_end(self, epoch: int, record: object) -> None:
@@ -203,13 +213,17 @@ class _PlanLine(logging.Handler):
 
 
 def train(data: Path, steps: int, fraction_rows: int, threads: int, precision: str,
-          budget: str | None = None, data_on: str = "auto") -> None:
+          budget: str | None = None, data_on: str = "auto", readahead: bool = True,
+          validate: bool = True) -> None:
     """RSS of load + `steps` steps on the full data + validation pass; one epoch on a slice.
     `budget`: a simulated device budget (`AUTOMTL_DEVICE_BUDGET`, e.g. 24G): the memory plan
     decides which split is resident and which is streamed, as on a GPU of that size."""
     from automtl.train import clear_device_cache, device_split, fit, predict_logits
     from automtl.train.metrics import compute_metrics
 
+    import automtl.data.pages as pages
+
+    pages.READ_AHEAD = readahead  # reads in flight for a split that does not fit (issue 14)
     torch.set_num_threads(threads)
     if budget:
         os.environ["AUTOMTL_DEVICE_BUDGET"] = budget
@@ -231,12 +245,17 @@ def train(data: Path, steps: int, fraction_rows: int, threads: int, precision: s
         gc.collect()
     train_cpu = time.process_time() - cpu0
     print(f"budget {budget or 'unlimited'}, --data-on {data_on}: {plan.line}")
+    steps = stop.done
     print(f"{steps} steps: CPU {train_cpu:.0f} s ({train_cpu / steps * 1000:.0f} CPU-ms per step "
-          f"incl. set-up); load average {os.getloadavg()[0]:.1f}")
+          f"incl. set-up; {(time.process_time() - stop.cpu0) / (steps - 3) * 1000:.0f} over "
+          f"steps 4-{steps}), wall {stop.seconds:.0f} s; load average {os.getloadavg()[0]:.1f}")
     rate = (steps - 3) * 2048 / max(stop.seconds, 1e-9)
     print(f"training: {rate:,.0f} samples/s; peak RSS so far (VmHWM) {_status()['VmHWM'] / GB:.2f}"
           f" GiB: RssAnon peak {sampler.peak_anon / GB:.2f} GiB, RssFile peak "
           f"{sampler.peak_file / GB:.2f} GiB", flush=True)
+    if not validate:
+        sampler.stop()
+        return
     t1 = time.perf_counter()
     val = device_split(ds, "val", torch.device("cpu"))
     assert stop.model is not None
@@ -293,13 +312,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="generate only the first K chunks; the others are row-permuted copies")
     t = sub.add_parser("train")
     t.add_argument("--data", type=Path, required=True)
-    t.add_argument("--steps", type=int, default=300)
+    t.add_argument("--steps", type=int, default=300, help="0: one whole epoch")
     t.add_argument("--fraction-rows", type=int, default=2_000_000)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     t.add_argument("--budget", default=None,
                    help="simulated device budget for the memory plan (e.g. 24G)")
     t.add_argument("--data-on", default="auto", choices=["auto", "device", "host"])
+    t.add_argument("--skip-val", action="store_true", help="stop after the training steps")
+    t.add_argument("--readahead", default="on", choices=["on", "off"],
+                   help="off: no reads in flight for the next batch (automtl.data.pages)")
     p = sub.add_parser("prepare")
     p.add_argument("--raw-gb", type=float, default=2.0)
     p.add_argument("--threads", type=int, default=2)
@@ -309,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         build(args.out, args.rows, args.chunk, args.layout, args.unique_chunks)
     elif args.cmd == "train":
         train(args.data, args.steps, args.fraction_rows, args.threads, args.precision,
-              args.budget, args.data_on)
+              args.budget, args.data_on, args.readahead == "on", not args.skip_val)
     else:
         prepare(args.raw_gb, args.threads)
     return 0

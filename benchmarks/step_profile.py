@@ -145,19 +145,24 @@ def main(argv: list[str] | None = None) -> int:
                     help="override automtl.data.pages.RELEASE_EVERY (batches between unmaps)")
     ap.add_argument("--cold", action="store_true",
                     help="evict the cache's files from the page cache before each measurement")
+    ap.add_argument("--readahead", default="on", choices=["on", "off"],
+                    help="off: no reads in flight for the next batch (automtl.data.pages."
+                         "READ_AHEAD); only acts where the split does not fit")
     ap.add_argument("--paging", default="on", choices=["on", "off"],
                     help="off: the kernel's default paging (no hints, no periodic release)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.release_every:
-        import automtl.data.pages as pages
+    import automtl.data.pages as pages
 
+    if args.release_every:
         pages.RELEASE_EVERY = args.release_every
+    pages.READ_AHEAD = args.readahead == "on"
     os.environ.setdefault("AUTOMTL_CACHE", "off")
     ds = load_columnar(args.data)
     where = "streamed" if args.streamed else "resident"
     print(f"{args.data}: {len(ds.splits['train']):,} train rows; {args.precision}, "
-          f"{args.optimizer}, paging {args.paging}, {where}, {args.threads} thread(s), release every "
+          f"{args.optimizer}, paging {args.paging}, readahead {args.readahead}, {where}, "
+          f"{args.threads} thread(s), release every "
           f"{args.release_every or 'default'}, "
           f"{args.steps} steps (means of the last {args.steps - 3}); load average "
           f"{os.getloadavg()[0]:.1f}")

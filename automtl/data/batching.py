@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from automtl.data.pages import PassPager
+from automtl.data.readahead import Column
 from automtl.data.schema import Split
 from automtl.data.transfer import CopyStats, copy_column, root_memmap
 
@@ -57,6 +58,8 @@ class DeviceSplit:
     labels: torch.Tensor
     # file mappings the CPU tensors live in (a memory-mapped cache), for `release_pages`
     maps: list[mmap.mmap] = field(default_factory=list, repr=False, compare=False)
+    # where the rows of the columns over those mappings live, for reading ahead (`PassPager`)
+    paged: list[Column] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
     def from_split(cls, split: Split, device: torch.device | str = "cpu",
@@ -71,6 +74,7 @@ class DeviceSplit:
         either way."""
         dev = torch.device(device)
         maps: list[mmap.mmap] = []
+        paged: list[Column] = []
 
         def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
             if dev.type == "cpu" and a.dtype == _NUMPY[dtype] and a.flags.c_contiguous:
@@ -78,9 +82,11 @@ class DeviceSplit:
                     return torch.from_numpy(a)
                 cow = _copy_on_write(a)  # memory-mapped caches are read-only; torch wants writable
                 if cow is not None:
+                    col = torch.from_numpy(cow)
                     if isinstance(cow.base, mmap.mmap):
                         maps.append(cow.base)
-                    return torch.from_numpy(cow)
+                        paged.append(Column(col.data_ptr(), col.stride(0) * col.element_size()))
+                    return col
             return copy_column(a, dtype, dev, chunk_rows=chunk_rows, stats=stats)
 
         return cls(
@@ -89,6 +95,7 @@ class DeviceSplit:
             sequences={k: t(v, torch.int32) for k, v in split.sequences.items()},
             labels=t(split.labels, torch.float32),
             maps=maps,
+            paged=paged,
         )
 
     def release_pages(self) -> None:
@@ -144,7 +151,8 @@ def iter_batches(
 def _resident_batches(data: DeviceSplit, batch_size: int, shuffle: bool,
                       generator: torch.Generator | None, drop_last: bool) -> Iterator[Batch]:
     n = len(data)
-    pager = PassPager(data.maps, shuffle)  # memory-mapped columns: paging hints, bounded RSS
+    # memory-mapped columns: paging hints, bounded RSS, the next batch's pages read ahead
+    pager = PassPager(data.maps, shuffle, data.paged)
     try:
         if not shuffle:
             for start in range(0, n, batch_size):
@@ -155,11 +163,17 @@ def _resident_batches(data: DeviceSplit, batch_size: int, shuffle: bool,
                 pager.batch_done()
             return
         device = data.labels.device
-        perm = torch.randperm(n, generator=generator, device="cpu").to(device)
+        perm = torch.randperm(n, generator=generator, device="cpu")
+        rows = perm.numpy() if pager.reads_ahead else None  # mapped columns are on the CPU
+        perm = perm.to(device)
+        if rows is not None:
+            pager.ahead(rows[:batch_size])
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
             if drop_last and idx.numel() < batch_size:
                 return
+            if rows is not None and start + batch_size < n:
+                pager.ahead(rows[start + batch_size : start + 2 * batch_size])  # while i trains
             yield data.take(idx)
             pager.batch_done()
     finally:

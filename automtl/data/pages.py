@@ -22,6 +22,11 @@ each pass over a file-backed split:
   beyond `RELEASE_BYTES`, drops the pages behind it every `RELEASE_EVERY` batches (a sequential
   pass never returns to them).
 
+A shuffled pass that releases its pages (a split that does not fit) also reads ahead when it is
+given its columns (`automtl.data.readahead`, `READ_AHEAD`): while batch i trains, a background
+thread hints every page of batch i+1's rows to the kernel, so those reads are in flight together
+instead of one synchronous 4 KiB read per row and column during the gather.
+
 Only the kernel's paging changes: batches hold the same rows in the same order. A no-op for
 in-memory splits and where `madvise` is not available.
 """
@@ -31,8 +36,13 @@ from __future__ import annotations
 import mmap
 from collections.abc import Sequence
 
+import numpy as np
+
+from automtl.data.readahead import Column, Readahead
+
 RELEASE_BYTES = 1 << 30  # an in-order pass over more than this unmaps the pages behind it
 RELEASE_EVERY = 2  # batches between two unmaps (a page touched again after one re-faults)
+READ_AHEAD = True  # hint the next batch's pages on a shuffled pass that releases (benchmarks: off)
 
 
 def advise(m: mmap.mmap, name: str) -> None:
@@ -56,11 +66,14 @@ def available_bytes() -> int | None:
 
 class PassPager:
     """The paging of one pass over the columns mapped in `maps` (see module): construct it at
-    the start of the pass, call `batch_done` after each batch's gather and `end` after the last."""
+    the start of the pass, call `batch_done` after each batch's gather and `end` after the last.
+    `columns`: where the mapped columns' rows live, for `ahead` (reads in flight)."""
 
-    def __init__(self, maps: Sequence[mmap.mmap], shuffle: bool) -> None:
+    def __init__(self, maps: Sequence[mmap.mmap], shuffle: bool,
+                 columns: Sequence[Column] = ()) -> None:
         self.maps = list(maps)
         self.count = 0
+        self.readahead: Readahead | None = None
         size = sum(len(m) for m in self.maps if not m.closed)
         if not self.maps:
             self.release = False
@@ -74,6 +87,23 @@ class PassPager:
             hint = "MADV_SEQUENTIAL"
         for m in self.maps:
             advise(m, hint)
+        if shuffle and self.release and READ_AHEAD and columns:
+            ra = Readahead(list(columns))
+            if ra.usable:
+                self.readahead = ra
+            else:
+                ra.close()
+
+    @property
+    def reads_ahead(self) -> bool:
+        """Whether `ahead` hints anything in this pass (a shuffled pass that releases)."""
+        return self.readahead is not None
+
+    def ahead(self, rows: np.ndarray) -> None:
+        """Start reading the pages of `rows` (a coming batch) in the background; a no-op unless
+        `reads_ahead`. Call it for each batch, in order, before that batch's gather."""
+        if self.readahead is not None:
+            self.readahead.ahead(rows)
 
     def batch_done(self) -> None:
         self.count += 1
@@ -81,6 +111,8 @@ class PassPager:
             self._drop()
 
     def end(self) -> None:
+        if self.readahead is not None:
+            self.readahead.close()
         if self.release:
             self._drop()
 
@@ -89,4 +121,5 @@ class PassPager:
             advise(m, "MADV_DONTNEED")
 
 
-__all__ = ["PassPager", "advise", "RELEASE_BYTES", "RELEASE_EVERY", "available_bytes"]
+__all__ = ["PassPager", "advise", "RELEASE_BYTES", "RELEASE_EVERY", "READ_AHEAD",
+           "available_bytes"]

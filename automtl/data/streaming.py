@@ -102,22 +102,32 @@ class StreamedSplit:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="automtl-stream")
-        pager = PassPager(self.host.maps, shuffle)  # mapped columns: paging hints, bounded RSS
+        # mapped columns: paging hints, bounded RSS, the next batch's pages read ahead
+        pager = PassPager(self.host.maps, shuffle, self.host.paged)
 
-        def gather(key: torch.Tensor | slice) -> _Ready:
-            ready = self._gather(key)
+        def ahead(i: int) -> None:
+            key = keys[i] if i < len(keys) else None
+            if isinstance(key, torch.Tensor):
+                pager.ahead(key.numpy())
+
+        def gather(i: int) -> _Ready:
+            ahead(i + 1)  # read while batch i is gathered and batch i - 1 trains
+            ready = self._gather(keys[i])
             pager.batch_done()  # in the one gathering thread: never during a gather
             return ready
 
-        pending: Future[_Ready] = self._pool.submit(gather, keys[0])
+        if pager.reads_ahead:
+            ahead(0)
+        pending: Future[_Ready] = self._pool.submit(gather, 0)
         try:
             for i in range(len(keys)):
                 ready = pending.result()
                 if i + 1 < len(keys):
-                    pending = self._pool.submit(gather, keys[i + 1])  # overlaps this step
+                    pending = self._pool.submit(gather, i + 1)  # overlaps this step
                 yield self._use(ready)
         finally:
-            pending.cancel()
+            if not pending.cancel():
+                pending.exception()  # a running gather finishes before the pager ends
             pager.end()
 
     def batches(self, batch_size: int, shuffle: bool = False,
