@@ -215,6 +215,17 @@ def _trial(text: str) -> Callable[[Path, str], list[str]]:
     return lambda d, u: ["train", "--config", str(_write(d / "trial.yaml", text))]
 
 
+def _census_info(defect: Callable[[Path], None]) -> Callable[[Path, str], list[str]]:
+    """`automtl data info` on a processed census-income folder with one defect in train.csv."""
+    def make(d: Path, u: str) -> list[str]:
+        from datagen import write_processed
+
+        paths = write_processed(d / "data", "census-income", {"train": 40, "val": 10, "test": 10})
+        defect(paths["train"])
+        return ["data", "info", "census-income", "--data-dir", str(d / "data")]
+    return make
+
+
 _TRIAL = "data: {name: synthetic, options: {rows: 3000, n_tasks: 2}}\ntrain: {epochs: 1}\n"
 _LR = "  model.embedding_dim: 4\n  model.tower_dims: {choices: [[4]]}\n"
 _ARCH = "name: s\nparams:\n  model.arch: {choices: [shared_bottom]}\n"
@@ -383,6 +394,15 @@ ROWS += [
     Row("export_unknown_trial",
         lambda d, u: ["export", *_STUDY, "--storage", u, "--trial", "999", "-f", "yaml",
                       "-o", str(d / "x.yaml")], ("999",)),
+    # an empty selection value would silently mean no rule (after --trial N: its knee)
+    Row("export_empty_weights",
+        lambda d, u: ["export", *_STUDY, "--storage", u, "--trial", "0", "--weights=", "-f",
+                      "yaml", "-o", str(d / "x.yaml")], ("--weights", "no NAME=NUMBER pair")),
+    Row("export_empty_pick",
+        lambda d, u: ["export", *_STUDY, "--storage", u, "--trial", "0", "--pick=", "-f",
+                      "yaml", "-o", str(d / "x.yaml")], ("--pick", "empty")),
+    Row("pareto_empty_min", lambda d, u: ["pareto", *_STUDY, "--storage", u, "--min", ",",
+                                          "--maximize", "ctr"], ("--min", "no NAME=NUMBER")),
     Row("train_config_is_a_directory", lambda d, u: ["train", "--config", str(d)],
         ("is a folder, not a file",)),
     Row("train_config_not_utf8",
@@ -399,6 +419,9 @@ ROWS += [
         ("train.csv", "D509", "float32")),
     Row("csv_non_integer_id", _csv_case(_edit_cell("205", "3.5")),
         ("train.csv", "205", "non-integer id")),
+    # one text label among 0/1 numbers: read as census text, every 1 silently became 0
+    Row("csv_census_text_among_numeric_labels", _census_info(_edit_cell("income", "yes")),
+        ("train.csv", "line 5", "'income'", "'yes'", "numbers only")),
 ]
 
 

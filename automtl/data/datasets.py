@@ -180,12 +180,24 @@ CENSUS_SPARSE = (
 )
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _text_label(positive: tuple[str, ...]) -> Any:
-    """Map raw census strings (e.g. ' 50000+.', ' Never married') to 0/1; numbers pass through."""
+    """Map raw census strings (e.g. ' 50000+.', ' Never married') to 0/1; numbers pass through.
+    A column of numbers with some text (e.g. 'yes' among 0/1) is returned as it is, for the
+    reader's "non-numeric value" line: mapped as text, every "1" would silently become 0."""
     def conv(arr: np.ndarray) -> np.ndarray:
         if np.issubdtype(arr.dtype, np.number):
             return arr
         text = np.char.lower(np.char.strip(arr.astype(str)))
+        if any(_is_number(str(v)) for v in np.unique(text)):
+            return arr
         return np.isin(text, positive).astype(np.float64)
     return conv
 

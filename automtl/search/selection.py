@@ -107,6 +107,8 @@ def _pairs(option: str, texts: Sequence[str] | str | None) -> dict[str, float]:
                 raise AutomtlError(f"{option}: {name.strip()!r} is given twice; give each "
                                    "objective once")
             out[name.strip()] = value
+    if not out:  # `--weights ''` would silently mean no rule (or, after --trial, the knee)
+        raise AutomtlError(f"{option}: no NAME=NUMBER pair given; write e.g. ctr=0.7,cvr=0.3")
     return out
 
 
@@ -120,6 +122,9 @@ def parse_selection(trial: int | None = None, pick: str | None = None,
     """
     w = _pairs("--weights", weights)
     mins = _pairs("--min", minimums)
+    for option, text in (("--pick", pick), ("--maximize", maximize)):
+        if text is not None and not text.strip():  # else silently no rule
+            raise AutomtlError(f"{option}: empty; give a value (see `automtl export --help`)")
     given = [name for name, on in (("--trial", trial is not None), ("--pick", bool(pick)),
                                    ("--weights", bool(w)),
                                    ("--min/--maximize", bool(mins) or bool(maximize))) if on]
