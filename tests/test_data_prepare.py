@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import tracemalloc
 from pathlib import Path
 
@@ -126,6 +127,12 @@ def test_prepare_memory_does_not_grow_with_file(tmp_path):
     ("label", r"sample_skeleton_train.csv: line 3: click='7'"),
     ("truncated", r"common_features_train.csv: line \d+: feature_num is \d+ but"),
     ("missing", r"common_features_test.csv: raw Ali-CCP file not found"),
+    # a dense value was zeroed (NaN) or clipped to 3.4e38 (inf, 1e39) silently
+    ("value nan", r"sample_skeleton_train.csv: line 3: feature value 'nan' is not a finite"),
+    ("value inf", r"sample_skeleton_train.csv: line 3: feature value 'inf' is not a finite"),
+    ("value 1e39", r"sample_skeleton_train.csv: line 3: feature value '1e39' is not a finite"),
+    # still compressed: pyarrow's invalid-row hook printed a traceback while failing
+    ("gzip", r"common_features_test.csv: is a gzip archive, not the extracted CSV"),
 ])
 def test_broken_raw_files(tmp_path, defect, match):
     raw = write_raw_ali_ccp(tmp_path / "raw", n_train=20, n_test=10, n_users=6).folder
@@ -145,9 +152,15 @@ def test_broken_raw_files(tmp_path, defect, match):
         cf.write_bytes(data[: len(data) - 40])
     elif defect == "missing":
         (raw / "common_features_test.csv").unlink()
+    elif defect.startswith("value "):
+        lines[2] = lines[2][:lines[2].rindex(b"\x03") + 1] + defect[6:].encode()
+    elif defect == "gzip":
+        cf = raw / "common_features_test.csv"
+        cf.write_bytes(gzip.compress(cf.read_bytes()))
     sk.write_bytes(b"\n".join(lines))
     with pytest.raises(DataError, match=match):
         prepare_ali_ccp(raw, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # made by the call: removed with its scratch files
 
 
 def test_text_feature_ids_and_header_and_crlf_are_accepted(tmp_path):

@@ -153,6 +153,12 @@ def tokenize(flist: pa.Array, nums: pa.Array, lines: np.ndarray, path: Path) -> 
         raise DataError(f"{path}: line {lines[parent[k]]}: feature value "
                         f"{parts.field(2)[k].as_py()[:20]!r} is not a number; fix the row"
                         ) from None
+    bad = np.flatnonzero(~(np.abs(values) <= _FLOAT32_MAX))  # NaN, inf, beyond float32
+    if bad.size:  # a dense value would be silently zeroed (NaN) or clipped to 3.4e38 (inf)
+        k = int(bad[0])
+        raise DataError(f"{path}: line {lines[parent[k]]}: feature value "
+                        f"{parts.field(2)[k].as_py()[:20]!r} is not a finite float32 "
+                        "(NaN, inf or beyond ±3.4e38); fix the row")
     # entries are ordered by row, then by position in the row
     order = np.argsort(fidx, kind="stable")
     bounds = np.searchsorted(fidx[order], np.arange(N_SPARSE + N_SEQ + 1))
@@ -257,14 +263,38 @@ def md5_keys(md5: pa.Array, lines: np.ndarray, path: Path) -> np.ndarray:
     return keys
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
+          (b"PK\x03\x04", "zip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"7z\xbc\xaf", "7z"))
+
+
+def archive_kind(start: bytes) -> str | None:
+    """The compression or archive format of a file starting with `start` (None: neither)."""
+    for magic, kind in _MAGIC:
+        if start.startswith(magic):
+            return kind
+    return "tar" if start[257:262] == b"ustar" else None
+
+
+def archived(path: Path, kind: str) -> str:
+    """The one-line message for a raw file that is still a `kind` archive."""
+    return (f"{path}: is a {kind} archive, not the extracted CSV; extract it (e.g. tar -xzf "
+            "sample_train.tar.gz) and point --raw at the files")
+
+
 def csv_batches(path: Path, names: list[str], block_bytes: int
              ) -> Iterator[tuple[pa.RecordBatch, np.ndarray, int]]:
     """(batch, line number of each row, bytes consumed) of a raw comma-separated file."""
     try:
         with path.open("rb") as fh:
+            start = fh.read(512)
+            fh.seek(0)
             head = fh.readline()
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror}); check the path") from None
+    packed = archive_kind(start)
+    if packed:  # else pyarrow's invalid-row hook fails to decode it and prints a traceback
+        raise DataError(archived(path, packed))
     skip = 1 if head.startswith((b"sample_id", b"md5")) else 0
     invalid: list[tuple[int | None, str, int]] = []
 

@@ -41,6 +41,8 @@ from automtl.data.ali_ccp_parse import (
     SPARSE_FIELDS,
     Parser,
     Tokens,
+    archive_kind,
+    archived,
     csv_batches,
     in_order,
     md5_keys,
@@ -81,6 +83,13 @@ def raw_files(raw: Path) -> dict[str, tuple[Path, Path]]:
             if not p.is_file():
                 raise DataError(f"{p}: raw Ali-CCP file not found; extract sample_train.tar.gz and "
                                 "sample_test.tar.gz of Tianchi dataset 408 into that folder")
+            try:
+                with p.open("rb") as fh:
+                    kind = archive_kind(fh.read(512))
+            except OSError as exc:
+                raise DataError(f"{p}: cannot read ({exc.strerror}); check the path") from None
+            if kind:  # found before anything is written
+                raise DataError(archived(p, kind))
         out[split] = (sk, cf)
     return out
 
@@ -180,13 +189,28 @@ def prepare_ali_ccp(
     block_bytes: int = 16 << 20,
     progress: Progress | None = None,
 ) -> PrepareReport:
-    """Stream the raw Tianchi Ali-CCP files in `raw` into a columnar dataset folder `out`."""
+    """Stream the raw Tianchi Ali-CCP files in `raw` into a columnar dataset folder `out`.
+    A broken row stops it (`DataError`) with its scratch files removed, and `out` too when this
+    call created it."""
     raw, out = Path(raw), Path(out)
     files = raw_files(raw)
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"--val-fraction {val_fraction}: must be in [0, 1)")
     if max_len < 1:
         raise DataError(f"--max-len {max_len}: must be >= 1")
+    fresh = not out.exists()
+    try:
+        return _prepare(raw, out, files, max_len, val_fraction, seed, block_bytes, progress)
+    except BaseException:  # a broken row found mid-stream, or Ctrl-C
+        shutil.rmtree(out / "_tmp_common", ignore_errors=True)
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _prepare(raw: Path, out: Path, files: dict[str, tuple[Path, Path]], max_len: int,
+             val_fraction: float, seed: int, block_bytes: int,
+             progress: Progress | None) -> PrepareReport:
     t0 = time.perf_counter()
     report = PrepareReport(out=out)
     parser = Parser(max_len)
