@@ -159,60 +159,71 @@ def parity(ds: Dataset, split: DeviceSplit, batch: int, n: int, device: torch.de
     return first, step_losses(static, batches)
 
 
+def time_variant(ds: Dataset, batches: list[Batch], variant: str, steps: int,
+                 device: torch.device, precision: str) -> float:
+    """Seconds per step of `variant` (eager | graph | static) cycling over `batches`."""
+    cuda = device.type == "cuda"
+    step = make_step(ds, len(batches[0]), device, precision, capturable=variant == "graph")
+    call: Callable[[Batch], torch.Tensor] = step
+    if variant != "eager":
+        call = StaticStep(step, batches[0], capture=cuda)
+        for bt, _ in zip(cycle(batches), range(WARMUP + 1)):  # warm-up (+ the capture)
+            call(bt)
+    it = cycle(batches)
+    return throughput.timed_steps(lambda: call(next(it)), steps, device)
+
+
 def run(ds: Dataset, device: torch.device, batch_sizes: list[int], steps: int, peak: float,
         rows: list[Row], left: Callable[[], float] = lambda: math.inf, parity_steps: int = 8,
         precision: str = "bf16", compile_mode: str | None = None) -> None:
     """Append the step rows (see the module docstring) to `rows`; `peak` in GFLOP/s; a batch
-    size or variant is skipped with a row when `left()` seconds would not cover it."""
+    size or variant is skipped with a row when `left()` seconds would not cover it. Every eager
+    row comes before the first capture: a failed capture can leave the CUDA context unusable."""
     split = DeviceSplit.from_split(ds.splits["train"], device)
     cuda = device.type == "cuda"
     variants = ["eager", "graph" if cuda else "static"]
     gflop = None
     best: tuple[float, str] = (0.0, "")
-    for b in batch_sizes:
-        if len(split) < b:
-            rows.append((f"step B={b:,}", "skipped", f"{len(split):,} train rows < one batch"))
-            continue
-        batches = resident_batches(split, b)
-        rates: dict[str, float] = {}
-        for variant in variants:
+    rates: dict[tuple[int, str], float] = {}
+    failed = ""  # the first failed capture: later ones are not tried
+    for variant in variants:
+        for b in batch_sizes:
+            name = f"step B={b:,} {variant}"
             need = 2.0 + steps * b * 2e-7 if cuda else 0.0  # ~0.2 us/sample at most, + setup
-            if left() < need:
-                rows.append((f"step B={b:,} {variant}", "skipped", f"{left():.0f} s left"))
+            if len(split) < b:
+                if variant == variants[0]:
+                    rows.append((f"step B={b:,}", "skipped",
+                                 f"{len(split):,} train rows < one batch"))
                 continue
+            if left() < need or failed:
+                rows.append((name, "skipped", failed or f"{left():.0f} s left"))
+                continue
+            batches = resident_batches(split, b)
             try:
-                step = make_step(ds, b, device, precision, capturable=cuda and variant == "graph")
-                if variant == "eager":
-                    call: Callable[[Batch], torch.Tensor] = step
-                else:
-                    call = StaticStep(step, batches[0], capture=cuda)
-                    for bt, _ in zip(cycle(batches), range(WARMUP + 1)):  # warm-up (+ capture)
-                        call(bt)
-                it = cycle(batches)
-                sec = throughput.timed_steps(lambda: call(next(it)), steps, device)
+                sec = time_variant(ds, batches, variant, steps, device, precision)
                 gflop = gflop_per_sample(ds, batches[0], device, precision)
             except torch.cuda.OutOfMemoryError:
-                rows.append((f"step B={b:,} {variant}", "out of device memory", ""))
-                torch.cuda.empty_cache()
+                rows.append((name, "out of device memory", ""))
                 continue
             except Exception as exc:  # a failed capture must not hide the other rows
-                rows.append((f"step B={b:,} {variant}",
-                             f"FAILED: {type(exc).__name__}: {str(exc)[:160]}", ""))
+                rows.append((name, f"FAILED: {type(exc).__name__}: {str(exc)[:160]}", ""))
+                failed = f"the capture failed at B={b:,}" if variant == "graph" else ""
                 continue
-            rates[variant] = b / sec
-            frac = gflop * rates[variant] / peak
+            finally:
+                del batches
+                if cuda:
+                    torch.cuda.empty_cache()
+            rates[b, variant] = b / sec
+            frac = gflop * rates[b, variant] / peak
             if frac > best[0]:
                 best = (frac, f"B={b:,} {variant}")
-            vs = f", {rates[variant] / rates['eager']:.2f}x eager" if variant != "eager" \
-                and "eager" in rates else ""
-            rows.append((f"step B={b:,} {variant}", f"{rates[variant]:,.0f} samples/s, "
-                         f"{frac:.1%} of bf16 peak{vs}", f"{sec * 1e3:.2f} ms/step, {steps} "
-                         "timed steps" + (", captured after 3 warm-ups" if variant == "graph"
-                                          else "; CPU twin of graph (copy-in, no capture)"
-                                          if variant == "static" else "")))
-        del batches
-        if cuda:
-            torch.cuda.empty_cache()
+            vs = f", {rates[b, variant] / rates[b, 'eager']:.2f}x eager" if variant != "eager" \
+                and (b, "eager") in rates else ""
+            rows.append((name, f"{rates[b, variant]:,.0f} samples/s, {frac:.1%} of bf16 peak{vs}",
+                         f"{sec * 1e3:.2f} ms/step, {steps} timed steps"
+                         + (", captured after 3 warm-ups" if variant == "graph" else
+                            "; CPU twin of graph (copy-in, no capture)" if variant == "static"
+                            else "")))
     if gflop is not None:
         rows.append(("step FLOPs per sample", f"{gflop * 1e3:.2f} MFLOP",
                      "FlopCounterMode: matmuls of forward + backward (the bound on % of peak)"))
@@ -220,8 +231,9 @@ def run(ds: Dataset, device: torch.device, batch_sizes: list[int], steps: int, p
         run_compile(ds, split, device, batch_sizes, steps, peak, gflop, rows, left, precision,
                     compile_mode)
     b0 = batch_sizes[0]
-    if left() < 5 or len(split) < b0:
-        rows.append(("step parity eager vs " + variants[1], "skipped", f"{left():.0f} s left"))
+    if left() < 5 or len(split) < b0 or failed:
+        rows.append(("step parity eager vs " + variants[1], "skipped",
+                     failed or f"{left():.0f} s left"))
     else:
         try:
             a, g = parity(ds, split, b0, parity_steps, device, precision)
