@@ -4,6 +4,7 @@ instead of CUDA IPC handles. Trials trained that way equal trials trained one af
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import optuna
@@ -13,7 +14,8 @@ from optuna.trial import TrialState
 
 from automtl._typed import from_dict
 from automtl.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
-from automtl.data import load_dataset
+from automtl.data import generate_synthetic, load_dataset
+from automtl.data.columnar import save_dataset
 from automtl.search.study_config import study_preset
 from automtl.search.distributed import prepare_shared_study, run_worker_group
 from automtl.search.meta import TrialMeta
@@ -53,6 +55,35 @@ def test_two_trials_sharing_one_data_copy_equal_two_sequential_trials() -> None:
     assert all(is_shared for _, is_shared in shared)  # each trained on the owner's copy
     sequential = [fit(c, load_dataset(DATA)).val for c in cfgs]
     assert [val for val, _ in shared] == sequential
+
+
+def _mapping_of(address: int) -> str:
+    """The file (or shared-memory object) this process maps at `address` (/proc/self/maps)."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, *rest = line.split(maxsplit=5)
+        lo, hi = (int(x, 16) for x in span.split("-"))
+        if lo <= address < hi:
+            return rest[4].strip() if len(rest) > 4 else ""
+    return ""
+
+
+def mapped_job(cfg: TrialConfig) -> tuple[dict[str, float], str, bool]:
+    """Runs in a trial process: the metrics, where its train labels live, whether shared."""
+    ds = load_dataset(cfg.data)
+    result = fit(cfg, ds)
+    labels = device_split(ds, "train", torch.device("cpu")).labels
+    return result.val, _mapping_of(labels.data_ptr()), labels.is_shared()
+
+
+def test_trials_on_a_memory_mapped_cache_map_its_files_instead_of_copying(tmp_path: Path) -> None:
+    folder = save_dataset(generate_synthetic(rows=3000, seed=2), tmp_path / "cols")
+    data = DataConfig(name="ali-ccp", data_dir=str(folder))  # a prepared (columnar) folder
+    cfgs = [dataclasses.replace(_cfg(a), data=data) for a in ("mmoe", "shared_bottom")]
+    shared = run_sharing_data(data, "cpu", [(mapped_job, (c,)) for c in cfgs])
+    for _, where, is_shared in shared:  # the cache file itself, not a shared-memory copy of it
+        assert where == str(folder / "train" / "labels.bin") and not is_shared
+    sequential = [fit(c, load_dataset(data)).val for c in cfgs]
+    assert [val for val, _, _ in shared] == sequential
 
 
 def test_worker_group_runs_the_study_trials_on_one_shared_copy(tmp_path: Path) -> None:

@@ -98,6 +98,17 @@ class DeviceSplit:
             paged=paged,
         )
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled (sent to another process) without this process's file mappings: the tensors
+        travel by torch's own reducers, and the receiver's are not over these mappings."""
+        return {**self.__dict__, "maps": [], "paged": []}
+
+    @property
+    def file_backed(self) -> bool:
+        """Whether every column is a copy-on-write mapping of a cache file (a CPU split of a
+        memory-mapped cache): another process mapping the same files shares its pages."""
+        return bool(self.paged) and len(self.paged) == 3 + len(self.sequences)
+
     def release_pages(self) -> None:
         """Unmap this process's pages of file-backed columns (a CPU split of a memory-mapped
         cache): the RSS they add falls back to zero while the page cache keeps the data, and the
