@@ -22,6 +22,8 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor`: its keys are merged below, explicit keys win
             key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
             try:
                 first = seen.setdefault(key, key_node.start_mark)
@@ -32,6 +34,24 @@ class _StrictLoader(yaml.SafeLoader):
                     None, None, f"key {key!r} appears twice (first at line {first.line + 1}); "
                     "keep one", key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
+
+
+# Plain data only: a date (2024-01-01) stays text, and the tags that build Python objects other
+# than numbers, text, lists and mappings are refused (a space document is stored as JSON, which
+# cannot hold them: !!binary, !!set, ... crashed there).
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def _refuse_tag(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    raise yaml.constructor.ConstructorError(
+        None, None, f"the tag !!{node.tag.rsplit(':', 1)[-1]} is not supported; write a plain "
+        "number, text, list or mapping", node.start_mark)
+
+
+for _tag in ("binary", "set", "omap", "pairs", "timestamp"):
+    _StrictLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
 
 
 def parse_yaml(text: str, where: str) -> Any:

@@ -344,6 +344,22 @@ ROWS += [
     Row("space_duplicate_key", _space(SPACE + "  model.embedding_dim: 8\n"),
         ("space.yaml", "twice")),
     Row("space_empty_file", _space(""), ("space.yaml", "empty")),
+    # a YAML date or a !!binary/!!set value: the space document (stored as JSON) crashed
+    Row("space_yaml_date_value", _space(SPACE + "  train.lr: 2024-01-01\n"),
+        ("space.yaml", "train.lr", "'2024-01-01'")),
+    Row("space_yaml_binary_tag", _space(SPACE + "  train.lr: !!binary aGVsbG8=\n"),
+        ("space.yaml", "!!binary", "not supported")),
+    Row("space_yaml_set_tag", _space(SPACE + "  train.lr: {choices: !!set {a: null}}\n"),
+        ("space.yaml", "!!set", "not supported")),
+    # Optuna only warned and moved `high` (one step past the range: a constant)
+    Row("space_step_not_dividing_range",
+        _space(SPACE + "  train.lr: {float: [0.001, 0.01], step: 1}\n"),
+        ("space.yaml", "train.lr.step", "whole number of steps")),
+    # the study's epochs/data, sampled, silently overrode it (a budget counts epochs per training)
+    Row("space_samples_epochs", _space(SPACE + "  train.epochs: {int: [1, 1000000]}\n"),
+        ("space.yaml", "train.epochs", "set by the study")),
+    Row("space_samples_data_option", _space(SPACE + "  data.options.rows: {int: [1000, 2000]}\n"),
+        ("space.yaml", "data.options.rows", "set by the study")),
     Row("trial_lr_nan", _trial(_TRIAL.replace("epochs: 1", "epochs: 1, lr: .nan")),
         ("trial.yaml", "lr", "finite")),
     Row("trial_weight_decay_nan",
@@ -480,6 +496,21 @@ def test_hostile_input_gives_one_line_and_changes_no_file(
     rc, out, err = run_cli(capfd, argv)
     assert_one_line(rc, out, err, row.expect, row.code)
     assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "--study-config", "preset.yaml", "--no-report"],
+    ["study", "create", "--study-config", "preset.yaml"],
+], ids=["search", "study_create"])
+def test_a_bad_space_creates_no_database(argv: list[str], tmp_path: Path,
+                                         capfd: pytest.CaptureFixture[str]) -> None:
+    """The space is checked before the database is created (a new SQLite file appeared,
+    with Optuna's schema, before the space was read)."""
+    _preset(tmp_path, space=SPACE + "  model.bogus: 3\n")
+    db = tmp_path / "new.db"
+    rc, out, err = run_cli(capfd, [*argv, "--storage", f"sqlite:///{db}"])
+    assert_one_line(rc, out, err, ("space.yaml", "model.bogus"), 2)
+    assert not db.exists()
 
 
 # -- read-only commands on a study made by plain Optuna: they work and change no byte ------------

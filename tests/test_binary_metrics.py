@@ -48,3 +48,20 @@ def test_training_stack_does_not_import_sklearn() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_logloss_of_huge_logits_is_quiet_and_exact():
+    """A diverged model's logits (|x| > 709): the sigmoid overflowed exp with a RuntimeWarning
+    printed by `automtl train`; the stable form gives the same loss without one."""
+    import warnings
+
+    from automtl.data.schema import TaskSpec
+    from automtl.train.metrics import compute_metrics
+
+    logits = np.array([[-1000.0], [1000.0], [-3.0], [2.0]])
+    labels = np.array([[0.0], [1.0], [1.0], [0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = compute_metrics(logits, labels, [TaskSpec("ctr", "click")])["ctr_logloss"]
+    p = np.array([0.0, 1.0, 1 / (1 + np.exp(3.0)), 1 / (1 + np.exp(-2.0))])
+    assert got == pytest.approx(sk_log_loss(labels[:, 0], np.clip(p, 1e-15, 1 - 1e-15)), rel=1e-6)

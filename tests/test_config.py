@@ -33,3 +33,14 @@ def test_non_numbers_are_still_rejected_with_the_path(tmp_path: Path, text: str,
     with pytest.raises(ConfigError) as err:
         load_trial_config(p)
     assert message in str(err.value) and str(p) in str(err.value)
+
+
+def test_yaml_merge_keys_are_plain_yaml_and_explicit_keys_win(tmp_path: Path):
+    """`<<: *anchor` is ordinary YAML (it was refused as an unknown tag by the strict loader);
+    a key given twice is still refused."""
+    from automtl.yamlio import parse_yaml
+
+    text = "base: &b {lr: 0.01, epochs: 2}\ntrain: {<<: *b, epochs: 3}\n"
+    assert parse_yaml(text, "t.yaml")["train"] == {"lr": 0.01, "epochs": 3}
+    with pytest.raises(ConfigError, match="appears twice"):
+        parse_yaml("train: {<<: {lr: 1}, epochs: 2, epochs: 3}\n", "t.yaml")

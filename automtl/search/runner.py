@@ -360,9 +360,12 @@ def run_search(cfg: StudyConfig, *, storage: str = DEFAULT_STORAGE, study_name: 
 
     name = study_name or cfg.name
     load_dataset(cfg.data)  # a data problem fails before any database is created (memoised)
-    rdb = make_storage(storage)
     n_existing = 0
-    if name in optuna.get_all_study_names(rdb):
+    try:  # an existing study is checked and repaired first; nothing is created for that
+        rdb = make_storage(storage, must_exist=True)
+    except AutomtlError:  # no database yet (or an unusable one): prepare_study, after its
+        rdb = None        # checks of the space and the baselines, creates it or says why not
+    if rdb is not None and name in optuna.get_all_study_names(rdb):
         old = optuna.load_study(study_name=name, storage=rdb)
         require_automtl_study(old, storage)
         resume_check(cfg, old)  # another dataset/space is refused before the repair below writes

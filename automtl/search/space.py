@@ -18,6 +18,7 @@ import dataclasses
 import math
 import types
 import typing
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -103,6 +104,11 @@ class _Parser:
         tp = _field_type(path)
         if tp is None:
             self.fail(ypath, f"unknown config path {path!r} (known here: {_known_keys(path)})")
+        if path == "train.epochs" or path.split(".")[0] == "data":
+            # the study's own (`trial_base`): sampled, they silently overrode it, and a budget
+            # or the pruner counting `epochs` per full training miscounted
+            self.fail(ypath, f"{path} is set by the study (its `epochs:` / `data:`, --epochs, "
+                      "--dataset, --data-option), not sampled; remove it from the space")
         if TASK in path and TASK in path.split(".")[0]:
             self.fail(ypath, "{task} may only stand for a mapping key (e.g. "
                       "loss.weighting.weights.{task})")
@@ -210,6 +216,11 @@ class _Parser:
                 self.fail(f"{ypath}.step", f"expected a positive {kind}, got {step!r}")
             if log:
                 self.fail(f"{ypath}.step", "step and log cannot be combined")
+            # Optuna would only warn and move `high` (a step past the range: a constant)
+            steps = (Decimal(str(high)) - Decimal(str(low))) / Decimal(str(step))
+            if steps != steps.to_integral_value():
+                self.fail(f"{ypath}.step", f"[{low}, {high}] is not a whole number of steps of "
+                          f"{step}; make high - low a multiple of the step")
         repeat = spec.get("repeat")
         if repeat is not None and repeat not in REPEATS:
             self.fail(f"{ypath}.repeat", f"must be one of {', '.join(REPEATS)}, got {repeat!r}")

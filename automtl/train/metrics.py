@@ -79,7 +79,7 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float:
 def _logloss(y: np.ndarray, logit: np.ndarray) -> float:
     if y.size == 0:
         return float("nan")
-    p = 1.0 / (1.0 + np.exp(-logit))
+    p = np.exp(_log_sigmoid(logit))  # 1 / (1 + exp(-x)) overflows (a warning) at x < -709
     return log_loss(y, p)
 
 

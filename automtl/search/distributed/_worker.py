@@ -291,14 +291,18 @@ def prepare_shared_study(cfg: StudyConfig, storage_url: str, study_name: str | N
     more trial slots become its target, heartbeat settings are stored with it."""
     name = study_name or cfg.name
     if must_be_new:
-        rdb = make_storage(storage_url)
+        try:  # a missing or empty database holds no study: prepare_study creates it after
+            rdb = make_storage(storage_url, must_exist=True)  # its checks of the space
+        except AutomtlError:
+            rdb = None
         try:
-            if name in optuna.get_all_study_names(rdb):
+            if rdb is not None and name in optuna.get_all_study_names(rdb):
                 raise AutomtlError(f"study {name!r} already exists in {mask_url(storage_url)}; "
                                    "join it with `automtl worker --study "
                                    f"{name}` or pass another --study-name")
         finally:
-            close_storage(rdb)
+            if rdb is not None:
+                close_storage(rdb)
     study = prepare_study(cfg, storage_url, name, warm_start=warm_start)
     extra = cfg.n_trials if n_trials is None else n_trials
     # enqueued baselines / warm-start points are among the `extra` new trials, as in-process
