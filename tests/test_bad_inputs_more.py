@@ -649,6 +649,68 @@ def test_resuming_search_fails_the_trials_of_a_killed_run_and_confines_its_repor
     assert not list(tmp_path.glob("escaped*")) and not list(work.parent.glob("escaped*"))
 
 
+def test_read_only_commands_read_a_database_in_a_folder_they_cannot_write(
+        study_db: Path) -> None:
+    """A WAL database (as `search --workers` makes) in a folder this user cannot write (an
+    archive, another user's results): SQLite's mode=ro still needed to create the -shm file,
+    so `studies` and `pareto` said the file was "corrupt or truncated". Run as another user when the tests run as root (root
+    writes anywhere); the database bytes stay the same and no file appears beside it."""
+    import subprocess
+    import sys
+    import tempfile
+
+    as_other = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv: cannot read as a user without write access")
+        as_other = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    folder = Path(tempfile.mkdtemp(prefix="automtl-ro-"))  # in /tmp: the other user reaches it
+    try:
+        db = folder / "study.db"
+        shutil.copy(study_db, db)
+        from automtl.search.storage import enable_sqlite_wal
+
+        enable_sqlite_wal(f"sqlite:///{db}")  # as `search --workers` leaves it
+        db.chmod(0o444)
+        folder.chmod(0o555)
+        before = db.read_bytes()
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+               "HOME": str(folder), "COLUMNS": "200"}
+        for argv in (["studies"], ["pareto", "--study", STUDY]):
+            run = subprocess.run(
+                [*as_other, sys.executable, "-c",
+                 "import sys; from automtl.cli import main; sys.exit(main())", *argv,
+                 "--storage", f"sqlite:///{db}"],
+                capture_output=True, text=True, env=env, cwd=folder, timeout=300)
+            assert run.returncode == 0, run.stderr
+            assert STUDY in run.stdout and "Traceback" not in run.stderr
+        assert db.read_bytes() == before
+        assert [p.name for p in folder.iterdir()] == ["study.db"]
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+def test_study_names_that_sanitise_alike_never_share_a_report_or_checkpoint_folder(
+        tmp_path: Path) -> None:
+    """"a/b" and "a\\b" (or ".." and "ＡＢ") both became "a_b" ("_"): the second study's report
+    replaced the first's, and their checkpoint folders were one (trial 3 of one study loaded the
+    other's weights). A changed name carries a hash of itself; a plain name is kept; the
+    longest name still makes a file name the file system accepts."""
+    from automtl.search.naming import MAX_STUDY_NAME, confined_path
+    from automtl.search.runner import checkpoint_dir
+
+    url = _sqlite(tmp_path, "x.db")
+    for group in (["a/b", "a\\b", "a_b"], ["..", "ＡＢ", "_"]):
+        reports = {confined_path(tmp_path / "reports", n, ".html") for n in group}
+        folders = {checkpoint_dir(url, n) for n in group}
+        assert len(reports) == len(folders) == len(group)
+    assert confined_path(tmp_path, "bud", ".html") == (tmp_path / "bud.html").resolve()
+    longest = confined_path(tmp_path, "x" * MAX_STUDY_NAME, ".html")
+    longest.write_text("ok")  # no "File name too long"
+    assert longest.parent == tmp_path.resolve()
+
+
 # -- dashboard: Host header checked against the bound host, real port, loud 0.0.0.0 ------------
 
 def _status(app: object, host: str, path: str = "/api/state") -> int:

@@ -14,6 +14,8 @@ here first looks at the database through a read-only connection:
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -60,7 +62,13 @@ def readonly_url(url: str) -> tuple[str, dict[str, Any]]:
         # SQLite URI filename: mode=ro makes every write fail inside SQLite itself. The timeout
         # lets a read wait while a running search holds its short write lock.
         kwargs["connect_args"] = {"timeout": 30}
-        return f"sqlite:///file:{quote(path.resolve().as_posix())}?mode=ro&uri=true", kwargs
+        # A WAL database needs its -shm file even to read: in a folder this user cannot write
+        # (an archive, another user's results), mode=ro alone failed ("attempt to write a
+        # readonly database"). Without a -wal file nothing is left outside the main file, so
+        # it is read as immutable (no locks, no -shm).
+        frozen = not os.access(path.parent, os.W_OK) and not Path(f"{path}-wal").exists()
+        return (f"sqlite:///file:{quote(path.resolve().as_posix())}?mode=ro"
+                f"{'&immutable=1' if frozen else ''}&uri=true"), kwargs
     if url.startswith("postgresql"):
         kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
     return url, kwargs

@@ -7,6 +7,7 @@ file or folder name (the default HTML report, checkpoint folders) it goes throug
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -30,9 +31,14 @@ def check_study_name(name: str, option: str = "--study-name") -> str:
 
 
 def safe_filename(name: str) -> str:
-    """`name` as one file-name component: letters, digits, `_`, `-`, `.`; no leading dot."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).lstrip(".")
-    return safe[:MAX_STUDY_NAME] or "_"
+    """`name` as one file-name component: letters, digits, `_`, `-`, `.`; no leading dot. A name
+    that had to change gets a short hash of itself, so two studies never share a file or folder
+    ("a/b" and "a\\b" were both "a_b": one study's report and checkpoints replaced the other's)."""
+    # 200 + hash + suffix stays below the usual 255-byte limit of one file name
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).lstrip(".")[:200] or "_"
+    if safe != name:
+        safe += "-" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    return safe
 
 
 def confined_path(folder: Path, name: str, suffix: str = "") -> Path:
