@@ -215,6 +215,17 @@ def _trial(text: str) -> Callable[[Path, str], list[str]]:
     return lambda d, u: ["train", "--config", str(_write(d / "trial.yaml", text))]
 
 
+def _fresh_study(argv: list[str]) -> Callable[[Path, str], list[str]]:
+    """`argv` (+ --storage) on a database holding study "fresh" made by `automtl study create`
+    (no trial yet)."""
+    def make(d: Path, u: str) -> list[str]:
+        url = _sqlite(d, "fresh.db")
+        assert main(["study", "create", "--study-config", str(_preset(d)), "--study-name",
+                     "fresh", "--storage", url]) == 0
+        return [*argv, "--storage", url]
+    return make
+
+
 def _census_info(defect: Callable[[Path], None]) -> Callable[[Path, str], list[str]]:
     """`automtl data info` on a processed census-income folder with one defect in train.csv."""
     def make(d: Path, u: str) -> list[str]:
@@ -419,6 +430,9 @@ ROWS += [
                       "yaml", "-o", str(d / "x.yaml")], ("--pick", "empty")),
     Row("pareto_empty_min", lambda d, u: ["pareto", *_STUDY, "--storage", u, "--min", ",",
                                           "--maximize", "ctr"], ("--min", "no NAME=NUMBER")),
+    # refused, but only after creating automtl's tables and writing an empty front
+    Row("reeval_study_without_completed_trials", _fresh_study(["reeval", "--study", "fresh"]),
+        ("'fresh'", "no completed trial")),
     Row("train_config_is_a_directory", lambda d, u: ["train", "--config", str(d)],
         ("is a folder, not a file",)),
     Row("train_config_not_utf8",
@@ -647,6 +661,22 @@ def test_resuming_search_fails_the_trials_of_a_killed_run_and_confines_its_repor
     html = sorted(tmp_path.rglob("*.html"))
     assert [p.parent for p in html] == [work / "reports"], html
     assert not list(tmp_path.glob("escaped*")) and not list(work.parent.glob("escaped*"))
+
+
+def test_study_create_prints_a_worker_command_that_pastes_and_no_optuna_log(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The hint was `--study it's x` unquoted (and --storage in bare single quotes), and
+    Optuna's "[I ...] A new study created" INFO lines went to stderr."""
+    import shlex
+
+    name = "it's a \"study\""
+    url = _sqlite(tmp_path, "w.db")
+    rc, out, err = run_cli(capfd, ["study", "create", "--study-config", str(_preset(tmp_path)),
+                                   "--study-name", name, "--storage", url])
+    assert rc == 0 and not err.strip(), err
+    line = next(ln for ln in out.splitlines() if "automtl worker" in ln)
+    argv = shlex.split(line.split("start workers with: ", 1)[1])
+    assert argv == ["automtl", "worker", "--study", name, "--storage", url]
 
 
 def test_read_only_commands_read_a_database_in_a_folder_they_cannot_write(

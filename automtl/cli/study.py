@@ -33,8 +33,14 @@ def create_command(
     from automtl.search.study_config import study_preset
     from automtl.search.distributed import Heartbeat, prepare_shared_study, study_target
 
+    import logging
+    import shlex
+
+    import optuna
+
     if study_name is not None:
         check_study_name(study_name)
+    optuna.logging.set_verbosity(logging.WARNING)  # "[I ...] A new study created": not ours
     hb = Heartbeat(heartbeat_interval, grace_period)
     cfg = study_preset(study_config)
     study = prepare_shared_study(cfg, storage, study_name, n_trials=n_trials, heartbeat=hb,
@@ -44,9 +50,9 @@ def create_command(
                   f"{study_target(study)} trials, objectives {', '.join(objective_names(study))}",
                   highlight=False, soft_wrap=True)
     hint = f"  (give the real password, or set ${STORAGE_ENV})" if masked != storage else ""
-    console.print(f"start workers with: automtl worker --study {study.study_name} "
-                  f"--storage '{masked}'{hint}",
-                  highlight=False, soft_wrap=True)
+    # quoted for the shell, so the line pastes whatever the name or URL holds
+    console.print(f"start workers with: automtl worker --study {shlex.quote(study.study_name)} "
+                  f"--storage {shlex.quote(masked)}{hint}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

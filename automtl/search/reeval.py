@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import optuna
+
 from automtl._typed import from_dict
 from automtl.config import TrialConfig
 from automtl.errors import AutomtlError
@@ -37,10 +39,13 @@ def reevaluate(storage_url: str, study_name: str, top_k: int, seeds: int, *,
     listener = listener or SearchListener()
     study = open_study(storage_url, study_name)
     require_automtl_study(study, storage_url)
+    none = f"study {study_name!r} has no completed trial to re-evaluate yet"
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        raise AutomtlError(none)  # before automtl's tables or the front are written
     store = Store(storage_url)
     front = store.refresh_front(study)
     if not front:
-        raise AutomtlError(f"study {study_name!r} has no completed trial to re-evaluate yet")
+        raise AutomtlError(none)
     for row in top_front(front, top_k):
         base = from_dict(TrialConfig, row.config, where=f"trial {row.trial_number} config")
         dataset = load_dataset(base.data)
