@@ -408,6 +408,12 @@ ROWS += [
         ("parameters", "GiB", "n_experts")),
     Row("trial_huge_synthetic_rows", _trial(_TRIAL.replace("rows: 3000", f"rows: {10**11}")),
         ("rows=100,000,000,000", "GiB")),
+    # a warm start from the study itself enqueued its own front into it; '' meant none
+    Row("search_warm_start_from_itself", _opt("--warm-start", STUDY),
+        ("--warm-start study", "the study being searched")),
+    Row("search_warm_start_empty", _opt("--warm-start", ""), ("--warm-start", "empty")),
+    Row("search_warm_start_missing", _opt("--warm-start", "nope"),
+        ("--warm-start", "no study named 'nope'")),
     Row("search_huge_synthetic_rows", _opt("--data-option", f"rows={10**11}"), ("rows", "GiB")),
     # -- more hostile probes --------------------------------------------------------------------
     Row("studies_empty_storage_url", lambda d, u: ["studies", "--storage", ""], ("malformed",)),

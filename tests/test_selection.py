@@ -114,6 +114,11 @@ def test_trial_rule():
     with pytest.raises(AutomtlError,
                        match=r"--trial 99: no such completed trial \(candidates: 3, 7, 11, 12\)"):
         pick(parse_selection(trial=99))
+    # a conditioned trial is several points of the front: named once
+    points = [_row(4, ctr_auc=0.8, cvr_auc=0.6), _row(4, ctr_auc=0.7, cvr_auc=0.7),
+              _row(2, ctr_auc=0.6, cvr_auc=0.8)]
+    with pytest.raises(AutomtlError, match=r"\(candidates: 2, 4\)$"):
+        pick(parse_selection(trial=99), points)
 
 
 @pytest.mark.parametrize("kwargs, message", [

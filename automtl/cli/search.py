@@ -186,11 +186,15 @@ def search_command(
     cfg.validate()
     from automtl.search.enqueue import WarmStart
 
-    ws = WarmStart(warm_start, warm_start_storage or storage) if warm_start else None
+    ws = WarmStart(warm_start, warm_start_storage or storage) if warm_start is not None else None
     from automtl.data import get_info, resolve_options
 
     resolve_options(get_info(cfg.data.name), dict(cfg.data.options))  # typed, finite, in range
     name = study_name or cfg.name
+    if ws is not None:  # before any note is printed: a refusal is the only line
+        from automtl.search.enqueue import check_warm_start
+
+        check_warm_start(ws, name, storage)
     from automtl.search.budget import resume_note
 
     spent = resume_note(cfg, storage, name)  # a resumed study whose budget is spent

@@ -20,7 +20,7 @@ import optuna
 
 from automtl._typed import from_dict, to_dict
 from automtl.config import TrialConfig
-from automtl.errors import ConfigError
+from automtl.errors import AutomtlError, ConfigError
 from automtl.search.meta import TrialMeta
 from automtl.search.space_nodes import (
     Choice,
@@ -170,6 +170,26 @@ class WarmStart:
     storage: str
 
 
+def check_warm_start(source: WarmStart, study_name: str, storage: str) -> None:
+    """Refuse, reading only, a warm start from an empty name, from the study being searched
+    (it enqueued its own front into itself), or from a study that does not exist."""
+    from automtl.search.dbopen import readonly_study
+    from automtl.search.naming import check_study_name
+    from automtl.search.storage import close_storage
+
+    if not source.study.strip():  # else silently no warm start
+        raise ConfigError("--warm-start: empty; give the name of the study to start from")
+    check_study_name(source.study, "--warm-start")
+    if source.study == study_name and source.storage == storage:
+        raise ConfigError(f"--warm-start {source.study}: that is the study being searched (a "
+                          "resumed study keeps its trials anyway); warm-start from another study")
+    try:
+        _, rdb = readonly_study(source.storage, source.study)
+    except AutomtlError as exc:
+        raise ConfigError(f"--warm-start: {exc}") from None
+    close_storage(rdb)
+
+
 def warm_start_seeds(source: WarmStart, space: SearchSpace, ctx: SpaceContext,
                      base: dict[str, Any], n_trials: int) -> list[Seed]:
     """Seeds from the source study's Pareto front (feasible COMPLETE trials, validation values),
@@ -231,5 +251,5 @@ def enqueue_seeds(study: optuna.Study, seeds: list[Seed]) -> None:
                             skip_if_exists=True)
 
 
-__all__ = ["Seed", "WarmStart", "config_params", "enqueue_seeds", "redo_trial",
+__all__ = ["Seed", "WarmStart", "check_warm_start", "config_params", "enqueue_seeds", "redo_trial",
            "warm_start_seeds"]

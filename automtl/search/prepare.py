@@ -21,6 +21,7 @@ from automtl.search.defaults import DEFAULT_STORAGE
 from automtl.search.enqueue import (
     Seed,
     WarmStart,
+    check_warm_start,
     config_params,
     enqueue_seeds,
     warm_start_seeds,
@@ -165,6 +166,8 @@ def prepare_study(cfg: StudyConfig, storage: str = DEFAULT_STORAGE,
     baselines, skipped = _baseline_seeds(cfg, space, ctx)
     probes, skipped_probes = _baseline_seeds(cfg, space, ctx, "probe",
                                              len(dataset.splits["train"]))
+    if warm_start is not None:
+        check_warm_start(warm_start, name, storage)
     transfer = warm_start_seeds(warm_start, space, ctx, trial_base(cfg), cfg.n_trials) \
         if warm_start is not None else []
     rdb = make_storage(storage, **(rdb_kwargs or {}))

@@ -246,7 +246,8 @@ def select(cands: Sequence[C], objectives: Sequence[str], rule: Selection,
         for c in cands:
             if c.trial_number == rule.trial:
                 return c
-        known = ", ".join(str(c.trial_number) for c in sorted(cands, key=lambda c: c.trial_number))
+        # one entry per trial: a conditioned trial is several points of the front
+        known = ", ".join(str(n) for n in sorted({c.trial_number for c in cands}))
         raise AutomtlError(f"--trial {rule.trial}: no such completed trial (candidates: "
                            f"{known or 'none'})")
     if not cands:
