@@ -63,6 +63,7 @@ class StaticStep:
                             sequences={k: v.clone() for k, v in example.sequences.items()},
                             labels=example.labels.clone())
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.side = torch.cuda.Stream() if capture else None  # the warm-ups' stream
         self.loss: torch.Tensor | None = None
         self.calls = 0
 
@@ -82,11 +83,11 @@ class StaticStep:
         if not self.capture:
             return self.step(self.static, self.epoch)
         if self.graph is None and self.calls <= WARMUP:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
+            assert self.side is not None
+            self.side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side):
                 loss = self.step(self.static, self.epoch)
-            torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.current_stream().wait_stream(self.side)
             return loss
         if self.graph is None:
             # grads are allocated by the captured backward (in the graph's pool) and refilled

@@ -86,3 +86,26 @@ def test_compiled_forward_runs_on_cpu_with_dynamo_only(data) -> None:
                              "eager")
     assert len(rows) == 1 and rows[0][0] == "step B=128 compile (eager)", rows
     assert "samples/s" in rows[0][1]
+
+
+def test_fit_trains_with_the_step_the_benchmark_times(data) -> None:
+    """`fit`'s epoch is `build_train_step`'s step over its shuffled batches: same mean loss and
+    the same weights after one epoch (so the benchmark times what `fit` runs)."""
+    from automtl.data.batching import iter_batches
+    from automtl.train import build_train_step, fit, seed_everything
+
+    ds, split = data
+    cfg = step_scaling.trial(256, CPU, "fp32")
+    cfg.train.epochs = 1
+    res = fit(cfg, ds)
+    seed_everything(cfg.train.seed)
+    step = build_train_step(cfg, ds, CPU)
+    step.model.train()
+    total = torch.zeros(())
+    batches = list(iter_batches(split, 256, shuffle=True,
+                                generator=torch.Generator().manual_seed(cfg.train.seed)))
+    for b in batches:
+        total += step(b)
+    assert float(total) / len(batches) == res.history[0].train_loss
+    for (name, p), q in zip(step.model.named_parameters(), res.model.parameters()):
+        assert torch.equal(p, q), name
