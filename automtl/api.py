@@ -222,7 +222,7 @@ def train(config: TrialConfig | Mapping[str, Any] | str | Path, *, device: str |
     """
     from automtl._typed import from_dict, to_dict
     from automtl.config import TrialConfig, load_trial_config
-    from automtl.data import check_data_config, load_dataset
+    from automtl.data import check_data_config, get_info, load_dataset
     from automtl.errors import config_file
     from automtl.train import fit, save_trained
 
@@ -238,7 +238,8 @@ def train(config: TrialConfig | Mapping[str, Any] | str | Path, *, device: str |
         cfg.train.device = device
     where = "automtl.train()" if isinstance(config, (TrialConfig, Mapping)) else str(config)
     check_data_config(cfg.data, where)
-    with config_file(where, unless=("train.device",) if device is not None else ()):
+    with config_file(where, unless=("train.device",) if device is not None else (),
+                     data_too=not get_info(cfg.data.name).needs_files):
         result = fit(cfg, load_dataset(cfg.data), callbacks=callbacks)
     if out is not None:
         save_trained(out, cfg, result.model)

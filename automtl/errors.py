@@ -34,15 +34,18 @@ class TrialFailedError(RuntimeError):
 
 
 @contextmanager
-def config_file(path: str | Path, *, unless: tuple[str, ...] = ()) -> Iterator[None]:
+def config_file(path: str | Path, *, unless: tuple[str, ...] = (),
+                data_too: bool = False) -> Iterator[None]:
     """Name the config file `path` in a `ConfigError` raised inside (a problem found only once
-    the data or the model exists, e.g. an unknown task name). Messages already naming the file,
-    or starting with one of `unless` (keys a command-line option set), are left as they are."""
+    the data or the model exists, e.g. an unknown task name), and with `data_too` in a
+    `DataError` (generated data: only the file's options can be wrong). Messages already naming
+    the file, or starting with one of `unless` (keys a command-line option set), are kept."""
     try:
         yield
-    except ConfigError as exc:
+    except (ConfigError, DataError) as exc:
         text = str(exc)
-        if text.startswith((f"{path}:", *unless)):
+        if text.startswith((f"{path}:", *unless)) or not (isinstance(exc, ConfigError)
+                                                           or data_too):
             raise
         raise ConfigError(f"{path}: {text}") from None
 

@@ -398,6 +398,8 @@ ROWS += [
         ("trial.yaml", "weights.bogus", "unknown task")),
     Row("trial_data_rows_negative", _trial(_TRIAL.replace("rows: 3000", "rows: -5")),
         ("trial.yaml", "rows", ">= 0, got -5")),
+    Row("trial_synthetic_rho_out_of_range", _trial(_TRIAL.replace("n_tasks: 2", "rho: 2")),
+        ("trial.yaml", "rho=2.0", "0 <= rho <= 1")),
     Row("trial_unknown_dataset", _trial(_TRIAL.replace("name: synthetic", "name: nope")),
         ("trial.yaml", "unknown dataset 'nope'")),
     # -- sizes refused with the numbers before anything is allocated ---------------------------

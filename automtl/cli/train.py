@@ -70,7 +70,7 @@ def train_command(
 
     from automtl.cli._progress import EpochProgress, epoch_columns
     from automtl.config import load_trial_config
-    from automtl.data import bayes_auc, check_data_config, load_dataset
+    from automtl.data import bayes_auc, check_data_config, get_info, load_dataset
     from automtl.errors import config_file
     from automtl.train import fit, save_trained
 
@@ -87,7 +87,9 @@ def train_command(
         check_data_config(cfg.data, str(config))
     # a key found wrong only against the data or the model (a task name, a data option) is
     # still a line of the file: say which file; --device's value is the option's, not the file's
-    with config_file(config, unless=("train.device",) if device is not None else ()):
+    generated = own_data and not get_info(cfg.data.name).needs_files  # synthetic: options only
+    with config_file(config, unless=("train.device",) if device is not None else (),
+                     data_too=generated):
         data = load_dataset(cfg.data)
         try:
             with Progress(*epoch_columns(), console=console, transient=True) as progress:
