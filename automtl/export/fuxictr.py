@@ -34,6 +34,7 @@ import yaml
 
 from automtl.config import TrialConfig
 from automtl.data.schema import FeatureSpec, TaskSpec
+from automtl.errors import AutomtlError
 from automtl.export._gaps import loss_gaps, model_gaps, require_arch, require_dims, train_gaps
 
 FUXICTR_MODELS = {"shared_bottom": "ShareBottom", "mmoe": "MMoE", "ple": "PLE"}
@@ -192,8 +193,12 @@ def _feature_cols(features: Sequence[FeatureSpec]) -> list[dict[str, Any]]:
 def write_fuxictr(export: FuxiCTRExport, out_dir: str | Path, header: str = "") -> list[Path]:
     """Write ``model_config.yaml`` and ``dataset_config.yaml`` into `out_dir` (created)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     model_path, data_path = out / "model_config.yaml", out / "dataset_config.yaml"
-    model_path.write_text(export.model_yaml(header), encoding="utf-8")
-    data_path.write_text(export.dataset_yaml(header), encoding="utf-8")
+    try:  # -o naming a file, or a folder that cannot be written: one line, not a traceback
+        out.mkdir(parents=True, exist_ok=True)
+        model_path.write_text(export.model_yaml(header), encoding="utf-8")
+        data_path.write_text(export.dataset_yaml(header), encoding="utf-8")
+    except OSError as exc:
+        raise AutomtlError(f"{out}: cannot write the FuxiCTR folder ({exc.strerror}); choose "
+                           "another -o folder") from None
     return [model_path, data_path]

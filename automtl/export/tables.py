@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from automtl.data.schema import Dataset, Split
+from automtl.errors import AutomtlError
 
 SEQ_SEPARATOR = " "
 
@@ -55,13 +56,17 @@ def write_processed_csv(ds: Dataset, out_dir: str | Path,
                         splits: Sequence[str] = ("train", "val", "test")) -> list[Path]:
     """Write the given splits of `ds` to ``out_dir/<split>.csv``; returns the paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name in splits:
-        if name not in ds.splits:
-            continue
-        path = out / f"{name}.csv"
-        table = split_table(ds, ds.splits[name])
-        pacsv.write_csv(table, path, _write_options(table.column_names))
-        paths.append(path)
+    try:  # --write-data naming a file, or a folder that cannot be written: one line
+        out.mkdir(parents=True, exist_ok=True)
+        for name in splits:
+            if name not in ds.splits:
+                continue
+            path = out / f"{name}.csv"
+            table = split_table(ds, ds.splits[name])
+            pacsv.write_csv(table, path, _write_options(table.column_names))
+            paths.append(path)
+    except OSError as exc:
+        raise AutomtlError(f"{out}: cannot write the data CSVs ({exc.strerror or exc}); choose "
+                           "another --write-data folder") from None
     return paths

@@ -122,6 +122,21 @@ def choose_trial(storage_url: str, study_name: str, selection: Selection) -> Cho
     return ChosenTrial(study_name, row, objectives, selection.describe())
 
 
+def _check_writable(path: Path, option: str, folder: bool) -> None:
+    """Refuse, before anything is written, an output path that cannot become what it must be:
+    a file where a folder goes (or a folder where a file goes), or a file among its parents."""
+    if path.exists() and path.is_dir() != folder:
+        what = "a folder" if path.is_dir() else "a file"
+        raise AutomtlError(f"{option} {path}: is {what}; give a "
+                           f"{'folder' if folder else 'file'} path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise AutomtlError(f"{option} {path}: {parent} is a file, not a folder; choose "
+                                   "another path")
+            break
+
+
 def _write_text(path: Path, text: str) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +204,9 @@ def export_trial(storage_url: str, study_name: str, selection: Selection, fmt: s
     """
     if fmt not in FORMATS:
         raise AutomtlError(f"--format {fmt}: unknown format; use one of {', '.join(FORMATS)}")
+    _check_writable(Path(out), "-o", folder=fmt == "fuxictr")
+    if write_data is not None:
+        _check_writable(Path(write_data), "--write-data", folder=True)
     if weights_input and fmt not in ("onnx", "torchscript"):
         raise AutomtlError(f"--weights-input: only for --format onnx or torchscript, not {fmt}")
     chosen = choose_trial(storage_url, study_name, selection)
