@@ -179,3 +179,58 @@ def test_text_feature_ids_and_header_and_crlf_are_accepted(tmp_path):
     assert len(m) == ds.sparse_features[j].vocab_size - 1
     assert np.array_equal(ds.splits["train"].labels[:, 0],
                           [r.click for r in raw.rows["train"]])
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_a_failed_prepare_leaves_the_data_set_prepared_before(tmp_path):
+    """Re-preparing into a folder holding a data set: it was written in place, so a broken row
+    found mid-stream destroyed the data set prepared before (and a search reading its
+    memory-mapped columns read truncated files). Now the new one is built beside it and takes
+    its place only when finished: a failure leaves every byte as it was, a success replaces it
+    while a reader's open mapping of the old columns still reads the old values, and nothing
+    is left beside the folder either way."""
+    raw = write_raw_ali_ccp(tmp_path / "raw", n_train=40, n_test=10, n_users=6).folder
+    out = tmp_path / "out"
+    prepare_ali_ccp(raw, out, val_fraction=0.25, seed=1)
+    before = _tree(out)
+    assert "index.json" in before
+    old_labels = np.memmap(out / "train" / "labels.bin", dtype=np.uint8, mode="r")
+    old_bytes = bytes(old_labels)
+
+    sk = raw / "sample_skeleton_train.csv"
+    good = sk.read_bytes()
+    lines = good.split(b"\n")
+    lines[30] = b"17,7" + lines[30][lines[30].index(b",", 3):]  # late in the file: mid-stream
+    sk.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError, match="click='7'"):
+        prepare_ali_ccp(raw, out, val_fraction=0.25, seed=2)
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "raw"]
+
+    sk.write_bytes(good)
+    report = prepare_ali_ccp(raw, out, val_fraction=0.5, seed=2)
+    assert report.out == out and _tree(out) != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "raw"]
+    assert bytes(old_labels) == old_bytes  # the old inode lives on for its readers
+
+
+def test_an_out_folder_with_other_files_is_refused_before_any_write(tmp_path):
+    raw = write_raw_ali_ccp(tmp_path / "raw", n_train=20, n_test=10, n_users=6).folder
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match=r"--out .*mine: the folder holds files that are not a "
+                                        r"prepared data set \(notes.txt\); pass a new or empty"):
+        prepare_ali_ccp(raw, out)
+    assert _tree(out) == {"notes.txt": b"keep me"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "raw"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="is a file"):
+        prepare_ali_ccp(raw, tmp_path / "file")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert prepare_ali_ccp(raw, empty).rows["train"] > 0

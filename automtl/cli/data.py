@@ -142,7 +142,7 @@ def prepare_command(
     from rich.progress import (BarColumn, DownloadColumn, Progress, TaskProgressColumn,
                                TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 
-    from automtl.data.ali_ccp_raw import prepare_ali_ccp, raw_files
+    from automtl.data.ali_ccp_raw import check_prepare_out, prepare_ali_ccp, raw_files
 
     if not math.isfinite(val_fraction):
         raise DataError(f"--val-fraction {val_fraction}: must be a number in 0 .. 0.9")
@@ -155,6 +155,7 @@ def prepare_command(
         root = os.environ.get("AUTOMTL_DATA")
         out = (Path(root).expanduser() if root else Path.home() / ".cache" / "automtl") / name
     files = raw_files(raw)
+    check_prepare_out(out)  # before the progress bar: one line
     total = sum(p.stat().st_size for pair in files.values() for p in pair)
     columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                DownloadColumn(), TextColumn("{task.fields[rate]}"),  # rows/s of the file

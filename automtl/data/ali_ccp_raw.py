@@ -23,6 +23,7 @@ Choices (documented because the release leaves them open):
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from automtl.data.ali_ccp_parse import (
     md5_keys,
     tokenize,
 )
-from automtl.data.columnar import ColumnWriter
+from automtl.data.columnar import INDEX, ColumnWriter
 from automtl.data.schema import FeatureSpec, TaskSpec
 from automtl.errors import DataError
 
@@ -190,22 +191,50 @@ def prepare_ali_ccp(
     progress: Progress | None = None,
 ) -> PrepareReport:
     """Stream the raw Tianchi Ali-CCP files in `raw` into a columnar dataset folder `out`.
-    A broken row stops it (`DataError`) with its scratch files removed, and `out` too when this
-    call created it."""
+
+    The data set is built in a sibling folder and takes `out`'s place only once finished: a
+    broken row found mid-stream (`DataError`) or Ctrl-C leaves `out` as it was, a data set
+    prepared there before included, and a search still reading the old files (memory-mapped)
+    keeps them until it closes them. An `out` holding anything but a prepared data set is
+    refused before any write (its files would be replaced)."""
     raw, out = Path(raw), Path(out)
     files = raw_files(raw)
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"--val-fraction {val_fraction}: must be in [0, 1)")
     if max_len < 1:
         raise DataError(f"--max-len {max_len}: must be >= 1")
-    fresh = not out.exists()
+    check_prepare_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
     try:
-        return _prepare(raw, out, files, max_len, val_fraction, seed, block_bytes, progress)
-    except BaseException:  # a broken row found mid-stream, or Ctrl-C
-        shutil.rmtree(out / "_tmp_common", ignore_errors=True)
-        if fresh:
-            shutil.rmtree(out, ignore_errors=True)
+        report = _prepare(raw, work, files, max_len, val_fraction, seed, block_bytes, progress)
+    except BaseException:  # a broken row found mid-stream, or Ctrl-C: `out` is untouched
+        shutil.rmtree(work, ignore_errors=True)
         raise
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)  # renames, not copies: the swap is two metadata changes
+    work.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    report.out = out
+    return report
+
+
+# what a folder of `prepare` holds; anything else in `--out` belongs to somebody else
+_OURS = {"train", "val", "test", "_tmp_common", INDEX}
+
+
+def check_prepare_out(out: Path) -> None:
+    """Refuse an `out` that is a file, or a folder with files `prepare` did not make."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: is a file; pass a folder for the prepared data set")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in _OURS)
+        if foreign:
+            raise DataError(f"--out {out}: the folder holds files that are not a prepared data "
+                            f"set ({', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''})"
+                            "; pass a new or empty folder")
 
 
 def _prepare(raw: Path, out: Path, files: dict[str, tuple[Path, Path]], max_len: int,
