@@ -206,3 +206,31 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path):
     again = _load("ali-ccp", tmp_path / "k")
     assert again.meta["cache"].startswith("written")
     assert np.array_equal(again.splits["train"].sparse, first.splits["train"].sparse)
+
+
+def test_cache_key_follows_the_reader_version(tmp_path, monkeypatch):
+    """A reader that now turns the same files into other arrays (census-income 2: a text label
+    among 0/1 numbers is refused; version 1 made every 1 of the column 0) never serves a cache
+    the old reader wrote; data sets whose reader did not change keep their cache keys."""
+    from automtl.data import datasets
+    from automtl.data.cache import cache_key
+
+    paths = write_processed(tmp_path / "c", "census-income", {"train": 30, "val": 5, "test": 5})
+    first = _load("census-income", tmp_path / "c")
+    assert first.meta["cache"].startswith("written")
+    clear_memo()
+    assert _load("census-income", tmp_path / "c").meta["cache"].startswith("hit")
+    folder = Path(first.meta["cache"].split(" ", 1)[1])
+    files = [paths[s] for s in sorted(paths)]  # as the loader lists them
+    opts = first.meta["options"]
+    v2 = cache_key("census-income", {**opts, "reader_version": 2}, files)
+    assert folder.name == f"census-income-{v2}"
+    assert folder.name != f"census-income-{cache_key('census-income', opts, files)}"  # version 1's
+    monkeypatch.setitem(datasets.READER_VERSIONS, "census-income", 3)
+    clear_memo()
+    assert _load("census-income", tmp_path / "c").meta["cache"].startswith("written")
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.name.startswith("census")]) == 2
+    # another data set's key is the one it always had
+    write_processed(tmp_path / "a", "aliexpress", {"train": 30, "test": 10})
+    ali = _load("aliexpress", tmp_path / "a")
+    assert "reader_version" not in ali.meta["options"]
