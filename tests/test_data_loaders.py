@@ -231,6 +231,7 @@ def test_cache_key_follows_the_reader_version(tmp_path, monkeypatch):
     assert _load("census-income", tmp_path / "c").meta["cache"].startswith("written")
     assert len([p for p in (tmp_path / "cache").iterdir() if p.name.startswith("census")]) == 2
     # another data set's key is the one it always had
-    write_processed(tmp_path / "a", "aliexpress", {"train": 30, "test": 10})
+    ali_paths = write_processed(tmp_path / "a", "aliexpress", {"train": 30, "test": 10})
     ali = _load("aliexpress", tmp_path / "a")
-    assert "reader_version" not in ali.meta["options"]
+    key = cache_key("aliexpress", ali.meta["options"], [ali_paths[s] for s in sorted(ali_paths)])
+    assert ali.meta["cache"] == f"written {tmp_path / 'cache' / f'aliexpress-{key}'}"
