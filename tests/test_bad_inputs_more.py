@@ -9,6 +9,7 @@ stdout/stderr, and that no file in the folder changed, appeared or vanished (SHA
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import shutil
@@ -224,6 +225,16 @@ def _fresh_study(argv: list[str]) -> Callable[[Path, str], list[str]]:
                      "fresh", "--storage", url]) == 0
         return [*argv, "--storage", url]
     return make
+
+
+def _rename_header(index: int, name: str) -> Callable[[Path], None]:
+    def edit(path: Path) -> None:
+        lines = path.read_text().split("\n")
+        header = next(csv.reader([lines[0]]))
+        header[index] = name
+        lines[0] = ",".join(header)
+        path.write_text("\n".join(lines))
+    return edit
 
 
 def _census_info(defect: Callable[[Path], None]) -> Callable[[Path, str], list[str]]:
@@ -473,6 +484,9 @@ ROWS += [
     # one text label among 0/1 numbers: read as census text, every 1 silently became 0
     Row("csv_census_text_among_numeric_labels", _census_info(_edit_cell("income", "yes")),
         ("train.csv", "line 5", "'income'", "'yes'", "numbers only")),
+    # a name written twice (in place of another): was reported as the other column "missing"
+    Row("csv_duplicated_header_column", _census_info(_rename_header(2, "class of worker")),
+        ("train.csv", "duplicated column(s) 'class of worker'", "'industry code' missing")),
 ]
 
 

@@ -81,6 +81,11 @@ def read_table(path: Path, layout: TableLayout) -> dict[str, np.ndarray]:
     header = _read_header(path)
     expected = layout.columns
     missing = [c for c in sorted(expected) if c not in header]
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:  # first: a name written twice is usually why another one is "missing"
+        also = f" (and {', '.join(map(repr, missing[:5]))} missing)" if missing else ""
+        raise DataError(f"{path}: duplicated column(s) {', '.join(map(repr, dup))}{also}; "
+                        "rename them")
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(map(repr, missing[:5]))}"
                         f"{' ...' if len(missing) > 5 else ''}; the header must have "
@@ -89,9 +94,6 @@ def read_table(path: Path, layout: TableLayout) -> dict[str, np.ndarray]:
     if extra:
         raise DataError(f"{path}: unexpected column(s) {', '.join(map(repr, extra[:5]))}; "
                         "remove them or check that the file belongs to this dataset")
-    dup = sorted({c for c in header if header.count(c) > 1})
-    if dup:
-        raise DataError(f"{path}: duplicated column(s) {', '.join(map(repr, dup))}; rename them")
     try:
         table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24),
                                convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
