@@ -267,6 +267,15 @@ class DCMTConfig:
         _propensity_clip(self.clip)
 
 
+def direction(values: list[float]) -> list[float]:
+    """Task weights as a preference direction summing to 1, computed in float64 after scaling
+    to the largest (a float32 sum of weights above ~3e38 is inf; tiny ones must not vanish).
+    The largest weight must be positive (callers refuse other vectors in their own words)."""
+    top = max(values)
+    total = sum(v / top for v in values)
+    return [v / top / total for v in values]
+
+
 @dataclass
 class WeightingConfig:
     """How per-task BCE losses are combined.
@@ -402,5 +411,5 @@ __all__ = [
     "Arch", "Bottom", "CalibratorConfig", "DCMTConfig", "DataConfig", "DeepMCPConfig",
     "DependencyConfig", "ESCM2Config", "FILM_SITES", "Head", "LossConfig", "ModelConfig",
     "PWiseRConfig", "ShallowTowerConfig", "TrainConfig", "TrialConfig", "WeightingConfig",
-    "from_dict", "load_trial_config", "save_trial_config", "to_dict",
+    "direction", "from_dict", "load_trial_config", "save_trial_config", "to_dict",
 ]

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from automtl.config import WeightingConfig
+from automtl.config import WeightingConfig, direction
 from automtl.errors import ConfigError
 
 
@@ -187,10 +187,7 @@ def preference_vector(weights: dict[str, float], task_names: Sequence[str]) -> T
     if not top > 0:
         raise ConfigError(f"loss.weighting.preference: weights must have a positive sum, got "
                           f"{weights}")
-    # normalised in float64 after scaling to the largest: a float32 sum of weights above ~3e38
-    # is inf (the vector became nan), and a huge pair must stay a direction
-    total = sum(v / top for v in values)
-    return torch.tensor([v / top / total for v in values])
+    return torch.tensor(direction(values))  # float64 math: huge weights stay a direction
 
 
 def conditioner_of(model: nn.Module) -> PreferenceConditioner | None:

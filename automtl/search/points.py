@@ -21,6 +21,7 @@ import math
 
 import optuna
 
+from automtl.config import direction
 from automtl.errors import AutomtlError
 from automtl.search.front import FrontRow, nondominated_mask, point_row, row_from_trial
 from automtl.search.meta import TrialMeta
@@ -59,9 +60,7 @@ def _vector(weights: dict[str, float], aliases: dict[str, str],
                                f"{name!r}); give each task once")
         named[task] = name
         vec[task] = w
-    top = max(vec.values())  # first to 1, so huge weights do not overflow the sum
-    total = sum(w / top for w in vec.values())
-    return {t: w / top / total for t, w in vec.items()}
+    return dict(zip(vec, direction(list(vec.values()))))  # huge weights do not overflow
 
 
 def choose_within(study: optuna.Study, store: Store, rule: Selection,
