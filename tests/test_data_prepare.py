@@ -234,3 +234,20 @@ def test_an_out_folder_with_other_files_is_refused_before_any_write(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert prepare_ali_ccp(raw, empty).rows["train"] > 0
+
+
+def test_prepare_into_the_folder_the_shell_is_in(tmp_path, monkeypatch):
+    """`--out .`: the swap renamed "." ("Device or resource busy" traceback, a partial folder
+    left inside); now the folder itself stays and its entries are replaced, first and again."""
+    raw = write_raw_ali_ccp(tmp_path / "raw", n_train=40, n_test=10, n_users=6).folder
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    prepare_ali_ccp(raw, ".", val_fraction=0.25, seed=1)
+    first = _tree(here)
+    assert "index.json" in first
+    report = prepare_ali_ccp(raw, ".", val_fraction=0.5, seed=2)
+    assert report.out == here and Path.cwd() == here
+    assert "index.json" in _tree(here) and _tree(here) != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "raw"]
+    assert load_columnar(here).splits["val"].labels.shape[0] > 0

@@ -197,7 +197,7 @@ def prepare_ali_ccp(
     prepared there before included, and a search still reading the old files (memory-mapped)
     keeps them until it closes them. An `out` holding anything but a prepared data set is
     refused before any write (its files would be replaced)."""
-    raw, out = Path(raw), Path(out)
+    raw, out = Path(raw), Path(os.path.abspath(out))  # "." has no name to build beside
     files = raw_files(raw)
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"--val-fraction {val_fraction}: must be in [0, 1)")
@@ -212,13 +212,28 @@ def prepare_ali_ccp(
     except BaseException:  # a broken row found mid-stream, or Ctrl-C: `out` is untouched
         shutil.rmtree(work, ignore_errors=True)
         raise
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)  # renames, not copies: the swap is two metadata changes
-    work.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    if out.is_dir():
+        _swap_into(work, out)
+    else:
+        work.rename(out)
     report.out = out
     return report
+
+
+def _swap_into(work: Path, out: Path) -> None:
+    """Move the finished data set in `work` into the existing folder `out`, entry by entry
+    (renames, not copies; `out` itself stays, so a shell or a link inside it keeps working).
+    The old index goes first and the new one last: in between the folder reads as unfinished.
+    The old entries are removed after; a reader's open mapping keeps its files until closed."""
+    trash = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(trash, ignore_errors=True)
+    trash.mkdir()
+    for entry in sorted(out.iterdir(), key=lambda p: p.name != INDEX):  # all ours (checked)
+        entry.rename(trash / entry.name)
+    for entry in sorted(work.iterdir(), key=lambda p: p.name == INDEX):
+        entry.rename(out / entry.name)
+    work.rmdir()
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 # what a folder of `prepare` holds; anything else in `--out` belongs to somebody else
