@@ -197,7 +197,9 @@ def prepare_ali_ccp(
     prepared there before included, and a search still reading the old files (memory-mapped)
     keeps them until it closes them. An `out` holding anything but a prepared data set is
     refused before any write (its files would be replaced)."""
-    raw, out = Path(raw), Path(os.path.abspath(out))  # "." has no name to build beside
+    # the real folder: "." has no name to build beside, and a linked --out is built beside
+    # its target (the renames of the swap stay on one file system)
+    raw, out = Path(raw), Path(os.path.realpath(out))
     files = raw_files(raw)
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"--val-fraction {val_fraction}: must be in [0, 1)")
